@@ -1,0 +1,106 @@
+"""Whole-batch iteration over tensors that already sit on the training device.
+
+``DataLoader(TensorDataset)`` indexes one row at a time and collates; for small tabular
+models that Python work costs more than the model (measured: Lightning fed that way runs at
+0.43× a raw loop). ``BatchIterator`` permutes the rows once per epoch — one gather — and then
+hands out contiguous slices, which are views: no copy, no collate.
+
+For training it can also group ``group`` consecutive mini-batches into one list, so that one
+Lightning ``training_step`` runs several optimizer steps and Lightning's fixed per-step cost
+is paid once per group (see ``MLPModule.training_step``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class BatchIterator:
+    """Mini-batches of ``(x, y)`` sliced from in-memory tensors.
+
+    Args:
+        x: features, shape (N, D), on the device the model trains on.
+        y: targets, shape (N,) (float for binary/regression, long for multiclass).
+        batch_size: rows per mini-batch (per rank under DDP); the last one may be smaller.
+        shuffle: reshuffle every epoch with a permutation seeded by ``(seed, epoch)``.
+        seed: base seed of the shuffle.
+        rank, world_size: DDP position. Training shards (``shuffle=True``) wrap around so
+            every rank gets the same number of rows and batches; evaluation shards are
+            disjoint contiguous blocks, so no row is counted twice.
+        group: if set, yield lists of up to ``group`` mini-batches instead of single ones.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        group: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if len(x) != len(y):
+            raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
+        self.x, self.y = x, y
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.rank, self.world_size, self.group = rank, world_size, group
+        self.epoch = 0
+        # Lightning calls `dataloader.sampler.set_epoch(epoch)` at each epoch start (and with
+        # the restored epoch after a resume); being our own sampler lets that reach us.
+        # (Lightning then also reads `batch_sampler`, which a DataLoader always has.)
+        self.sampler, self.batch_sampler = self, None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def rows(self) -> int:
+        """Rows this rank sees per epoch."""
+        n, w = len(self.x), self.world_size
+        if self.shuffle:
+            return math.ceil(n / w)
+        return (self.rank + 1) * n // w - self.rank * n // w
+
+    def num_batches(self) -> int:
+        return math.ceil(self.rows / self.batch_size)
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_batches() / (self.group or 1))
+
+    def _index(self) -> torch.Tensor | slice:
+        n, w = len(self.x), self.world_size
+        if not self.shuffle:
+            return slice(self.rank * n // w, (self.rank + 1) * n // w)
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        perm = torch.randperm(n, generator=gen)
+        if w > 1:  # pad by wrapping, then deal rows out round-robin (like DistributedSampler)
+            perm = torch.cat([perm, perm[: self.rows * w - n]])[self.rank :: w]
+        return perm.to(self.x.device)
+
+    def batches(self) -> Iterator[Batch]:
+        index = self._index()
+        x, y = self.x[index], self.y[index]  # one gather per epoch; slices below are views
+        for start in range(0, len(x), self.batch_size):
+            yield x[start : start + self.batch_size], y[start : start + self.batch_size]
+
+    def __iter__(self) -> Iterator[Batch] | Iterator[list[Batch]]:
+        if self.group is None:
+            yield from self.batches()
+            return
+        chunk: list[Batch] = []
+        for batch in self.batches():
+            chunk.append(batch)
+            if len(chunk) == self.group:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk

@@ -1,0 +1,183 @@
+"""``TabularDataModule``: any DataFrame + column spec → split → train-fitted preprocessing →
+tensors built once → fast in-memory batches.
+
+    source fn ─► DataFrame+spec ─► seeded (stratified) split ─► Preprocessor.fit(train)
+              ─► float32 tensors on the training device ─► BatchIterator
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+
+from mlplab.data.batches import BatchIterator
+from mlplab.data.preprocess import Preprocessor
+from mlplab.data.sources import load_source
+from mlplab.data.spec import TableSpec
+from mlplab.errors import ConfigError, check
+
+SPLITS = ("train", "val", "test")
+# With group_batches=auto one training_step covers about this many rows (see BatchIterator).
+AUTO_GROUP_ROWS = 4096
+
+
+def split_indices(
+    df: pd.DataFrame, spec: TableSpec, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, np.ndarray]:
+    """Seeded train/val/test row indices, stratified by class for classification tasks."""
+    rng = np.random.default_rng(seed)
+    if spec.task == "regression":
+        groups = [np.arange(len(df))]
+    else:
+        codes = pd.factorize(df[spec.target], sort=True)[0]
+        groups = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
+    parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    for rows in groups:
+        rows = rng.permutation(rows)
+        n_val, n_test = round(len(rows) * val_fraction), round(len(rows) * test_fraction)
+        parts["val"].append(rows[:n_val])
+        parts["test"].append(rows[n_val : n_val + n_test])
+        parts["train"].append(rows[n_val + n_test :])
+    return {s: np.sort(np.concatenate(p)) for s, p in parts.items()}
+
+
+class TabularDataModule(L.LightningDataModule):
+    """One DataModule for every table.
+
+    Args:
+        source: dataset name (see ``mlplab.data.sources.SOURCES``).
+        options: keyword arguments of that dataset's function (e.g. ``n_samples``, ``noise``).
+        batch_size: rows per mini-batch: an int ≥ 1 (1 = single-sample SGD) or ``"full"``
+            (full-batch gradient descent). Per rank under DDP.
+        val_fraction, test_fraction: shares of the rows held out; each in (0, 1), together < 1.
+        seed: seeds the split and the per-epoch shuffle.
+        group_batches: mini-batches per Lightning ``training_step``: an int ≥ 1 or ``"auto"``
+            (about 4096 rows per step on one device, 1 under DDP).
+        eval_batch_size: rows per validation/test batch.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        options: dict | None = None,
+        batch_size: int | str = 64,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        group_batches: int | str = "auto",
+        eval_batch_size: int = 4096,
+    ) -> None:
+        super().__init__()
+        is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+        check(
+            batch_size == "full" or (is_int(batch_size) and batch_size >= 1),
+            "data.batch_size", batch_size, "an integer >= 1 or 'full'",
+        )  # fmt: skip
+        check(0 < val_fraction < 1, "data.val_fraction", val_fraction, "must be in (0, 1)")
+        check(0 < test_fraction < 1, "data.test_fraction", test_fraction, "must be in (0, 1)")
+        check(
+            val_fraction + test_fraction < 1,
+            "data.val_fraction + data.test_fraction", val_fraction + test_fraction,
+            "must be < 1 to leave rows for training",
+        )  # fmt: skip
+        check(
+            group_batches == "auto" or (is_int(group_batches) and group_batches >= 1),
+            "data.group_batches", group_batches, "an integer >= 1 or 'auto'",
+        )  # fmt: skip
+        check(is_int(eval_batch_size) and eval_batch_size >= 1,
+              "data.eval_batch_size", eval_batch_size, "an integer >= 1")  # fmt: skip
+        self.save_hyperparameters()
+        self.preprocessor: Preprocessor | None = None
+        self.frames: dict[str, pd.DataFrame] = {}
+        self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._on_device: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # ---- data -----------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.tensors:  # built once; fit → test reuse the same tensors
+            return
+        hp = self.hparams
+        df, spec = load_source(hp.source, **(hp.options or {}))
+        parts = split_indices(df, spec, hp.val_fraction, hp.test_fraction, hp.seed)
+        for name, rows in parts.items():
+            check(len(rows) > 0, "data.val_fraction/test_fraction",
+                  (hp.val_fraction, hp.test_fraction),
+                  f"leaves the {name} split of {len(df)} rows empty")  # fmt: skip
+        self.frames = {name: df.iloc[rows] for name, rows in parts.items()}
+        if self.preprocessor is None:  # a checkpoint's state (load_state_dict) wins
+            self.preprocessor = Preprocessor.fit(self.frames["train"], spec)
+        self._build_tensors()
+
+    def _build_tensors(self) -> None:
+        pre = self._fitted()
+        self.tensors = {n: (pre.features(f), pre.targets(f)) for n, f in self.frames.items()}
+        self._on_device.clear()
+
+    @property
+    def task(self) -> str:
+        return self._fitted().task
+
+    @property
+    def in_features(self) -> int:
+        return self._fitted().n_features
+
+    @property
+    def out_features(self) -> int:
+        return self._fitted().n_outputs
+
+    def _fitted(self) -> Preprocessor:
+        if self.preprocessor is None:
+            raise RuntimeError("call setup() first: sizes come from the fitted preprocessor")
+        return self.preprocessor
+
+    # ---- iterators ------------------------------------------------------------------------
+    def _placement(self) -> tuple[torch.device, int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return torch.device("cpu"), 0, 1
+        return trainer.strategy.root_device, trainer.global_rank, trainer.world_size
+
+    def _split(self, name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (name, str(device))
+        if key not in self._on_device:  # move once, then every epoch slices on the device
+            x, y = self.tensors[name]
+            self._on_device[key] = (x.to(device), y.to(device))
+        return self._on_device[key]
+
+    def train_dataloader(self) -> BatchIterator:
+        device, rank, world = self._placement()
+        x, y = self._split("train", device)
+        batch_size = self.hparams.batch_size
+        if batch_size == "full":
+            batch_size = -(-len(x) // world)  # the whole (per-rank) training split
+        group = self.hparams.group_batches
+        if group == "auto":
+            # Several optimizer steps per training_step amortize Lightning's per-step cost;
+            # under DDP each backward must run inside its own DDP forward, so one per step.
+            group = 1 if world > 1 else max(1, AUTO_GROUP_ROWS // batch_size)
+        return BatchIterator(
+            x, y, batch_size, shuffle=True, seed=self.hparams.seed,
+            rank=rank, world_size=world, group=group,
+        )  # fmt: skip
+
+    def _eval(self, name: str) -> BatchIterator:
+        device, rank, world = self._placement()
+        x, y = self._split(name, device)
+        return BatchIterator(x, y, self.hparams.eval_batch_size, rank=rank, world_size=world)
+
+    def val_dataloader(self) -> BatchIterator:
+        return self._eval("val")
+
+    def test_dataloader(self) -> BatchIterator:
+        return self._eval("test")
+
+    # ---- checkpoint state -----------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"preprocessor": self._fitted().state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.preprocessor = Preprocessor.from_state_dict(state_dict["preprocessor"])
+        if self.tensors:  # Lightning restores state after setup(): re-encode with this state
+            self._build_tensors()

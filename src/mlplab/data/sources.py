@@ -1,0 +1,30 @@
+"""Name → dataset function. ``data.source`` in the config picks one of these."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pandas as pd
+
+from mlplab.data import toy
+from mlplab.data.spec import TableSpec
+from mlplab.errors import ConfigError
+
+SOURCES: dict[str, Callable[..., tuple[pd.DataFrame, TableSpec]]] = {
+    "pass_fail": toy.make_pass_fail,
+    "grades": toy.make_grades,
+    "moons": toy.make_moons,
+    "circles": toy.make_circles,
+    "spiral": toy.make_spiral,
+    "xor": toy.make_xor,
+}
+
+
+def load_source(name: str, **kwargs) -> tuple[pd.DataFrame, TableSpec]:
+    """Build the table of dataset ``name`` with its keyword arguments."""
+    if name not in SOURCES:
+        raise ConfigError(f"data.source={name!r} is invalid: expected one of {sorted(SOURCES)}")
+    try:
+        return SOURCES[name](**kwargs)
+    except TypeError as err:  # an unknown or misspelt option of that dataset
+        raise ConfigError(f"data.options={kwargs!r} is invalid for source {name!r}: {err}") from err

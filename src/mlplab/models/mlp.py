@@ -1,0 +1,72 @@
+"""``MLP``: dense layers stacked into a deep network; ``hidden_sizes=[]`` is the perceptron."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from mlplab.errors import check
+from mlplab.models.dense import ACTIVATIONS, Dense
+
+TORCH_ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "identity": nn.Identity}
+LAYERS = ("torch", "scratch")
+
+
+def _is_pos_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+class MLP(nn.Module):
+    """Multi-layer perceptron returning logits (or raw values for regression).
+
+    ``hidden_sizes=[]`` gives the single perceptron ``ŷ = g(w0 + XᵀW)``, where the output
+    nonlinearity g (sigmoid / softmax) lives in the loss. Each hidden layer is
+    ``a = g(aW + b)`` followed by dropout when ``dropout > 0``.
+
+    Args:
+        in_features: number of input features.
+        hidden_sizes: width of each hidden layer, e.g. ``[32, 32]``.
+        out_features: 1 for binary/regression, number of classes for multiclass.
+        activation: ``sigmoid``, ``tanh``, ``relu`` or ``identity``.
+        dropout: drop probability after each hidden layer, in [0, 1).
+        layer: ``torch`` (``nn.Linear``) or ``scratch`` (the lecture's ``Dense``).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_sizes: list[int],
+        out_features: int,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        layer: str = "torch",
+    ) -> None:
+        super().__init__()
+        check(_is_pos_int(in_features), "model.in_features", in_features, "an integer >= 1")
+        check(_is_pos_int(out_features), "model.out_features", out_features, "an integer >= 1")
+        check(
+            isinstance(hidden_sizes, list | tuple) and all(map(_is_pos_int, hidden_sizes)),
+            "model.hidden_sizes", hidden_sizes, "a list of integers >= 1 ([] = perceptron)",
+        )  # fmt: skip
+        check(activation in ACTIVATIONS, "model.activation", activation,
+              f"expected one of {list(ACTIVATIONS)}")  # fmt: skip
+        check(isinstance(dropout, int | float) and 0 <= dropout < 1,
+              "model.dropout", dropout, "must be in [0, 1)")  # fmt: skip
+        check(layer in LAYERS, "model.layer", layer, f"expected one of {list(LAYERS)}")
+        widths = [in_features, *hidden_sizes]
+        blocks: list[nn.Module] = []
+        for d_in, d_out in zip(widths[:-1], widths[1:], strict=True):
+            blocks.append(self._dense(layer, d_in, d_out, activation))
+            if dropout > 0:
+                blocks.append(nn.Dropout(dropout))
+        blocks.append(self._dense(layer, widths[-1], out_features, "identity"))
+        self.net = nn.Sequential(*blocks)
+
+    @staticmethod
+    def _dense(layer: str, d_in: int, d_out: int, activation: str) -> nn.Module:
+        if layer == "scratch":
+            return Dense(d_in, d_out, activation)
+        linear = nn.Linear(d_in, d_out)
+        return linear if activation == "identity" else nn.Sequential(linear, TORCH_ACTIVATIONS[activation]())
+
+    def forward(self, x):
+        return self.net(x)  # (B, D) -> (B, out_features)

@@ -1,0 +1,236 @@
+"""``MLPModule``: one LightningModule for binary, multiclass and regression tasks.
+
+Losses (the lecture's):
+- binary: ``J = −1/n Σ y·log σ(z) + (1−y)·log(1−σ(z))`` (BCE on logits z);
+- multiclass: softmax cross-entropy;
+- regression: mean squared error ``1/n Σ (y − ŷ)²`` on the standardized target.
+
+Training uses manual optimization so one ``training_step`` can run a group of mini-batches
+(``W ← W − η ∂J/∂W`` once per mini-batch): Lightning's fixed cost per step is then paid once
+per group, which is what lets mlplab train at raw-loop speed (``scripts/bench_throughput.py``).
+Everything Lightning does for automatic optimization that matters here is done explicitly:
+``manual_backward`` (AMP, DDP gradient sync), ``clip_gradients``, ``opt.step`` (AMP scaler,
+``global_step``), and scheduler steps at epoch end.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import get_class
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryAUROC,
+    BinaryF1Score,
+    MulticlassAccuracy,
+    MulticlassF1Score,
+)
+from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
+
+from mlplab.data.spec import TASKS
+from mlplab.errors import ConfigError, check
+from mlplab.models.mlp import MLP
+
+CLIP_ALGORITHMS = ("norm", "value")
+
+
+def make_metrics(task: str, num_classes: int, stage: str) -> MetricCollection:
+    """Stateful metrics of one stage. Train keeps only the cheap ones (they update every step)."""
+    if task == "binary":
+        metrics = {"acc": BinaryAccuracy(), "auroc": BinaryAUROC(), "f1": BinaryF1Score()}
+        keep = ("acc",)
+    elif task == "multiclass":
+        metrics = {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+        }
+        keep = ("acc",)
+    else:
+        metrics = {"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()}
+        keep = ("mse",)
+    if stage == "train":
+        metrics = {k: v for k, v in metrics.items() if k in keep}
+    return MetricCollection(metrics, prefix=f"{stage}/")
+
+
+class MLPModule(L.LightningModule):
+    """An ``MLP`` with its loss, metrics, optimizer and scheduler, built from flat primitives.
+
+    Args:
+        in_features, out_features, task: set by ``train`` from the DataModule.
+        hidden_sizes, activation, dropout, layer: see ``MLP``.
+        l1: weight of the L1 penalty ``λ Σ|w|`` on weight matrices (not biases).
+        optimizer: ``{"_target_": "torch.optim.Adam", "lr": 1e-3, ...}``.
+        scheduler: ``{"_target_": "torch.optim.lr_scheduler.StepLR", ...}`` or None; a
+            ``monitor`` key names the metric ReduceLROnPlateau watches (default ``val/loss``).
+        gradient_clip_val: clip gradients to this norm/value each mini-batch (0 = off).
+        gradient_clip_algorithm: ``norm`` or ``value``.
+        target_mean, target_std: regression target scaling, to report metrics in real units.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        task: str,
+        hidden_sizes: list[int] | None = None,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        layer: str = "torch",
+        l1: float = 0.0,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+        gradient_clip_val: float = 0.0,
+        gradient_clip_algorithm: str = "norm",
+        target_mean: float = 0.0,
+        target_std: float = 1.0,
+    ) -> None:
+        super().__init__()
+        check(task in TASKS, "task", task, f"expected one of {list(TASKS)}")
+        check(isinstance(l1, int | float) and l1 >= 0, "model.l1", l1, "must be >= 0")
+        check(gradient_clip_val >= 0, "trainer.gradient_clip_val", gradient_clip_val, "must be >= 0")
+        check(gradient_clip_algorithm in CLIP_ALGORITHMS, "trainer.gradient_clip_algorithm",
+              gradient_clip_algorithm, f"expected one of {list(CLIP_ALGORITHMS)}")  # fmt: skip
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.net = MLP(in_features, list(hidden_sizes or []), out_features, activation, dropout, layer)
+        self.configure_optimizers()  # fail now, with the key named, not at the first step
+        # One stateful collection per stage (a ModuleDict can't use "train": it's a method).
+        self.train_metrics = make_metrics(task, out_features, "train")
+        self.val_metrics = make_metrics(task, out_features, "val")
+        self.test_metrics = make_metrics(task, out_features, "test")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self._loss_sum: torch.Tensor | float = 0.0
+        self._rows = 0
+
+    # ---- the math -------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, D) -> (B, out)
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        task = self.hparams.task
+        if task == "binary":
+            return F.binary_cross_entropy_with_logits(out.squeeze(-1), y)
+        if task == "multiclass":
+            return F.cross_entropy(out, y)
+        return F.mse_loss(out.squeeze(-1), y)
+
+    def l1_penalty(self) -> torch.Tensor:
+        """``Σ|w|`` over weight matrices."""
+        return sum(p.abs().sum() for p in self.net.parameters() if p.ndim > 1)
+
+    def predictions(self, out: torch.Tensor) -> torch.Tensor:
+        """Model output → P(class 1) (binary), class probabilities, or a value in real units."""
+        task = self.hparams.task
+        if task == "binary":
+            return torch.sigmoid(out.squeeze(-1))
+        if task == "multiclass":
+            return torch.softmax(out, dim=-1)
+        return out.squeeze(-1) * self.hparams.target_std + self.hparams.target_mean
+
+    def _metric_target(self, y: torch.Tensor) -> torch.Tensor:
+        if self.hparams.task == "binary":
+            return y.long()
+        if self.hparams.task == "regression":
+            return y * self.hparams.target_std + self.hparams.target_mean
+        return y
+
+    # ---- training -------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> None:
+        # A group of mini-batches (BatchIterator(group=k)) or one plain (x, y) batch.
+        group = [batch] if isinstance(batch[0], torch.Tensor) else batch
+        opt = self.optimizers()
+        hp = self.hparams
+        outs, ys = [], []
+        for x, y in group:
+            out = self(x)
+            loss = self.loss(out, y)
+            if hp.l1 > 0:
+                loss = loss + hp.l1 * self.l1_penalty()
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            if hp.gradient_clip_val > 0:
+                self.clip_gradients(opt, hp.gradient_clip_val, hp.gradient_clip_algorithm)
+            opt.step()
+            # Epoch means are accumulated here; self.log per mini-batch would cost 10–15%.
+            self._loss_sum = self._loss_sum + loss.detach() * len(y)
+            self._rows += len(y)
+            outs.append(out.detach())
+            ys.append(y)
+        out, y = torch.cat(outs), torch.cat(ys)
+        self.train_metrics.update(self.predictions(out), self._metric_target(y))
+
+    def on_train_epoch_end(self) -> None:
+        if self._rows:
+            self.log("train/loss", self._loss_sum / self._rows, sync_dist=True)
+            self._loss_sum, self._rows = 0.0, 0
+        self.log_dict(self.train_metrics.compute(), sync_dist=True)
+        self.train_metrics.reset()
+        self._step_scheduler()
+
+    def _step_scheduler(self) -> None:
+        scheduler = self.lr_schedulers()
+        if scheduler is None:
+            return
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            monitor = (self.hparams.scheduler or {}).get("monitor", "val/loss")
+            value = self.trainer.callback_metrics.get(monitor)
+            if value is not None:  # no validation this epoch → nothing to react to
+                scheduler.step(value)
+        else:
+            scheduler.step()
+
+    # ---- evaluation -----------------------------------------------------------------------
+    def _eval_step(self, batch, stage: str) -> None:
+        x, y = batch
+        out = self(x)
+        getattr(self, f"{stage}_loss").update(self.loss(out, y), weight=len(y))
+        getattr(self, f"{stage}_metrics").update(self.predictions(out), self._metric_target(y))
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        # torchmetrics gathers states across ranks in compute(): exact, no double counting.
+        loss, metrics = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
+        self.log_dict({f"{stage}/loss": loss.compute(), **metrics.compute()}, sync_dist=True)
+        loss.reset()
+        metrics.reset()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        return self.predictions(self(x))
+
+    # ---- optimization ---------------------------------------------------------------------
+    def configure_optimizers(self):
+        opt_cfg = dict(self.hparams.optimizer or {"_target_": "torch.optim.Adam", "lr": 1e-3})
+        target = opt_cfg.pop("_target_", None)
+        lr = opt_cfg.get("lr")
+        check(isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0,
+              "optimizer.lr", lr, "must be a number > 0")  # fmt: skip
+        optimizer = _build(target, "optimizer", self.parameters(), **opt_cfg)
+        sched_cfg = dict(self.hparams.scheduler or {})
+        if not sched_cfg.get("_target_"):
+            return optimizer
+        sched_cfg.pop("monitor", None)
+        scheduler = _build(sched_cfg.pop("_target_"), "scheduler", optimizer, **sched_cfg)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def _build(target: str | None, key: str, first, **kwargs):
+    """``target(first, **kwargs)`` with bad targets/arguments reported as the config key."""
+    try:
+        return get_class(target)(first, **kwargs)
+    except Exception as err:  # noqa: BLE001 — any failure here is a config mistake
+        raise ConfigError(f"{key}={{_target_: {target}, {kwargs}}} is invalid: {err}") from err

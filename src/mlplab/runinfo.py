@@ -1,0 +1,67 @@
+"""What a run dir records besides Hydra's ``.hydra/``: resolved config and provenance."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+PACKAGES = ("mlplab", "torch", "lightning", "hydra-core", "omegaconf", "torchmetrics", "wandb",
+            "numpy", "pandas")  # fmt: skip
+SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID",
+              "SLURM_NODELIST")  # fmt: skip
+
+
+def git_state(cwd: Path | str = ".") -> dict:
+    """``{"sha": ..., "dirty": bool}``, or nulls outside a git checkout."""
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr)
+        return out.stdout.strip()
+
+    try:
+        return {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+    except (OSError, RuntimeError, subprocess.TimeoutExpired):
+        return {"sha": None, "dirty": None}
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def write_run_info(cfg: DictConfig, output_dir: str | Path) -> Path:
+    """Write ``config.yaml`` (resolved) and ``run_info.json`` into the run dir."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+    info = {
+        "run_name": cfg.get("run_name"),
+        "seed": cfg.get("seed"),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "argv": sys.argv,
+        "cwd": os.getcwd(),
+        "git": git_state(),
+        "python": platform.python_version(),
+        "packages": package_versions(),
+        "host": socket.gethostname(),
+        "slurm": {k: os.environ[k] for k in SLURM_VARS if k in os.environ},
+    }
+    path = out / "run_info.json"
+    path.write_text(json.dumps(info, indent=2) + "\n")
+    return path

@@ -1,0 +1,140 @@
+"""Train an MLP: ``mlplab-train [experiment=NAME] [overrides...]`` (or ``python -m mlplab.train``).
+
+    seed → data → model → callbacks, loggers → trainer → run info → fit → test(best) → metrics
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+import mlplab.config  # noqa: F401 — registers the schema and the ${run_id:} resolver
+from mlplab.errors import ConfigError, check
+from mlplab.noise import silence_known_noise
+from mlplab.runinfo import write_run_info
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CLIP_KEYS = ("gradient_clip_val", "gradient_clip_algorithm")
+
+
+def _container(node) -> dict | None:
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+
+
+def build_model(cfg: DictConfig, datamodule) -> L.LightningModule:
+    """The model config plus what only the data knows (sizes, task, target scaling)."""
+    pre = datamodule.preprocessor
+    trainer_cfg = cfg.trainer
+    return instantiate(
+        cfg.model,
+        _recursive_=False,  # optimizer/scheduler stay plain dicts, built in configure_optimizers
+        in_features=datamodule.in_features,
+        out_features=datamodule.out_features,
+        task=datamodule.task,
+        optimizer=_container(cfg.optimizer),
+        scheduler=_container(cfg.get("scheduler")) or None,
+        # Clipping is configured on the trainer, as in any Lightning project, but done by
+        # the module: Lightning refuses Trainer(gradient_clip_val) under manual optimization.
+        gradient_clip_val=float(trainer_cfg.get("gradient_clip_val") or 0.0),
+        gradient_clip_algorithm=trainer_cfg.get("gradient_clip_algorithm") or "norm",
+        target_mean=pre.target_mean,
+        target_std=pre.target_std,
+    )
+
+
+def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
+    trainer_cfg = _container(cfg.trainer)
+    for key in CLIP_KEYS:
+        trainer_cfg.pop(key, None)
+    return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then test the best checkpoint. Returns the final train/val/test metrics."""
+    silence_known_noise()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.get("ckpt_path"):
+        check(Path(cfg.ckpt_path).is_file(), "ckpt_path", cfg.ckpt_path, "no such checkpoint file")
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")  # sizes, task and target scaling feed the model
+    model = build_model(cfg, datamodule)
+    trainer = build_trainer(cfg, build_callbacks(cfg), build_loggers(cfg))
+    if trainer.is_global_zero:
+        write_run_info(cfg, cfg.paths.output_dir)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if cfg.get("test"):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    return metrics
+
+
+def _config_error(err: BaseException) -> ConfigError | None:
+    """The ConfigError behind ``err`` (Hydra wraps constructor errors), if any."""
+    while err is not None:
+        if isinstance(err, ConfigError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _remove_empty_run_dir(output_dir: str) -> None:
+    """Drop a run dir that holds only Hydra's bookkeeping: a failed start leaves nothing."""
+    out = Path(output_dir)
+    if out.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in out.iterdir()):
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _print_summary(metrics: dict[str, float], output_dir: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="final metrics")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in sorted(metrics):
+        table.add_row(key, f"{metrics[key]:.4f}")
+    Console().print(table)
+    print(f"run dir: {output_dir}")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> None:
+    output_dir = HydraConfig.get().runtime.output_dir
+    try:
+        metrics = train(cfg)
+    except Exception as err:
+        config_err = _config_error(err)
+        if config_err is None:
+            raise
+        print(f"error: {config_err}", file=sys.stderr)
+        _remove_empty_run_dir(output_dir)
+        sys.exit(2)
+    finally:
+        # CPU DDP (gloo) aborts at interpreter exit ~20% of the time unless the group is gone.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if rank_zero_only.rank == 0:
+        _print_summary(metrics, output_dir)
+
+
+if __name__ == "__main__":
+    main()
