@@ -20,5 +20,7 @@ def silence_known_noise() -> None:
         "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
     )
     # Lightning advertises its cloud logger ("💡 Tip: ... litlogger ...") at every Trainer init.
-    # addFilter ignores a filter already present, so calling this twice is harmless.
-    logging.getLogger("lightning.fabric.utilities.rank_zero").addFilter(_FILTER)
+    # It goes through whichever of these two loggers was imported last; addFilter ignores a
+    # filter already present, so calling this twice is harmless.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_FILTER)

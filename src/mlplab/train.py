@@ -13,6 +13,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -30,19 +31,40 @@ def _container(node) -> dict | None:
     return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
 
+def _instantiate(node, **kwargs):
+    """``hydra.utils.instantiate``, but a ConfigError from a constructor comes out as itself
+    (Hydra wraps it in an InstantiationException with a traceback-sized message)."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = _config_error(err)
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def _config_error(err: BaseException | None) -> ConfigError | None:
+    """The ConfigError that caused ``err``, if any."""
+    while err is not None:
+        if isinstance(err, ConfigError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    return [_instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
 
 
 def build_loggers(cfg: DictConfig) -> list:
-    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    return [_instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
 
 
 def build_model(cfg: DictConfig, datamodule) -> L.LightningModule:
     """The model config plus what only the data knows (sizes, task, target scaling)."""
     pre = datamodule.preprocessor
     trainer_cfg = cfg.trainer
-    return instantiate(
+    return _instantiate(
         cfg.model,
         _recursive_=False,  # optimizer/scheduler stay plain dicts, built in configure_optimizers
         in_features=datamodule.in_features,
@@ -63,7 +85,7 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     trainer_cfg = _container(cfg.trainer)
     for key in CLIP_KEYS:
         trainer_cfg.pop(key, None)
-    return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
+    return _instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -72,7 +94,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("ckpt_path"):
         check(Path(cfg.ckpt_path).is_file(), "ckpt_path", cfg.ckpt_path, "no such checkpoint file")
-    datamodule = instantiate(cfg.data)
+    datamodule = _instantiate(cfg.data)
     datamodule.setup("fit")  # sizes, task and target scaling feed the model
     model = build_model(cfg, datamodule)
     trainer = build_trainer(cfg, build_callbacks(cfg), build_loggers(cfg))
@@ -85,15 +107,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     return metrics
-
-
-def _config_error(err: BaseException) -> ConfigError | None:
-    """The ConfigError behind ``err`` (Hydra wraps constructor errors), if any."""
-    while err is not None:
-        if isinstance(err, ConfigError):
-            return err
-        err = err.__cause__ or err.__context__
-    return None
 
 
 def _remove_empty_run_dir(output_dir: str) -> None:
@@ -121,11 +134,8 @@ def main(cfg: DictConfig) -> None:
     output_dir = HydraConfig.get().runtime.output_dir
     try:
         metrics = train(cfg)
-    except Exception as err:
-        config_err = _config_error(err)
-        if config_err is None:
-            raise
-        print(f"error: {config_err}", file=sys.stderr)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
         _remove_empty_run_dir(output_dir)
         sys.exit(2)
     finally:

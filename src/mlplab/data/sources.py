@@ -17,6 +17,7 @@ SOURCES: dict[str, Callable[..., tuple[pd.DataFrame, TableSpec]]] = {
     "circles": toy.make_circles,
     "spiral": toy.make_spiral,
     "xor": toy.make_xor,
+    "synthetic": toy.make_synthetic,
 }
 
 

@@ -104,3 +104,19 @@ def make_xor(n_samples: int = 1000, noise: float = 0.05, seed: int = 0):
     x = rng.uniform(-1.0, 1.0, (n_samples, 2))
     label = (x[:, 0] * x[:, 1] > 0).astype(np.int64)
     return _points(x + rng.normal(0.0, noise, (n_samples, 2)), label)
+
+
+def make_synthetic(n_samples: int = 10_000, n_features: int = 20, noise: float = 0.1, seed: int = 0):
+    """Gaussian features labelled by a random one-hidden-layer teacher network (binary).
+
+    For benchmarks and scale tests: any size, any width, a learnable nonlinear rule.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_samples, n_features)).astype(np.float32)
+    w1 = rng.standard_normal((n_features, 32)) / np.sqrt(n_features)
+    w2 = rng.standard_normal(32)
+    score = np.tanh(x @ w1) @ w2 + rng.normal(0.0, noise, n_samples)
+    columns = tuple(f"f{i}" for i in range(n_features))
+    df = pd.DataFrame(x, columns=list(columns))
+    df["label"] = (score > np.median(score)).astype(np.int64)
+    return df, TableSpec(target="label", task="binary", numeric=columns)

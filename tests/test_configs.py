@@ -1,0 +1,57 @@
+"""Every YAML under conf/ composes, and what it describes instantiates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from mlplab.train import CONF_DIR, build_callbacks, build_loggers, build_model, build_trainer
+from tests.conftest import compose_cfg
+
+CONF = Path(CONF_DIR)
+# Not selectable groups of the train config: the primary config, and Hydra's own settings
+# (which only compose inside a Hydra run; they are exercised by the CLI tests).
+OPTIONS = sorted(
+    p.relative_to(CONF)
+    for p in CONF.rglob("*.yaml")
+    if p.parent != CONF and p.parts[len(CONF.parts)] != "hydra"
+)
+NEEDS_GPU = {"trainer/gpu.yaml", "trainer/ddp.yaml"}
+
+
+def test_every_group_is_covered():
+    groups = {p.parts[0] for p in OPTIONS}
+    assert {"data", "model", "optimizer", "scheduler", "regularization", "trainer", "logger",
+            "callbacks", "debug", "paths", "experiment"} <= groups  # fmt: skip
+    assert len(OPTIONS) >= 50
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=str)
+def test_option_composes_and_instantiates(option: Path, tmp_path):
+    group, name = option.parent.as_posix(), option.stem
+    cfg = compose_cfg(tmp_path, f"{group}={name}", quiet=False)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    model = build_model(cfg, datamodule)
+    optimizers = model.configure_optimizers()
+    assert optimizers is not None
+    for callback in build_callbacks(cfg):
+        assert callback.__class__.__module__.startswith("lightning")
+    loggers = build_loggers(cfg)
+    if option.as_posix() in NEEDS_GPU and not torch.cuda.is_available():
+        assert cfg.trainer.accelerator == "gpu"
+        return
+    trainer = build_trainer(cfg, build_callbacks(cfg), loggers)
+    expected_epochs = 1 if cfg.trainer.get("fast_dev_run") else cfg.trainer.max_epochs
+    assert trainer.max_epochs == expected_epochs
+
+
+@pytest.mark.parametrize(
+    "option", sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml"))
+)
+def test_optimizer_files_state_their_lr(option):
+    text = (CONF / "optimizer" / f"{option}.yaml").read_text()
+    assert "lr:" in text, "torch and Keras defaults differ: every optimizer states its lr"
