@@ -138,11 +138,6 @@ def test_split_indices(name, n, val, test):
     assert not np.array_equal(parts["val"], other["val"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: split_indices rounds each class separately, so with k classes the split sizes "
-    "drift by up to k/2 (val/test) and k (train) rows from the requested fractions",
-)
 def test_split_sizes_within_one_row_for_two_classes():
     df, spec = _table("moons", n=260)  # 130 per class; 130·0.15 = 19.5 rounds up in each class
     parts = split_indices(df, spec, 0.15, 0.15, seed=0)
@@ -331,11 +326,6 @@ def test_ddp_train_shards_are_even_and_cover_every_row(world_size, n):
     assert len(everything) - n <= world_size - 1  # padding only to even out the shards
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: BatchIterator pads with perm[: rows*w - n], which comes up short when more "
-    "padding than rows is needed (1 row, 3 ranks): rank 2 yields nothing while len() says 1",
-)
 def test_ddp_train_shards_even_when_fewer_rows_than_ranks():
     x, y = _ids(1)
     shards = [BatchIterator(x, y, 4, shuffle=True, rank=r, world_size=3) for r in range(3)]

@@ -221,11 +221,6 @@ def test_unknown_optimizer_message_names_the_target():
         _module(optimizer={"_target_": "torch.optim.NoSuchOptimizer", "lr": 0.1})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: MLPModule runs list(hidden_sizes or []) before MLP validates hidden_sizes, so "
-    "a scalar (32, True) raises a bare TypeError and 0 silently builds a perceptron",
-)
 @pytest.mark.parametrize("hidden_sizes", [32, True, 0])
 def test_scalar_hidden_sizes_raise_config_error(hidden_sizes):
     with pytest.raises(ConfigError, match="model.hidden_sizes"):

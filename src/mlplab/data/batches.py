@@ -83,7 +83,7 @@ class BatchIterator:
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         perm = torch.randperm(n, generator=gen)
         if w > 1:  # pad by wrapping, then deal rows out round-robin (like DistributedSampler)
-            perm = torch.cat([perm, perm[: self.rows * w - n]])[self.rank :: w]
+            perm = perm.repeat(math.ceil(self.rows * w / n))[: self.rows * w][self.rank :: w]
         return perm.to(self.x.device)
 
     def batches(self) -> Iterator[Batch]:

@@ -23,23 +23,38 @@ SPLITS = ("train", "val", "test")
 AUTO_GROUP_ROWS = 4096
 
 
+def _allocate(total: int, counts: np.ndarray) -> np.ndarray:
+    """Split ``total`` rows across groups in proportion to ``counts`` (largest remainder),
+    so per-class rounding never adds up to more or fewer rows than asked for."""
+    raw = counts * total / counts.sum()
+    share = np.floor(raw).astype(int)
+    share[np.argsort(share - raw, kind="stable")[: total - share.sum()]] += 1
+    return share
+
+
 def split_indices(
     df: pd.DataFrame, spec: TableSpec, val_fraction: float, test_fraction: float, seed: int
 ) -> dict[str, np.ndarray]:
-    """Seeded train/val/test row indices, stratified by class for classification tasks."""
+    """Seeded train/val/test row indices, stratified by class for classification tasks.
+
+    Val and test get ``round(n · fraction)`` rows each, shared out across classes in
+    proportion to their size; train gets the rest.
+    """
     rng = np.random.default_rng(seed)
     if spec.task == "regression":
         groups = [np.arange(len(df))]
     else:
         codes = pd.factorize(df[spec.target], sort=True)[0]
         groups = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
+    counts = np.array([len(g) for g in groups])
+    n_val = _allocate(round(len(df) * val_fraction), counts)
+    n_test = _allocate(round(len(df) * test_fraction), counts)
     parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
-    for rows in groups:
+    for rows, v, t in zip(groups, n_val, n_test, strict=True):
         rows = rng.permutation(rows)
-        n_val, n_test = round(len(rows) * val_fraction), round(len(rows) * test_fraction)
-        parts["val"].append(rows[:n_val])
-        parts["test"].append(rows[n_val : n_val + n_test])
-        parts["train"].append(rows[n_val + n_test :])
+        parts["val"].append(rows[:v])
+        parts["test"].append(rows[v : v + t])
+        parts["train"].append(rows[v + t :])
     return {s: np.sort(np.concatenate(p)) for s, p in parts.items()}
 
 

@@ -95,7 +95,8 @@ class MLPModule(L.LightningModule):
               gradient_clip_algorithm, f"expected one of {list(CLIP_ALGORITHMS)}")  # fmt: skip
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.net = MLP(in_features, list(hidden_sizes or []), out_features, activation, dropout, layer)
+        hidden = [] if hidden_sizes is None else hidden_sizes  # MLP validates the value itself
+        self.net = MLP(in_features, hidden, out_features, activation, dropout, layer)
         self.configure_optimizers()  # fail now, with the key named, not at the first step
         # One stateful collection per stage (a ModuleDict can't use "train": it's a method).
         self.train_metrics = make_metrics(task, out_features, "train")
