@@ -139,7 +139,7 @@ def bench_sklearn(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=200_000, help="training rows")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per contender at batch 512")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per contender at batch 512")
     parser.add_argument("--small-epochs", type=int, default=2, help="epochs at batch < 512")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[512, 32])
     parser.add_argument("--skip-sklearn", action="store_true")

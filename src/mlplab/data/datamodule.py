@@ -20,7 +20,7 @@ from mlplab.errors import ConfigError, check
 
 SPLITS = ("train", "val", "test")
 # With group_batches=auto one training_step covers about this many rows (see BatchIterator).
-AUTO_GROUP_ROWS = 4096
+AUTO_GROUP_ROWS = 32768
 
 
 def _allocate(total: int, counts: np.ndarray) -> np.ndarray:
@@ -69,7 +69,7 @@ class TabularDataModule(L.LightningDataModule):
         val_fraction, test_fraction: shares of the rows held out; each in (0, 1), together < 1.
         seed: seeds the split and the per-epoch shuffle.
         group_batches: mini-batches per Lightning ``training_step``: an int ≥ 1 or ``"auto"``
-            (about 4096 rows per step on one device, 1 under DDP).
+            (about 32k rows per step on one device, 1 under DDP).
         eval_batch_size: rows per validation/test batch.
     """
 

@@ -1,0 +1,111 @@
+"""End to end: ``mlplab-train`` in a subprocess, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, run_cli
+
+TINY = ["trainer.max_epochs=2", "data.options.n_samples=200"]
+OPTIMIZERS = sorted(p.stem for p in (ROOT / "conf" / "optimizer").glob("*.yaml"))
+
+
+def test_train_cli_writes_a_complete_run_dir(tmp_path):
+    out = run_cli(*TINY, f"paths.log_dir={tmp_path}", "run_name=e2e", cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_dir = tmp_path / "train" / "e2e"
+    assert f"run dir: {run_dir}" in out.stdout
+    assert "test/acc" in out.stdout and "test/auroc" in out.stdout
+    # resolved config, overrides, provenance
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["seed"] == 42 and config["paths"]["output_dir"] == str(run_dir)
+    assert "trainer.max_epochs=2" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert len(info["git"]["sha"]) == 40 and isinstance(info["git"]["dirty"], bool)
+    assert info["packages"]["torch"] and info["packages"]["lightning"] and info["seed"] == 42
+    # metrics, checkpoints, wandb offline files — no network, no prompt, no key
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert {"train/loss", "val/loss", "val/acc", "test/auroc"} <= set(header.split(","))
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
+    # the two known start-up messages are gone; nothing else is muted
+    assert "litlogger" not in out.stdout + out.stderr
+    assert "LeafSpec" not in out.stderr
+
+
+def test_unknown_group_option_lists_the_choices(tmp_path):
+    out = run_cli("optimizer=adamm", f"paths.log_dir={tmp_path}", cwd=ROOT)
+    assert out.returncode != 0
+    assert "Could not find 'optimizer/adamm'" in out.stderr
+    assert "adam" in out.stderr and "rmsprop" in out.stderr
+    assert not (tmp_path / "train").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lr=-0.1", "error: optimizer.lr=-0.1 is invalid: must be a number > 0"),
+        ("data.batch_size=full_batch", "error: data.batch_size='full_batch' is invalid"),
+    ],
+)
+def test_bad_value_is_one_clear_line_and_leaves_no_run(override, message, tmp_path):
+    out = run_cli(override, f"paths.log_dir={tmp_path}", cwd=ROOT)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no half-written run
+
+
+def test_multirun_over_every_optimizer(tmp_path):
+    out = run_cli(
+        "-m", f"optimizer={','.join(OPTIMIZERS)}", *TINY, "logger=csv",
+        "trainer.enable_progress_bar=false", f"paths.log_dir={tmp_path}", "run_name=sweep",
+        cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = sorted((tmp_path / "train" / "multirun" / "sweep").glob("[0-9]*"))
+    assert len(jobs) == len(OPTIMIZERS)
+    chosen = set()
+    for job in jobs:
+        config = yaml.safe_load((job / "config.yaml").read_text())
+        chosen.add(config["optimizer"]["_target_"] + str(config["optimizer"].get("momentum")))
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+    assert len(chosen) >= 6  # SGD variants differ by momentum; the adaptive ones by class
+
+
+def test_ddp_cpu_two_processes(tmp_path):
+    out = run_cli(
+        "trainer=ddp_cpu", *TINY, "logger=csv", "trainer.enable_progress_bar=false",
+        f"paths.log_dir={tmp_path}", "run_name=ddp", cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "test/acc" in out.stdout
+    assert "terminate called" not in out.stderr
+    run_dir = tmp_path / "train" / "ddp"
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_run_names_are_unique_within_a_second():
+    code = "from mlplab.config import run_id; print(run_id())"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                         env={"PATH": "/usr/bin:/bin"})  # fmt: skip
+        for _ in range(4)
+    ]
+    names = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert len(set(names)) == 4 and all(len(n) > 20 for n in names)
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "mlplab-train"
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "== Config ==" in out.stdout and "optimizer" in out.stdout
