@@ -39,9 +39,12 @@ def median_epoch(times: list[float]) -> float:
 def raw_net(d: int) -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Linear(d, HIDDEN[0]), nn.ReLU(), nn.Linear(HIDDEN[0], HIDDEN[1]), nn.ReLU(),
+        nn.Linear(d, HIDDEN[0]),
+        nn.ReLU(),
+        nn.Linear(HIDDEN[0], HIDDEN[1]),
+        nn.ReLU(),
         nn.Linear(HIDDEN[1], 1),
-    )  # fmt: skip
+    )
 
 
 def bench_raw(x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int) -> float:
@@ -77,10 +80,16 @@ class EpochTimer(L.Callback):
 
 def _trainer(epochs: int, timer: EpochTimer) -> L.Trainer:
     return L.Trainer(
-        accelerator="cpu", devices=1, max_epochs=epochs, logger=False,
-        enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0,
-        num_sanity_val_steps=0, callbacks=[timer],
-    )  # fmt: skip
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+    )
 
 
 def bench_mlplab(dm: TabularDataModule, batch_size: int, epochs: int) -> float:
@@ -88,9 +97,13 @@ def bench_mlplab(dm: TabularDataModule, batch_size: int, epochs: int) -> float:
     dm.hparams.batch_size = batch_size
     torch.manual_seed(0)
     model = MLPModule(
-        dm.in_features, 1, "binary", HIDDEN, "relu",
+        dm.in_features,
+        1,
+        "binary",
+        HIDDEN,
+        "relu",
         optimizer={"_target_": "torch.optim.Adam", "lr": LR},
-    )  # fmt: skip
+    )
     timer = EpochTimer()
     _trainer(epochs, timer).fit(model, datamodule=dm)
     return len(dm.tensors["train"][0]) / median_epoch(timer.times)
@@ -125,10 +138,16 @@ def bench_sklearn(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int) ->
     from sklearn.neural_network import MLPClassifier
 
     clf = MLPClassifier(
-        hidden_layer_sizes=tuple(HIDDEN), solver="adam", learning_rate_init=LR,
-        batch_size=batch_size, max_iter=epochs, tol=0.0, n_iter_no_change=10**9,
-        shuffle=True, random_state=0,
-    )  # fmt: skip
+        hidden_layer_sizes=tuple(HIDDEN),
+        solver="adam",
+        learning_rate_init=LR,
+        batch_size=batch_size,
+        max_iter=epochs,
+        tol=0.0,
+        n_iter_no_change=10**9,
+        shuffle=True,
+        random_state=0,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         start = time.perf_counter()
@@ -149,13 +168,18 @@ def main() -> None:
 
     # val/test are tiny so the training split holds ~args.rows rows; all contenders use it.
     dm = TabularDataModule(
-        "synthetic", {"n_samples": int(args.rows / 0.98) + 1, "n_features": 20, "seed": 0},
-        batch_size=512, val_fraction=0.01, test_fraction=0.01,
-    )  # fmt: skip
+        "synthetic",
+        {"n_samples": int(args.rows / 0.98) + 1, "n_features": 20, "seed": 0},
+        batch_size=512,
+        val_fraction=0.01,
+        test_fraction=0.01,
+    )
     dm.setup("fit")
     x, y = dm.tensors["train"]
-    print(f"{len(x)} training rows, MLP {x.shape[1]}→{HIDDEN}→1, torch threads "
-          f"{torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"{len(x)} training rows, MLP {x.shape[1]}→{HIDDEN}→1, torch threads "
+        f"{torch.get_num_threads()}"
+    )
 
     rows, result = [], {}
     for bs in args.batch_sizes:

@@ -52,5 +52,6 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     full_env.pop("MLPLAB_RUN_ID", None)  # each CLI run names itself
     cmd = [sys.executable, "-m", "mlplab.train", *args]
-    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )

@@ -66,10 +66,15 @@ def test_bad_value_is_one_clear_line_and_leaves_no_run(override, message, tmp_pa
 
 def test_multirun_over_every_optimizer(tmp_path):
     out = run_cli(
-        "-m", f"optimizer={','.join(OPTIMIZERS)}", *TINY, "logger=csv",
-        "trainer.enable_progress_bar=false", f"paths.log_dir={tmp_path}", "run_name=sweep",
+        "-m",
+        f"optimizer={','.join(OPTIMIZERS)}",
+        *TINY,
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
+        f"paths.log_dir={tmp_path}",
+        "run_name=sweep",
         cwd=ROOT,
-    )  # fmt: skip
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     jobs = sorted((tmp_path / "train" / "multirun" / "sweep").glob("[0-9]*"))
     assert len(jobs) == len(OPTIMIZERS)
@@ -83,9 +88,15 @@ def test_multirun_over_every_optimizer(tmp_path):
 
 def test_ddp_cpu_two_processes(tmp_path):
     out = run_cli(
-        "trainer=ddp_cpu", *TINY, "logger=csv", "trainer.enable_progress_bar=false",
-        f"paths.log_dir={tmp_path}", "run_name=ddp", cwd=ROOT, timeout=600,
-    )  # fmt: skip
+        "trainer=ddp_cpu",
+        *TINY,
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
+        f"paths.log_dir={tmp_path}",
+        "run_name=ddp",
+        cwd=ROOT,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "test/acc" in out.stdout
     assert "terminate called" not in out.stderr
@@ -96,8 +107,12 @@ def test_ddp_cpu_two_processes(tmp_path):
 def test_run_names_are_unique_within_a_second():
     code = "from mlplab.config import run_id; print(run_id())"
     procs = [
-        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                         env={"PATH": "/usr/bin:/bin"})  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={"PATH": "/usr/bin:/bin"},
+        )
         for _ in range(4)
     ]
     names = [p.communicate(timeout=60)[0].strip() for p in procs]

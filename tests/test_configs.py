@@ -24,8 +24,19 @@ NEEDS_GPU = {"trainer/gpu.yaml", "trainer/ddp.yaml"}
 
 def test_every_group_is_covered():
     groups = {p.parts[0] for p in OPTIONS}
-    assert {"data", "model", "optimizer", "scheduler", "regularization", "trainer", "logger",
-            "callbacks", "debug", "paths", "experiment"} <= groups  # fmt: skip
+    assert {
+        "data",
+        "model",
+        "optimizer",
+        "scheduler",
+        "regularization",
+        "trainer",
+        "logger",
+        "callbacks",
+        "debug",
+        "paths",
+        "experiment",
+    } <= groups
     assert len(OPTIONS) >= 50
 
 
@@ -49,9 +60,7 @@ def test_option_composes_and_instantiates(option: Path, tmp_path):
     assert trainer.max_epochs == expected_epochs
 
 
-@pytest.mark.parametrize(
-    "option", sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml"))
-)
+@pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml")))
 def test_optimizer_files_state_their_lr(option):
     text = (CONF / "optimizer" / f"{option}.yaml").read_text()
     assert "lr:" in text, "torch and Keras defaults differ: every optimizer states its lr"

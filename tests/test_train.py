@@ -49,31 +49,43 @@ def test_regression_metrics_are_in_real_units(make_cfg):
 
 
 def test_relu_beats_identity_on_circles(make_cfg):
-    identity = train(make_cfg("experiment=nonlinear_identity", "trainer.max_epochs=20",
-                              name="identity"))  # fmt: skip
+    identity = train(
+        make_cfg("experiment=nonlinear_identity", "trainer.max_epochs=20", name="identity")
+    )
     relu = train(make_cfg("experiment=nonlinear_relu", "trainer.max_epochs=20", name="relu"))
     assert identity["test/acc"] < 0.7 < 0.95 < relu["test/acc"]
 
 
 def test_same_seed_same_metrics_and_seed_zero_is_honoured(make_cfg):
-    runs = [train(make_cfg(f"seed={s}", "trainer.max_epochs=3", name=f"r{i}"))
-            for i, s in enumerate([0, 0, 42])]  # fmt: skip
+    runs = [
+        train(make_cfg(f"seed={s}", "trainer.max_epochs=3", name=f"r{i}"))
+        for i, s in enumerate([0, 0, 42])
+    ]
     assert runs[0] == runs[1]
     assert runs[0]["val/loss"] != runs[2]["val/loss"]
 
 
 def test_grouped_steps_equal_one_step_per_training_step(make_cfg):
     """Several mini-batches per Lightning step is a speed trick only: same math, same weights."""
-    common = ["trainer.max_epochs=3", "trainer.gradient_clip_val=0.5", "scheduler=step",
-              "scheduler.step_size=1"]  # fmt: skip
+    common = [
+        "trainer.max_epochs=3",
+        "trainer.gradient_clip_val=0.5",
+        "scheduler=step",
+        "scheduler.step_size=1",
+    ]
     grouped = train(make_cfg(*common, "data.group_batches=auto", name="g"))
     single = train(make_cfg(*common, "data.group_batches=1", name="s"))
     assert grouped == pytest.approx(single, rel=1e-5, abs=1e-6)
 
 
 def test_scheduler_steps_once_per_epoch(make_cfg):
-    cfg = make_cfg("trainer.max_epochs=3", "scheduler=step", "scheduler.step_size=1",
-                   "scheduler.gamma=0.5", "optimizer.lr=0.08")  # fmt: skip
+    cfg = make_cfg(
+        "trainer.max_epochs=3",
+        "scheduler=step",
+        "scheduler.step_size=1",
+        "scheduler.gamma=0.5",
+        "optimizer.lr=0.08",
+    )
     train(cfg)
     ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.01)
@@ -92,8 +104,13 @@ def test_gd_uses_one_batch_per_epoch(make_cfg):
 
 
 def test_single_sample_sgd_steps_once_per_row(make_cfg):
-    cfg = make_cfg("optimizer=sgd", "optimizer.lr=0.01", "data.batch_size=1",
-                   "data.options.n_samples=100", "trainer.max_epochs=1")  # fmt: skip
+    cfg = make_cfg(
+        "optimizer=sgd",
+        "optimizer.lr=0.01",
+        "data.batch_size=1",
+        "data.options.n_samples=100",
+        "trainer.max_epochs=1",
+    )
     train(cfg)
     ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 60  # 100 rows − 20 val − 20 test
@@ -111,8 +128,9 @@ def test_checkpoint_round_trip_weights_only(make_cfg):
     datamodule = instantiate(cfg.data)
     trainer = build_trainer(cfg, [], [])
     # validate(ckpt_path=best) restores weights and the datamodule's fitted preprocessing
-    result = trainer.validate(model, datamodule=datamodule, ckpt_path=best, weights_only=True,
-                              verbose=False)[0]  # fmt: skip
+    result = trainer.validate(
+        model, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False
+    )[0]
     score = raw["callbacks"][next(k for k in raw["callbacks"] if "ModelCheckpoint" in k)]
     assert result["val/loss"] == pytest.approx(float(score["best_model_score"]), rel=1e-6)
 
@@ -122,14 +140,18 @@ def test_resume_reaches_the_same_metrics_as_one_run(make_cfg):
     first = make_cfg("trainer.max_epochs=2", "test=false", name="first")
     train(first)
     last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
-    resumed = train(make_cfg("trainer.max_epochs=4", "test=false", f"ckpt_path={last}",
-                             name="resumed"))  # fmt: skip
+    resumed = train(
+        make_cfg("trainer.max_epochs=4", "test=false", f"ckpt_path={last}", name="resumed")
+    )
     assert resumed == pytest.approx(whole, rel=1e-6)
 
 
 def test_early_stopping_stops_and_tests_best(make_cfg):
-    cfg = make_cfg("experiment=overfit_regularized", "trainer.max_epochs=200",
-                   "callbacks.early_stopping.patience=3")  # fmt: skip
+    cfg = make_cfg(
+        "experiment=overfit_regularized",
+        "trainer.max_epochs=200",
+        "callbacks.early_stopping.patience=3",
+    )
     train(cfg)
     rows = csv_rows(Path(cfg.paths.output_dir))
     epochs = {int(r["epoch"]) for r in rows if r.get("val/loss")}
@@ -170,3 +192,12 @@ def test_bad_values_name_the_key_before_anything_is_written(override, key, make_
         train(cfg)
     assert str(err.value).startswith(f"{key}=")
     assert not Path(cfg.paths.output_dir).exists()
+
+
+@pytest.mark.parametrize("preset", ["fdr", "limit", "overfit"])
+def test_debug_presets_run(preset, make_cfg):
+    overrides = ["model.hidden_sizes=[64,64]", "optimizer.lr=0.01"] if preset == "overfit" else []
+    metrics = train(make_cfg(f"debug={preset}", *overrides))
+    assert math.isfinite(metrics["test/loss"])
+    if preset == "overfit":  # one batch, memorised
+        assert metrics["train/loss"] < 0.2

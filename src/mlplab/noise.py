@@ -17,7 +17,9 @@ _FILTER = _DropLitLoggerTip()
 def silence_known_noise() -> None:
     # torch deprecated `isinstance(x, LeafSpec)`; Lightning still does it on every fit.
     warnings.filterwarnings(
-        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
     )
     # Lightning advertises its cloud logger ("💡 Tip: ... litlogger ...") at every Trainer init.
     # It goes through whichever of these two loggers was imported last; addFilter ignores a

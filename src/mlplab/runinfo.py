@@ -14,10 +14,24 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-PACKAGES = ("mlplab", "torch", "lightning", "hydra-core", "omegaconf", "torchmetrics", "wandb",
-            "numpy", "pandas")  # fmt: skip
-SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID",
-              "SLURM_NODELIST")  # fmt: skip
+PACKAGES = (
+    "mlplab",
+    "torch",
+    "lightning",
+    "hydra-core",
+    "omegaconf",
+    "torchmetrics",
+    "wandb",
+    "numpy",
+    "pandas",
+)
+SLURM_VARS = (
+    "SLURM_JOB_ID",
+    "SLURM_ARRAY_JOB_ID",
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_PROCID",
+    "SLURM_NODELIST",
+)
 
 
 def git_state(cwd: Path | str = ".") -> dict:

@@ -1,6 +1,6 @@
 """Train an MLP: ``mlplab-train [experiment=NAME] [overrides...]`` (or ``python -m mlplab.train``).
 
-    seed → data → model → callbacks, loggers → trainer → run info → fit → test(best) → metrics
+seed → data → model → callbacks, loggers → trainer → run info → fit → test(best) → metrics
 """
 
 from __future__ import annotations

@@ -6,4 +6,11 @@ from mlplab.data.preprocess import Preprocessor
 from mlplab.data.sources import SOURCES, load_source
 from mlplab.data.spec import TableSpec
 
-__all__ = ["SOURCES", "BatchIterator", "Preprocessor", "TableSpec", "TabularDataModule", "load_source"]
+__all__ = [
+    "SOURCES",
+    "BatchIterator",
+    "Preprocessor",
+    "TableSpec",
+    "TabularDataModule",
+    "load_source",
+]

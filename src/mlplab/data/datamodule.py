@@ -16,7 +16,7 @@ from mlplab.data.batches import BatchIterator
 from mlplab.data.preprocess import Preprocessor
 from mlplab.data.sources import load_source
 from mlplab.data.spec import TableSpec
-from mlplab.errors import ConfigError, check
+from mlplab.errors import check
 
 SPLITS = ("train", "val", "test")
 # With group_batches=auto one training_step covers about this many rows (see BatchIterator).
@@ -58,6 +58,28 @@ def split_indices(
     return {s: np.sort(np.concatenate(p)) for s, p in parts.items()}
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_fraction(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1
+
+
+def _check_args(batch_size, val_fraction, test_fraction, group_batches, eval_batch_size) -> None:
+    ok_batch = batch_size == "full" or (_is_int(batch_size) and batch_size >= 1)
+    check(ok_batch, "data.batch_size", batch_size, "an integer >= 1 or 'full'")
+    check(_is_fraction(val_fraction), "data.val_fraction", val_fraction, "must be in (0, 1)")
+    check(_is_fraction(test_fraction), "data.test_fraction", test_fraction, "must be in (0, 1)")
+    total = val_fraction + test_fraction
+    check(total < 1, "data.val_fraction + data.test_fraction", total,
+          "must be < 1 to leave rows for training")  # fmt: skip
+    ok_group = group_batches == "auto" or (_is_int(group_batches) and group_batches >= 1)
+    check(ok_group, "data.group_batches", group_batches, "an integer >= 1 or 'auto'")
+    ok_eval = _is_int(eval_batch_size) and eval_batch_size >= 1
+    check(ok_eval, "data.eval_batch_size", eval_batch_size, "an integer >= 1")
+
+
 class TabularDataModule(L.LightningDataModule):
     """One DataModule for every table.
 
@@ -85,24 +107,7 @@ class TabularDataModule(L.LightningDataModule):
         eval_batch_size: int = 4096,
     ) -> None:
         super().__init__()
-        is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
-        check(
-            batch_size == "full" or (is_int(batch_size) and batch_size >= 1),
-            "data.batch_size", batch_size, "an integer >= 1 or 'full'",
-        )  # fmt: skip
-        check(0 < val_fraction < 1, "data.val_fraction", val_fraction, "must be in (0, 1)")
-        check(0 < test_fraction < 1, "data.test_fraction", test_fraction, "must be in (0, 1)")
-        check(
-            val_fraction + test_fraction < 1,
-            "data.val_fraction + data.test_fraction", val_fraction + test_fraction,
-            "must be < 1 to leave rows for training",
-        )  # fmt: skip
-        check(
-            group_batches == "auto" or (is_int(group_batches) and group_batches >= 1),
-            "data.group_batches", group_batches, "an integer >= 1 or 'auto'",
-        )  # fmt: skip
-        check(is_int(eval_batch_size) and eval_batch_size >= 1,
-              "data.eval_batch_size", eval_batch_size, "an integer >= 1")  # fmt: skip
+        _check_args(batch_size, val_fraction, test_fraction, group_batches, eval_batch_size)
         self.save_hyperparameters()
         self.preprocessor: Preprocessor | None = None
         self.frames: dict[str, pd.DataFrame] = {}
@@ -117,9 +122,12 @@ class TabularDataModule(L.LightningDataModule):
         df, spec = load_source(hp.source, **(hp.options or {}))
         parts = split_indices(df, spec, hp.val_fraction, hp.test_fraction, hp.seed)
         for name, rows in parts.items():
-            check(len(rows) > 0, "data.val_fraction/test_fraction",
-                  (hp.val_fraction, hp.test_fraction),
-                  f"leaves the {name} split of {len(df)} rows empty")  # fmt: skip
+            check(
+                len(rows) > 0,
+                "data.val_fraction/test_fraction",
+                (hp.val_fraction, hp.test_fraction),
+                f"leaves the {name} split of {len(df)} rows empty",
+            )
         self.frames = {name: df.iloc[rows] for name, rows in parts.items()}
         if self.preprocessor is None:  # a checkpoint's state (load_state_dict) wins
             self.preprocessor = Preprocessor.fit(self.frames["train"], spec)
@@ -172,10 +180,26 @@ class TabularDataModule(L.LightningDataModule):
             # Several optimizer steps per training_step amortize Lightning's per-step cost;
             # under DDP each backward must run inside its own DDP forward, so one per step.
             group = 1 if world > 1 else max(1, AUTO_GROUP_ROWS // batch_size)
+        # Trainer(overfit_batches=k) means "the same k batches every epoch": no reshuffle.
+        overfit = bool(self.trainer and self.trainer.overfit_batches)
         return BatchIterator(
-            x, y, batch_size, shuffle=True, seed=self.hparams.seed,
-            rank=rank, world_size=world, group=group,
-        )  # fmt: skip
+            x,
+            y,
+            batch_size,
+            shuffle=not overfit,
+            seed=self.hparams.seed,
+            rank=rank,
+            world_size=world,
+            group=group,
+        )
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        # Our batches are sliced on the training device already: skip Lightning's recursive
+        # walk over a group of (x, y) pairs (measurable at small batch sizes).
+        first = batch[0] if isinstance(batch[0], torch.Tensor) else batch[0][0]
+        if isinstance(first, torch.Tensor) and first.device == device:
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def _eval(self, name: str) -> BatchIterator:
         device, rank, world = self._placement()

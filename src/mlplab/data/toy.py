@@ -106,7 +106,9 @@ def make_xor(n_samples: int = 1000, noise: float = 0.05, seed: int = 0):
     return _points(x + rng.normal(0.0, noise, (n_samples, 2)), label)
 
 
-def make_synthetic(n_samples: int = 10_000, n_features: int = 20, noise: float = 0.1, seed: int = 0):
+def make_synthetic(
+    n_samples: int = 10_000, n_features: int = 20, noise: float = 0.1, seed: int = 0
+):
     """Gaussian features labelled by a random one-hidden-layer teacher network (binary).
 
     For benchmarks and scale tests: any size, any width, a learnable nonlinear rule.

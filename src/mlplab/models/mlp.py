@@ -7,7 +7,12 @@ from torch import nn
 from mlplab.errors import check
 from mlplab.models.dense import ACTIVATIONS, Dense
 
-TORCH_ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "identity": nn.Identity}
+TORCH_ACTIVATIONS = {
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "identity": nn.Identity,
+}
 LAYERS = ("torch", "scratch")
 
 
@@ -45,12 +50,22 @@ class MLP(nn.Module):
         check(_is_pos_int(out_features), "model.out_features", out_features, "an integer >= 1")
         check(
             isinstance(hidden_sizes, list | tuple) and all(map(_is_pos_int, hidden_sizes)),
-            "model.hidden_sizes", hidden_sizes, "a list of integers >= 1 ([] = perceptron)",
-        )  # fmt: skip
-        check(activation in ACTIVATIONS, "model.activation", activation,
-              f"expected one of {list(ACTIVATIONS)}")  # fmt: skip
-        check(isinstance(dropout, int | float) and 0 <= dropout < 1,
-              "model.dropout", dropout, "must be in [0, 1)")  # fmt: skip
+            "model.hidden_sizes",
+            hidden_sizes,
+            "a list of integers >= 1 ([] = perceptron)",
+        )
+        check(
+            activation in ACTIVATIONS,
+            "model.activation",
+            activation,
+            f"expected one of {list(ACTIVATIONS)}",
+        )
+        check(
+            isinstance(dropout, int | float) and 0 <= dropout < 1,
+            "model.dropout",
+            dropout,
+            "must be in [0, 1)",
+        )
         check(layer in LAYERS, "model.layer", layer, f"expected one of {list(LAYERS)}")
         widths = [in_features, *hidden_sizes]
         blocks: list[nn.Module] = []
@@ -66,7 +81,11 @@ class MLP(nn.Module):
         if layer == "scratch":
             return Dense(d_in, d_out, activation)
         linear = nn.Linear(d_in, d_out)
-        return linear if activation == "identity" else nn.Sequential(linear, TORCH_ACTIVATIONS[activation]())
+        return (
+            linear
+            if activation == "identity"
+            else nn.Sequential(linear, TORCH_ACTIVATIONS[activation]())
+        )
 
     def forward(self, x):
         return self.net(x)  # (B, D) -> (B, out_features)

@@ -90,9 +90,15 @@ class MLPModule(L.LightningModule):
         super().__init__()
         check(task in TASKS, "task", task, f"expected one of {list(TASKS)}")
         check(isinstance(l1, int | float) and l1 >= 0, "model.l1", l1, "must be >= 0")
-        check(gradient_clip_val >= 0, "trainer.gradient_clip_val", gradient_clip_val, "must be >= 0")
-        check(gradient_clip_algorithm in CLIP_ALGORITHMS, "trainer.gradient_clip_algorithm",
-              gradient_clip_algorithm, f"expected one of {list(CLIP_ALGORITHMS)}")  # fmt: skip
+        check(
+            gradient_clip_val >= 0, "trainer.gradient_clip_val", gradient_clip_val, "must be >= 0"
+        )
+        check(
+            gradient_clip_algorithm in CLIP_ALGORITHMS,
+            "trainer.gradient_clip_algorithm",
+            gradient_clip_algorithm,
+            f"expected one of {list(CLIP_ALGORITHMS)}",
+        )
         self.save_hyperparameters()
         self.automatic_optimization = False
         hidden = [] if hidden_sizes is None else hidden_sizes  # MLP validates the value itself
@@ -185,14 +191,6 @@ class MLPModule(L.LightningModule):
         else:
             scheduler.step()
 
-    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        # BatchIterator already slices on the training device; skip Lightning's recursive
-        # walk over a group of (x, y) pairs. Anything else (a DataLoader's CPU batch) moves.
-        first = batch[0] if isinstance(batch[0], torch.Tensor) else batch[0][0]
-        if isinstance(first, torch.Tensor) and first.device == device:
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     # ---- evaluation -----------------------------------------------------------------------
     def _eval_step(self, batch, stage: str) -> None:
         x, y = batch
@@ -228,8 +226,12 @@ class MLPModule(L.LightningModule):
         opt_cfg = dict(self.hparams.optimizer or {"_target_": "torch.optim.Adam", "lr": 1e-3})
         target = opt_cfg.pop("_target_", None)
         lr = opt_cfg.get("lr")
-        check(isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0,
-              "optimizer.lr", lr, "must be a number > 0")  # fmt: skip
+        check(
+            isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0,
+            "optimizer.lr",
+            lr,
+            "must be a number > 0",
+        )
         optimizer = _build(target, "optimizer", self.parameters(), **opt_cfg)
         sched_cfg = dict(self.hparams.scheduler or {})
         if not sched_cfg.get("_target_"):
