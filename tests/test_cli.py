@@ -34,8 +34,12 @@ def test_train_cli_writes_a_complete_run_dir(tmp_path):
     assert {"train/loss", "val/loss", "val/acc", "test/auroc"} <= set(header.split(","))
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    offline = list((run_dir / "wandb").glob("offline-run-*"))
-    assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
+    offline = list((run_dir / "wandb").glob("offline-run-*/*.wandb"))
+    assert len(offline) == 1
+    record = offline[0].read_bytes()  # wandb got the resolved config and the provenance
+    assert b"TabularDataModule" in record and info["git"]["sha"].encode() in record
+    hparams = yaml.safe_load((run_dir / "csv" / "hparams.yaml").read_text())
+    assert hparams["config"]["seed"] == 42 and hparams["in_features"] == 2
     # the two known start-up messages are gone; nothing else is muted
     assert "litlogger" not in out.stdout + out.stderr
     assert "LeafSpec" not in out.stderr
@@ -124,3 +128,9 @@ def test_console_script_is_installed():
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "== Config ==" in out.stdout and "optimizer" in out.stdout
+
+
+def test_multirun_refuses_ddp(tmp_path):
+    out = run_cli("-m", "trainer=ddp_cpu", "seed=1,2", f"paths.log_dir={tmp_path}", cwd=ROOT)
+    assert out.returncode == 2
+    assert "error: trainer.strategy='ddp' is invalid: DDP can't run inside --multirun" in out.stderr

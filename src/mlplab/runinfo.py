@@ -59,8 +59,8 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def write_run_info(cfg: DictConfig, output_dir: str | Path) -> Path:
-    """Write ``config.yaml`` (resolved) and ``run_info.json`` into the run dir."""
+def write_run_info(cfg: DictConfig, output_dir: str | Path) -> dict:
+    """Write ``config.yaml`` (resolved) and ``run_info.json`` into the run dir; return the info."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / "config.yaml", resolve=True)
@@ -76,6 +76,5 @@ def write_run_info(cfg: DictConfig, output_dir: str | Path) -> Path:
         "host": socket.gethostname(),
         "slurm": {k: os.environ[k] for k in SLURM_VARS if k in os.environ},
     }
-    path = out / "run_info.json"
-    path.write_text(json.dumps(info, indent=2) + "\n")
-    return path
+    (out / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info

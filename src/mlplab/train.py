@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -88,9 +89,26 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     return _instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
 
 
+def _refuse_ddp_in_multirun(cfg: DictConfig) -> None:
+    """DDP relaunches ``sys.argv`` for its other ranks; inside ``--multirun`` that re-runs the
+    whole sweep in each child (silently wrong). Sweeps use one device per trial."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    strategy = str(cfg.trainer.get("strategy") or "auto")
+    devices, nodes = cfg.trainer.get("devices"), cfg.trainer.get("num_nodes") or 1
+    check(
+        "ddp" not in strategy or (devices == 1 and nodes == 1),
+        "trainer.strategy",
+        strategy,
+        "DDP can't run inside --multirun (each rank would re-run the sweep): "
+        "use one device per trial, e.g. trainer=cpu or trainer=gpu",
+    )
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint. Returns the final train/val/test metrics."""
     silence_known_noise()
+    _refuse_ddp_in_multirun(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("ckpt_path"):
         check(Path(cfg.ckpt_path).is_file(), "ckpt_path", cfg.ckpt_path, "no such checkpoint file")
@@ -98,8 +116,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup("fit")  # sizes, task and target scaling feed the model
     model = build_model(cfg, datamodule)
     trainer = build_trainer(cfg, build_callbacks(cfg), build_loggers(cfg))
-    if trainer.is_global_zero:
-        write_run_info(cfg, cfg.paths.output_dir)
+    if rank_zero_only.rank == 0:  # set from the environment: right before fit() under DDP too
+        info = write_run_info(cfg, cfg.paths.output_dir)
+        # Loggers get the whole resolved config and the provenance, not only model hparams.
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"config": _container(cfg), "run_info": info})
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.get("test"):
