@@ -79,6 +79,7 @@ def build_model(cfg: DictConfig, datamodule) -> L.LightningModule:
         gradient_clip_algorithm=trainer_cfg.get("gradient_clip_algorithm") or "norm",
         target_mean=pre.target_mean,
         target_std=pre.target_std,
+        class_weights=datamodule.class_weights,
     )
 
 

@@ -93,6 +93,7 @@ class TabularDataModule(L.LightningDataModule):
         group_batches: mini-batches per Lightning ``training_step``: an int ≥ 1 or ``"auto"``
             (about 32k rows per step on one device, 1 under DDP).
         eval_batch_size: rows per validation/test batch.
+        balance_classes: weight the loss by inverse class frequency (imbalanced classes).
     """
 
     def __init__(
@@ -105,6 +106,7 @@ class TabularDataModule(L.LightningDataModule):
         seed: int = 0,
         group_batches: int | str = "auto",
         eval_batch_size: int = 4096,
+        balance_classes: bool = False,
     ) -> None:
         super().__init__()
         _check_args(batch_size, val_fraction, test_fraction, group_batches, eval_batch_size)
@@ -120,14 +122,15 @@ class TabularDataModule(L.LightningDataModule):
             return
         hp = self.hparams
         df, spec = load_source(hp.source, **(hp.options or {}))
-        parts = split_indices(df, spec, hp.val_fraction, hp.test_fraction, hp.seed)
+        if spec.split_by:  # the data says which rows are which (e.g. flights: by date)
+            labels = df[spec.split_by].to_numpy()
+            parts = {name: np.flatnonzero(labels == name) for name in SPLITS}
+            why = f"has no {{}} rows in its split column {spec.split_by!r}"
+        else:
+            parts = split_indices(df, spec, hp.val_fraction, hp.test_fraction, hp.seed)
+            why = f"leaves the {{}} split of {len(df)} rows empty"
         for name, rows in parts.items():
-            check(
-                len(rows) > 0,
-                "data.val_fraction/test_fraction",
-                (hp.val_fraction, hp.test_fraction),
-                f"leaves the {name} split of {len(df)} rows empty",
-            )
+            check(len(rows) > 0, "data.source", hp.source, why.format(name))
         self.frames = {name: df.iloc[rows] for name, rows in parts.items()}
         if self.preprocessor is None:  # a checkpoint's state (load_state_dict) wins
             self.preprocessor = Preprocessor.fit(self.frames["train"], spec)
@@ -149,6 +152,12 @@ class TabularDataModule(L.LightningDataModule):
     @property
     def out_features(self) -> int:
         return self._fitted().n_outputs
+
+    @property
+    def class_weights(self) -> list[float] | None:
+        """Loss weights for the model when ``balance_classes=True`` (classification only)."""
+        pre = self._fitted()
+        return pre.class_weights() if self.hparams.balance_classes and pre.classes else None
 
     def _fitted(self) -> Preprocessor:
         if self.preprocessor is None:

@@ -68,6 +68,7 @@ class MLPModule(L.LightningModule):
         gradient_clip_val: clip gradients to this norm/value each mini-batch (0 = off).
         gradient_clip_algorithm: ``norm`` or ``value``.
         target_mean, target_std: regression target scaling, to report metrics in real units.
+        class_weights: loss weight per class (binary: ``[pos_weight]``), or None.
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class MLPModule(L.LightningModule):
         gradient_clip_algorithm: str = "norm",
         target_mean: float = 0.0,
         target_std: float = 1.0,
+        class_weights: list[float] | None = None,
     ) -> None:
         super().__init__()
         check(task in TASKS, "task", task, f"expected one of {list(TASKS)}")
@@ -101,6 +103,9 @@ class MLPModule(L.LightningModule):
         )
         self.save_hyperparameters()
         self.automatic_optimization = False
+        # A buffer follows the module to its device; None leaves the loss unweighted.
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.register_buffer("class_weights", weights, persistent=False)
         hidden = [] if hidden_sizes is None else hidden_sizes  # MLP validates the value itself
         self.net = MLP(in_features, hidden, out_features, activation, dropout, layer)
         self.configure_optimizers()  # fail now, with the key named, not at the first step
@@ -119,9 +124,11 @@ class MLPModule(L.LightningModule):
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         task = self.hparams.task
         if task == "binary":
-            return F.binary_cross_entropy_with_logits(out.squeeze(-1), y)
+            return F.binary_cross_entropy_with_logits(
+                out.squeeze(-1), y, pos_weight=self.class_weights
+            )
         if task == "multiclass":
-            return F.cross_entropy(out, y)
+            return F.cross_entropy(out, y, weight=self.class_weights)
         return F.mse_loss(out.squeeze(-1), y)
 
     def l1_penalty(self) -> torch.Tensor:
