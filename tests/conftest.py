@@ -47,11 +47,13 @@ def make_cfg(tmp_path):
     return _make
 
 
-def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
-    """Run ``mlplab-train ARGS`` the way a user does, in a subprocess."""
+def run_cli(
+    *args: str, cwd: Path, env: dict | None = None, timeout: int = 300, module="mlplab.train"
+):
+    """Run ``python -m mlplab.train ARGS`` (or another entry point) in a subprocess."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     full_env.pop("MLPLAB_RUN_ID", None)  # each CLI run names itself
-    cmd = [sys.executable, "-m", "mlplab.train", *args]
+    cmd = [sys.executable, "-m", module, *args]
     return subprocess.run(
         cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )

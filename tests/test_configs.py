@@ -8,6 +8,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from mlplab.data.toy import make_pass_fail
 from mlplab.train import CONF_DIR, build_callbacks, build_loggers, build_model, build_trainer
 from tests.conftest import compose_cfg
 
@@ -43,7 +44,11 @@ def test_every_group_is_covered():
 @pytest.mark.parametrize("option", OPTIONS, ids=str)
 def test_option_composes_and_instantiates(option: Path, tmp_path):
     group, name = option.parent.as_posix(), option.stem
-    cfg = compose_cfg(tmp_path, f"{group}={name}", quiet=False)
+    extra = []
+    if option.as_posix() == "data/csv.yaml":  # the user's own file: give it one
+        make_pass_fail(50)[0].to_csv(tmp_path / "mine.csv", index=False)
+        extra = [f"data.options.path={tmp_path / 'mine.csv'}", "data.options.target=passed"]
+    cfg = compose_cfg(tmp_path, f"{group}={name}", *extra, quiet=False)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     model = build_model(cfg, datamodule)

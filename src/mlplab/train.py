@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 import mlplab.config  # noqa: F401 — registers the schema and the ${run_id:} resolver
 from mlplab.errors import ConfigError, check
 from mlplab.noise import silence_known_noise
+from mlplab.report import print_metrics
 from mlplab.runinfo import write_run_info
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -138,19 +139,6 @@ def _remove_empty_run_dir(output_dir: str) -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
-def _print_summary(metrics: dict[str, float], output_dir: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="final metrics")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key in sorted(metrics):
-        table.add_row(key, f"{metrics[key]:.4f}")
-    Console().print(table)
-    print(f"run dir: {output_dir}")
-
-
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
     output_dir = HydraConfig.get().runtime.output_dir
@@ -165,7 +153,8 @@ def main(cfg: DictConfig) -> None:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     if rank_zero_only.rank == 0:
-        _print_summary(metrics, output_dir)
+        print_metrics(metrics)
+        print(f"run dir: {output_dir}")
 
 
 if __name__ == "__main__":

@@ -72,8 +72,12 @@ def _check_args(batch_size, val_fraction, test_fraction, group_batches, eval_bat
     check(_is_fraction(val_fraction), "data.val_fraction", val_fraction, "must be in (0, 1)")
     check(_is_fraction(test_fraction), "data.test_fraction", test_fraction, "must be in (0, 1)")
     total = val_fraction + test_fraction
-    check(total < 1, "data.val_fraction + data.test_fraction", total,
-          "must be < 1 to leave rows for training")  # fmt: skip
+    check(
+        total < 1,
+        "data.val_fraction + data.test_fraction",
+        total,
+        "must be < 1 to leave rows for training",
+    )
     ok_group = group_batches == "auto" or (_is_int(group_batches) and group_batches >= 1)
     check(ok_group, "data.group_batches", group_batches, "an integer >= 1 or 'auto'")
     ok_eval = _is_int(eval_batch_size) and eval_batch_size >= 1

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from mlplab.data import toy
+from mlplab.data import tabular, toy
 from mlplab.data.spec import TableSpec
 from mlplab.errors import ConfigError
 
@@ -18,6 +18,14 @@ SOURCES: dict[str, Callable[..., tuple[pd.DataFrame, TableSpec]]] = {
     "spiral": toy.make_spiral,
     "xor": toy.make_xor,
     "synthetic": toy.make_synthetic,
+    "flights": tabular.load_flights,
+    "penguins": tabular.load_penguins,
+    "breast_cancer": tabular.load_breast_cancer,
+    "wine": tabular.load_wine,
+    "digits": tabular.load_digits,
+    "diabetes": tabular.load_diabetes,
+    "cars": tabular.load_cars,
+    "csv": tabular.load_csv,
 }
 
 

