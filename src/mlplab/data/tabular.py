@@ -25,7 +25,7 @@ from mlplab.data.io import read_table, write_table
 from mlplab.data.spec import TASKS, TableSpec
 from mlplab.errors import ConfigError, check
 
-LOADER_VERSION = 1  # bump when load_flights' preparation changes, so stale caches are ignored
+LOADER_VERSION = 2  # bump when load_flights' preparation changes, so stale caches are ignored
 SPLITS = ("train", "val", "test")
 MAX_CLASSES = 20  # an integer-valued numeric target with at most this many values is multiclass
 
@@ -69,12 +69,20 @@ def _finish(df: pd.DataFrame, spec: TableSpec) -> tuple[pd.DataFrame, TableSpec]
 # --- flights: prepared once, then cached as Parquet ------------------------------------------
 
 FLIGHTS_WEATHER = ("temp", "dewp", "humid", "wind_dir", "wind_speed", "precip", "pressure", "visib")
+# Weather of the hours before departure (rolling over each airport's time line): delays
+# build up after a storm, not only during it.
+FLIGHTS_RECENT = ("precip_3h", "precip_6h", "visib_min_3h", "visib_min_6h", "wind_max_3h",
+                  "wind_max_6h")  # fmt: skip
+# Known from the schedule in advance: how busy the airport is that hour and that day.
+FLIGHTS_TRAFFIC = ("flights_hour", "flights_day")
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 FLIGHTS_SPEC = TableSpec(
     target="delayed",
     task="binary",
-    numeric=(*FLIGHTS_WEATHER, "hour", "month", "distance"),
-    categorical=("day_of_week", "origin", "carrier"),
+    numeric=(*FLIGHTS_WEATHER, *FLIGHTS_RECENT, *FLIGHTS_TRAFFIC, "distance"),
+    # hour and month as categories: the date split trains on Jan–Sep, so months 10–12 reach
+    # the "unknown" slot instead of being extrapolated from a number the model never saw.
+    categorical=("hour", "month", "day_of_week", "origin", "dest", "carrier"),
     split_by="split",
 )
 
@@ -88,8 +96,9 @@ def load_flights(sample: float | None = None, seed: int = 0, cache_dir: str | No
     scheduled hour (NaN where the station reported nothing): temp, dewp (°F), humid (%),
     wind_dir (°), wind_speed (mph), precip (in), pressure (mbar), visib (miles). Also ``hour``
     (scheduled), ``month``, ``distance`` (miles), ``day_of_week`` (Mon..Sun), ``origin``,
-    ``carrier``. ``split`` is by date so a model can't memorise bad days: train = Jan–Sep,
-    val = Oct, test = Nov–Dec.
+    ``dest``, ``carrier``; the weather of the hours before (``FLIGHTS_RECENT``) and the
+    scheduled traffic at the airport that hour and day (``FLIGHTS_TRAFFIC``). ``split`` is by
+    date so a model can't memorise bad days: train = Jan–Sep, val = Oct, test = Nov–Dec.
 
     Args:
         sample: keep a seeded random fraction (0, 1] of the rows (fast tests); None = all rows.
@@ -114,8 +123,13 @@ def load_flights(sample: float | None = None, seed: int = 0, cache_dir: str | No
 
 
 def _prepare_flights(flights_csv: Path, weather_csv: Path) -> pd.DataFrame:
-    flights = pd.read_csv(flights_csv).dropna(subset=["dep_delay"])  # cancelled: never left
-    weather = pd.read_csv(weather_csv, usecols=["origin", "time_hour", *FLIGHTS_WEATHER])
+    flights = pd.read_csv(flights_csv)
+    # Traffic counts every scheduled departure, cancelled ones included (known in advance).
+    flights["flights_hour"] = flights.groupby(["origin", "time_hour"])["flight"].transform("size")
+    day = ["origin", "year", "month", "day"]
+    flights["flights_day"] = flights.groupby(day)["flight"].transform("size")
+    flights = flights.dropna(subset=["dep_delay"])  # cancelled: never left
+    weather = _recent_weather(pd.read_csv(weather_csv))
     # many_to_one: a duplicated weather hour would silently duplicate flights otherwise
     df = flights.merge(weather, on=["origin", "time_hour"], how="left", validate="many_to_one")
     weekday = pd.to_datetime(df[["year", "month", "day"]]).dt.day_of_week  # 0 = Monday
@@ -124,6 +138,21 @@ def _prepare_flights(flights_csv: Path, weather_csv: Path) -> pd.DataFrame:
     df["split"] = np.select([df["month"] <= 9, df["month"] == 10], ["train", "val"], "test")
     columns = [*FLIGHTS_SPEC.features, "delayed", "split"]
     return df[columns].reset_index(drop=True)
+
+
+def _recent_weather(weather: pd.DataFrame) -> pd.DataFrame:
+    """Hourly weather plus rolling 3 h / 6 h summaries per airport (time-based windows, so
+    gaps in the station's reports don't stretch them)."""
+    weather = weather[["origin", "time_hour", *FLIGHTS_WEATHER]].copy()
+    weather["time"] = pd.to_datetime(weather["time_hour"])
+    weather = weather.sort_values(["origin", "time"])
+    by_airport = weather.set_index("time").groupby("origin")
+    for hours in (3, 6):
+        window = by_airport.rolling(f"{hours}h")
+        weather[f"precip_{hours}h"] = window["precip"].sum().to_numpy()
+        weather[f"visib_min_{hours}h"] = window["visib"].min().to_numpy()
+        weather[f"wind_max_{hours}h"] = window["wind_speed"].max().to_numpy()
+    return weather.drop(columns="time")
 
 
 def _cache_path(name: str, sources: tuple[Path, ...], cache_dir: str | None) -> Path:
