@@ -71,8 +71,14 @@ def _finish(df: pd.DataFrame, spec: TableSpec) -> tuple[pd.DataFrame, TableSpec]
 FLIGHTS_WEATHER = ("temp", "dewp", "humid", "wind_dir", "wind_speed", "precip", "pressure", "visib")
 # Weather of the hours before departure (rolling over each airport's time line): delays
 # build up after a storm, not only during it.
-FLIGHTS_RECENT = ("precip_3h", "precip_6h", "visib_min_3h", "visib_min_6h", "wind_max_3h",
-                  "wind_max_6h")  # fmt: skip
+FLIGHTS_RECENT = (
+    "precip_3h",
+    "precip_6h",
+    "visib_min_3h",
+    "visib_min_6h",
+    "wind_max_3h",
+    "wind_max_6h",
+)
 # Known from the schedule in advance: how busy the airport is that hour and that day.
 FLIGHTS_TRAFFIC = ("flights_hour", "flights_day")
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
