@@ -144,17 +144,20 @@ class Preprocessor:
     def features(self, df: pd.DataFrame) -> torch.Tensor:
         """(N, n_features) float32 model input."""
         self.check_columns(df)
+        n, k, m = len(df), len(self.numeric), len(self.indicators)
+        out = np.zeros((n, self.n_features), dtype=np.float32)  # one buffer, no temporaries
         num = _numeric_block(df, self.numeric)  # (N, numeric)
         missing = np.isnan(num)
         num = np.where(missing, np.asarray(self.median), num)
-        blocks = [(num - np.asarray(self.mean)) / np.asarray(self.std)]
-        index = [self.numeric.index(c) for c in self.indicators]
-        blocks.append(missing[:, index].astype(np.float64))
+        out[:, :k] = (num - np.asarray(self.mean)) / np.asarray(self.std)
+        out[:, k : k + m] = missing[:, [self.numeric.index(c) for c in self.indicators]]
+        offset, rows = k + m, np.arange(n)
         for column, cats in zip(self.categorical, self.categories, strict=True):
             codes = pd.Categorical(_categories(df[column]), categories=cats).codes.astype(np.int64)
             codes[codes < 0] = len(cats)  # unseen in training → the unknown slot
-            blocks.append(np.eye(len(cats) + 1)[codes])
-        return torch.from_numpy(np.concatenate(blocks, axis=1)).float()
+            out[rows, offset + codes] = 1.0
+            offset += len(cats) + 1
+        return torch.from_numpy(out)
 
     def targets(self, df: pd.DataFrame) -> torch.Tensor:
         """(N,) targets: float32 for binary/regression, int64 class indices for multiclass."""
