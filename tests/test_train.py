@@ -6,6 +6,7 @@ import csv
 import math
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -201,3 +202,31 @@ def test_debug_presets_run(preset, make_cfg):
     assert math.isfinite(metrics["test/loss"])
     if preset == "overfit":  # one batch, memorised
         assert metrics["train/loss"] < 0.2
+
+
+class CountBackward(L.Callback):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self.calls += 1
+
+
+def test_plain_backward_fast_path_is_exact_and_steps_aside_for_listeners(make_cfg):
+    """Skipping manual_backward's hook dispatch is allowed only when nobody listens; either
+    way the weights come out the same."""
+    cfg = make_cfg("trainer.max_epochs=2", "callbacks=none")
+    dm = instantiate(cfg.data)
+    dm.setup()
+    weights, flags = [], []
+    counter = CountBackward()
+    for callbacks in ([], [counter]):
+        torch.manual_seed(0)
+        model = build_model(cfg, dm)
+        build_trainer(cfg, callbacks, []).fit(model, datamodule=dm)
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+        flags.append(model._plain_backward)
+    assert flags == [True, False]
+    n_train = len(dm.tensors["train"][0])
+    assert counter.calls == 2 * -(-n_train // cfg.data.batch_size)  # every mini-batch seen
+    assert torch.equal(weights[0], weights[1])
