@@ -28,7 +28,12 @@ def csv_rows(run_dir: Path) -> list[dict]:
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_trains_a_few_steps(experiment, make_cfg):
-    cfg = make_cfg(f"experiment={experiment}", *SHORT, "data.options.n_samples=200")
+    cfg = make_cfg(f"experiment={experiment}", *SHORT)
+    options = cfg.data.options
+    if "n_samples" in options:  # toy data: a small table
+        options.n_samples = 200
+    if "sample" in options:  # flights: 2% of the rows
+        options.sample = 0.02
     metrics = train(cfg)
     assert "test/loss" in metrics and "val/loss" in metrics and "train/loss" in metrics
     run_dir = Path(cfg.paths.output_dir)
