@@ -160,7 +160,7 @@ class Preprocessor:
         out[:, k : k + m] = missing[:, [self.numeric.index(c) for c in self.indicators]]
         offset, rows = k + m, np.arange(n)
         for column, cats in zip(self.categorical, self.categories, strict=True):
-            codes = pd.Categorical(_categories(df[column]), categories=cats).codes.astype(np.int64)
+            codes = pd.Index(cats).get_indexer(_categories(df[column]))  # −1: never seen
             codes[codes < 0] = len(cats)  # unseen in training → the unknown slot
             out[rows, offset + codes] = 1.0
             offset += len(cats) + 1
@@ -181,7 +181,7 @@ class Preprocessor:
                 _numeric(df, self.target, " (the target)") - self.target_mean
             ) / self.target_std
             return torch.from_numpy(scaled).float()
-        codes = pd.Categorical(y, categories=self.classes).codes.astype(np.int64)
+        codes = pd.Index(self.classes).get_indexer(y).astype(np.int64)  # −1: unknown class
         if (codes < 0).any():
             unseen = sorted(set(y[codes < 0].tolist()), key=str)[:10]
             raise ConfigError(
