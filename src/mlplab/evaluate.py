@@ -9,7 +9,6 @@ checkpoint's fitted preprocessing is used in every case.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import hydra
@@ -21,7 +20,7 @@ import mlplab.config  # noqa: F401 — resolvers used by data configs
 from mlplab.checkpoint import load_checkpoint
 from mlplab.data.batches import BatchIterator
 from mlplab.data.io import read_table
-from mlplab.errors import ConfigError, check
+from mlplab.errors import check, clean_exit
 from mlplab.noise import silence_known_noise
 from mlplab.report import print_metrics
 from mlplab.train import CONF_DIR
@@ -59,11 +58,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    try:
+    with clean_exit():
         metrics = evaluate(cfg)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     print(f"checkpoint: {cfg.ckpt_path}")
     print_metrics(metrics, title=f"{cfg.split} metrics")
     if cfg.get("output"):

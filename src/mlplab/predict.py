@@ -8,8 +8,6 @@ The output appears only once complete (written to a temp file, then renamed).
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 import numpy as np
 import pandas as pd
@@ -18,7 +16,7 @@ from omegaconf import DictConfig
 
 from mlplab.checkpoint import load_checkpoint
 from mlplab.data.io import FILE_TYPES, read_table, write_table
-from mlplab.errors import ConfigError, check
+from mlplab.errors import check, clean_exit
 from mlplab.models import MLPModule
 from mlplab.train import CONF_DIR
 
@@ -59,11 +57,8 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
-    try:
+    with clean_exit():
         result = predict(cfg)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     print(f"wrote {len(result)} predictions to {cfg.output}")
 
 

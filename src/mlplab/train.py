@@ -6,7 +6,6 @@ seed → data → model → callbacks, loggers → trainer → run info → fit 
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import hydra
@@ -20,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 import mlplab.config  # noqa: F401 — registers the schema and the ${run_id:} resolver
-from mlplab.errors import ConfigError, check
+from mlplab.errors import ConfigError, check, clean_exit
 from mlplab.noise import silence_known_noise
 from mlplab.report import print_metrics
 from mlplab.runinfo import write_run_info
@@ -143,11 +142,8 @@ def _remove_empty_run_dir(output_dir: str) -> None:
 def main(cfg: DictConfig) -> None:
     output_dir = HydraConfig.get().runtime.output_dir
     try:
-        metrics = train(cfg)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        _remove_empty_run_dir(output_dir)
-        sys.exit(2)
+        with clean_exit(cleanup=lambda: _remove_empty_run_dir(output_dir)):
+            metrics = train(cfg)
     finally:
         # CPU DDP (gloo) aborts at interpreter exit ~20% of the time unless the group is gone.
         if torch.distributed.is_available() and torch.distributed.is_initialized():
