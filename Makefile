@@ -10,7 +10,7 @@ STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-all lint format bench clean
+.PHONY: help install train test test-all lint format bench figures clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ format: $(STAMP)  ## ruff autofix + format
 
 bench: $(STAMP)  ## throughput benchmark: mlplab vs raw PyTorch vs Lightning+DataLoader vs scikit-learn
 	$(PY) scripts/bench_throughput.py $(ARGS)
+
+figures: $(STAMP)  ## render the lecture figures into docs/figures/
+	$(PY) scripts/make_figures.py $(ARGS)
 
 clean:  ## remove caches and run outputs (keeps .venv)
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache

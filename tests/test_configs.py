@@ -55,7 +55,7 @@ def test_option_composes_and_instantiates(option: Path, tmp_path):
     optimizers = model.configure_optimizers()
     assert optimizers is not None
     for callback in build_callbacks(cfg):
-        assert callback.__class__.__module__.startswith("lightning")
+        assert callback.__class__.__module__.startswith(("lightning", "mlplab."))
     loggers = build_loggers(cfg)
     if option.as_posix() in NEEDS_GPU and not torch.cuda.is_available():
         assert cfg.trainer.accelerator == "gpu"
