@@ -31,6 +31,7 @@ class TrainConfig:
     run_name: str = MISSING
     seed: int = 42
     ckpt_path: str | None = None
+    resume: str | None = None
     test: bool = True
 
 

@@ -5,6 +5,8 @@ seed → data → model → callbacks, loggers → trainer → run info → fit 
 
 from __future__ import annotations
 
+import json
+import secrets
 import shutil
 from pathlib import Path
 
@@ -58,7 +60,14 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
 
 
 def build_loggers(cfg: DictConfig) -> list:
-    return [_instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    loggers = []
+    for node in (cfg.get("logger") or {}).values():
+        if node is None:
+            continue
+        if str(node.get("_target_", "")).endswith("WandbLogger") and node.get("id") is None:
+            node = OmegaConf.merge(node, {"id": _wandb_id(cfg.paths.output_dir)})
+        loggers.append(_instantiate(node))
+    return loggers
 
 
 def build_model(cfg: DictConfig, datamodule) -> L.LightningModule:
@@ -106,13 +115,33 @@ def _refuse_ddp_in_multirun(cfg: DictConfig) -> None:
     )
 
 
+def _resume_from(cfg: DictConfig) -> str | None:
+    """The checkpoint to continue from: ``ckpt_path``, or with ``resume=auto`` this run dir's
+    ``last.ckpt`` when a previous attempt left one (a killed or requeued job)."""
+    resume = cfg.get("resume")
+    check(resume in (None, "auto"), "resume", resume, "null or 'auto'")
+    if cfg.get("ckpt_path"):
+        check(Path(cfg.ckpt_path).is_file(), "ckpt_path", cfg.ckpt_path, "no such checkpoint file")
+        return cfg.ckpt_path
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    return str(last) if resume == "auto" and last.is_file() else None
+
+
+def _wandb_id(output_dir: str) -> str:
+    """One wandb run id per run dir, kept in a file: a resumed run logs to the same run."""
+    path = Path(output_dir) / "wandb_id"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(4))
+    return path.read_text().strip()
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint. Returns the final train/val/test metrics."""
     silence_known_noise()
     _refuse_ddp_in_multirun(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    if cfg.get("ckpt_path"):
-        check(Path(cfg.ckpt_path).is_file(), "ckpt_path", cfg.ckpt_path, "no such checkpoint file")
+    ckpt_path = _resume_from(cfg)
     datamodule = _instantiate(cfg.data)
     datamodule.setup("fit")  # sizes, task and target scaling feed the model
     model = build_model(cfg, datamodule)
@@ -122,7 +151,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # Loggers get the whole resolved config and the provenance, not only model hparams.
         for logger in trainer.loggers:
             logger.log_hyperparams({"config": _container(cfg), "run_info": info})
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.get("test"):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -149,6 +178,8 @@ def main(cfg: DictConfig) -> None:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     if rank_zero_only.rank == 0:
+        # one small file per run: sweep summaries and scripts read it
+        (Path(output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         print_metrics(metrics)
         print(f"run dir: {output_dir}")
 
