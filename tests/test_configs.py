@@ -13,14 +13,15 @@ from mlplab.train import CONF_DIR, build_callbacks, build_loggers, build_model, 
 from tests.conftest import compose_cfg
 
 CONF = Path(CONF_DIR)
-# Not selectable groups of the train config: the primary config, and Hydra's own settings
-# (which only compose inside a Hydra run; they are exercised by the CLI tests).
+# Not selectable groups of the train config: the primary configs, Hydra's own settings (they
+# only compose inside a Hydra run; the CLI and scale tests exercise them) and the search
+# spaces of mlplab-sweep (tests/test_sweep.py loads every one).
 OPTIONS = sorted(
     p.relative_to(CONF)
     for p in CONF.rglob("*.yaml")
-    if p.parent != CONF and p.parts[len(CONF.parts)] != "hydra"
+    if p.parent != CONF and p.parts[len(CONF.parts)] not in ("hydra", "hparams_search")
 )
-NEEDS_GPU = {"trainer/gpu.yaml", "trainer/ddp.yaml"}
+NEEDS_GPU = {"trainer/gpu.yaml", "trainer/ddp.yaml", "trainer/multinode.yaml"}
 
 
 def test_every_group_is_covered():

@@ -1,0 +1,148 @@
+"""Hydra callback: after ``mlplab-train -m ...`` write ``summary.csv`` into the sweep dir.
+
+One row per job dir (``<sweep dir>/<job num>/``): the job number, ``ok`` or ``failed`` (no
+``metrics.json``), the overrides that differ between jobs and the job's final metrics. The same
+rows are printed as a table. Registered in ``conf/hydra/default.yaml``; works with any launcher
+whose jobs write into the sweep dir (basic, joblib, submitit), because it only reads files.
+
+When a job raises, Hydra ends the multirun with that error and never calls
+``on_multirun_end``; an exit hook then writes the summary anyway, so failed jobs show up too.
+"""
+
+from __future__ import annotations
+
+import atexit
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+FILENAME = "summary.csv"
+
+
+def _as_dict(lines: list[str] | None) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in lines or [] if "=" in line)
+
+
+def grid_jobs(config: DictConfig) -> dict[int, dict[str, str]]:
+    """Job number → overrides of a grid sweep (Hydra's basic sweeper), from the command line.
+
+    A job that failed at start-up leaves no dir (train.py removes it); this still lists it.
+    Other sweepers (optuna, ...) choose their jobs as they go: {} for them.
+    """
+    sweeper = str(config.hydra.sweeper.get("_target_", ""))
+    if not sweeper.endswith("BasicSweeper"):
+        return {}
+    # Hydra's own grid expansion, so the numbering matches the job dirs.
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    batches = BasicSweeper.split_arguments(parsed, None)
+    return {num: _as_dict(job) for num, job in enumerate(j for b in batches for j in b)}
+
+
+def read_jobs(sweep_dir: Path, expected: dict[int, dict] | None = None) -> list[dict[str, Any]]:
+    """Each job's number, status, overrides (``key=value`` → {key: value}) and metrics: the
+    job dirs under ``sweep_dir`` plus the ``expected`` jobs that left no dir."""
+    job_dirs = {int(p.name): p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()}
+    jobs = []
+    for num in sorted(set(job_dirs) | set(expected or {})):
+        job_dir = job_dirs.get(num, sweep_dir / str(num))
+        overrides_file = job_dir / ".hydra" / "overrides.yaml"
+        metrics_file = job_dir / "metrics.json"
+        if overrides_file.is_file():
+            overrides = _as_dict(yaml.safe_load(overrides_file.read_text()))
+        else:
+            overrides = (expected or {}).get(num, {})
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        status = "ok" if metrics_file.is_file() else "failed"
+        jobs.append({"job": num, "status": status, **overrides, "metrics": metrics})
+    return jobs
+
+
+def summarize(
+    sweep_dir: str | Path, expected: dict[int, dict] | None = None, print_table: bool = True
+) -> Path | None:
+    """Write ``<sweep_dir>/summary.csv`` (and print it). Returns its path; None without jobs.
+
+    Args:
+        sweep_dir: the multirun's dir, holding one dir per job (``0/``, ``1/``, ...).
+        expected: job number → overrides of jobs that should exist (see ``grid_jobs``).
+        print_table: also print the rows (train/* metrics left out) as a table.
+    """
+    sweep_dir = Path(sweep_dir)
+    jobs = read_jobs(sweep_dir, expected) if sweep_dir.is_dir() else []
+    if not jobs:
+        return None
+    keys = sorted({k for job in jobs for k in job if k not in ("job", "status", "metrics")})
+    # Overrides shared by every job (tiny-run settings, paths) only make the table wider.
+    varying = [k for k in keys if len({job.get(k) for job in jobs}) > 1]
+    override_keys = varying if len(jobs) > 1 else keys
+    metric_keys = sorted({m for job in jobs for m in job["metrics"]})
+    columns = ["job", "status", *override_keys, *metric_keys]
+    path = sweep_dir / FILENAME
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for job in jobs:
+            row = {k: job.get(k, "") for k in ["job", "status", *override_keys]}
+            writer.writerow({**row, **job["metrics"]})
+    if print_table:
+        _print(jobs, override_keys, [m for m in metric_keys if not m.startswith("train/")], path)
+    return path
+
+
+def _print(jobs: list[dict], override_keys: list[str], metric_keys: list[str], path: Path):
+    table = Table(title=f"sweep summary ({path})")
+    columns = ["job", "status", *override_keys, *metric_keys]
+    for column in columns:
+        table.add_column(column, justify="right" if column in metric_keys else "left")
+    for job in jobs:
+        metrics = [job["metrics"].get(m) for m in metric_keys]
+        table.add_row(
+            str(job["job"]),
+            job["status"],
+            *(str(job.get(k, "")) for k in override_keys),
+            *("" if v is None else f"{v:.4f}" for v in metrics),
+        )
+    # Wide enough for whole headers even when stdout is a pipe (rich then assumes 80 columns).
+    width = sum(max(len(c), 7) + 3 for c in columns) + 1
+    Console(width=max(width, Console().width)).print(table)
+
+
+class SweepSummary(Callback):
+    """``summary.csv`` + a table at the end of every multirun (see the module docstring)."""
+
+    def __init__(self, print_table: bool = True) -> None:
+        self.print_table = print_table
+        self._config: DictConfig | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._config = config
+        atexit.register(self._summarize_on_exit)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._config = None  # done here: nothing left for the exit hook
+        self._summarize(config)
+
+    def _summarize(self, config: DictConfig) -> None:
+        try:
+            expected = grid_jobs(config)
+        except Exception:  # an override Hydra accepted but this can't expand: dirs only
+            expected = {}
+        summarize(config.hydra.sweep.dir, expected, print_table=self.print_table)
+
+    def _summarize_on_exit(self) -> None:
+        if self._config is None:
+            return
+        try:
+            self._summarize(self._config)
+        except Exception as err:  # never turn a failed sweep's exit into a traceback
+            print(f"sweep summary failed: {err}")
