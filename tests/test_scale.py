@@ -84,9 +84,14 @@ def test_summary_lists_failed_jobs(tmp_path):
 def test_failed_job_shows_in_the_summary_of_a_failed_sweep(tmp_path):
     # n_samples=2 leaves an empty val split: that job stops the sweep with exit code 2.
     out = run_cli(
-        "-m", "data.options.n_samples=200,2", *TINY[:1], *TINY[2:], f"paths.log_dir={tmp_path}",
-        "run_name=bad", cwd=ROOT,
-    )  # fmt: skip
+        "-m",
+        "data.options.n_samples=200,2",
+        *TINY[:1],
+        *TINY[2:],
+        f"paths.log_dir={tmp_path}",
+        "run_name=bad",
+        cwd=ROOT,
+    )
     assert out.returncode == 2 and "leaves the val split of 2 rows empty" in out.stderr
     rows = list(csv.DictReader((tmp_path / "train/multirun/bad/summary.csv").open()))
     assert [(r["job"], r["status"]) for r in rows] == [("0", "ok"), ("1", "failed")]
@@ -147,9 +152,15 @@ def test_slurm_launcher_composes_and_renders_an_sbatch_script(tmp_path, monkeypa
 @pytest.mark.slow
 def test_submitit_local_launcher_runs_a_job(tmp_path):
     out = run_cli(
-        "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "seed=1", *TINY,
-        f"paths.log_dir={tmp_path}", "run_name=sub", cwd=ROOT,
-    )  # fmt: skip
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=5",
+        "seed=1",
+        *TINY,
+        f"paths.log_dir={tmp_path}",
+        "run_name=sub",
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     sweep = tmp_path / "train" / "multirun" / "sub"
     assert "test/acc" in _metrics(sweep / "0")
@@ -171,9 +182,15 @@ def test_ddp_test_metrics_equal_a_single_process_evaluation(tmp_path):
     from mlplab.evaluate import evaluate
 
     out = run_cli(
-        "trainer=ddp_cpu", "trainer.max_epochs=3", "data.options.n_samples=203", *TINY[2:],
-        f"paths.log_dir={tmp_path}", "run_name=ddp", cwd=ROOT, timeout=600,
-    )  # fmt: skip
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=3",
+        "data.options.n_samples=203",
+        *TINY[2:],
+        f"paths.log_dir={tmp_path}",
+        "run_name=ddp",
+        cwd=ROOT,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     run_dir = tmp_path / "train" / "ddp"
     ckpt = run_dir / "checkpoints" / "best.ckpt"
@@ -258,12 +275,28 @@ def test_two_nodes_with_torchrun(tmp_path):
     procs = []
     for rank in (0, 1):
         cmd = [
-            sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
-            "--node_rank", str(rank), "--nproc_per_node", "1", "--master_addr", "127.0.0.1",
-            "--master_port", str(port), "-m", "mlplab.train", "trainer=ddp_cpu",
-            "trainer.devices=1", "trainer.num_nodes=2", *TINY, f"paths.log_dir={tmp_path}",
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "2",
+            "--node_rank",
+            str(rank),
+            "--nproc_per_node",
+            "1",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(port),
+            "-m",
+            "mlplab.train",
+            "trainer=ddp_cpu",
+            "trainer.devices=1",
+            "trainer.num_nodes=2",
+            *TINY,
+            f"paths.log_dir={tmp_path}",
             "run_name=nodes",
-        ]  # fmt: skip
+        ]
         with (tmp_path / f"node{rank}.log").open("w") as log:  # the child keeps its own fd
             procs.append(
                 subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -11,7 +11,15 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from mlplab import sweep as sweep_mod
-from mlplab.sweep import available_searches, compose_train, load_search, merge_overrides, sweep
+from mlplab.errors import ConfigError
+from mlplab.sweep import (
+    available_searches,
+    compose_train,
+    load_search,
+    merge_overrides,
+    parse_args,
+    sweep,
+)
 from tests.conftest import QUIET, run_cli
 
 TINY = [*QUIET, "trainer.max_epochs=2", "data.options.n_samples=200"]
@@ -149,3 +157,28 @@ def test_wandb_trials_are_separate_runs_in_one_group(tmp_path):
         assert len(list((tmp_path / f"trial_{n}" / "wandb").glob("offline-run-*"))) == 1
         cfg = OmegaConf.load(tmp_path / f"trial_{n}" / "config.yaml")
         assert cfg.logger.wandb.group == "grp"
+
+
+@pytest.mark.slow
+def test_workers_as_a_job_array_through_submitit(tmp_path):
+    """launcher=slurm submits the workers as one job array; submitit_local runs that path here."""
+    argv = [
+        "hparams_search=toy",
+        "n_trials=4",
+        "workers=2",
+        "launcher=submitit_local",
+        "slurm.gpus_per_node=0",
+        "slurm.cpus_per_task=1",
+        f"sweep_dir={tmp_path}",
+    ]
+    sweep([*argv, *TINY])
+    trials = _study(tmp_path).trials
+    assert 4 <= len(trials) <= 5
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len(list((tmp_path / "submitit").glob("*_result.pkl"))) == 2  # both tasks finished
+    assert (tmp_path / "best.yaml").is_file()
+
+
+def test_bad_launcher_is_named():
+    with pytest.raises(ConfigError, match="launcher='pbs' is invalid"):
+        parse_args(["hparams_search=toy", "launcher=pbs"])

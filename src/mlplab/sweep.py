@@ -2,7 +2,11 @@
 ``train(cfg)`` in this process (no torch/Lightning start-up per trial).
 
     mlplab-sweep hparams_search=toy [n_trials=20] [workers=4] [storage=URL] [study_name=NAME]
-                 [sweep_dir=DIR] [any mlplab-train overrides, applied to every trial]
+                 [sweep_dir=DIR] [launcher=processes|slurm|submitit_local] [slurm.KEY=VALUE]
+                 [any mlplab-train overrides, applied to every trial]
+
+``workers=N`` runs N workers on one study: local processes, or with ``launcher=slurm`` the
+tasks of one SLURM job array (submitit; ``slurm.partition=gpu slurm.timeout_min=120`` ...).
 
 The search space, metric, sampler and pruner live in ``conf/hparams_search/NAME.yaml``. The
 study is stored in ``<sweep_dir>/study.db`` (default ``logs/sweep/<study_name>``), so running the
@@ -34,7 +38,27 @@ from mlplab.errors import check, clean_exit
 from mlplab.train import CONF_DIR, train
 
 SEARCH_DIR = Path(CONF_DIR) / "hparams_search"
-SWEEP_KEYS = ("hparams_search", "n_trials", "workers", "storage", "study_name", "sweep_dir")
+SWEEP_KEYS = (
+    "hparams_search",
+    "n_trials",
+    "workers",
+    "storage",
+    "study_name",
+    "sweep_dir",
+    "launcher",
+)
+LAUNCHERS = ("processes", "slurm", "submitit_local")
+# submitit's cluster-independent parameters; any other slurm.KEY becomes slurm_KEY.
+SUBMITIT_GENERIC = {
+    "timeout_min",
+    "mem_gb",
+    "nodes",
+    "cpus_per_task",
+    "gpus_per_node",
+    "tasks_per_node",
+    "name",
+    "stderr_to_stdout",
+}
 WORKER_KEY = "_worker"  # internal: set on the processes that `workers=N` starts
 DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # Quiet trials; the command line's overrides come later and win.
@@ -58,6 +82,8 @@ class SweepArgs:
     study_name: str | None = None
     sweep_dir: str | None = None
     worker: int | None = None
+    launcher: str = "processes"
+    slurm: dict = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
 
 
@@ -78,12 +104,16 @@ def parse_args(argv: list[str]) -> SweepArgs:
     """Split the sweep's own ``key=value`` arguments from the train overrides."""
     defaults = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "sweep.yaml"))
     args = SweepArgs(**{k: v for k, v in defaults.items() if k in SWEEP_KEYS})
+    args.slurm = dict(defaults.get("slurm") or {})
     for arg in argv:
         key, sep, value = arg.partition("=")
         if sep and key in SWEEP_KEYS + (WORKER_KEY,):
             setattr(args, key.lstrip("_"), value)
+        elif sep and key.startswith("slurm."):
+            args.slurm[key.removeprefix("slurm.")] = yaml.safe_load(value)
         else:
             args.overrides.append(arg)
+    check(args.launcher in LAUNCHERS, "launcher", args.launcher, f"one of {list(LAUNCHERS)}")
     for key in ("n_trials", "workers", "worker"):
         value = getattr(args, key)
         if value is not None:
@@ -304,8 +334,10 @@ def sweep(argv: list[str]) -> optuna.Study:
             callbacks=callbacks,
             gc_after_trial=True,
         )
-    elif remaining:
+    elif remaining and args.launcher == "processes":
         _run_workers(argv, args.workers)
+    elif remaining:
+        _submit_workers(argv, args, sweep_dir)
     if args.worker is None:
         write_reports(study, search, sweep_dir)
     return study
@@ -319,6 +351,42 @@ def _run_workers(argv: list[str], workers: int) -> None:
     failed = [i for i, p in enumerate(procs) if p.wait() != 0]
     if failed:
         print(f"note: workers {failed} exited with an error (see above)")
+
+
+def _worker_main(argv: list[str]) -> None:
+    """What each submitted array task runs (a module-level function, so it pickles)."""
+    sweep(argv)
+
+
+def _submit_workers(argv: list[str], args: SweepArgs, sweep_dir: Path) -> None:
+    """``workers`` tasks of one SLURM job array (submitit) sharing the study; waits for them.
+
+    ``launcher=submitit_local`` runs the same jobs as local processes (to try it without a
+    cluster). The study's storage must be reachable from the compute nodes: the default
+    sqlite file in the sweep dir works on a shared file system.
+    """
+    import submitit
+
+    cluster = "slurm" if args.launcher == "slurm" else "local"
+    executor = submitit.AutoExecutor(folder=sweep_dir / "submitit", cluster=cluster)
+    params = {
+        k if k in SUBMITIT_GENERIC else f"slurm_{k}": v
+        for k, v in args.slurm.items()
+        if v is not None
+    }
+    executor.update_parameters(name=f"sweep-{args.study_name}", **params)
+    own = {"workers", "launcher"}
+    argv = [a for a in argv if _key(a) not in own and not a.startswith("slurm.")]
+    with executor.batch():  # one job array
+        jobs = [
+            executor.submit(_worker_main, [*argv, f"{WORKER_KEY}={i}"]) for i in range(args.workers)
+        ]
+    print(f"submitted {len(jobs)} workers as job array {jobs[0].job_id.split('_')[0]}")
+    for job in jobs:
+        try:
+            job.result()
+        except Exception as err:  # noqa: BLE001 — one worker's crash must not hide the others
+            print(f"note: worker {job.job_id} failed: {str(err).strip().splitlines()[-1]}")
 
 
 def write_reports(study: optuna.Study, search: DictConfig, sweep_dir: Path) -> None:
