@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import optuna
 import pandas as pd
@@ -182,3 +183,18 @@ def test_workers_as_a_job_array_through_submitit(tmp_path):
 def test_bad_launcher_is_named():
     with pytest.raises(ConfigError, match="launcher='pbs' is invalid"):
         parse_args(["hparams_search=toy", "launcher=pbs"])
+
+
+@pytest.mark.slow
+def test_trials_of_a_killed_run_are_failed_not_left_running(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep_mod, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(sweep_mod, "GRACE_S", 2)
+    storage = sweep_mod.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = optuna.create_study(study_name="toy", storage=storage)
+    orphan = study.ask()  # a trial whose worker died: RUNNING, heartbeat never sent again
+    storage.record_heartbeat(orphan._trial_id)
+    time.sleep(3)  # past the (patched) grace period
+    study = sweep(["hparams_search=toy", "n_trials=2", f"sweep_dir={tmp_path}", *TINY])
+    states = [t.state for t in study.trials]
+    assert states[0] == TrialState.FAIL and states.count(TrialState.RUNNING) == 0
+    assert len(states) == 2  # the dead trial counts toward n_trials: one new trial ran

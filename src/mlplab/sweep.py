@@ -59,6 +59,7 @@ SUBMITIT_GENERIC = {
     "name",
     "stderr_to_stdout",
 }
+HEARTBEAT_S, GRACE_S = 30, 120  # a RUNNING trial silent for GRACE_S seconds is dead
 WORKER_KEY = "_worker"  # internal: set on the processes that `workers=N` starts
 DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # Quiet trials; the command line's overrides come later and win.
@@ -206,7 +207,13 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
         return optuna.storages.JournalStorage(JournalFileBackend(url))
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    # Heartbeats let a later run tell a trial whose worker was killed (still RUNNING in the
+    # storage) from a live one: after the grace period it is marked FAIL.
+    with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9; we know
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+        )
 
 
 def make_sampler(spec: DictConfig, worker: int | None) -> optuna.samplers.BaseSampler:
@@ -318,6 +325,9 @@ def sweep(argv: list[str]) -> optuna.Study:
         pruner=make_pruner(search.get("pruner")),
         load_if_exists=True,
     )
+    with warnings.catch_warnings():  # trials of killed runs → FAIL, counted as done
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     done = len(study.get_trials(deepcopy=False, states=DONE))
     remaining = max(n_trials - done, 0)
     if args.worker is None:
