@@ -198,3 +198,13 @@ def test_trials_of_a_killed_run_are_failed_not_left_running(tmp_path, monkeypatc
     states = [t.state for t in study.trials]
     assert states[0] == TrialState.FAIL and states.count(TrialState.RUNNING) == 0
     assert len(states) == 2  # the dead trial counts toward n_trials: one new trial ran
+
+
+def test_trial_value_is_the_best_epoch_not_the_last(tmp_path):
+    argv = ["hparams_search=toy", "n_trials=2", f"sweep_dir={tmp_path}", *TINY]
+    study = sweep([*argv, "trainer.max_epochs=4"])
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert complete
+    for t in complete:
+        assert len(t.intermediate_values) >= 2
+        assert t.value == min(t.intermediate_values.values())  # toy minimizes val/loss

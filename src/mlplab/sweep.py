@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import subprocess
 import sys
 import warnings
@@ -238,6 +239,7 @@ class Objective:
 
     def __init__(self, search: DictConfig, args: SweepArgs, sweep_dir: Path) -> None:
         self.metric, self.sweep_dir, self.study_name = search.metric, sweep_dir, args.study_name
+        self.direction = search.direction
         logger = [] if any(_key(o).startswith("logger") for o in args.overrides) else ["logger=csv"]
         self.base = [*TRIAL_DEFAULTS, *logger, *(search.get("overrides") or [])]
         self.user = args.overrides
@@ -274,7 +276,17 @@ class Objective:
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         check(self.metric in metrics, "metric", self.metric, f"one of {sorted(metrics)}")
-        return metrics[self.metric]
+        return self._best_epoch_value(trial, metrics[self.metric])
+
+    def _best_epoch_value(self, trial: optuna.Trial, last: float) -> float:
+        """The best value the metric reached over the epochs (what the pruning callback
+        reported), not the last epoch's: with early stopping the last epoch is `patience`
+        epochs past the best one, and the best checkpoint is what the run keeps."""
+        frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+        values = [v for v in frozen.intermediate_values.values() if math.isfinite(v)]
+        if not values:
+            return last
+        return max(values) if self.direction == "maximize" else min(values)
 
 
 def _finish_wandb_run() -> None:
