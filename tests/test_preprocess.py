@@ -54,11 +54,14 @@ def test_a_column_complete_in_training_gets_no_indicator_but_still_imputes():
     assert torch.isfinite(x).all() and x.shape == (1, 1)
 
 
-def test_text_in_a_numeric_column_is_named():
+def test_text_in_a_numeric_column_is_named_with_its_1_based_row():
     pre = Preprocessor.fit(TRAIN, SPEC)
     bad = pd.DataFrame({"age": ["31", "thirty"], "city": ["Boston", "Boston"]})
-    with pytest.raises(ConfigError, match=r"column 'age' has non-numeric value 'thirty' \(row 1\)"):
+    with pytest.raises(ConfigError, match=r"column 'age' has non-numeric value 'thirty' \(row 2\)"):
         pre.features(bad)
+    # a split frame keeps the loaded table's index labels: row = label + 1
+    with pytest.raises(ConfigError, match=r"'thirty' \(row 11\)"):
+        pre.features(bad.set_axis([4, 10]))
 
 
 def test_unseen_target_class_and_empty_target_are_errors():

@@ -7,12 +7,29 @@ Feature layout of the model input, in order:
   3. one-hot blocks, one per categorical column: the training categories plus an "unknown"
      slot, where values never seen in training land (at predict time too) instead of crashing.
 
+Categories and class labels are matched by one canonical string (``canonical``), used by the
+loaders when they finish a frame and here at fit, eval and predict time. A value and its
+round trip through a CSV or Parquet file (``write_table`` → ``read_table``) get the same key:
+  - missing: None, NaN, pd.NA and the strings ``pandas.read_csv`` reads as missing ("", "NA",
+    "n/a", "null", "None", ...; ``NA_STRINGS``) → one missing category;
+  - booleans: True, "True", "true", "TRUE" → "True" (read_csv parses all three as True);
+  - numbers and numeric text by value: 3, 3.0, "3", "3.0", "03" → "3"; 0.5 → "0.5";
+    integers beyond 2**53 (which a float column can't hold) as floats, "1e+20";
+  - any other text: surrounding whitespace stripped, case kept ("Red" and "red" differ).
+
+Numbers must be finite: an ``inf`` cell, or a value so large that the mean, the standard
+deviation or the standardized float32 input overflows, is a ConfigError naming the column,
+the row and the value. Rows in messages are 1-based data rows of the loaded table: a frame's
+index label + 1 (split frames keep the table's labels; files are read with a RangeIndex).
+
 The state is a dict of lists, floats and strings, so it travels inside a Lightning checkpoint
 (through ``TabularDataModule.state_dict``) and loads with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -23,44 +40,163 @@ from mlplab.data.spec import TableSpec
 from mlplab.errors import ConfigError
 
 MISSING = "<missing>"  # how a missing categorical value is spelled in the categories
+# pandas.read_csv's default na_values (tests pin this to the installed pandas): text spelled
+# like this can't survive a CSV round trip, so it is missing everywhere.
+NA_STRINGS = frozenset(
+    {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN"}
+    | {"<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
+)
+NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?inf(?:inity)?", re.I)
+EXACT_INT = 2**53  # float64 holds every integer below this (a CSV column with blanks is float)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _numeric(df: pd.DataFrame, column: str, where: str) -> np.ndarray:
-    """Column as float64 (NaN for missing); text that isn't a number is an error."""
-    values = pd.to_numeric(df[column], errors="coerce")
-    bad = values.isna() & df[column].notna()
-    if bad.any():
-        row = int(np.argmax(bad.to_numpy()))
+# ---- canonical categories -------------------------------------------------------------------
+def _number_key(x: float) -> str:
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if x.is_integer() and abs(x) < EXACT_INT:
+        return str(int(x))  # 3.0 → "3", -0.0 → "0"
+    return repr(x)  # shortest text that reads back as the same float64
+
+
+def canonical_key(value) -> str | None:
+    """The canonical string of one value, None when missing (rules: module docstring)."""
+    if isinstance(value, bool | np.bool_):
+        return "True" if value else "False"
+    if isinstance(value, int | np.integer):
+        big = abs(int(value)) >= EXACT_INT
+        return _number_key(float(value)) if big else str(int(value))
+    if isinstance(value, float | np.floating):
+        # str first: float32 0.1 is the "0.1" a CSV file shows, not 0.10000000149011612
+        value = str(value)
+    elif value is None or (np.ndim(value) == 0 and pd.isna(value)):  # None, pd.NA, NaT
+        return None
+    text = str(value).strip()
+    if text in NA_STRINGS:
+        return None
+    if text.lower() in ("true", "false"):
+        return text.capitalize()
+    return _number_key(float(text)) if NUMBER.fullmatch(text) else text
+
+
+def _factorized(values) -> tuple[np.ndarray, list[str | None]]:
+    """(codes, keys): the canonical key of row i is ``keys[codes[i]]`` (the last key is None,
+    for missing). Keys are computed once per distinct value: fast on flights-sized columns."""
+    series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
+    kind = pd.api.types.infer_dtype(series, skipna=True) if series.dtype == object else ""
+    if kind.startswith("mixed") and kind != "mixed-integer-float":
+        # factorize would merge True with 1 (they hash and compare equal): bools become text
+        series = series.map(lambda v: str(v) if isinstance(v, bool | np.bool_) else v)
+    codes, uniques = pd.factorize(series)
+    return codes, [*(canonical_key(u) for u in uniques), None]
+
+
+def canonical(values, missing: object = MISSING) -> np.ndarray:
+    """(N,) object array of canonical category strings, ``missing`` where a value is missing.
+
+    Args:
+        values: a column (Series) or a list of values.
+        missing: what stands for a missing value (``MISSING`` here, NaN in loaded frames).
+    """
+    codes, keys = _factorized(values)
+    table = np.array([missing if k is None else k for k in keys], dtype=object)
+    return table[codes]  # code −1 (missing) picks the last entry
+
+
+# ---- numbers --------------------------------------------------------------------------------
+def to_numbers(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(values, bad): the column as float64, NaN where missing or not a number, and a mask of
+    the cells that hold something that is not a number. Missing means NaN/None/pd.NA or one
+    of ``NA_STRINGS`` (the same rule as for categories); booleans count as 0/1."""
+    if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+        return col.to_numpy(dtype=np.float64, na_value=np.nan), np.zeros(len(col), dtype=bool)
+    values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.isnan(values) & col.notna().to_numpy()
+    if bad.any():  # "n/a", " ", "NA" are blanks, as read_csv reads them
+        blank = [isinstance(v, str) and v.strip() in NA_STRINGS for v in col.to_numpy()[bad]]
+        bad[np.flatnonzero(bad)[blank]] = False
+    return values, bad
+
+
+def row_of(df: pd.DataFrame, position: int) -> int:
+    """1-based data row of ``df.iloc[position]``: its index label + 1 (a split keeps the loaded
+    table's labels), or ``position + 1`` where the index isn't made of integers."""
+    label = df.index[position]
+    is_int = isinstance(label, int | np.integer) and not isinstance(label, bool | np.bool_)
+    return int(label) + 1 if is_int else position + 1
+
+
+def _shown(value) -> str:
+    """A cell as a message shows it: 'text' quoted, numbers plain (inf, 1e+308)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _numeric(df: pd.DataFrame, column: str, where: str = "", lenient: bool = False) -> np.ndarray:
+    """Column as finite float64 (NaN for missing). Text that isn't a number is an error, or
+    missing for a ``lenient`` column; a non-finite number is always an error."""
+    values, bad = to_numbers(df[column])
+    if bad.any() and not lenient:
+        i = int(np.flatnonzero(bad)[0])
         raise ConfigError(
-            f"column {column!r}{where} has non-numeric value {df[column].iloc[row]!r} (row {row})"
+            f"column {column!r}{where} has non-numeric value {_shown(df[column].iloc[i])} "
+            f"(row {row_of(df, i)})"
         )
-    return values.to_numpy(dtype=np.float64)
-
-
-def _numeric_block(df: pd.DataFrame, columns: list[str] | tuple[str, ...]) -> np.ndarray:
-    """(N, len(columns)) float64, NaN where missing."""
-    if not columns:
-        return np.zeros((len(df), 0))
-    return np.stack([_numeric(df, c, "") for c in columns], axis=1)
-
-
-def _categories(series: pd.Series) -> np.ndarray:
-    """(N,) object array of category strings, ``MISSING`` where empty. Stays in NumPy: the
-    pandas string round trip costs more than the one-hot itself on flights-sized tables."""
-    values = series.to_numpy(dtype=object, copy=True)
-    missing = pd.isna(values)
-    if pd.api.types.infer_dtype(values, skipna=True) != "string":  # numbers, bools, mixed
-        values = values.astype(str).astype(object)
-    values[missing] = MISSING
+    infinite = np.isinf(values)
+    if infinite.any():
+        i = int(np.flatnonzero(infinite)[0])
+        raise ConfigError(
+            f"column {column!r}{where} has non-finite value {_shown(df[column].iloc[i])} "
+            f"(row {row_of(df, i)}): numbers must be finite (leave the cell empty if unknown)"
+        )
     return values
 
 
+def _overflow(df: pd.DataFrame, column: str, values: np.ndarray, what: str) -> ConfigError:
+    """The error for a column whose statistics or scaled values overflow: names its largest
+    value (where the overflow comes from) and that value's row."""
+    i = int(np.nanargmax(np.abs(values)))
+    return ConfigError(
+        f"column {column!r} has value {_shown(df[column].iloc[i])} (row {row_of(df, i)}) "
+        f"too large to standardize: {what} overflows; rescale the column (e.g. other units)"
+    )
+
+
+def _scaled(df: pd.DataFrame, column: str, x: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """``(x − mean) / std``, refusing a result that doesn't fit in float32 (the model input)."""
+    with np.errstate(all="ignore"):
+        z = (x - mean) / std
+    too_big = ~(np.abs(z) <= FLOAT32_MAX)
+    if too_big.any():
+        i = int(np.flatnonzero(too_big)[0])
+        raise ConfigError(
+            f"column {column!r} has value {_shown(df[column].iloc[i])} (row {row_of(df, i)}) "
+            f"too large to standardize: (x − {mean:.6g}) / {std:.6g} overflows float32"
+        )
+    return z
+
+
+def _statistics(df: pd.DataFrame, column: str, x: np.ndarray) -> tuple[float, float, float]:
+    """(mean, std, median) of a column's non-missing values; (0, 1, 0) when it has none."""
+    if np.isnan(x).all():
+        return 0.0, 1.0, 0.0  # an all-missing column: imputed to 0, never scaled away
+    with np.errstate(all="ignore"):
+        mean, std, median = float(np.nanmean(x)), float(np.nanstd(x)), float(np.nanmedian(x))
+    if not (math.isfinite(mean) and math.isfinite(std)):
+        raise _overflow(df, column, x, "its mean or standard deviation")
+    return mean, std if std > 0 else 1.0, median  # a constant column → 0, not NaN
+
+
+# ---- the fitted preprocessor ----------------------------------------------------------------
 @dataclass
 class Preprocessor:
     """Encodes features and target of one table spec; see the module docstring.
 
-    Targets: classification → class index (``classes`` sorted); regression → standardized
-    ``(y − target_mean) / target_std``, which ``inverse_target`` undoes.
+    Targets: classification → class index (``classes`` sorted, matched by canonical key, kept
+    as the readable labels of the training frame); regression → standardized
+    ``(y − target_mean) / target_std``, which ``inverse_target`` undoes. ``lenient`` numeric
+    columns read text that isn't a number as missing (``load_csv`` decides which); fields
+    added later have defaults, so older checkpoints still load.
     """
 
     task: str
@@ -76,42 +212,54 @@ class Preprocessor:
     class_counts: list[int] = field(default_factory=list)
     target_mean: float = 0.0
     target_std: float = 1.0
+    lenient: list[str] = field(default_factory=list)
 
     @classmethod
     def fit(cls, train: pd.DataFrame, spec: TableSpec) -> Preprocessor:
-        num = _numeric_block(train, spec.numeric)  # (N, numeric)
-        with np.errstate(all="ignore"):
-            mean, std, median = (np.nanmean(num, 0), np.nanstd(num, 0), np.nanmedian(num, 0))
-        mean, median = np.nan_to_num(mean), np.nan_to_num(median)  # an all-missing column → 0
-        std = np.where(np.isfinite(std) & (std > 0), std, 1.0)  # constant column → 0, not NaN
-        missing = np.isnan(num).any(axis=0)
+        # ``lenient`` comes from load_csv's spec (a TableSpec subclass); other specs have none
+        lenient = [c for c in getattr(spec, "lenient", ()) if c in spec.numeric]
+        stats, indicators = [], []
+        for column in spec.numeric:
+            x = _numeric(train, column, lenient=column in lenient)  # (N,)
+            stats.append(_statistics(train, column, x))
+            if np.isnan(x).any():
+                indicators.append(column)
+        mean, std, median = ([s[i] for s in stats] for i in range(3))
         state = dict(
             task=spec.task,
             target=spec.target,
             numeric=list(spec.numeric),
-            mean=mean.tolist(),
-            std=std.tolist(),
-            median=median.tolist(),
-            indicators=[c for c, m in zip(spec.numeric, missing, strict=True) if m],
+            mean=mean,
+            std=std,
+            median=median,
+            indicators=indicators,
             categorical=list(spec.categorical),
-            categories=[sorted(set(_categories(train[c]))) for c in spec.categorical],
+            categories=[sorted(set(canonical(train[c]))) for c in spec.categorical],
+            lenient=lenient,
         )
         return cls(**state, **cls._fit_target(train, spec))
 
     @staticmethod
     def _fit_target(train: pd.DataFrame, spec: TableSpec) -> dict:
-        y = train[spec.target]
         if spec.task == "regression":
-            values = _numeric(train, spec.target, " (the target)")
-            return {"target_mean": float(values.mean()), "target_std": float(values.std() or 1.0)}
-        classes = sorted(pd.unique(y).tolist())
+            y = _numeric(train, spec.target, " (the target)")
+            _no_empty(train, spec.target, np.isnan(y))
+            mean, std, _ = _statistics(train, spec.target, y)
+            return {"target_mean": mean, "target_std": std}
+        y = train[spec.target]
+        keys = canonical(y, missing=None)
+        _no_empty(train, spec.target, pd.isna(keys))
+        # one class per canonical key ("3" and 3.0 are one), labelled by its first spelling
+        _, first = np.unique(keys.astype(str), return_index=True)
+        classes = _sorted(y.iloc[np.sort(first)].tolist())
         want = "exactly 2" if spec.task == "binary" else "at least 2"
         if len(classes) < 2 or (spec.task == "binary" and len(classes) != 2):
             raise ConfigError(
                 f"target {spec.target!r} has {len(classes)} classes in the training split "
                 f"({classes[:10]}): a {spec.task} task needs {want}"
             )
-        counts = pd.Categorical(y, categories=classes).value_counts().tolist()
+        index = pd.Index(canonical(classes)).get_indexer(keys)
+        counts = np.bincount(index, minlength=len(classes))
         return {"classes": classes, "class_counts": [int(c) for c in counts]}
 
     # ---- sizes --------------------------------------------------------------------------
@@ -153,37 +301,37 @@ class Preprocessor:
         self.check_columns(df)
         n, k, m = len(df), len(self.numeric), len(self.indicators)
         out = np.zeros((n, self.n_features), dtype=np.float32)  # one buffer, no temporaries
-        num = _numeric_block(df, self.numeric)  # (N, numeric)
-        missing = np.isnan(num)
-        num = np.where(missing, np.asarray(self.median), num)
-        out[:, :k] = (num - np.asarray(self.mean)) / np.asarray(self.std)
-        out[:, k : k + m] = missing[:, [self.numeric.index(c) for c in self.indicators]]
+        missing = {}
+        for j, column in enumerate(self.numeric):
+            x = _numeric(df, column, lenient=column in self.lenient)  # (N,)
+            missing[column] = np.isnan(x)
+            x = np.where(missing[column], self.median[j], x)
+            out[:, j] = _scaled(df, column, x, self.mean[j], self.std[j])
+        for j, column in enumerate(self.indicators):
+            out[:, k + j] = missing[column]
         offset, rows = k + m, np.arange(n)
         for column, cats in zip(self.categorical, self.categories, strict=True):
-            codes = pd.Index(cats).get_indexer(_categories(df[column]))  # −1: never seen
-            codes[codes < 0] = len(cats)  # unseen in training → the unknown slot
-            out[rows, offset + codes] = 1.0
+            codes, keys = _factorized(df[column])
+            known = pd.Index(cats).get_indexer([MISSING if k is None else k for k in keys])
+            slots = known[codes]  # the key's slot per row; −1: never seen in training
+            slots[slots < 0] = len(cats)  # unseen in training → the unknown slot
+            out[rows, offset + slots] = 1.0
             offset += len(cats) + 1
         return torch.from_numpy(out)
 
     def targets(self, df: pd.DataFrame) -> torch.Tensor:
         """(N,) targets: float32 for binary/regression, int64 class indices for multiclass."""
         self.check_columns(df, with_target=True)
-        y = df[self.target]
-        empty = y.isna()
-        if empty.any():
-            raise ConfigError(
-                f"target {self.target!r} has {int(empty.sum())} empty value(s) "
-                f"(first at row {int(np.argmax(empty.to_numpy()))})"
-            )
         if self.task == "regression":
-            scaled = (
-                _numeric(df, self.target, " (the target)") - self.target_mean
-            ) / self.target_std
+            y = _numeric(df, self.target, " (the target)")
+            _no_empty(df, self.target, np.isnan(y))
+            scaled = _scaled(df, self.target, y, self.target_mean, self.target_std)
             return torch.from_numpy(scaled).float()
-        codes = pd.Index(self.classes).get_indexer(y).astype(np.int64)  # −1: unknown class
-        if (codes < 0).any():
-            unseen = sorted(set(y[codes < 0].tolist()), key=str)[:10]
+        keys = canonical(df[self.target], missing=None)
+        _no_empty(df, self.target, pd.isna(keys))
+        codes = pd.Index(canonical(self.classes)).get_indexer(keys).astype(np.int64)
+        if (codes < 0).any():  # −1: a class the model never saw
+            unseen = sorted(set(df[self.target][codes < 0].tolist()), key=str)[:10]
             raise ConfigError(
                 f"target {self.target!r} has classes the model never saw: {unseen} "
                 f"(known: {self.classes[:20]})"
@@ -201,3 +349,19 @@ class Preprocessor:
     @classmethod
     def from_state_dict(cls, state: dict) -> Preprocessor:
         return cls(**state)
+
+
+def _no_empty(df: pd.DataFrame, target: str, empty: np.ndarray) -> None:
+    if empty.any():
+        raise ConfigError(
+            f"target {target!r} has {int(empty.sum())} empty value(s) "
+            f"(first at row {row_of(df, int(np.flatnonzero(empty)[0]))})"
+        )
+
+
+def _sorted(labels: list) -> list:
+    """Class labels in their natural order (numbers by value), by text when types mix."""
+    try:
+        return sorted(labels)
+    except TypeError:
+        return sorted(labels, key=str)

@@ -16,18 +16,23 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mlplab.data.io import read_table, write_table
+from mlplab.data.preprocess import canonical, to_numbers
 from mlplab.data.spec import TASKS, TableSpec
 from mlplab.errors import ConfigError, check
 
 LOADER_VERSION = 2  # bump when load_flights' preparation changes, so stale caches are ignored
 SPLITS = ("train", "val", "test")
 MAX_CLASSES = 20  # an integer-valued numeric target with at most this many values is multiclass
+# An inferred column whose non-missing cells are numbers except for a few typos ("12,5", "?")
+# is numeric with those cells missing: at most max(3, 1%) of its cells, and at most 5%.
+LENIENT_CELLS, LENIENT_SHARE, LENIENT_MAX_SHARE = 3, 0.01, 0.05
 
 
 def _package_dir(package: str, *parts: str) -> Path:
@@ -43,13 +48,9 @@ def _is_number(col: pd.Series) -> bool:
 
 
 def _strings(col: pd.Series) -> pd.Series:
-    """Python strings (object dtype), missing kept as NaN; an integer-valued 3.0 becomes "3"."""
-    if pd.api.types.is_string_dtype(col):  # fast path: already text (str dtype or all-str object)
-        return col.astype(object)
-    if pd.api.types.is_float_dtype(col) and (col.dropna() % 1 == 0).all():
-        col = col.astype("Int64")
-    # .where: pandas 2 can leave pd.NA behind for nullable dtypes; NaN is the one missing value
-    return col.map(str, na_action="ignore").astype(object).where(col.notna(), np.nan)
+    """Canonical category strings (object dtype), missing as NaN: 3.0 → "3", "TRUE" → "True",
+    "NA" → NaN (rules: :mod:`mlplab.data.preprocess`), the same keys eval and predict use."""
+    return pd.Series(canonical(col, missing=np.nan), index=col.index, dtype=object)
 
 
 def _finish(df: pd.DataFrame, spec: TableSpec) -> tuple[pd.DataFrame, TableSpec]:
@@ -243,6 +244,14 @@ def load_cars():
 # --- the user's own file --------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class CsvSpec(TableSpec):
+    """A TableSpec plus ``lenient``: numeric columns whose few non-numeric cells (typos) read
+    as missing; the fitted Preprocessor keeps the list, so eval and predict do the same."""
+
+    lenient: tuple[str, ...] = ()
+
+
 def load_csv(
     path: str,
     target: str,
@@ -255,7 +264,10 @@ def load_csv(
 
     Features are all columns except ``target`` and ``split_by``. A list you leave out is
     inferred from the columns not named anywhere: numeric dtype → ``numeric``; text, bool or
-    category → ``categorical`` (pass ``categorical=[]`` to use numeric columns only). An
+    category → ``categorical`` (pass ``categorical=[]`` to use numeric columns only). A text
+    column of numbers with a few typos ("12,5", "?": at most max(3, 1%) and at most 5% of its
+    non-missing cells) is numeric, with those cells missing (printed; eval and predict read
+    them the same way); a column you name in ``numeric`` must hold only numbers. An
     omitted ``task`` is inferred from the target: text → binary (2 classes) or multiclass;
     numbers → binary (2 values), multiclass (integers, ≤ 20 values) or regression.
     ``split_by`` names a column of "train"/"val"/"test" that fixes the split.
@@ -269,24 +281,28 @@ def load_csv(
     named = [target, *(numeric or []), *(categorical or []), *([split_by] if split_by else [])]
     _check_columns(df, name, named, target, split_by)
     rest = [c for c in df.columns if c not in named]
-    inferred = []
+    inferred, lenient = [], {}
     if numeric is None:
-        numeric = [c for c in rest if _is_number(df[c])]
+        text = [c for c in rest if not _is_number(df[c])]
+        lenient = {c: found for c in text if (found := _mostly_numbers(df[c])) is not None}
+        numeric = [c for c in rest if _is_number(df[c]) or c in lenient]
         inferred.append(f"numeric={_short(numeric)}")
     if categorical is None:
-        categorical = [c for c in rest if not _is_number(df[c])]
+        categorical = [c for c in rest if not _is_number(df[c]) and c not in lenient]
         inferred.append(f"categorical={_short(categorical)}")
     check(numeric or categorical, "features", [], f"{name} has no columns besides the target")
+    notes = [_lenient_note(df, c, bad) for c, (_, bad) in lenient.items()]
     for col in numeric:
-        df[col] = _numbers(df[col], col, name)
+        df[col] = lenient[col][0] if col in lenient else _numbers(df[col], col, name)
     if task is None:
-        task, n = _infer_task(df[target]), df[target].nunique()
+        task, n = _infer_task(df[target]), len(set(canonical(df[target])))
         inferred.insert(0, f"task={task}" + ("" if task == "regression" else f" ({n} classes)"))
     if task == "regression":
         df[target] = _numbers(df[target], target, name, "task=regression needs a numeric target")
     if inferred:
-        print(f"inferred from {name}: " + ", ".join(inferred))
-    return _finish(df, TableSpec(target, task, tuple(numeric), tuple(categorical), split_by))
+        print(f"inferred from {name}: " + "; ".join([", ".join(inferred), *notes]))
+    spec = CsvSpec(target, task, tuple(numeric), tuple(categorical), split_by, tuple(lenient))
+    return _finish(df, spec)
 
 
 def _first(mask: pd.Series) -> int:
@@ -301,7 +317,7 @@ def _check_columns(df: pd.DataFrame, name: str, named: list, target: str, split_
     for col in named:
         if col not in df.columns:
             raise ConfigError(f"column {col!r} is not in {name}; its columns: {list(df.columns)}")
-    missing = df[target].isna()
+    missing = pd.Series(pd.isna(canonical(df[target], missing=None)))  # "NA", "" count too
     if missing.any():
         raise ConfigError(
             f"target column {target!r} of {name} has {int(missing.sum())} missing values "
@@ -317,23 +333,40 @@ def _check_columns(df: pd.DataFrame, name: str, named: list, target: str, split_
 
 def _numbers(col: pd.Series, column: str, name: str, allowed: str = "") -> pd.Series:
     """The column as float64, or a ConfigError naming its first value that is not a number."""
-    if _is_number(col) or pd.api.types.is_bool_dtype(col):
-        return col.astype(np.float64)
-    values = pd.to_numeric(col, errors="coerce")
-    bad = values.isna() & col.notna()
+    values, bad = to_numbers(col)
     if bad.any():
-        i = _first(bad)
+        i = int(np.flatnonzero(bad)[0])
         raise ConfigError(
             f"column {column!r} of {name} has non-numeric value {col.iloc[i]!r} "
             f"(row {i + 1}): {allowed or 'numeric columns hold numbers or blanks'}"
         )
-    return values.astype(np.float64)
+    return pd.Series(values, index=col.index)
+
+
+def _mostly_numbers(col: pd.Series) -> tuple[pd.Series, np.ndarray] | None:
+    """(values, bad) for a text column of numbers with a few non-numeric cells (``bad``, read
+    as missing in ``values``; the ``LENIENT_*`` limits); None for any other column."""
+    values, bad = to_numbers(col)
+    n_bad, n = int(bad.sum()), int(bad.sum() + (~np.isnan(values)).sum())
+    if not 0 < n_bad <= min(max(LENIENT_CELLS, LENIENT_SHARE * n), LENIENT_MAX_SHARE * n):
+        return None
+    if col.map(lambda v: isinstance(v, bool | np.bool_)).any():  # booleans: categorical
+        return None
+    return pd.Series(values, index=col.index), bad
+
+
+def _lenient_note(df: pd.DataFrame, column: str, bad: np.ndarray) -> str:
+    i = int(np.flatnonzero(bad)[0])
+    return (
+        f"{column}: {int(bad.sum())} non-numeric cell(s) read as missing "
+        f"(first {df[column].iloc[i]!r} in row {i + 1})"
+    )
 
 
 def _infer_task(y: pd.Series) -> str:
+    if not _is_number(y):  # classes as the model will see them: "yes" and "yes " are one
+        return "binary" if len(set(canonical(y))) == 2 else "multiclass"
     n = y.nunique()
-    if not _is_number(y):
-        return "binary" if n == 2 else "multiclass"
     if n == 2:
         return "binary"
     return "multiclass" if n <= MAX_CLASSES and bool((y % 1 == 0).all()) else "regression"
