@@ -328,3 +328,92 @@ def test_csv_nan_target_counts_all_missing(tmp_path):
     path = write(tmp_path, "x,label\n1,a\n2,\n3,\n4,b\n")
     with pytest.raises(ConfigError, match=r"2 missing values \(first in row 2\)"):
         load_csv(path, target="label")
+
+
+# --- canonical categories and lenient numeric columns ---------------------------------------
+
+
+def test_loaded_categories_are_canonical_keys(tmp_path):
+    """Integer codes with blanks read as 3.0 but are keyed "3"; bools with blanks "True"."""
+    path = tmp_path / "codes.csv"
+    path.write_text("code,flag,color,y\n1,True,Red,a\n3,,red,b\n,false,RED,a\n2,TRUE,,b\n")
+    df, spec = load_csv(str(path), target="y", categorical=["code", "flag", "color"])
+    assert_matches_spec(df, spec)
+    assert df["code"].tolist()[:2] == ["1", "3"] and pd.isna(df["code"][2])
+    assert df["flag"].tolist()[::2] == ["True", "False"] and pd.isna(df["flag"][1])
+    assert df["color"].tolist()[:3] == ["Red", "red", "RED"]  # case is kept
+
+
+def mostly_numbers(n: int, typos: dict[int, str]) -> pd.DataFrame:
+    income = np.round(np.linspace(10, 90, n), 1).astype(object)
+    for i, text in typos.items():
+        income[i] = text
+    return pd.DataFrame({"income": income, "y": np.arange(n) % 2})
+
+
+def test_a_few_typos_in_a_numeric_column_read_as_missing(tmp_path, capsys):
+    path = tmp_path / "typos.csv"
+    mostly_numbers(100, {16: "12,5", 40: "?"}).to_csv(path, index=False)
+    df, spec = load_csv(str(path), target="y")
+    assert spec.numeric == ("income",) and spec.categorical == ()
+    assert spec.lenient == ("income",)
+    assert df["income"].isna().tolist().count(True) == 2 and pd.isna(df["income"][16])
+    assert df["income"][17] == pytest.approx(10 + 80 * 17 / 99, abs=0.05)
+    out = capsys.readouterr().out
+    assert "numeric=[income]" in out
+    assert "income: 2 non-numeric cell(s) read as missing (first '12,5' in row 17)" in out
+
+
+def test_eval_reads_the_typos_of_a_lenient_column_the_same_way(tmp_path):
+    from mlplab.data.preprocess import Preprocessor
+
+    path = tmp_path / "typos.csv"
+    mostly_numbers(100, {16: "12,5", 40: "?"}).to_csv(path, index=False)
+    df, spec = load_csv(str(path), target="y")
+    pre = Preprocessor.from_state_dict(Preprocessor.fit(df, spec).state_dict())
+    assert pre.lenient == ["income"] and pre.indicators == ["income"]
+    raw = pd.read_csv(path)  # what mlplab-eval and mlplab-predict read: text with the typos
+    assert raw["income"].dtype != np.float64
+    assert pre.features(raw).equal(pre.features(df))
+    assert pre.features(raw)[[16, 40], 1].tolist() == [1.0, 1.0]  # income_missing
+
+
+@pytest.mark.parametrize(
+    ("n", "typos"),
+    [
+        (100, {1: "a", 2: "b", 3: "c", 4: "d"}),  # 4 > max(3, 1% of 100)
+        (40, {1: "a", 2: "b", 3: "c"}),  # 3 of 40 is more than 5%
+        (1000, {i: "x" for i in range(11)}),  # 11 > 1% of 1000
+    ],
+    ids=["4-of-100", "3-of-40", "11-of-1000"],
+)
+def test_more_typos_keep_a_column_categorical(tmp_path, n, typos):
+    path = tmp_path / "typos.csv"
+    mostly_numbers(n, typos).to_csv(path, index=False)
+    _, spec = load_csv(str(path), target="y")
+    assert spec.categorical == ("income",) and spec.lenient == ()
+
+
+def test_the_limit_grows_to_one_percent(tmp_path):
+    path = tmp_path / "typos.csv"
+    mostly_numbers(1000, {i: "x" for i in range(10)}).to_csv(path, index=False)
+    _, spec = load_csv(str(path), target="y")
+    assert spec.lenient == ("income",)
+
+
+def test_a_bool_column_with_a_typo_stays_categorical(tmp_path):
+    flags = ["True", "False"] * 50
+    flags[3] = "?"
+    path = tmp_path / "flags.csv"
+    table = pd.DataFrame({"flag": flags, "x": np.arange(100.0), "y": np.arange(100) % 2})
+    table.to_csv(path, index=False)
+    _, spec = load_csv(str(path), target="y")
+    assert spec.categorical == ("flag",) and spec.lenient == ()
+
+
+def test_a_column_forced_numeric_still_refuses_typos(tmp_path):
+    path = tmp_path / "typos.csv"
+    mostly_numbers(100, {16: "12,5"}).to_csv(path, index=False)
+    message = r"column 'income' of typos.csv has non-numeric value '12,5' \(row 17\)"
+    with pytest.raises(ConfigError, match=message):
+        load_csv(str(path), target="y", numeric=["income"])

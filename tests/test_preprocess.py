@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from mlplab.data import TabularDataModule
-from mlplab.data.preprocess import MISSING, Preprocessor
+from mlplab.data.io import read_table, write_table
+from mlplab.data.preprocess import MISSING, NA_STRINGS, Preprocessor, canonical
 from mlplab.data.sources import SOURCES
 from mlplab.data.spec import TableSpec
 from mlplab.errors import ConfigError
@@ -124,3 +125,170 @@ def _saved(obj) -> io.BytesIO:
     torch.save(obj, buf)
     buf.seek(0)
     return buf
+
+
+# --- one canonical category key for training and serving ------------------------------------
+
+KINDS = {  # value kind → (values, their canonical keys)
+    "int-coded with blanks": ([1.0, 2.0, np.nan, 3.0], ["1", "2", MISSING, "3"]),
+    "ints": (np.array([1, 2, 3, 3]), ["1", "2", "3", "3"]),
+    "numeric strings": (["1", "2.0", "03", None], ["1", "2", "3", MISSING]),
+    "numbers in text": (["1", "two", "3.0", ""], ["1", "two", "3", MISSING]),
+    "bools": (np.array([True, False, True, False]), ["True", "False", "True", "False"]),
+    "bools with blanks": ([True, False, None, True], ["True", "False", MISSING, "True"]),
+    "bool strings": (["True", "true", "TRUE", "false"], ["True", "True", "True", "False"]),
+    "mixed case": (["Red", "red", "RED", None], ["Red", "red", "RED", MISSING]),
+    "padded and NA text": ([" Red", "Red ", "n/a", "NA"], ["Red", "Red", MISSING, MISSING]),
+    "missing kinds": ([None, np.nan, pd.NA, "x"], [MISSING, MISSING, MISSING, "x"]),
+    "floats": ([0.1, 2.5, np.nan, 1e20], ["0.1", "2.5", MISSING, "1e+20"]),
+    "float32": (np.array([0.1, 2.5, 3.0, 7.0], dtype=np.float32), ["0.1", "2.5", "3", "7"]),
+}
+
+
+def _round_trip(values, suffix: str, tmp_path) -> pd.Series:
+    """``values`` written by write_table and read back by read_table (what eval/predict see).
+    An id column keeps a row whose only value is blank from becoming a skipped blank line."""
+    path = tmp_path / f"t{suffix}"
+    write_table(pd.DataFrame({"id": range(len(values)), "v": pd.Series(values)}), path)
+    return read_table(path)["v"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_canonical_keys_survive_csv_and_parquet_round_trips(kind, suffix, tmp_path):
+    values, keys = KINDS[kind]
+    assert canonical(pd.Series(values)).tolist() == keys
+    assert canonical(_round_trip(values, suffix, tmp_path)).tolist() == keys
+    # what a loader leaves in its frame (keys, NaN for missing) round-trips to the same keys
+    finished = canonical(pd.Series(values), missing=np.nan)
+    assert canonical(_round_trip(finished, suffix, tmp_path)).tolist() == keys
+    assert canonical(pd.Series(finished)).tolist() == keys  # idempotent
+
+
+def test_na_strings_are_what_read_csv_reads_as_missing():
+    from pandas._libs.parsers import STR_NA_VALUES
+
+    assert set(STR_NA_VALUES) == NA_STRINGS
+
+
+def test_true_and_one_stay_apart_in_a_mixed_column():
+    # they hash and compare equal, so a naive factorize would merge them
+    assert canonical(pd.Series([True, 1, "1", 1.0], dtype=object)).tolist() == [
+        "True",
+        "1",
+        "1",
+        "1",
+    ]
+
+
+def test_serving_frame_read_from_csv_encodes_like_the_training_frame(tmp_path):
+    """The skew bug: "3" at training time, 3.0 from a CSV with blanks → the same one-hot."""
+    spec = TableSpec(target="y", task="binary", categorical=("code",))
+    train = pd.DataFrame({"code": ["1", "3", np.nan, "3"], "y": [0, 1, 0, 1]}, dtype=object)
+    pre = Preprocessor.fit(train, spec)
+    served = _round_trip(train["code"], ".csv", tmp_path).to_frame("code")
+    assert served["code"].dtype == np.float64  # 1.0, 3.0, NaN, 3.0 as read back
+    assert torch.equal(pre.features(served), pre.features(train))
+    assert pre.features(served)[:, -1].sum() == 0  # nothing in the unknown slot
+
+
+@pytest.mark.parametrize(
+    ("train_y", "served_y"),
+    [
+        ([str(d) for d in range(10)], list(range(10))),  # digits: "0".."9" → ints from a CSV
+        ([str(d) for d in range(10)], [float(d) for d in range(10)]),
+        ([False, True] * 5, ["false", "TRUE"] * 5),
+        (["no", "yes"] * 5, [" no", "yes "] * 5),
+    ],
+    ids=["digit-strings-vs-ints", "digit-strings-vs-floats", "bools-vs-text", "padded"],
+)
+def test_target_classes_match_canonically_but_stay_readable(train_y, served_y):
+    task = "binary" if len(set(train_y)) == 2 else "multiclass"
+    spec = TableSpec(target="y", task=task, numeric=("x",))
+    pre = Preprocessor.fit(pd.DataFrame({"x": np.arange(10.0), "y": train_y}), spec)
+    assert pre.classes == sorted(set(train_y))  # the labels predictions print
+    served = pd.DataFrame({"x": np.arange(10.0), "y": served_y})
+    assert torch.equal(pre.targets(served), pre.targets(pd.DataFrame({"y": train_y, "x": 0.0})))
+
+
+def test_one_class_per_canonical_key_in_training():
+    spec = TableSpec(target="y", task="binary", numeric=("x",))
+    y = pd.Series(["3", 3.0, 3, "4", 4.0], dtype=object)
+    pre = Preprocessor.fit(pd.DataFrame({"x": np.zeros(5), "y": y}), spec)
+    assert len(pre.classes) == 2 and pre.class_counts == [3, 2]
+
+
+# --- finite numbers -------------------------------------------------------------------------
+
+NUM_SPEC = TableSpec(target="y", task="regression", numeric=("a", "b"))
+
+
+def _table(a, y=None, index=None) -> pd.DataFrame:
+    n = len(a)
+    y = np.arange(n, dtype=np.float64) if y is None else y
+    return pd.DataFrame({"a": a, "b": np.ones(n), "y": y}, index=index)
+
+
+@pytest.mark.parametrize(
+    ("frame", "needles"),
+    [
+        (_table([1.0, np.inf, 3.0]), ["column 'a'", "non-finite value inf", "(row 2)"]),
+        (_table([1.0, 2.0, -np.inf], index=[7, 8, 9]), ["'a'", "-inf", "(row 10)"]),
+        (_table(["1", "2", "inf"]), ["'a'", "'inf'", "(row 3)"]),
+        (_table([1.0, 1e308, 1.5e308]), ["'a'", "1.5e+308", "(row 3)", "overflows"]),
+        (_table([1.0, 2.0, 3.0], y=[1.0, np.inf, 0.0]), ["'y' (the target)", "inf", "(row 2)"]),
+        (_table([1.0, 2.0, 3.0], y=[1e308, -1e308, 0.0]), ["'y'", "1e+308", "(row 1)"]),
+    ],
+    ids=["inf", "-inf-index-labels", "inf-text", "mean-overflow", "target-inf", "target-std"],
+)
+def test_non_finite_or_overflowing_training_values_are_named(frame, needles):
+    with pytest.raises(ConfigError) as err:
+        Preprocessor.fit(frame, NUM_SPEC)
+    for needle in needles:
+        assert needle in str(err.value)
+
+
+def test_non_finite_values_at_eval_and_predict_time_name_the_file_row(tmp_path):
+    pre = Preprocessor.fit(_table([1.0, 2.0, 3.0, 4.0]), NUM_SPEC)
+    (tmp_path / "new.csv").write_text("a,b,y\n1,1,1\n2,1,2\ninf,1,3\n")
+    with pytest.raises(ConfigError, match=r"column 'a' has non-finite value inf \(row 3\)"):
+        pre.features(read_table(tmp_path / "new.csv"))
+    (tmp_path / "new.csv").write_text("a,b,y\n1,1,1\n2,1,-inf\n")
+    with pytest.raises(ConfigError, match=r"'y' \(the target\) has non-finite value -inf \(row 2"):
+        pre.targets(read_table(tmp_path / "new.csv"))
+    # finite, but (x − mean) / std doesn't fit in float32: an error, not an inf input
+    with pytest.raises(ConfigError, match=r"'a' has value 1e\+300 \(row 2\).*overflows float32"):
+        pre.features(_table([1.0, 1e300]))
+    with pytest.raises(ConfigError, match=r"'y' has value 1e\+300 \(row 1\).*overflows float32"):
+        pre.targets(_table([1.0], y=[1e300]))
+
+
+def test_large_but_safe_values_still_train():
+    pre = Preprocessor.fit(_table([1e150, -1e150, 0.0]), NUM_SPEC)
+    assert torch.isfinite(pre.features(_table([1e150, 0.0]))).all()
+
+
+# --- lenient numeric columns ----------------------------------------------------------------
+
+
+def test_lenient_columns_read_text_as_missing_and_persist(tmp_path):
+    from mlplab.data.tabular import CsvSpec
+
+    spec = CsvSpec(target="y", task="regression", numeric=("a", "b"), lenient=("a",))
+    pre = Preprocessor.fit(_table([1.0, "?", 3.0]), spec)
+    assert pre.lenient == ["a"] and pre.indicators == ["a"] and pre.median[0] == 2.0
+    state = torch.load(_saved(pre.state_dict()), weights_only=True)
+    served = Preprocessor.from_state_dict(state).features(_table(["12,5", 3.0]))
+    assert served[:, 2].tolist() == [1.0, 0.0]  # a_missing: the typo is a missing value
+    strict = Preprocessor.fit(_table([1.0, 2.0, 3.0]), NUM_SPEC)
+    with pytest.raises(ConfigError, match=r"non-numeric value '12,5' \(row 1\)"):
+        strict.features(_table(["12,5", 3.0]))
+
+
+def test_state_without_newer_fields_still_loads():
+    """A checkpoint written before ``lenient`` existed."""
+    state = Preprocessor.fit(TRAIN, SPEC).state_dict()
+    del state["lenient"]
+    pre = Preprocessor.from_state_dict(state)
+    assert pre.lenient == []
+    assert torch.equal(pre.features(TRAIN), Preprocessor.fit(TRAIN, SPEC).features(TRAIN))

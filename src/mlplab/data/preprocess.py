@@ -84,6 +84,9 @@ def _factorized(values) -> tuple[np.ndarray, list[str | None]]:
     """(codes, keys): the canonical key of row i is ``keys[codes[i]]`` (the last key is None,
     for missing). Keys are computed once per distinct value: fast on flights-sized columns."""
     series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
+    if pd.api.types.is_float_dtype(series) and series.dtype.itemsize < 8:
+        # as text first: float32 0.1 is the "0.1" a CSV file shows, not 0.10000000149011612
+        series = pd.Series(series.to_numpy(dtype=np.float32, na_value=np.nan).astype(str))
     kind = pd.api.types.infer_dtype(series, skipna=True) if series.dtype == object else ""
     if kind.startswith("mixed") and kind != "mixed-integer-float":
         # factorize would merge True with 1 (they hash and compare equal): bools become text

@@ -350,8 +350,6 @@ def _mostly_numbers(col: pd.Series) -> tuple[pd.Series, np.ndarray] | None:
     n_bad, n = int(bad.sum()), int(bad.sum() + (~np.isnan(values)).sum())
     if not 0 < n_bad <= min(max(LENIENT_CELLS, LENIENT_SHARE * n), LENIENT_MAX_SHARE * n):
         return None
-    if col.map(lambda v: isinstance(v, bool | np.bool_)).any():  # booleans: categorical
-        return None
     return pd.Series(values, index=col.index), bad
 
 
