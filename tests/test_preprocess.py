@@ -263,6 +263,19 @@ def test_non_finite_values_at_eval_and_predict_time_name_the_file_row(tmp_path):
         pre.targets(_table([1.0], y=[1e300]))
 
 
+def test_float32_training_columns_encode_like_their_file_round_trip(tmp_path):
+    """A file shows float32 0.1 as "0.1", which reads back as float64 0.1 ≠ float32 0.1."""
+    train = pd.DataFrame({"a": np.float32([0.1, 0.7, 2.3]), "b": 1.0, "y": [0.0, 1.0, 2.0]})
+    pre = Preprocessor.fit(train, NUM_SPEC)
+    assert pre.float32 == ["a"]
+    write_table(train, tmp_path / "t.csv")
+    served = read_table(tmp_path / "t.csv")
+    assert served["a"].dtype == np.float64 and served["a"][0] == 0.1
+    assert torch.equal(pre.features(served), pre.features(train))
+    with pytest.raises(ConfigError, match=r"'a' has value 1e\+39 \(row 1\).*float32"):
+        pre.features(served.assign(a=[1e39, 0.0, 0.0]))
+
+
 def test_large_but_safe_values_still_train():
     pre = Preprocessor.fit(_table([1e150, -1e150, 0.0]), NUM_SPEC)
     assert torch.isfinite(pre.features(_table([1e150, 0.0]))).all()
@@ -288,7 +301,7 @@ def test_lenient_columns_read_text_as_missing_and_persist(tmp_path):
 def test_state_without_newer_fields_still_loads():
     """A checkpoint written before ``lenient`` existed."""
     state = Preprocessor.fit(TRAIN, SPEC).state_dict()
-    del state["lenient"]
+    del state["lenient"], state["float32"]
     pre = Preprocessor.from_state_dict(state)
-    assert pre.lenient == []
+    assert pre.lenient == [] and pre.float32 == []
     assert torch.equal(pre.features(TRAIN), Preprocessor.fit(TRAIN, SPEC).features(TRAIN))

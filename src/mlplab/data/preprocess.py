@@ -155,6 +155,15 @@ def _numeric(df: pd.DataFrame, column: str, where: str = "", lenient: bool = Fal
     return values
 
 
+def _as_float32(df: pd.DataFrame, column: str, x: np.ndarray) -> np.ndarray:
+    """``x`` rounded to float32 (and back to float64), refusing values float32 can't hold."""
+    with np.errstate(over="ignore"):
+        rounded = x.astype(np.float32)
+    if np.isinf(rounded).any():
+        raise _overflow(df, column, x, "float32 (its type in training)")
+    return rounded.astype(np.float64)
+
+
 def _overflow(df: pd.DataFrame, column: str, values: np.ndarray, what: str) -> ConfigError:
     """The error for a column whose statistics or scaled values overflow: names its largest
     value (where the overflow comes from) and that value's row."""
@@ -198,8 +207,10 @@ class Preprocessor:
     Targets: classification → class index (``classes`` sorted, matched by canonical key, kept
     as the readable labels of the training frame); regression → standardized
     ``(y − target_mean) / target_std``, which ``inverse_target`` undoes. ``lenient`` numeric
-    columns read text that isn't a number as missing (``load_csv`` decides which); fields
-    added later have defaults, so older checkpoints still load.
+    columns read text that isn't a number as missing (``load_csv`` decides which). ``float32``
+    columns were float32 in training: inputs are rounded to float32 first, because a file
+    shows a float32 by its shortest decimal (0.1), which reads back as a different float64.
+    Fields added later have defaults, so older checkpoints still load.
     """
 
     task: str
@@ -216,6 +227,7 @@ class Preprocessor:
     target_mean: float = 0.0
     target_std: float = 1.0
     lenient: list[str] = field(default_factory=list)
+    float32: list[str] = field(default_factory=list)
 
     @classmethod
     def fit(cls, train: pd.DataFrame, spec: TableSpec) -> Preprocessor:
@@ -239,6 +251,7 @@ class Preprocessor:
             categorical=list(spec.categorical),
             categories=[sorted(set(canonical(train[c]))) for c in spec.categorical],
             lenient=lenient,
+            float32=[c for c in spec.numeric if train[c].dtype == np.float32],
         )
         return cls(**state, **cls._fit_target(train, spec))
 
@@ -307,6 +320,8 @@ class Preprocessor:
         missing = {}
         for j, column in enumerate(self.numeric):
             x = _numeric(df, column, lenient=column in self.lenient)  # (N,)
+            if column in self.float32:
+                x = _as_float32(df, column, x)
             missing[column] = np.isnan(x)
             x = np.where(missing[column], self.median[j], x)
             out[:, j] = _scaled(df, column, x, self.mean[j], self.std[j])
