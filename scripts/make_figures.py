@@ -39,7 +39,9 @@ from mlplab.plots import (
     plot_loss_curves,
     plot_optimizer_race,
 )
-from mlplab.train import CONF_DIR, build_model, train
+from mlplab.config import CONF_DIR
+from mlplab.run.build import build_model
+from mlplab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = [

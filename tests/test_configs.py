@@ -8,8 +8,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from mlplab.config import CONF_DIR
 from mlplab.data.toy import make_pass_fail
-from mlplab.train import CONF_DIR, build_callbacks, build_loggers, build_model, build_trainer
+from mlplab.run.build import build_callbacks, build_loggers, build_model, build_trainer
 from tests.conftest import compose_cfg
 
 CONF = Path(CONF_DIR)

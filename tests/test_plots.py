@@ -12,7 +12,7 @@ import pytest
 import torch
 from matplotlib import image as mpimg
 
-import mlplab.train as train_module
+import mlplab.run.build as train_module
 from mlplab.callbacks import DecisionBoundary, LearningCurves, describe_model, log_image
 from mlplab.data import TabularDataModule
 from mlplab.errors import ConfigError

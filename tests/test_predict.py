@@ -65,7 +65,7 @@ def test_predict_round_trip_binary(suffix, trained, tmp_path):
     assert ((out["prob_0"] + out["prob_1"] - 1).abs() < 1e-5).all()
     assert (out["prediction"] == (out["prob_1"] >= 0.5).astype(int)).all()
     # the same numbers as the model itself
-    from mlplab.checkpoint import load_checkpoint
+    from mlplab.run.checkpoint import load_checkpoint
 
     model, dm = load_checkpoint(ckpt)
     with torch.no_grad():
@@ -107,7 +107,7 @@ def test_predict_refuses_a_checkpoint_from_other_columns(trained, tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        (["ckpt_path=/nope.ckpt"], "ckpt_path='/nope.ckpt' is invalid: no such checkpoint"),
+        (["ckpt_path=/nope.ckpt"], "ckpt_path='/nope.ckpt' is invalid: no such file"),
         (["input=/nope.csv"], "data file '/nope.csv' not found"),
         (["output=out.xlsx"], "output='out.xlsx' is invalid"),
     ],

@@ -82,7 +82,7 @@ def test_summary_lists_failed_jobs(tmp_path):
 
 
 def test_failed_job_shows_in_the_summary_of_a_failed_sweep(tmp_path):
-    # n_samples=2 leaves an empty val split: that job stops the sweep with exit code 2.
+    # n_samples=2 leaves an empty val split: that job fails, the others run, exit code 1.
     out = run_cli(
         "-m",
         "data.options.n_samples=200,2",
@@ -92,9 +92,12 @@ def test_failed_job_shows_in_the_summary_of_a_failed_sweep(tmp_path):
         "run_name=bad",
         cwd=ROOT,
     )
-    assert out.returncode == 2 and "leaves the val split of 2 rows empty" in out.stderr
+    assert out.returncode == 1 and "leaves the val split of 2 rows empty" in out.stderr
+    assert "error: 1 of 2 jobs failed (job 1: data.source=" in out.stderr
+    assert "Traceback" not in out.stderr
     rows = list(csv.DictReader((tmp_path / "train/multirun/bad/summary.csv").open()))
     assert [(r["job"], r["status"]) for r in rows] == [("0", "ok"), ("1", "failed")]
+    assert "leaves the val split of 2 rows empty" in rows[1]["error"] and not rows[0]["error"]
 
 
 def _compose_launcher(name: str, *overrides: str):
@@ -178,8 +181,8 @@ def test_multinode_trainer_composes():
 def test_ddp_test_metrics_equal_a_single_process_evaluation(tmp_path):
     """DDP pads an uneven split (DistributedSampler repeats samples); the synced test metrics
     must still be those of the whole split, counted once."""
-    from mlplab.checkpoint import load_checkpoint
     from mlplab.evaluate import evaluate
+    from mlplab.run.checkpoint import load_checkpoint
 
     out = run_cli(
         "trainer=ddp_cpu",

@@ -13,7 +13,8 @@ from hydra.utils import instantiate
 
 from mlplab.errors import ConfigError
 from mlplab.models import MLPModule
-from mlplab.train import build_model, build_trainer, train
+from mlplab.run.build import build_model, build_trainer
+from mlplab.train import train
 
 EXPERIMENTS = sorted(
     p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml")

@@ -62,9 +62,9 @@ class LearningCurves(L.Callback):
     module's, where the epoch's loss is logged, and in each epoch validation runs before
     ``on_train_epoch_end``. So ``val/loss`` of epoch e is read at ``on_validation_end`` (after
     the module's ``on_validation_epoch_end``), and ``train/loss`` of epoch e at the start of
-    epoch e + 1, or at ``on_train_end`` for the last one. The curves travel in checkpoints,
-    so a resumed run draws all epochs (but the checkpoint's own epoch has no train/loss:
-    Lightning saves it before the module logs that).
+    epoch e + 1, at ``on_train_end`` for the last one, or when a checkpoint is written after
+    the module's ``on_train_epoch_end`` (``last.ckpt``). The curves travel in checkpoints, so
+    a resumed run draws every epoch once.
 
     Attributes (after fit): ``epochs``, ``train_loss``, ``val_loss`` (NaN where an epoch has
     no value), ``best_epoch`` (lowest val/loss, the one ``ModelCheckpoint`` keeps, or None),
@@ -79,6 +79,10 @@ class LearningCurves(L.Callback):
         self.best_epoch: int | None = None
         self.stopped_epoch: int | None = None
         self.path: Path | None = None
+        self._trainer: L.Trainer | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
 
     # ---- recording ------------------------------------------------------------------------
     def _take_train_loss(self, trainer: L.Trainer) -> None:
@@ -134,6 +138,14 @@ class LearningCurves(L.Callback):
 
     # ---- resume: the curves of the epochs before the checkpoint travel with it -----------
     def state_dict(self) -> dict:
+        trainer = self._trainer
+        # Called while a checkpoint is written. Past the epoch's end (Lightning counts the
+        # epoch as processed before its on_train_epoch_end hooks, and last.ckpt is written
+        # after the module's), this epoch's train/loss is logged already: keep it with it.
+        if trainer is not None and self._epoch == trainer.current_epoch:
+            progress = trainer.fit_loop.epoch_progress.current
+            if progress.processed > progress.completed:
+                self._take_train_loss(trainer)
         return {"train": dict(self._train), "val": dict(self._val)}  # int → float: weights_only
 
     def load_state_dict(self, state_dict: dict) -> None:

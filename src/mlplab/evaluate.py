@@ -9,27 +9,31 @@ checkpoint's fitted preprocessing is used in every case.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import hydra
-import lightning as L
-from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
-import mlplab.config  # noqa: F401 — resolvers used by data configs
-from mlplab.checkpoint import load_checkpoint
-from mlplab.data.batches import BatchIterator
-from mlplab.data.io import read_table
+from mlplab.config import CONF_DIR
 from mlplab.errors import check, clean_exit
 from mlplab.noise import silence_known_noise
 from mlplab.report import print_metrics
-from mlplab.train import CONF_DIR
+from mlplab.run.preflight import preflight
 
 SPLITS = ("val", "test")
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Metrics of ``cfg.ckpt_path`` on the chosen split or file."""
+    # Imported here: a config mistake answers before Lightning's ~6 s import.
+    import lightning as L
+
+    from mlplab.data.batches import BatchIterator
+    from mlplab.data.io import read_table
+    from mlplab.run.build import instantiate_checked
+    from mlplab.run.checkpoint import load_checkpoint
+
     silence_known_noise()
     check(cfg.split in SPLITS, "split", cfg.split, f"expected one of {list(SPLITS)}")
     model, datamodule = load_checkpoint(cfg.ckpt_path)
@@ -49,21 +53,42 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         results = run(model, dataloaders=batches, verbose=False)
     else:
         if cfg.get("data") is not None:  # another data config, the checkpoint's preprocessing
+            if cfg.get("seed") is None:  # split like the training run did, so test rows
+                with open_dict(cfg):  # stay test rows (a different seed mixes in train rows)
+                    cfg.seed = datamodule.hparams.seed
             state = datamodule.state_dict()
-            datamodule = instantiate(cfg.data)
+            datamodule = instantiate_checked(cfg.data, _convert_="all")
             datamodule.load_state_dict(state)
         results = run(model, datamodule=datamodule, verbose=False)
     return {k: float(v) for k, v in results[0].items()}
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
-def main(cfg: DictConfig) -> None:
+def _run(cfg: DictConfig) -> None:
     with clean_exit():
         metrics = evaluate(cfg)
+        if cfg.get("output"):
+            _write_json(cfg.output, metrics)
     print(f"checkpoint: {cfg.ckpt_path}")
     print_metrics(metrics, title=f"{cfg.split} metrics")
-    if cfg.get("output"):
-        Path(cfg.output).write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def _write_json(path: str, metrics: dict) -> None:
+    """Write the metrics as JSON atomically (a temp file next to it, then a rename)."""
+    out = Path(path)
+    check(out.parent.is_dir(), "output", path, f"its folder {str(out.parent)!r} does not exist")
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    tmp.replace(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``mlplab-eval``: check the command line, then let Hydra run it."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    with clean_exit():
+        preflight(argv, "eval")
+    sys.argv = [sys.argv[0], *argv]
+    _run()
 
 
 if __name__ == "__main__":

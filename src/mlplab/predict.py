@@ -8,21 +8,22 @@ The output appears only once complete (written to a temp file, then renamed).
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from mlplab.checkpoint import load_checkpoint
+from mlplab.config import CONF_DIR
 from mlplab.data.io import FILE_TYPES, read_table, write_table
 from mlplab.errors import check, clean_exit
-from mlplab.models import MLPModule
-from mlplab.train import CONF_DIR
+from mlplab.run.preflight import preflight
 
 
 @torch.inference_mode()
-def predict_frame(model: MLPModule, features: torch.Tensor, batch_size: int) -> torch.Tensor:
+def predict_frame(model, features: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Model predictions (probabilities or real-unit values) for (N, D) features."""
     parts = [
         model.predictions(model(features[i : i + batch_size]))
@@ -46,6 +47,8 @@ def with_predictions(df: pd.DataFrame, out: torch.Tensor, task: str, classes: li
 def predict(cfg: DictConfig) -> pd.DataFrame:
     suffix = str(cfg.output).lower().rsplit(".", 1)[-1]
     check(f".{suffix}" in FILE_TYPES, "output", cfg.output, f"file type one of {FILE_TYPES}")
+    from mlplab.run.checkpoint import load_checkpoint  # Lightning: after the config checked out
+
     model, datamodule = load_checkpoint(cfg.ckpt_path)
     pre = datamodule.preprocessor
     df = read_table(cfg.input, key="input")
@@ -56,10 +59,19 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
-def main(cfg: DictConfig) -> None:
+def _run(cfg: DictConfig) -> None:
     with clean_exit():
         result = predict(cfg)
     print(f"wrote {len(result)} predictions to {cfg.output}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``mlplab-predict``: check the command line, then let Hydra run it."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    with clean_exit():
+        preflight(argv, "predict")
+    sys.argv = [sys.argv[0], *argv]
+    _run()
 
 
 if __name__ == "__main__":

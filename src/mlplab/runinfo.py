@@ -12,7 +12,9 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from mlplab.config import portable_yaml
 
 PACKAGES = (
     "mlplab",
@@ -60,12 +62,22 @@ def package_versions() -> dict[str, str | None]:
 
 
 def write_run_info(cfg: DictConfig, output_dir: str | Path) -> dict:
-    """Write ``config.yaml`` (resolved) and ``run_info.json`` into the run dir; return the info."""
+    """Write ``config.yaml`` and ``run_info.json`` into the run dir; return the info.
+
+    ``config.yaml`` is the resolved config, except that run dir and run name stay
+    interpolations: ``mlplab-train --config-dir <run dir> --config-name config`` re-runs it
+    into a new run dir (never over this one). The resolved dir and name are in the info.
+    """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+    header = (
+        f"# The config of run {cfg.get('run_name')}. Re-run it (into a new run dir) with\n"
+        f"#   mlplab-train --config-dir {out} --config-name config [overrides...]\n"
+    )
+    (out / "config.yaml").write_text(portable_yaml(cfg, header=header))
     info = {
         "run_name": cfg.get("run_name"),
+        "output_dir": str(output_dir),
         "seed": cfg.get("seed"),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "argv": sys.argv,

@@ -1,9 +1,11 @@
 """Hydra callback: after ``mlplab-train -m ...`` write ``summary.csv`` into the sweep dir.
 
 One row per job dir (``<sweep dir>/<job num>/``): the job number, ``ok`` or ``failed`` (no
-``metrics.json``), the overrides that differ between jobs and the job's final metrics. The same
-rows are printed as a table. Registered in ``conf/hydra/default.yaml``; works with any launcher
-whose jobs write into the sweep dir (basic, joblib, submitit), because it only reads files.
+``metrics.json``), the one-line reason of a failed job (its ``error.txt``), the overrides that
+differ between jobs and the job's final metrics. The same rows are printed as a table, and a
+multirun with failed jobs ends with one ``error:`` line and exit code 1. Registered in
+``conf/hydra/default.yaml``; works with any launcher whose jobs write into the sweep dir
+(basic, joblib, submitit), because it only reads files.
 
 When a job raises, Hydra ends the multirun with that error and never calls
 ``on_multirun_end``; an exit hook then writes the summary anyway, so failed jobs show up too.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import atexit
 import csv
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,8 @@ from rich.console import Console
 from rich.table import Table
 
 FILENAME = "summary.csv"
+ERROR_FILE = "error.txt"  # written by mlplab.train for a job that failed with a user error
+FIXED = ("job", "status", "error", "metrics")
 
 
 def _as_dict(lines: list[str] | None) -> dict[str, str]:
@@ -63,7 +68,10 @@ def read_jobs(sweep_dir: Path, expected: dict[int, dict] | None = None) -> list[
             overrides = (expected or {}).get(num, {})
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         status = "ok" if metrics_file.is_file() else "failed"
-        jobs.append({"job": num, "status": status, **overrides, "metrics": metrics})
+        error_file = job_dir / ERROR_FILE
+        error = error_file.read_text().strip() if error_file.is_file() else ""
+        row = {"job": num, "status": status, "error": error}
+        jobs.append({**row, **overrides, "metrics": metrics})
     return jobs
 
 
@@ -81,18 +89,18 @@ def summarize(
     jobs = read_jobs(sweep_dir, expected) if sweep_dir.is_dir() else []
     if not jobs:
         return None
-    keys = sorted({k for job in jobs for k in job if k not in ("job", "status", "metrics")})
+    keys = sorted({k for job in jobs for k in job if k not in FIXED})
     # Overrides shared by every job (tiny-run settings, paths) only make the table wider.
     varying = [k for k in keys if len({job.get(k) for job in jobs}) > 1]
     override_keys = varying if len(jobs) > 1 else keys
     metric_keys = sorted({m for job in jobs for m in job["metrics"]})
-    columns = ["job", "status", *override_keys, *metric_keys]
+    columns = ["job", "status", *override_keys, *metric_keys, "error"]
     path = sweep_dir / FILENAME
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for job in jobs:
-            row = {k: job.get(k, "") for k in ["job", "status", *override_keys]}
+            row = {k: job.get(k, "") for k in ["job", "status", "error", *override_keys]}
             writer.writerow({**row, **job["metrics"]})
     if print_table:
         _print(jobs, override_keys, [m for m in metric_keys if not m.startswith("train/")], path)
@@ -130,14 +138,25 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._config = None  # done here: nothing left for the exit hook
-        self._summarize(config)
+        path = self._summarize(config)
+        jobs = read_jobs(Path(config.hydra.sweep.dir)) if path is not None else []
+        failed = [job for job in jobs if job["status"] == "failed"]
+        if failed:
+            first = failed[0]
+            reason = f" (job {first['job']}: {first['error']})" if first["error"] else ""
+            print(
+                f"error: {len(failed)} of {len(jobs)} jobs failed{reason}; see {path}",
+                file=sys.stderr,
+                flush=True,
+            )
+            sys.exit(1)
 
-    def _summarize(self, config: DictConfig) -> None:
+    def _summarize(self, config: DictConfig) -> Path | None:
         try:
             expected = grid_jobs(config)
         except Exception:  # an override Hydra accepted but this can't expand: dirs only
             expected = {}
-        summarize(config.hydra.sweep.dir, expected, print_table=self.print_table)
+        return summarize(config.hydra.sweep.dir, expected, print_table=self.print_table)
 
     def _summarize_on_exit(self) -> None:
         if self._config is None:

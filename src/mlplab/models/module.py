@@ -15,6 +15,8 @@ Everything Lightning does for automatic optimization that matters here is done e
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -33,7 +35,7 @@ from torchmetrics.classification import (
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
 from mlplab.data.spec import TASKS
-from mlplab.errors import ConfigError, check
+from mlplab.errors import ConfigError, DivergedError, check
 from mlplab.models.mlp import MLP
 
 CLIP_ALGORITHMS = ("norm", "value")
@@ -111,13 +113,14 @@ class MLPModule(L.LightningModule):
         self.register_buffer("class_weights", weights, persistent=False)
         hidden = [] if hidden_sizes is None else hidden_sizes  # MLP validates the value itself
         self.net = MLP(in_features, hidden, out_features, activation, dropout, layer)
-        self.configure_optimizers()  # fail now, with the key named, not at the first step
+        self._check_optimization()  # fail now, with the key named, not at the first step
         # One stateful collection per stage (a ModuleDict can't use "train": it's a method).
         self.train_metrics = make_metrics(task, out_features, "train")
         self.val_metrics = make_metrics(task, out_features, "val")
         self.test_metrics = make_metrics(task, out_features, "test")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self._plain_backward = False  # decided at fit start: see _backward_is_plain
+        self._last_loss: torch.Tensor | None = None  # of the previous group, for messages
         self._loss_sum: torch.Tensor | float = 0.0
         self._rows = 0
 
@@ -162,7 +165,7 @@ class MLPModule(L.LightningModule):
         opt = self.optimizers()
         hp = self.hparams
         l1, clip, clip_algorithm = hp.l1, hp.gradient_clip_val, hp.gradient_clip_algorithm
-        outs, ys, loss_sum = [], [], 0.0
+        outs, ys, losses, step0 = [], [], [], self.global_step
         for x, y in group:
             out = self(x)
             loss = self.loss(out, y)
@@ -176,14 +179,34 @@ class MLPModule(L.LightningModule):
             if clip > 0:
                 self.clip_gradients(opt, clip, clip_algorithm)
             opt.step()
-            loss_sum = loss_sum + loss.detach() * len(y)
+            losses.append(loss.detach())
             outs.append(out.detach())
             ys.append(y)
+        losses = torch.stack(losses)  # (G,) one loss per mini-batch of the group
+        # One host sync per group: a non-finite loss stops the run in the epoch it happened,
+        # before any checkpoint of the broken weights is written.
+        if not bool(torch.isfinite(losses).all()):
+            self._diverged(losses, step0)
+        self._last_loss = losses[-1]
+        sizes = torch.tensor([len(y) for y in ys], dtype=losses.dtype, device=losses.device)
         # Epoch means accumulate here, once per group: self.log per mini-batch costs 10–15%.
-        self._loss_sum = self._loss_sum + loss_sum
+        self._loss_sum = self._loss_sum + (losses * sizes).sum()
         self._rows += sum(len(y) for y in ys)
         out, y = torch.cat(outs), torch.cat(ys)
         self.train_metrics.update(self.predictions(out), self._metric_target(y))
+
+    def _diverged(self, losses: torch.Tensor, step0: int) -> None:
+        """Raise a DivergedError naming where the loss first became non-finite."""
+        bad = int(torch.nonzero(~torch.isfinite(losses))[0])
+        previous = losses[bad - 1] if bad > 0 else self._last_loss
+        last = f"{float(previous):.4g}" if previous is not None else "none yet"
+        lr = (self.hparams.optimizer or {}).get("lr")
+        raise DivergedError(
+            f"training diverged: train/loss became {float(losses[bad])} at epoch "
+            f"{self.current_epoch}, step {step0 + bad} (last finite loss: {last}); try a smaller "
+            f"learning rate than optimizer.lr={lr}, or gradient clipping "
+            "(trainer.gradient_clip_val=1.0)"
+        )
 
     def on_train_start(self) -> None:
         self._plain_backward = self._backward_is_plain()
@@ -238,7 +261,15 @@ class MLPModule(L.LightningModule):
     def _eval_epoch_end(self, stage: str) -> None:
         # torchmetrics gathers states across ranks in compute(): exact, no double counting.
         loss, metrics = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
-        self.log_dict({f"{stage}/loss": loss.compute(), **metrics.compute()}, sync_dist=True)
+        value = loss.compute()
+        if stage == "val" and self.trainer.training is False and self.trainer.state.fn == "fit":
+            if not bool(torch.isfinite(value)):  # the weights went bad in the last steps
+                raise DivergedError(
+                    f"training diverged: val/loss is {float(value)} at epoch "
+                    f"{self.current_epoch} (the weights became non-finite); try a smaller "
+                    f"learning rate than optimizer.lr={(self.hparams.optimizer or {}).get('lr')}"
+                )
+        self.log_dict({f"{stage}/loss": value, **metrics.compute()}, sync_dist=True)
         loss.reset()
         metrics.reset()
 
@@ -260,22 +291,60 @@ class MLPModule(L.LightningModule):
 
     # ---- optimization ---------------------------------------------------------------------
     def configure_optimizers(self):
+        optimizer, scheduler = self._optimization(self.parameters())
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def _optimization(self, params):
+        """``(optimizer, scheduler or None)`` over ``params`` from the plain-dict configs."""
         opt_cfg = dict(self.hparams.optimizer or {"_target_": "torch.optim.Adam", "lr": 1e-3})
         target = opt_cfg.pop("_target_", None)
         lr = opt_cfg.get("lr")
         check(
-            isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0,
+            isinstance(lr, int | float) and not isinstance(lr, bool) and 0 < lr < math.inf,
             "optimizer.lr",
             lr,
-            "must be a number > 0",
+            "must be a finite number > 0",
         )
-        optimizer = _build(target, "optimizer", self.parameters(), **opt_cfg)
+        optimizer = _build(target, "optimizer", params, **opt_cfg)
         sched_cfg = dict(self.hparams.scheduler or {})
         if not sched_cfg.get("_target_"):
-            return optimizer
+            return optimizer, None
         sched_cfg.pop("monitor", None)
         scheduler = _build(sched_cfg.pop("_target_"), "scheduler", optimizer, **sched_cfg)
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return optimizer, scheduler
+
+    def _check_optimization(self) -> None:
+        """Build optimizer and scheduler on a stand-in parameter and step them a few times: a
+        bad argument (``scheduler.step_size=0``) fails here, with the config named, instead of
+        with a traceback at the first step or epoch end."""
+        probe = torch.nn.Parameter(torch.ones(2))
+        optimizer, scheduler = self._optimization([probe])
+        for _ in range(3):
+            probe.grad = torch.ones_like(probe)
+            _try_step("optimizer", self.hparams.optimizer, optimizer.step)
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                _try_step("scheduler", self.hparams.scheduler, lambda: scheduler.step(1.0))
+            elif scheduler is not None:
+                _try_step("scheduler", self.hparams.scheduler, scheduler.step)
+
+
+def _try_step(key: str, node: dict | None, step) -> None:
+    try:
+        step()
+    except Exception as err:  # noqa: BLE001 — any failure here is a config mistake
+        raise ConfigError(
+            f"{key}={_describe(node)} is invalid: stepping it fails with "
+            f"{type(err).__name__}: {err}"
+        ) from None
+
+
+def _describe(node: dict | None) -> str:
+    """``StepLR(step_size=0, gamma=0.5)`` from ``{_target_: ..., step_size: 0, ...}``."""
+    node = dict(node or {})
+    name = str(node.pop("_target_", "")).rsplit(".", 1)[-1]
+    return f"{name}({', '.join(f'{k}={v!r}' for k, v in node.items())})"
 
 
 def _build(target: str | None, key: str, first, **kwargs):

@@ -1,0 +1,132 @@
+"""Config → objects for one training run: DataModule, model, callbacks, loggers, trainer, and
+the checkpoint to resume from. ``mlplab.train.train`` calls these in order."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from mlplab.errors import user_error
+from mlplab.run.checkpoint import AtomicCheckpointIO, RunRecord, read_checkpoint
+from mlplab.run.trackers import CSVLogger
+
+CLIP_KEYS = ("gradient_clip_val", "gradient_clip_algorithm")
+
+
+def container(node) -> dict | None:
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+
+def instantiate_checked(node, **kwargs):
+    """``hydra.utils.instantiate``, but a ConfigError from a constructor comes out as itself
+    (Hydra wraps it in an InstantiationException with a traceback-sized message)."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = user_error(err)
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    # _convert_=all whatever the data config says: a DictConfig among the hyperparameters
+    # would make every checkpoint of the run unloadable with weights_only.
+    return instantiate_checked(cfg.data, _convert_="all")
+
+
+def build_model(cfg: DictConfig, datamodule) -> L.LightningModule:
+    """The model config plus what only the data knows (sizes, task, target scaling)."""
+    pre = datamodule.preprocessor
+    trainer_cfg = cfg.trainer
+    return instantiate_checked(
+        cfg.model,
+        _recursive_=False,  # optimizer/scheduler stay plain dicts, built in configure_optimizers
+        _convert_="all",
+        in_features=datamodule.in_features,
+        out_features=datamodule.out_features,
+        task=datamodule.task,
+        optimizer=container(cfg.optimizer),
+        scheduler=container(cfg.get("scheduler")) or None,
+        # Clipping is configured on the trainer, as in any Lightning project, but done by
+        # the module: Lightning refuses Trainer(gradient_clip_val) under manual optimization.
+        gradient_clip_val=float(trainer_cfg.get("gradient_clip_val") or 0.0),
+        gradient_clip_algorithm=trainer_cfg.get("gradient_clip_algorithm") or "norm",
+        target_mean=pre.target_mean,
+        target_std=pre.target_std,
+        class_weights=datamodule.class_weights,
+    )
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    callbacks = [instantiate_checked(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    return [*callbacks, RunRecord()]
+
+
+def build_loggers(cfg: DictConfig, resumed_epoch: int | None = None) -> list:
+    """The configured loggers; a resumed run keeps its CSV history up to ``resumed_epoch`` and
+    logs to the same wandb run (one id per run dir)."""
+    loggers = []
+    for node in (cfg.get("logger") or {}).values():
+        if node is None:
+            continue
+        target = str(node.get("_target_", ""))
+        if target.endswith("WandbLogger") and node.get("id") is None:
+            node = OmegaConf.merge(node, {"id": _wandb_id(cfg.paths.output_dir)})
+        logger = instantiate_checked(node)
+        if isinstance(logger, CSVLogger):
+            logger.keep_until_epoch = resumed_epoch
+        loggers.append(logger)
+    return loggers
+
+
+def _wandb_id(output_dir: str) -> str:
+    """One wandb run id per run dir, kept in a file: a resumed run logs to the same run."""
+    path = Path(output_dir) / "wandb_id"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(4))
+    return path.read_text().strip()
+
+
+def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
+    trainer_cfg = container(cfg.trainer)
+    for key in CLIP_KEYS:
+        trainer_cfg.pop(key, None)
+    # No ModelCheckpoint configured (callbacks=none) means no checkpoints, not Lightning's
+    # default one in some folder of its own.
+    has_checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+    trainer_cfg.setdefault("enable_checkpointing", has_checkpoints)
+    plugins = [AtomicCheckpointIO()] if has_checkpoints else None
+    return instantiate_checked(
+        trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=plugins
+    )
+
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    """The best checkpoint's path: the first ModelCheckpoint that monitors a metric."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.best_model_path:
+            return callback.best_model_path
+    return None
+
+
+def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, dict | None]:
+    """The checkpoint to continue from and its contents: ``ckpt_path``, or with
+    ``resume=auto`` this run dir's ``last.ckpt`` when an earlier attempt left one."""
+    if cfg.get("ckpt_path"):
+        return cfg.ckpt_path, read_checkpoint(cfg.ckpt_path)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if cfg.get("resume") != "auto" or not last.is_file():
+        return None, None
+    hint = (
+        "the earlier attempt was probably killed while writing it: delete it to start this run "
+        f"over, or continue from the best checkpoint with ckpt_path={last.parent / 'best.ckpt'}"
+    )
+    return str(last), read_checkpoint(last, key="resume=auto: checkpoint", damaged_hint=hint)

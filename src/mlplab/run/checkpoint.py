@@ -1,0 +1,217 @@
+"""Checkpoints: written atomically, read with errors a user can act on, rebuilt into a model.
+
+A training checkpoint holds the model's hyperparameters (flat primitives), its weights, the
+DataModule's hyperparameters and its fitted preprocessing — all loadable with
+``torch.load(weights_only=True)`` — plus an ``mlplab`` record (written by ``RunRecord``) naming
+the classes that made it and keeping the data state under a key that survives a class rename.
+So the checkpoint alone is enough to evaluate, predict or resume.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import get_class
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from mlplab.errors import ConfigError
+
+RECORD_KEY = "mlplab"
+RECORD_FORMAT = 1
+LEGACY_DATA_KEY = "TabularDataModule"  # checkpoints written before RunRecord existed
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` into a temp file next to the target, fsync, then ``os.replace``.
+
+    Lightning's own writer stages the file in /tmp and *moves* it, which is a copy (not
+    atomic) when the run dir is on another file system, as on most clusters: a job killed
+    mid-copy leaves a truncated ``last.ckpt`` behind. A rename within one folder is atomic.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+class RunRecord(L.Callback):
+    """Adds ``checkpoint["mlplab"]``: the module and DataModule classes (so eval/predict rebuild
+    the right ones) and the data state under a stable key (Lightning files it under the
+    DataModule's class name, which a rename would orphan)."""
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint):
+        datamodule = trainer.datamodule
+        checkpoint[RECORD_KEY] = {
+            "format": RECORD_FORMAT,
+            "model_class": _class_path(pl_module),
+            "datamodule_class": _class_path(datamodule) if datamodule is not None else None,
+            "data_state": datamodule.state_dict() if datamodule is not None else {},
+            "epoch": trainer.current_epoch,
+        }
+
+
+def _class_path(obj) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def read_checkpoint(path: str | Path, key: str = "ckpt_path", damaged_hint: str = "") -> dict:
+    """The checkpoint dict at ``path``, loaded with ``weights_only=True`` on the CPU.
+
+    Raises:
+        ConfigError: one line saying what is wrong with the file: missing, not a file,
+            damaged or truncated (``damaged_hint`` says what to do about it), or holding
+            Python objects that can't be loaded safely.
+    """
+    path = Path(path)
+    where = f"{key}={str(path)!r}"
+    if not path.exists():
+        raise ConfigError(f"{where} is invalid: no such file")
+    if not path.is_file():
+        raise ConfigError(f"{where} is invalid: not a file")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights_only" in str(err) or "Weights only" in str(err):
+            raise ConfigError(
+                f"{where} is invalid: it holds Python objects that can't be loaded safely "
+                "(torch.load weights_only): not a checkpoint written by mlplab"
+            ) from None
+        raise ConfigError(f"{where} is invalid: the file is damaged ({_first_line(err)})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+        hint = f"; {damaged_hint}" if damaged_hint else ""
+        raise ConfigError(
+            f"{where} is invalid: the file is damaged or truncated, not a complete checkpoint "
+            f"({_first_line(err)}){hint}"
+        ) from None
+    if not isinstance(raw, dict) or "state_dict" not in raw:
+        raise ConfigError(f"{where} is invalid: not a Lightning checkpoint (no state_dict inside)")
+    return raw
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def data_state(raw: dict) -> dict | None:
+    """The DataModule state stored in a checkpoint (fitted preprocessing), wherever it is."""
+    record = raw.get(RECORD_KEY)
+    if isinstance(record, dict) and record.get("data_state"):
+        return record["data_state"]
+    return raw.get(LEGACY_DATA_KEY) or None
+
+
+def load_checkpoint(path: str | Path) -> tuple[L.LightningModule, L.LightningDataModule]:
+    """The model (eval mode, on CPU) and a DataModule carrying the fitted preprocessing."""
+    raw = read_checkpoint(path)
+    state, data_hparams = data_state(raw), raw.get("datamodule_hyper_parameters")
+    if not state or not data_hparams or "hyper_parameters" not in raw:
+        raise ConfigError(
+            f"ckpt_path={str(path)!r} is invalid: not an mlplab training checkpoint "
+            "(no model hyperparameters or fitted preprocessing inside)"
+        )
+    record = raw.get(RECORD_KEY) or {}
+    model_cls = _load_class(record.get("model_class") or "mlplab.models.MLPModule", path)
+    data_cls = _load_class(record.get("datamodule_class") or "mlplab.data.TabularDataModule", path)
+    model = model_cls(**raw["hyper_parameters"])
+    model.load_state_dict(raw["state_dict"])
+    model.eval()
+    datamodule = data_cls(**data_hparams)
+    datamodule.load_state_dict(state)
+    return model, datamodule
+
+
+def _load_class(name: str, path) -> type:
+    try:
+        return get_class(name)
+    except Exception as err:  # noqa: BLE001 — moved or renamed class, uninstalled package
+        raise ConfigError(
+            f"ckpt_path={str(path)!r} is invalid: it was written by class {name}, which can't be "
+            f"imported here ({_first_line(err)})"
+        ) from None
+
+
+def check_resumable(raw: dict, path: str, model: L.LightningModule, datamodule) -> None:
+    """Refuse to resume from a checkpoint that doesn't fit this run, before training starts.
+
+    Lightning would fail on a shape mismatch with a traceback, and — worse — silently restore
+    the checkpoint's optimizer settings (its learning rate) over the ones asked for.
+    """
+    where = f"ckpt_path={path!r}"
+    mine = model.state_dict()
+    theirs = raw["state_dict"]
+    if set(mine) != set(theirs):
+        extra, absent = sorted(set(theirs) - set(mine)), sorted(set(mine) - set(theirs))
+        raise ConfigError(
+            f"{where} does not fit this model: the checkpoint has weights {extra[:4]} this model "
+            f"lacks and lacks {absent[:4]}{_hparams_diff(raw, model)}"
+        )
+    for name, tensor in mine.items():
+        if tuple(theirs[name].shape) != tuple(tensor.shape):
+            raise ConfigError(
+                f"{where} does not fit this model: {name} has shape {tuple(theirs[name].shape)} "
+                f"in the checkpoint but {tuple(tensor.shape)} here{_hparams_diff(raw, model)}"
+            )
+    old, new = raw.get("hyper_parameters") or {}, dict(model.hparams)
+    for key in ("optimizer", "scheduler"):
+        if key in old and key in new and old[key] != new[key]:
+            raise ConfigError(
+                f"{where} was trained with {key}={old[key]} but this run asks for "
+                f"{key}={new[key]}: "
+                f"resuming restores the checkpoint's {key} state (its learning rate too), so the "
+                f"new {key} would be silently ignored — start a new run (no ckpt_path/resume) "
+                "to change it"
+            )
+    old_data = raw.get("datamodule_hyper_parameters") or {}
+    new_data = dict(getattr(datamodule, "hparams", {}))
+    for key in ("source", "options"):
+        if key in old_data and key in new_data and old_data[key] != new_data[key]:
+            raise ConfigError(
+                f"{where} was trained on data.{key}={old_data[key]!r}, this run asks for "
+                f"data.{key}={new_data[key]!r}: resume on the same data, or start a new run"
+            )
+
+
+def _hparams_diff(raw: dict, model: L.LightningModule) -> str:
+    old, new = raw.get("hyper_parameters") or {}, dict(model.hparams)
+    diff = [f"{k}={old[k]!r} (now {new[k]!r})" for k in sorted(old) if old[k] != new.get(k)]
+    return f" (the checkpoint was trained with {', '.join(diff[:3])})" if diff else ""
+
+
+def check_weights_only(model: L.LightningModule, datamodule) -> None:
+    """Fail before training if the checkpoints this run will write could not be loaded back
+    with ``torch.load(weights_only=True)`` (e.g. a DictConfig or a module in the
+    hyperparameters) — otherwise that surfaces only when the best checkpoint is tested."""
+    parts = {"model": dict(getattr(model, "hparams", {}))}
+    if datamodule is not None:
+        parts["data"] = dict(getattr(datamodule, "hparams", {}))
+        parts["data state"] = {"state_dict": datamodule.state_dict()}
+    for owner, hparams in parts.items():
+        for key, value in hparams.items():
+            buffer = io.BytesIO()
+            torch.save(value, buffer)
+            buffer.seek(0)
+            try:
+                torch.load(buffer, weights_only=True)
+            except pickle.UnpicklingError:
+                raise ConfigError(
+                    f"{owner}.{key} is a {type(value).__name__}, which a checkpoint can't load "
+                    "back safely (torch.load weights_only): pass plain numbers, strings, lists "
+                    "and dicts (for a config node, add `_convert_: all` to its config)"
+                ) from None

@@ -1,0 +1,268 @@
+"""Check a command line before Hydra starts: config mistakes answer fast, in one line.
+
+``@hydra.main`` writes ``.hydra/`` into the run dir before the task runs, and reports its own
+errors (an unknown option, a misspelt key, a missing value) in several lines with exit code 1.
+So each entry point first composes its command line with the compose API — cheap: no torch,
+no Lightning — and turns every mistake into one ``ConfigError`` naming the closest valid name:
+
+- ``optimizer=adm``        → optimizer=adm is not an option; did you mean optimizer=adam?
+- ``model.hidden_size=[8]`` → model.hidden_size is not a key of model; did you mean hidden_sizes?
+- a wrong type, bad override syntax, a required value left out (``???``) → the key named;
+- (train) a launcher that can't run here, DDP inside a multirun, a run dir that already holds
+  another run or that a live process is writing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from hydra._internal.utils import get_args_parser
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import (
+    ConfigCompositionException,
+    MissingConfigException,
+    OverrideParseException,
+)
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    OmegaConfBaseException,
+    ValidationError,
+)
+
+from mlplab.config import compose_config
+from mlplab.errors import ConfigError
+from mlplab.run.rundir import check_run_dir, check_sweep_dir
+
+
+@dataclass
+class CommandLine:
+    """What ``argv`` asks Hydra for."""
+
+    config_name: str
+    config_dir: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    multirun: bool = False
+    prints_only: bool = False  # --help, --cfg, --info …: Hydra prints something, nothing runs
+
+
+def parse_command_line(argv: Sequence[str], config_name: str) -> CommandLine | None:
+    """Hydra's own argument parser on ``argv``; None when Hydra should report it itself."""
+    try:
+        args = get_args_parser().parse_args(list(argv))
+    except SystemExit:  # a usage error: argparse's message is already one clear line
+        return None
+    prints_only = bool(
+        args.help or args.hydra_help or args.cfg or args.info or args.shell_completion
+    )
+    return CommandLine(
+        config_name=args.config_name or config_name,
+        config_dir=args.config_dir,
+        overrides=list(args.overrides),
+        multirun=bool(args.multirun),
+        prints_only=prints_only or bool(args.experimental_rerun),
+    )
+
+
+def preflight(argv: Sequence[str], config_name: str, train: bool = False) -> list[DictConfig]:
+    """Compose what ``argv`` would run (one config per distinct job) or raise a ConfigError.
+
+    Args:
+        argv: the command line without the program name.
+        config_name: the entry point's primary config (``train``, ``eval``, ``predict``).
+        train: also check what only a training run needs (launcher, DDP, run dir).
+    """
+    line = parse_command_line(argv, config_name)
+    if line is None:
+        return []
+    jobs = job_overrides(line.overrides, line.multirun)
+    configs = [compose_checked(line, job) for job in jobs]
+    if line.prints_only:
+        return configs
+    for cfg in configs:
+        check_required(cfg)
+    if train and configs:
+        check_train(configs, line.multirun)
+    return configs
+
+
+# ---- overrides ----------------------------------------------------------------------------
+def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The override lists to compose: one for a single run; for a multirun the first job plus
+    one job per other value of each swept key (every value gets composed once)."""
+    parser = OverridesParser.create()
+    parsed = []
+    for text in overrides:
+        try:
+            parsed.extend(parser.parse_overrides([text]))
+        except OverrideParseException as err:
+            raise ConfigError(f"{text!r} is invalid: {_first_line(err)}") from None
+    sweeps = [p for p in parsed if p.is_sweep_override()]
+    if sweeps and not multirun:
+        raise ConfigError(
+            f"{sweeps[0].input_line} lists several values: add -m (--multirun) to run one "
+            "job per value"
+        )
+    values: dict[int, list[str]] = {}
+    for i, p in enumerate(parsed):
+        if p.is_sweep_override():
+            try:
+                values[i] = [f"{p.get_key_element()}={v}" for v in p.sweep_string_iterator()]
+            except Exception:  # noqa: BLE001 — e.g. glob(): Hydra expands it itself
+                values[i] = []
+    base = [values[i][0] if values.get(i) else p.input_line for i, p in enumerate(parsed)]
+    base = [o for i, o in enumerate(base) if not (i in values and not values[i])]
+    jobs = [base]
+    for i, options in values.items():
+        for option in options[1:]:
+            jobs.append([option if o == values[i][0] else o for o in base])
+    return jobs
+
+
+# ---- composing, with Hydra's errors explained ----------------------------------------------
+def compose_checked(line: CommandLine, overrides: list[str]) -> DictConfig:
+    """``compose_config`` (with the hydra node); any failure becomes one ConfigError."""
+    try:
+        return compose_config(
+            line.config_name, overrides, config_dir=line.config_dir, return_hydra_config=True
+        )
+    except MissingConfigException as err:
+        raise ConfigError(_missing_option(err, line)) from None
+    except ConfigCompositionException as err:
+        raise ConfigError(_composition(err, line, overrides)) from None
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        raise ConfigError(f"{key or 'the config'}: {_first_line(err)}") from None
+
+
+def _missing_option(err: MissingConfigException, line: CommandLine) -> str:
+    missing = err.missing_cfg_file or ""
+    group, _, choice = missing.rpartition("/")
+    if not group or not err.options:
+        where = line.config_dir or "mlplab's conf/"
+        return f"there is no config named {line.config_name!r} (looked in {where})"
+    options = sorted(err.options)
+    close = difflib.get_close_matches(choice, options, n=1, cutoff=0.5)
+    guess = f"did you mean {group}={close[0]}? " if close else ""
+    return f"{group}={choice} is not an option: {guess}(options: {', '.join(options)})"
+
+
+def _composition(err: ConfigCompositionException, line: CommandLine, overrides) -> str:
+    cause = err.__cause__
+    key = getattr(cause, "full_key", None)
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError) and key:
+        return _unknown_key(key, line, overrides)
+    if isinstance(cause, ValidationError) and key:
+        given = next((o for o in overrides if _key_of(o) == key), key)
+        return f"{given} is invalid: {_first_line(cause)}"
+    return _first_line(err)
+
+
+def _unknown_key(key: str, line: CommandLine, overrides: list[str]) -> str:
+    parent, _, leaf = key.rpartition(".")
+    where = f"a key of {parent}" if parent else "a config key"
+    known: list[str] = []
+    try:  # the same config without the offending override: what keys are there?
+        rest = [o for o in overrides if _key_of(o) != key]
+        cfg = compose_config(line.config_name, rest, config_dir=line.config_dir)
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        known = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+    except Exception:  # noqa: BLE001 — then no suggestion, the message still stands
+        pass
+    close = difflib.get_close_matches(leaf, known, n=1, cutoff=0.6)
+    if close:
+        hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?"
+    elif known:
+        hint = f"its keys: {', '.join(sorted(known))}"
+    else:
+        hint = "check the spelling"
+    return f"{key} is not {where}: {hint} (to add a new key on purpose: +{key}=...)"
+
+
+def _key_of(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+# ---- checks on the composed config --------------------------------------------------------
+def check_required(cfg: DictConfig) -> None:
+    """Every ``???`` value outside the hydra node must be set."""
+    missing = [k for k in _missing_keys(cfg) if not k.startswith("hydra.")]
+    if missing:
+        which = ", ".join(missing)
+        verb, it = ("is", "it") if len(missing) == 1 else ("are", "them")
+        example = " ".join(f"{k}=..." for k in missing)
+        raise ConfigError(f"{which} {verb} required: set {it} on the command line ({example})")
+
+
+def _missing_keys(node: DictConfig | ListConfig, prefix: str = "") -> list[str]:
+    """Dotted keys whose value is ``???``. Unlike ``OmegaConf.missing_keys`` this resolves
+    nothing, so ``${hydra:runtime.output_dir}`` (unset before a run starts) is no problem."""
+    keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+    found = []
+    for key in keys:
+        child = node._get_node(key)
+        name = f"{prefix}{key}"
+        if child is None or child._is_interpolation():
+            continue
+        if child._is_missing():
+            found.append(name)
+        elif isinstance(child, DictConfig | ListConfig):
+            found.extend(_missing_keys(child, f"{name}."))
+    return found
+
+
+def check_train(configs: list[DictConfig], multirun: bool) -> None:
+    """Launcher, DDP and run dir checks of a training command line."""
+    cfg = configs[0]
+    resume = cfg.get("resume")
+    if resume not in (None, "auto"):
+        raise ConfigError(f"resume={resume!r} is invalid: null or 'auto'")
+    if multirun:
+        for job in configs:
+            _check_no_ddp(job)
+        _check_launcher(cfg)
+    output_dir = OmegaConf.to_container(cfg.paths, resolve=False).get("output_dir", "")
+    fixed = "${hydra:" not in str(output_dir)
+    if multirun and fixed:
+        raise ConfigError(
+            f"paths.output_dir={cfg.paths.output_dir!r} is fixed, so every job of this "
+            "multirun would write into that one dir: leave it unset (jobs get <sweep dir>/<n>)"
+        )
+    if fixed:
+        check_run_dir(cfg.paths.output_dir, resume)
+    elif multirun:
+        check_sweep_dir(OmegaConf.select(cfg, "hydra.sweep.dir"), resume)
+    else:
+        check_run_dir(OmegaConf.select(cfg, "hydra.run.dir"), resume)
+
+
+def _check_no_ddp(cfg: DictConfig) -> None:
+    """DDP relaunches ``sys.argv`` for its other ranks; inside ``--multirun`` that re-runs the
+    whole sweep in each child (silently wrong). Sweeps use one device per trial."""
+    strategy = str(cfg.trainer.get("strategy") or "auto")
+    devices, nodes = cfg.trainer.get("devices"), cfg.trainer.get("num_nodes") or 1
+    if "ddp" in strategy and not (devices == 1 and nodes == 1):
+        raise ConfigError(
+            f"trainer.strategy={strategy!r} is invalid: DDP can't run inside --multirun (each "
+            "rank would re-run the sweep): use one device per trial, e.g. trainer=cpu or "
+            "trainer=gpu"
+        )
+
+
+def _check_launcher(cfg: DictConfig) -> None:
+    target = str(OmegaConf.select(cfg, "hydra.launcher._target_") or "")
+    if target.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
+        raise ConfigError(
+            "hydra/launcher=slurm needs SLURM, but sbatch is not on this machine's PATH: "
+            "run the jobs here with hydra/launcher=local (in parallel) or without "
+            "hydra/launcher (one after another)"
+        )

@@ -1,0 +1,138 @@
+"""A run dir belongs to one run: written by one process at a time, never written over.
+
+- ``check_run_dir``: refuse to start in a dir that already holds another run (unless
+  ``resume=auto`` asks to continue it) or that a live process is writing;
+- ``RunLock``: held by the process writing the run dir, for as long as it runs;
+- ``remove_stub``: a run that failed before writing anything leaves no dir behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+from mlplab.errors import ConfigError
+
+try:  # POSIX; elsewhere runs go unlocked
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+LOCK_NAME = ".lock"
+
+
+def _is_stub(path: Path) -> bool:
+    """Files Hydra writes before the run starts (and our lock) — not a run's results."""
+    return path.name in (".hydra", LOCK_NAME) or path.suffix == ".log"
+
+
+def holds_run(run_dir: str | Path) -> bool:
+    """True when ``run_dir`` has anything besides Hydra's start-up files."""
+    run_dir = Path(run_dir)
+    return run_dir.is_dir() and any(not _is_stub(p) for p in run_dir.iterdir())
+
+
+def check_run_dir(run_dir: str | Path, resume: str | None) -> None:
+    """Raise a ConfigError if starting a run in ``run_dir`` would write over another run."""
+    run_dir = Path(run_dir)
+    owner = lock_owner(run_dir)
+    if owner is not None:
+        raise ConfigError(
+            f"run dir {run_dir} is in use by another running process ({owner}): wait for it "
+            "to finish, or choose another run_name"
+        )
+    if resume != "auto" and holds_run(run_dir):
+        raise ConfigError(
+            f"run dir {run_dir} already holds a run: choose another run_name (or leave it "
+            "unset for a fresh one), or add resume=auto to continue that run"
+        )
+
+
+def check_sweep_dir(sweep_dir: str | Path, resume: str | None) -> None:
+    """The multirun version: no job dir of ``sweep_dir`` may hold a run (unless resuming)."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        return
+    for job_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
+        check_run_dir(job_dir, resume)
+
+
+def lock_owner(run_dir: str | Path) -> str | None:
+    """``"pid N on HOST"`` if a live process holds the run dir's lock, else None."""
+    path = Path(run_dir) / LOCK_NAME
+    if fcntl is None or not path.is_file():
+        return None
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            return f.read().strip() or "unknown process"
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None
+
+
+class RunLock:
+    """Hold ``<run dir>/.lock`` while this process writes the run dir (released at exit, also
+    when the process is killed: the kernel drops the lock with the file descriptor)."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / LOCK_NAME
+        self._file = None
+        self._made_dir = False
+
+    def __enter__(self) -> RunLock:
+        if fcntl is None:
+            return self
+        self._made_dir = not self.path.parent.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")  # noqa: SIM115 — held open for the life of the run
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            owner = f.read().strip() or "unknown process"
+            f.close()
+            raise ConfigError(
+                f"run dir {self.path.parent} is in use by another running process ({owner}): "
+                "wait for it to finish, or choose another run_name"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        f.flush()
+        self._file = f
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is None:
+            return
+        self.path.unlink(missing_ok=True)  # before unlocking: no one else holds it now
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+        self._file = None
+        if self._made_dir and not any(self.path.parent.iterdir()):
+            self.path.parent.rmdir()  # a run that failed before writing anything
+
+
+def remove_stub(run_dir: str | Path) -> None:
+    """Drop a run dir that holds only Hydra's start-up files: a failed start leaves nothing."""
+    run_dir = Path(run_dir)
+    if run_dir.is_dir() and not holds_run(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+# The variables Lightning reads for a process's global rank (DDP, SLURM, torchrun, LSF).
+RANK_VARS = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
+def process_rank() -> int:
+    """This process's rank from the environment (0 outside distributed runs), known before
+    Lightning is imported: only rank 0 checks, locks and writes the run dir."""
+    for var in RANK_VARS:
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return 0
