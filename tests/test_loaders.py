@@ -378,6 +378,20 @@ def test_eval_reads_the_typos_of_a_lenient_column_the_same_way(tmp_path):
     assert pre.features(raw)[[16, 40], 1].tolist() == [1.0, 1.0]  # income_missing
 
 
+def test_missing_markers_with_spaces_keep_a_column_numeric(tmp_path, capsys):
+    """ " n/a" isn't a blank to read_csv (it makes the column text) but is one to us; it
+    doesn't count toward the typo limit, since it says "missing" on purpose."""
+    path = tmp_path / "typos.csv"
+    markers = {i: "n/a " for i in range(0, 100, 5)}
+    mostly_numbers(100, {**markers, 41: "?"}).to_csv(path, index=False)
+    df, spec = load_csv(str(path), target="y")
+    assert spec.numeric == ("income",) and spec.lenient == ("income",)
+    assert df["income"].isna().sum() == 21
+    assert "income: 21 non-numeric cell(s) read as missing (first 'n/a ' in row 1)" in (
+        capsys.readouterr().out
+    )
+
+
 @pytest.mark.parametrize(
     ("n", "typos"),
     [

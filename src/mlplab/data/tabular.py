@@ -30,8 +30,8 @@ from mlplab.errors import ConfigError, check
 LOADER_VERSION = 2  # bump when load_flights' preparation changes, so stale caches are ignored
 SPLITS = ("train", "val", "test")
 MAX_CLASSES = 20  # an integer-valued numeric target with at most this many values is multiclass
-# An inferred column whose non-missing cells are numbers except for a few typos ("12,5", "?")
-# is numeric with those cells missing: at most max(3, 1%) of its cells, and at most 5%.
+# An inferred text column of numbers with a few typos ("12,5", "?") is numeric, those cells
+# missing: at most max(3, 1%) of its non-missing cells, and never more than 5% of them.
 LENIENT_CELLS, LENIENT_SHARE, LENIENT_MAX_SHARE = 3, 0.01, 0.05
 
 
@@ -291,7 +291,7 @@ def load_csv(
         categorical = [c for c in rest if not _is_number(df[c]) and c not in lenient]
         inferred.append(f"categorical={_short(categorical)}")
     check(numeric or categorical, "features", [], f"{name} has no columns besides the target")
-    notes = [_lenient_note(df, c, bad) for c, (_, bad) in lenient.items()]
+    notes = [_lenient_note(df, c, unread) for c, (_, unread) in lenient.items()]
     for col in numeric:
         df[col] = lenient[col][0] if col in lenient else _numbers(df[col], col, name)
     if task is None:
@@ -344,19 +344,24 @@ def _numbers(col: pd.Series, column: str, name: str, allowed: str = "") -> pd.Se
 
 
 def _mostly_numbers(col: pd.Series) -> tuple[pd.Series, np.ndarray] | None:
-    """(values, bad) for a text column of numbers with a few non-numeric cells (``bad``, read
-    as missing in ``values``; the ``LENIENT_*`` limits); None for any other column."""
+    """(values, unread) for a text column of numbers with a few non-numeric cells: ``unread``
+    marks the cells with text, read as missing in ``values``. Typos ("12,5", "?") count toward
+    the ``LENIENT_*`` limits; missing markers read_csv doesn't know (" n/a", "NA ") don't.
+    None for any other column (text of numbers only stays categorical: codes kept as text)."""
     values, bad = to_numbers(col)
-    n_bad, n = int(bad.sum()), int(bad.sum() + (~np.isnan(values)).sum())
-    if not 0 < n_bad <= min(max(LENIENT_CELLS, LENIENT_SHARE * n), LENIENT_MAX_SHARE * n):
+    unread = np.isnan(values) & col.notna().to_numpy()
+    n_numbers, n_bad = int((~np.isnan(values)).sum()), int(bad.sum())
+    n = n_numbers + n_bad  # non-missing cells
+    limit = min(max(LENIENT_CELLS, LENIENT_SHARE * n), LENIENT_MAX_SHARE * n)
+    if not (unread.any() and n_numbers and n_bad <= limit):
         return None
-    return pd.Series(values, index=col.index), bad
+    return pd.Series(values, index=col.index), unread
 
 
-def _lenient_note(df: pd.DataFrame, column: str, bad: np.ndarray) -> str:
-    i = int(np.flatnonzero(bad)[0])
+def _lenient_note(df: pd.DataFrame, column: str, unread: np.ndarray) -> str:
+    i = int(np.flatnonzero(unread)[0])
     return (
-        f"{column}: {int(bad.sum())} non-numeric cell(s) read as missing "
+        f"{column}: {int(unread.sum())} non-numeric cell(s) read as missing "
         f"(first {df[column].iloc[i]!r} in row {i + 1})"
     )
 
