@@ -73,11 +73,11 @@ def test_bad_value_is_one_clear_line_and_leaves_no_run(override, message, tmp_pa
 
 
 def test_multirun_over_every_optimizer(tmp_path):
+    # default logger (CSV + wandb offline), jobs in this one process: each gets its own run
     out = run_cli(
         "-m",
         f"optimizer={','.join(OPTIMIZERS)}",
         *TINY,
-        "logger=csv",
         "trainer.enable_progress_bar=false",
         f"paths.log_dir={tmp_path}",
         "run_name=sweep",
@@ -91,7 +91,39 @@ def test_multirun_over_every_optimizer(tmp_path):
         config = yaml.safe_load((job / "config.yaml").read_text())
         chosen.add(config["optimizer"]["_target_"] + str(config["optimizer"].get("momentum")))
         assert (job / "checkpoints" / "last.ckpt").is_file()
+        runs = list((job / "wandb").glob("offline-run-*/*.wandb"))
+        assert len(runs) == 1, job  # its own tracking run, holding its own config
+        assert config["optimizer"]["_target_"].encode() in runs[0].read_bytes()
+        assert (job / "wandb_id").read_text() in runs[0].name
     assert len(chosen) >= 6  # SGD variants differ by momentum; the adaptive ones by class
+    ids = {(job / "wandb_id").read_text() for job in jobs}
+    assert len(ids) == len(jobs)
+
+
+def test_rerunning_a_saved_config_makes_a_new_run_and_leaves_the_old_one_alone(tmp_path):
+    args = [*TINY, "logger=csv", "trainer.enable_progress_bar=false", f"paths.log_dir={tmp_path}"]
+    out = run_cli(*args, "run_name=orig", "seed=7", cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    orig = tmp_path / "train" / "orig"
+    before = {p: p.read_bytes() for p in orig.rglob("*") if p.is_file()}
+    out = run_cli("--config-dir", str(orig), "--config-name", "config", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert {p: p.read_bytes() for p in orig.rglob("*") if p.is_file()} == before
+    new_dir = Path(out.stdout.split("run dir: ")[1].split()[0])
+    assert new_dir.resolve() != orig.resolve() and (new_dir / "checkpoints" / "best.ckpt").is_file()
+    a = json.loads((orig / "metrics.json").read_text())
+    b = json.loads((new_dir / "metrics.json").read_text())
+    assert b == a  # same resolved config, same seed, CPU: the same numbers
+
+
+def test_a_run_name_in_use_is_refused_before_hydra_writes_anything(tmp_path):
+    args = [*TINY, "logger=csv", "trainer.enable_progress_bar=false", f"paths.log_dir={tmp_path}"]
+    assert run_cli(*args, "run_name=x", cwd=ROOT).returncode == 0
+    run_dir = tmp_path / "train" / "x"
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    out = run_cli(*args, "run_name=x", "seed=3", cwd=ROOT)
+    assert out.returncode == 2 and "already holds a run" in out.stderr
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
 def test_ddp_cpu_two_processes(tmp_path):

@@ -84,6 +84,12 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path", damaged_hint: str 
         raise ConfigError(f"{where} is invalid: no such file")
     if not path.is_file():
         raise ConfigError(f"{where} is invalid: not a file")
+    hint = f"; {damaged_hint}" if damaged_hint else ""
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive, whole or not at all
+        raise ConfigError(
+            f"{where} is invalid: the file is damaged or truncated, or not a checkpoint at all "
+            f"(not a torch zip archive){hint}"
+        )
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -94,7 +100,6 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path", damaged_hint: str 
             ) from None
         raise ConfigError(f"{where} is invalid: the file is damaged ({_first_line(err)})") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
-        hint = f"; {damaged_hint}" if damaged_hint else ""
         raise ConfigError(
             f"{where} is invalid: the file is damaged or truncated, not a complete checkpoint "
             f"({_first_line(err)}){hint}"
