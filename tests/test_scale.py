@@ -262,6 +262,10 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     for key in [k for k in a if k.startswith("test/")]:
         assert math.isclose(b[key], a[key], rel_tol=1e-6, abs_tol=1e-9), (key, a[key], b[key])
     assert _ckpt_epoch(last) == 7
+    # the per-epoch history survived the kill: every epoch exactly once, nothing lost
+    rows = list(csv.DictReader((run_b / "csv" / "metrics.csv").open()))
+    for key in ("train/loss", "val/loss"):
+        assert [int(float(r["epoch"])) for r in rows if r.get(key)] == list(range(8)), key
 
 
 def _free_port() -> int:
