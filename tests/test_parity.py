@@ -123,6 +123,7 @@ def user_table(n: int = 600, seed: int = 0) -> pd.DataFrame:
     income[[7, 300]] = ["12,5", "?"]
     signal = (code == 3.0) | ((color == "red") & (level != "two"))  # the codes matter
     split = rng.choice(["train", "val", "test"], n, p=[0.6, 0.2, 0.2])
+    split[[7, 300]] = ["train", "test"]  # a typo in each: fitted on, and served
     return pd.DataFrame(
         {
             "code": code,
@@ -174,6 +175,7 @@ def test_user_csv_keys_are_canonical_and_the_typo_column_lenient(user_run):
     assert categories["color"] == ["BLUE", "Blue", "Red", "red"]  # case kept
     assert categories["level"] == ["1", "2", "two"]  # "1" = "1.0", "02" = 2
     assert pre.lenient == ["income"] and "income" in pre.indicators
+    assert user_run["dm"].frames["test"]["income"].isna().any()  # the "?" typo, served
     assert pre.classes == ["False", "True"]
     # the model learned something, so a mismatch in the unknown slot would move the metrics
     assert user_run["test_metrics"]["test/acc"] > 0.6

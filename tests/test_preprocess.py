@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pandas as pd
@@ -246,6 +247,19 @@ def test_non_finite_or_overflowing_training_values_are_named(frame, needles):
         Preprocessor.fit(frame, NUM_SPEC)
     for needle in needles:
         assert needle in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("cell", "needle"), [("inf", "non-finite value inf"), ("1e308", "value 1e+308")]
+)
+def test_training_on_a_file_with_a_huge_cell_names_its_row(cell, needle, tmp_path, capsys):
+    lines = ["a,y,part"] + [f"{i},{i % 2},train" for i in range(5)] + ["1,0,val", "2,1,test"]
+    lines[4] = lines[4].replace("3,", f"{cell},", 1)  # data row 4 (the header is no row)
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    options = {"path": str(tmp_path / "t.csv"), "target": "y", "split_by": "part"}
+    dm = TabularDataModule("csv", options)
+    with pytest.raises(ConfigError, match=rf"column 'a' has {re.escape(needle)} \(row 4\)"):
+        dm.setup()
 
 
 def test_non_finite_values_at_eval_and_predict_time_name_the_file_row(tmp_path):
