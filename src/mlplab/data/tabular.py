@@ -1,9 +1,11 @@
 """Real tabular datasets, read offline from files shipped inside installed packages.
 
 Every loader returns ``(DataFrame, TableSpec)`` with RAW values, like :mod:`mlplab.data.toy`:
-numeric features as float64, categorical features as Python strings (object dtype), missing
-values kept as NaN, and the target as readable class labels (classification) or float64
-(regression). Scaling and one-hot encoding happen later, fitted on the training split only.
+numeric features as float64, categorical features as canonical strings (object dtype: 3.0 →
+"3", "TRUE" → "True"; see :func:`mlplab.data.preprocess.canonical`, which eval and predict use
+too), missing values kept as NaN, and the target as readable class labels (classification)
+or float64 (regression). Scaling and one-hot encoding happen later, fitted on the training
+split only.
 
 Datasets: ``load_flights`` (the lecture's "Will my flight be delayed?"), ``load_penguins``,
 ``load_breast_cancer``, ``load_wine``, ``load_digits`` (classification), ``load_diabetes``,
