@@ -71,9 +71,8 @@ def assert_parity(run: dict, rows: pd.DataFrame, path: Path) -> None:
     assert torch.equal(pre.features(served), x_test)
     assert torch.equal(pre.targets(served), y_test)
 
-    result = evaluate(
-        entry_cfg("eval", f"ckpt_path={ckpt}", f"input={path}", f"batch_size={batch_size}")
-    )
+    # eval's default batch size is the training run's eval batch size: no argument needed
+    result = evaluate(entry_cfg("eval", f"ckpt_path={ckpt}", f"input={path}"))
     assert run["test_metrics"] and result == run["test_metrics"]  # exactly, not approximately
 
     out_path = path.with_name(f"pred-{path.stem}.parquet")

@@ -124,7 +124,7 @@ def test_predict_bad_input(overrides, match, trained, tmp_path):
 def test_not_a_checkpoint(tmp_path):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ConfigError, match="can't be loaded"):
+    with pytest.raises(ConfigError, match="damaged or truncated, or not a checkpoint at all"):
         evaluate(entry_cfg("eval", f"ckpt_path={bad}"))
 
 

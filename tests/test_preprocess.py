@@ -299,9 +299,9 @@ def test_large_but_safe_values_still_train():
 
 
 def test_lenient_columns_read_text_as_missing_and_persist(tmp_path):
-    from mlplab.data.tabular import CsvSpec
+    from mlplab.data.spec import TableSpec
 
-    spec = CsvSpec(target="y", task="regression", numeric=("a", "b"), lenient=("a",))
+    spec = TableSpec(target="y", task="regression", numeric=("a", "b"), lenient=("a",))
     pre = Preprocessor.fit(_table([1.0, "?", 3.0]), spec)
     assert pre.lenient == ["a"] and pre.indicators == ["a"] and pre.median[0] == 2.0
     state = torch.load(_saved(pre.state_dict()), weights_only=True)

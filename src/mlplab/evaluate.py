@@ -19,7 +19,7 @@ from mlplab.config import CONF_DIR
 from mlplab.errors import check, clean_exit
 from mlplab.noise import silence_known_noise
 from mlplab.report import print_metrics
-from mlplab.run.preflight import preflight
+from mlplab.run.preflight import normalize_argv, preflight
 
 SPLITS = ("val", "test")
 
@@ -49,7 +49,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("input"):
         pre = datamodule.preprocessor
         df = read_table(cfg.input, key="input")
-        batches = BatchIterator(pre.features(df), pre.targets(df), batch_size=cfg.batch_size)
+        # The training run's eval batch size by default: the same float sums, the same numbers.
+        size = cfg.get("batch_size") or datamodule.hparams.eval_batch_size
+        batches = BatchIterator(pre.features(df), pre.targets(df), batch_size=size)
         results = run(model, dataloaders=batches, verbose=False)
     else:
         if cfg.get("data") is not None:  # another data config, the checkpoint's preprocessing
@@ -84,7 +86,7 @@ def _write_json(path: str, metrics: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """``mlplab-eval``: check the command line, then let Hydra run it."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = normalize_argv(sys.argv[1:] if argv is None else argv)
     with clean_exit():
         preflight(argv, "eval")
     sys.argv = [sys.argv[0], *argv]

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from mlplab.config import CONF_DIR
 from mlplab.data.io import FILE_TYPES, read_table, write_table
 from mlplab.errors import check, clean_exit
-from mlplab.run.preflight import preflight
+from mlplab.run.preflight import normalize_argv, preflight
 
 
 @torch.inference_mode()
@@ -67,7 +67,7 @@ def _run(cfg: DictConfig) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """``mlplab-predict``: check the command line, then let Hydra run it."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = normalize_argv(sys.argv[1:] if argv is None else argv)
     with clean_exit():
         preflight(argv, "predict")
     sys.argv = [sys.argv[0], *argv]

@@ -22,7 +22,7 @@ from mlplab.config import CONF_DIR
 from mlplab.errors import DivergedError, clean_exit, fail, user_error
 from mlplab.noise import silence_known_noise
 from mlplab.report import print_metrics
-from mlplab.run.preflight import preflight
+from mlplab.run.preflight import normalize_argv, preflight
 from mlplab.run.rundir import RunLock, check_run_dir, process_rank, remove_stub
 from mlplab.runinfo import write_run_info
 from mlplab.sweep_summary import ERROR_FILE
@@ -117,7 +117,7 @@ def _run(cfg: DictConfig) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """``mlplab-train``: check the command line, then let Hydra run it."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = normalize_argv(sys.argv[1:] if argv is None else argv)
     # DDP ranks > 0 re-run this command line: rank 0 has checked it and holds the run dir.
     if process_rank() == 0:
         with clean_exit():

@@ -231,8 +231,7 @@ class Preprocessor:
 
     @classmethod
     def fit(cls, train: pd.DataFrame, spec: TableSpec) -> Preprocessor:
-        # ``lenient`` comes from load_csv's spec (a TableSpec subclass); other specs have none
-        lenient = [c for c in getattr(spec, "lenient", ()) if c in spec.numeric]
+        lenient = [c for c in spec.lenient if c in spec.numeric]
         stats, indicators = [], []
         for column in spec.numeric:
             x = _numeric(train, column, lenient=column in lenient)  # (N,)

@@ -17,6 +17,8 @@ class TableSpec:
         numeric: numeric feature columns (standardized on the training split).
         categorical: categorical feature columns (one-hot; added with the tabular datasets).
         split_by: optional column whose values decide the train/val/test split.
+        lenient: numeric columns whose few non-numeric cells (typos) read as missing, in
+            training and when serving (``load_csv`` infers them).
     """
 
     target: str
@@ -24,6 +26,7 @@ class TableSpec:
     numeric: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
     split_by: str | None = None
+    lenient: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -246,14 +245,6 @@ def load_cars():
 # --- the user's own file --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CsvSpec(TableSpec):
-    """A TableSpec plus ``lenient``: numeric columns whose few non-numeric cells (typos) read
-    as missing; the fitted Preprocessor keeps the list, so eval and predict do the same."""
-
-    lenient: tuple[str, ...] = ()
-
-
 def load_csv(
     path: str,
     target: str,
@@ -303,7 +294,7 @@ def load_csv(
         df[target] = _numbers(df[target], target, name, "task=regression needs a numeric target")
     if inferred:
         print(f"inferred from {name}: " + "; ".join([", ".join(inferred), *notes]))
-    spec = CsvSpec(target, task, tuple(numeric), tuple(categorical), split_by, tuple(lenient))
+    spec = TableSpec(target, task, tuple(numeric), tuple(categorical), split_by, tuple(lenient))
     return _finish(df, spec)
 
 

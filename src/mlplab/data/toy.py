@@ -114,7 +114,7 @@ def make_synthetic(
     For benchmarks and scale tests: any size, any width, a learnable nonlinear rule.
     """
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n_samples, n_features)).astype(np.float32)
+    x = rng.standard_normal((n_samples, n_features))
     w1 = rng.standard_normal((n_features, 32)) / np.sqrt(n_features)
     w2 = rng.standard_normal(32)
     score = np.tanh(x @ w1) @ w2 + rng.normal(0.0, noise, n_samples)

@@ -350,6 +350,15 @@ def _describe(node: dict | None) -> str:
 def _build(target: str | None, key: str, first, **kwargs):
     """``target(first, **kwargs)`` with bad targets/arguments reported as the config key."""
     try:
-        return get_class(target)(first, **kwargs)
+        cls = get_class(target)
+    except Exception as err:  # noqa: BLE001 — a misspelt or missing class
+        cause = err.__cause__ or err
+        raise ConfigError(
+            f"{key}._target_={target!r} is invalid: it can't be imported "
+            f"({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})"
+        ) from None
+    try:
+        return cls(first, **kwargs)
     except Exception as err:  # noqa: BLE001 — any failure here is a config mistake
-        raise ConfigError(f"{key}={{_target_: {target}, {kwargs}}} is invalid: {err}") from err
+        node = {"_target_": target, **kwargs}
+        raise ConfigError(f"{key}={_describe(node)} is invalid: {err}") from None

@@ -12,8 +12,9 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from mlplab.errors import user_error
+from mlplab.errors import ConfigError, check, user_error
 from mlplab.run.checkpoint import AtomicCheckpointIO, RunRecord, read_checkpoint
+from mlplab.run.rundir import damaged_hint
 from mlplab.run.trackers import CSVLogger
 
 CLIP_KEYS = ("gradient_clip_val", "gradient_clip_algorithm")
@@ -95,18 +96,49 @@ def _wandb_id(output_dir: str) -> str:
     return path.read_text().strip()
 
 
+def _int(low: int):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _limit(v) -> bool:  # Lightning's limit_*_batches: a count, or a fraction of the batches
+    return _int(0)(v) or (isinstance(v, float) and 0.0 <= v <= 1.0)
+
+
+# Trainer arguments Lightning takes without checking (max_epochs="abc" fails deep inside fit).
+TRAINER_CHECKS = {
+    "max_epochs": (lambda v: v is None or _int(-1)(v), "an integer >= 0 (-1 = no limit)"),
+    "min_epochs": (lambda v: v is None or _int(0)(v), "an integer >= 0"),
+    "max_steps": (_int(-1), "an integer >= 1 (-1 = no limit)"),
+    "check_val_every_n_epoch": (lambda v: v is None or _int(1)(v), "an integer >= 1"),
+    "log_every_n_steps": (_int(1), "an integer >= 1"),
+    "num_sanity_val_steps": (_int(-1), "an integer >= 0 (-1 = all)"),
+    "limit_train_batches": (lambda v: v is None or _limit(v), "a count >= 0 or a fraction"),
+    "limit_val_batches": (lambda v: v is None or _limit(v), "a count >= 0 or a fraction"),
+    "limit_test_batches": (lambda v: v is None or _limit(v), "a count >= 0 or a fraction"),
+    "overfit_batches": (_limit, "a count >= 0 or a fraction"),
+}
+
+
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     trainer_cfg = container(cfg.trainer)
     for key in CLIP_KEYS:
         trainer_cfg.pop(key, None)
+    for key, (ok, allowed) in TRAINER_CHECKS.items():
+        if key in trainer_cfg:
+            check(ok(trainer_cfg[key]), f"trainer.{key}", trainer_cfg[key], allowed)
     # No ModelCheckpoint configured (callbacks=none) means no checkpoints, not Lightning's
     # default one in some folder of its own.
     has_checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     trainer_cfg.setdefault("enable_checkpointing", has_checkpoints)
     plugins = [AtomicCheckpointIO()] if has_checkpoints else None
-    return instantiate_checked(
-        trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=plugins
-    )
+    try:
+        return instantiate_checked(
+            trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=plugins
+        )
+    except InstantiationException as err:  # Lightning's own checks: name the trainer config
+        cause = err.__cause__ or err
+        message = " ".join(str(cause).split()) or type(cause).__name__
+        raise ConfigError(f"the trainer config is invalid: {message}") from None
 
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:
@@ -125,8 +157,5 @@ def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, dict | None]:
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     if cfg.get("resume") != "auto" or not last.is_file():
         return None, None
-    hint = (
-        "the earlier attempt was probably killed while writing it: delete it to start this run "
-        f"over, or continue from the best checkpoint with ckpt_path={last.parent / 'best.ckpt'}"
-    )
+    hint = damaged_hint(last)
     return str(last), read_checkpoint(last, key="resume=auto: checkpoint", damaged_hint=hint)

@@ -50,12 +50,39 @@ class CommandLine:
     prints_only: bool = False  # --help, --cfg, --info …: Hydra prints something, nothing runs
 
 
-def parse_command_line(argv: Sequence[str], config_name: str) -> CommandLine | None:
-    """Hydra's own argument parser on ``argv``; None when Hydra should report it itself."""
+def _parser():
+    parser = get_args_parser()
+
+    def error(message: str):  # argparse would print its whole usage text and exit
+        raise ConfigError(f"{message} (see --help)")
+
+    parser.error = error
+    return parser
+
+
+def normalize_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` with Hydra's flags before the overrides, which is the only order Hydra's parser
+    takes: ``mlplab-train optimizer=sgd,adam -m`` then works like ``-m optimizer=sgd,adam``."""
+    argv = list(argv)
     try:
-        args = get_args_parser().parse_args(list(argv))
-    except SystemExit:  # a usage error: argparse's message is already one clear line
-        return None
+        _parser().parse_args(argv)
+        return argv
+    except ConfigError:
+        pass
+    try:
+        args = _parser().parse_intermixed_args(argv)
+    except (ConfigError, TypeError):  # TypeError: argparse can't intermix this parser
+        return argv
+    overrides = list(args.overrides)
+    flags = list(argv)
+    for override in overrides:
+        flags.remove(override)
+    return [*flags, *overrides]
+
+
+def parse_command_line(argv: Sequence[str], config_name: str) -> CommandLine:
+    """Hydra's own argument parser on ``argv`` (in Hydra's order, see ``normalize_argv``)."""
+    args = _parser().parse_args(list(argv))
     prints_only = bool(
         args.help or args.hydra_help or args.cfg or args.info or args.shell_completion
     )
@@ -77,8 +104,6 @@ def preflight(argv: Sequence[str], config_name: str, train: bool = False) -> lis
         train: also check what only a training run needs (launcher, DDP, run dir).
     """
     line = parse_command_line(argv, config_name)
-    if line is None:
-        return []
     jobs = job_overrides(line.overrides, line.multirun)
     configs = [compose_checked(line, job) for job in jobs]
     if line.prints_only:

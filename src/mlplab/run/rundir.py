@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import zipfile
 from pathlib import Path
 
 from mlplab.errors import ConfigError
@@ -43,11 +44,23 @@ def check_run_dir(run_dir: str | Path, resume: str | None) -> None:
             f"run dir {run_dir} is in use by another running process ({owner}): wait for it "
             "to finish, or choose another run_name"
         )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resume == "auto" and last.is_file() and not zipfile.is_zipfile(last):
+        raise ConfigError(f"resume=auto: checkpoint {str(last)!r} is invalid: {damaged_hint(last)}")
     if resume != "auto" and holds_run(run_dir):
         raise ConfigError(
             f"run dir {run_dir} already holds a run: choose another run_name (or leave it "
             "unset for a fresh one), or add resume=auto to continue that run"
         )
+
+
+def damaged_hint(last: Path) -> str:
+    """What to do about a damaged ``last.ckpt`` of a run dir."""
+    return (
+        "the file is damaged or truncated (the earlier attempt was probably killed while "
+        "writing it): delete it to start this run over, or continue from the best checkpoint "
+        f"with ckpt_path={last.parent / 'best.ckpt'}"
+    )
 
 
 def check_sweep_dir(sweep_dir: str | Path, resume: str | None) -> None:
