@@ -135,6 +135,14 @@ class TabularDataModule(L.LightningDataModule):
             why = f"leaves the {{}} split of {len(df)} rows empty"
         for name, rows in parts.items():
             check(len(rows) > 0, "data.source", hp.source, why.format(name))
+        for name in ("val", "test"):  # R² (regression) is undefined on one row
+            check(
+                spec.task != "regression" or len(parts[name]) >= 2,
+                f"data.{name}_fraction",
+                hp[f"{name}_fraction"],
+                f"leaves {len(parts[name])} row in the {name} split of {len(df)}: regression "
+                "metrics (R²) need at least 2 — use more rows or a larger fraction",
+            )
         self.frames = {name: df.iloc[rows] for name, rows in parts.items()}
         if self.preprocessor is None:  # a checkpoint's state (load_state_dict) wins
             self.preprocessor = Preprocessor.fit(self.frames["train"], spec)
