@@ -31,8 +31,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, mean_squared_error, r2_score, roc_auc_score
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-from mlplab.noise import silence_known_noise
 from mlplab.config import CONF_DIR
+from mlplab.noise import silence_known_noise
 from mlplab.run.build import build_callbacks, build_loggers, build_model, build_trainer
 from mlplab.train import train as mlplab_train
 

@@ -32,6 +32,7 @@ from hydra.utils import instantiate
 from matplotlib import image as mpimg
 from omegaconf import DictConfig
 
+from mlplab.config import CONF_DIR
 from mlplab.noise import silence_known_noise
 from mlplab.plots import (
     gradient_variance,
@@ -39,7 +40,6 @@ from mlplab.plots import (
     plot_loss_curves,
     plot_optimizer_race,
 )
-from mlplab.config import CONF_DIR
 from mlplab.run.build import build_model
 from mlplab.train import train
 
