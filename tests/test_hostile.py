@@ -17,11 +17,16 @@ import pandas as pd
 import pytest
 import torch
 
-from mlplab import evaluate, predict, train
+from mlplab import evaluate, predict, sweep, train
 from mlplab.run.rundir import RunLock
 from tests.conftest import compose_cfg
 
-ENTRY = {"train": train.main, "eval": evaluate.main, "predict": predict.main}
+ENTRY = {
+    "train": train.main,
+    "eval": evaluate.main,
+    "predict": predict.main,
+    "sweep": sweep.main,
+}
 QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 
@@ -59,6 +64,13 @@ def files(tmp_path_factory) -> dict[str, Path]:
     write("no_x2", good.drop(columns="x2"))
     write("unseen_class", good.assign(label="maybe"))
     write("no_label", good.drop(columns="label"))
+    paths["bad_yaml"] = root / "bad_search.yaml"
+    paths["bad_yaml"].write_text("metric: val/loss\nparams: [unclosed\n")
+    paths["bad_param"] = root / "bad_param.yaml"
+    paths["bad_param"].write_text(
+        "metric: val/loss\ndirection: minimize\n"
+        "params:\n  optimizer.lr: {type: float, low: 1, high: 0.1}\n"
+    )
     paths["empty"] = root / "empty.csv"
     paths["empty"].write_text("")
     paths["header"] = root / "header.csv"
@@ -243,6 +255,17 @@ CASES = [
         "did you mean input?",
         2,
     ),
+    # -- mlplab-sweep ----------------------------------------------------------------------
+    ("sweep-search", "sweep", ["hparams_search=tabullar"], "tabular", 2),
+    ("sweep-no-search", "sweep", [], "hparams_search", 2),
+    ("sweep-trials", "sweep", ["hparams_search=toy", "n_trials=abc"], "n_trials='abc'", 2),
+    ("sweep-workers", "sweep", ["hparams_search=toy", "workers=0"], "workers=0", 2),
+    ("sweep-slurm", "sweep", ["hparams_search=toy", "launcher=slurm"], "sbatch", 2),
+    ("sweep-key", "sweep", ["hparams_search=toy", "n_trial=5"], "n_trials", 2),
+    ("sweep-train-key", "sweep", ["hparams_search=toy", "optimizer=adm"], "optimizer=adam?", 2),
+    ("sweep-yaml", "sweep", ["hparams_search={bad_yaml}"], "bad_search.yaml", 2),
+    ("sweep-param", "sweep", ["hparams_search={bad_param}"], "optimizer.lr", 2),
+    ("sweep-flag", "sweep", ["hparams_search=toy", "--verbose"], "--verbose", 2),
 ]
 
 
@@ -283,6 +306,8 @@ def test_hostile_input_is_one_clear_error(
     args = [a.format(**places) for a in argv]
     if entry == "train":  # first, so a case's own value of the same key wins
         args = [*QUIET, f"paths.log_dir={tmp_path}", "trainer.max_epochs=2", *args]
+    if entry == "sweep":
+        args = [*args, f"sweep_dir={tmp_path / 'sweep'}"]
     _fresh_log_streams()
     _prepare(case_id, tmp_path, files)
     before = _files(tmp_path)
@@ -312,4 +337,4 @@ def test_hostile_input_is_one_clear_error(
 def test_there_are_at_least_60_cases():
     assert len(CASES) >= 60
     assert len({c[0] for c in CASES}) == len(CASES)
-    assert {c[1] for c in CASES} == {"train", "eval", "predict"}
+    assert {c[1] for c in CASES} == {"train", "eval", "predict", "sweep"}

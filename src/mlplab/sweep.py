@@ -47,14 +47,15 @@ import numpy as np
 import optuna
 import pandas as pd
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException, InstantiationException
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from optuna.trial import FrozenTrial, TrialState
 
+from mlplab.config import CONF_DIR, compose_config
 from mlplab.errors import ConfigError, check, clean_exit
-from mlplab.train import CONF_DIR, train
+from mlplab.run.preflight import CommandLine, compose_checked
+from mlplab.train import train
 
 SEARCH_DIR = Path(CONF_DIR) / "hparams_search"
 SWEEP_KEYS = (
@@ -280,35 +281,14 @@ def merge_overrides(*groups) -> list[str]:
 
 
 def compose_train(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=overrides)
+    return compose_config("train", overrides)
 
 
 def check_composes(overrides: list[str]) -> None:
     """Compose the train config once: a wrong key or group option in the search file or on
-    the command line is one error line now, not a failure in every trial."""
-    try:
-        compose_train([*overrides, "paths.output_dir=unused"])
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(f"train override is invalid: {_hydra_message(err)}") from None
-
-
-def _hydra_message(err: Exception) -> str:
-    """Hydra's first line, plus the options it lists for a missing group option."""
-    lines = [line.strip() for line in str(err).strip().splitlines()]
-    message = lines[0]
-    if message.startswith("Could not override"):
-        message += " (not a key of the train config; add a new key with +key=value)"
-    if any(line.startswith("Available options in") for line in lines):
-        start = next(i for i, line in enumerate(lines) if line.startswith("Available options"))
-        options = []
-        for line in lines[start + 1 :]:
-            if not line or line.startswith("Config search path"):
-                break
-            options.append(line)
-        missing = message.rpartition("/")[2].strip("'")
-        message += f" (options: {', '.join(options)}){_did_you_mean(missing, options)}"
-    return message
+    the command line is one error line now (the same one mlplab-train gives), not a failure
+    in every trial."""
+    compose_checked(CommandLine("train"), [*overrides, "paths.output_dir=unused"])
 
 
 def _check_group_choices(params: DictConfig) -> None:
