@@ -142,3 +142,18 @@ def test_predict_cli(trained, tmp_path):
     assert "wrote 10 predictions" in out.stdout
     assert len(pd.read_parquet(tmp_path / "out.parquet")) == 10
     assert not list(Path(tmp_path).glob(".hydra"))  # prediction leaves no run dir behind
+
+
+def test_eval_on_a_data_config_splits_with_the_checkpoints_seed(tmp_path):
+    """``mlplab-eval data=NAME`` must rebuild the run's own split (its seed, not eval's
+    default), or training rows would land in the evaluated test split."""
+    from tests.conftest import compose_cfg
+
+    data = ["data=moons", "data.options.n_samples=300"]
+    cfg = compose_cfg(tmp_path / "run", *data, "seed=7", "trainer.max_epochs=2")
+    metrics = train(cfg)
+    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    result = evaluate(entry_cfg("eval", f"ckpt_path={ckpt}", *data, "accelerator=cpu"))
+    assert result == {k: v for k, v in metrics.items() if k.startswith("test/")}
+    other = evaluate(entry_cfg("eval", f"ckpt_path={ckpt}", *data, "seed=8", "accelerator=cpu"))
+    assert other != result  # an explicit seed is honoured: another split, other numbers
