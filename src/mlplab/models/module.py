@@ -121,6 +121,7 @@ class MLPModule(L.LightningModule):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self._plain_backward = False  # decided at fit start: see _backward_is_plain
         self._last_loss: torch.Tensor | None = None  # of the previous group, for messages
+        self._validated_epoch: int | None = None  # the last epoch validation ran in
         self._loss_sum: torch.Tensor | float = 0.0
         self._rows = 0
 
@@ -188,10 +189,10 @@ class MLPModule(L.LightningModule):
         if not bool(torch.isfinite(losses).all()):
             self._diverged(losses, step0)
         self._last_loss = losses[-1]
-        sizes = torch.tensor([len(y) for y in ys], dtype=losses.dtype, device=losses.device)
+        weights = self._loss_weights(ys).to(losses)  # (G,)
         # Epoch means accumulate here, once per group: self.log per mini-batch costs 10–15%.
-        self._loss_sum = self._loss_sum + (losses * sizes).sum()
-        self._rows += sum(len(y) for y in ys)
+        self._loss_sum = self._loss_sum + (losses * weights).sum()
+        self._rows = self._rows + weights.sum()
         out, y = torch.cat(outs), torch.cat(ys)
         self.train_metrics.update(self.predictions(out), self._metric_target(y))
 
@@ -246,22 +247,36 @@ class MLPModule(L.LightningModule):
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             monitor = (self.hparams.scheduler or {}).get("monitor", "val/loss")
             value = self.trainer.callback_metrics.get(monitor)
-            if value is not None:  # no validation this epoch → nothing to react to
+            # callback_metrics keeps the last validation's value: in an epoch without
+            # validation (check_val_every_n_epoch > 1) there is nothing new to react to.
+            stale = monitor.startswith("val/") and self._validated_epoch != self.current_epoch
+            if value is not None and not stale:
                 scheduler.step(value)
         else:
             scheduler.step()
 
     # ---- evaluation -----------------------------------------------------------------------
+    def _loss_weights(self, ys: list[torch.Tensor]) -> torch.Tensor:
+        """(len(ys),) what each batch's mean loss averages over, so batch means pool into the
+        split's mean: its rows — or, for class-weighted cross-entropy (which divides by
+        Σ w_y, not by the rows), Σ w_y."""
+        if self.hparams.task == "multiclass" and self.class_weights is not None:
+            return torch.stack([self.class_weights[y].sum() for y in ys])
+        return torch.tensor([float(len(y)) for y in ys], device=ys[0].device)
+
     def _eval_step(self, batch, stage: str) -> None:
         x, y = batch
         out = self(x)
-        getattr(self, f"{stage}_loss").update(self.loss(out, y), weight=len(y))
+        weight = self._loss_weights([y])[0]
+        getattr(self, f"{stage}_loss").update(self.loss(out, y), weight=weight)
         getattr(self, f"{stage}_metrics").update(self.predictions(out), self._metric_target(y))
 
     def _eval_epoch_end(self, stage: str) -> None:
         # torchmetrics gathers states across ranks in compute(): exact, no double counting.
         loss, metrics = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
         value = loss.compute()
+        if stage == "val" and not self.trainer.sanity_checking:
+            self._validated_epoch = self.current_epoch
         if stage == "val" and self.trainer.training is False and self.trainer.state.fn == "fit":
             if not bool(torch.isfinite(value)):  # the weights went bad in the last steps
                 raise DivergedError(
