@@ -45,6 +45,7 @@ class TrainConfig:
     task_name: str = "train"
     run_name: str = MISSING
     seed: int = 42
+    threads: Any = "auto"
     ckpt_path: str | None = None
     resume: str | None = None
     test: bool = True

@@ -41,6 +41,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     from mlplab.run import build
     from mlplab.run.checkpoint import check_resumable, check_weights_only
+    from mlplab.run.threads import apply_threads
     from mlplab.run.trackers import finish_trackers
 
     silence_known_noise()
@@ -55,6 +56,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         datamodule.setup("fit")  # sizes, task and target scaling feed the model
         model = build.build_model(cfg, datamodule)
         check_weights_only(model, datamodule)  # before training, not at the last step
+        rows = datamodule.hparams.get("batch_size")
+        rows = len(datamodule.tensors["train"][0]) if rows == "full" else int(rows or 1)
+        parameters = sum(p.numel() for p in model.parameters())
+        apply_threads(cfg.get("threads", "auto"), parameters, rows)
         if ckpt is not None:
             check_resumable(ckpt, str(ckpt_path), model, datamodule)
         resumed_epoch = ckpt.get("epoch") if ckpt is not None else None
