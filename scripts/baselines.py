@@ -32,8 +32,8 @@ from sklearn.metrics import accuracy_score, mean_squared_error, r2_score, roc_au
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
 from mlplab.config import CONF_DIR
-from mlplab.noise import silence_known_noise
 from mlplab.run.build import build_callbacks, build_loggers, build_model, build_trainer
+from mlplab.run.console import silence_known_noise
 from mlplab.train import train as mlplab_train
 
 DATASETS = ("breast_cancer", "wine", "penguins", "digits", "diabetes", "cars", "flights")

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mlplab.data import TabularDataModule
 from mlplab.models import MLPModule
-from mlplab.noise import silence_known_noise
+from mlplab.run.console import silence_known_noise
 
 HIDDEN = [256, 256]
 LR = 1e-3

@@ -33,7 +33,6 @@ from matplotlib import image as mpimg
 from omegaconf import DictConfig
 
 from mlplab.config import CONF_DIR
-from mlplab.noise import silence_known_noise
 from mlplab.plots import (
     gradient_variance,
     plot_gradient_variance,
@@ -41,6 +40,7 @@ from mlplab.plots import (
     plot_optimizer_race,
 )
 from mlplab.run.build import build_model
+from mlplab.run.console import silence_known_noise
 from mlplab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

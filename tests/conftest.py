@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import mlplab.config  # noqa: F401 — schema + resolvers
-from mlplab.noise import silence_known_noise
+from mlplab.run.console import silence_known_noise
 from mlplab.train import CONF_DIR
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -46,6 +46,15 @@ def test_train_cli_writes_a_complete_run_dir(tmp_path):
     # the two known start-up messages are gone; nothing else is muted
     assert "litlogger" not in out.stdout + out.stderr
     assert "LeafSpec" not in out.stderr
+    # the console: config tree (also saved), what runs where, losses on the progress bar,
+    # the final table saying where each number comes from; no wandb warnings, no FLOPs
+    assert "config_tree.log" and "optimizer" in (run_dir / "config_tree.log").read_text()
+    assert "run: data pass_fail: 120/40/40 rows × 2 features, binary" in out.stdout
+    before_table = out.stdout.split("final metrics")[0]
+    assert "train/loss:" in before_table and "val/loss:" in before_table  # the progress bar
+    assert "best checkpoint (epoch" in out.stdout and "last epoch (epoch 1)" in out.stdout
+    assert "WARNING" not in out.stderr and "FLOPs" not in out.stdout
+    assert "Run history" not in out.stderr + out.stdout
 
 
 def test_unknown_group_option_is_one_line_with_a_suggestion(tmp_path):

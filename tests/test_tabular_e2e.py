@@ -38,7 +38,8 @@ def test_csv_train_eval_predict_with_unknown_category(tmp_path):
     evaluated = run_cli(f"ckpt_path={ckpt}", cwd=tmp_path, module="mlplab.evaluate")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     test_acc = next(line for line in out.stdout.splitlines() if "test/acc" in line)
-    assert test_acc in evaluated.stdout  # the same number as the training run's test phase
+    value = test_acc.split("│")[2].strip()  # the same number as the training run's test phase
+    assert f"│ test/acc   │ {value} │" in evaluated.stdout
 
     new = people(20, seed=1).drop(columns="buys")
     new.loc[0, "city"] = "Paris"  # never seen in training

@@ -46,6 +46,7 @@ class TrainConfig:
     run_name: str = MISSING
     seed: int = 42
     threads: Any = "auto"
+    print_config: bool = True
     ckpt_path: str | None = None
     resume: str | None = None
     test: bool = True

@@ -17,8 +17,7 @@ from omegaconf import DictConfig, open_dict
 
 from mlplab.config import CONF_DIR
 from mlplab.errors import check, clean_exit
-from mlplab.noise import silence_known_noise
-from mlplab.report import print_metrics
+from mlplab.run.console import print_metrics, silence_known_noise
 from mlplab.run.preflight import normalize_argv, preflight
 
 SPLITS = ("val", "test")

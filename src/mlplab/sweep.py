@@ -85,7 +85,7 @@ HEARTBEAT_S, GRACE_S = 30, 120  # a RUNNING trial silent for GRACE_S seconds is 
 WORKER_KEY = "_worker"  # internal: set on the processes that `workers=N` starts
 DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # Quiet trials; the command line's overrides come later and win.
-TRIAL_DEFAULTS = ("trainer.enable_progress_bar=false", "trainer.enable_model_summary=false")
+TRIAL_DEFAULTS = ("trainer.enable_progress_bar=false", "print_config=false")
 # best.yaml keeps these as interpolations, so each re-run gets its own run dir.
 KEEP_UNRESOLVED = {
     "paths.output_dir": "${hydra:runtime.output_dir}",

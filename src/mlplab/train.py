@@ -20,8 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlplab.config import CONF_DIR
 from mlplab.errors import DivergedError, clean_exit, fail, user_error
-from mlplab.noise import silence_known_noise
-from mlplab.report import print_metrics
+from mlplab.run.console import (
+    describe_run,
+    one_console_handler,
+    print_config,
+    print_metrics,
+    silence_known_noise,
+)
 from mlplab.run.preflight import normalize_argv, preflight
 from mlplab.run.rundir import RunLock, check_run_dir, process_rank, remove_stub
 from mlplab.runinfo import write_run_info
@@ -45,6 +50,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from mlplab.run.trackers import finish_trackers
 
     silence_known_noise()
+    one_console_handler()
     output_dir = cfg.paths.output_dir
     rank0 = process_rank() == 0
     if rank0:
@@ -59,7 +65,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         rows = datamodule.hparams.get("batch_size")
         rows = len(datamodule.tensors["train"][0]) if rows == "full" else int(rows or 1)
         parameters = sum(p.numel() for p in model.parameters())
-        apply_threads(cfg.get("threads", "auto"), parameters, rows)
+        threads = apply_threads(cfg.get("threads", "auto"), parameters, rows)
         if ckpt is not None:
             check_resumable(ckpt, str(ckpt_path), model, datamodule)
         resumed_epoch = ckpt.get("epoch") if ckpt is not None else None
@@ -68,11 +74,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
         failed = True
         try:
             if rank0:
+                if cfg.get("print_config", True):
+                    print_config(cfg, output_dir)
+                print(describe_run(datamodule, model, trainer, threads, _experiment()), flush=True)
                 info = write_run_info(cfg, output_dir)
                 # Loggers get the whole resolved config and the provenance, not only hparams.
                 for logger in trainer.loggers:
                     logger.log_hyperparams({"config": _container(cfg), "run_info": info})
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+            if rank0:
+                _say_why_it_stopped(trainer)
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
             if cfg.get("test"):
                 best = build.best_checkpoint(trainer)
@@ -86,6 +97,43 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def _container(node) -> dict:
     return OmegaConf.to_container(node, resolve=True)
+
+
+def _experiment() -> str | None:
+    """The ``experiment=`` option of this run, when Hydra runs it."""
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get("experiment")
+
+
+def _say_why_it_stopped(trainer) -> None:
+    stopper = trainer.early_stopping_callback
+    if stopper is None or not stopper.stopped_epoch:
+        return
+    best = float(stopper.best_score)
+    print(
+        f"early stopping: {stopper.monitor} did not improve for {stopper.patience} epochs "
+        f"(best {best:.4g}); stopped after epoch {stopper.stopped_epoch}",
+        flush=True,
+    )
+
+
+def _metric_sources(output_dir: str) -> dict[str, str]:
+    """Which final metrics come from the last epoch and which from the best checkpoint."""
+    import torch  # loaded by training already
+
+    ckpts = Path(output_dir) / "checkpoints"
+
+    def epoch(name: str) -> str:
+        path = ckpts / name
+        if not path.is_file():
+            return ""
+        return f" (epoch {torch.load(path, map_location='cpu', weights_only=True)['epoch']})"
+
+    best = ckpts / "best.ckpt"
+    test = f"best checkpoint{epoch('best.ckpt')}" if best.is_file() else "last weights"
+    last = f"last epoch{epoch('last.ckpt')}"
+    return {"train": last, "val": last, "test": test}
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
@@ -116,7 +164,7 @@ def _run(cfg: DictConfig) -> None:
     if process_rank() == 0:
         # one small file per run: sweep summaries and scripts read it
         (Path(output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        print_metrics(metrics)
+        print_metrics(metrics, sources=_metric_sources(output_dir))
         print(f"run dir: {output_dir}")
 
 

@@ -39,6 +39,7 @@ from mlplab.errors import ConfigError, DivergedError, check
 from mlplab.models.mlp import MLP
 
 CLIP_ALGORITHMS = ("norm", "value")
+MAIN_METRIC = {"binary": "acc", "multiclass": "acc", "regression": "r2"}
 
 
 def make_metrics(task: str, num_classes: int, stage: str) -> MetricCollection:
@@ -234,7 +235,7 @@ class MLPModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         if self._rows:
-            self.log("train/loss", self._loss_sum / self._rows, sync_dist=True)
+            self.log("train/loss", self._loss_sum / self._rows, sync_dist=True, prog_bar=True)
             self._loss_sum, self._rows = 0.0, 0
         self.log_dict(self.train_metrics.compute(), sync_dist=True)
         self.train_metrics.reset()
@@ -284,7 +285,11 @@ class MLPModule(L.LightningModule):
                     f"{self.current_epoch} (the weights became non-finite); try a smaller "
                     f"learning rate than optimizer.lr={(self.hparams.optimizer or {}).get('lr')}"
                 )
-        self.log_dict({f"{stage}/loss": value, **metrics.compute()}, sync_dist=True)
+        results = {f"{stage}/loss": value, **metrics.compute()}
+        main = MAIN_METRIC[self.hparams.task]  # on the progress bar with the loss
+        shown = {k: v for k, v in results.items() if k in (f"{stage}/loss", f"{stage}/{main}")}
+        self.log_dict(shown, sync_dist=True, prog_bar=True)
+        self.log_dict({k: v for k, v in results.items() if k not in shown}, sync_dist=True)
         loss.reset()
         metrics.reset()
 

@@ -10,10 +10,13 @@ import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from mlplab.errors import ConfigError, check, user_error
 from mlplab.run.checkpoint import AtomicCheckpointIO, RunRecord, read_checkpoint
+from mlplab.run.progress import ProgressBar
 from mlplab.run.rundir import damaged_hint
 from mlplab.run.trackers import CSVLogger
 
@@ -81,6 +84,10 @@ def build_loggers(cfg: DictConfig, resumed_epoch: int | None = None) -> list:
         if target.endswith("WandbLogger") and node.get("id") is None:
             node = OmegaConf.merge(node, {"id": _wandb_id(cfg.paths.output_dir)})
         logger = instantiate_checked(node)
+        if isinstance(logger, WandbLogger) and logger._wandb_init.get("anonymous") is None:
+            # Lightning always passes anonymous=None; wandb warns on every run that the
+            # setting "has no effect". Not passing it changes nothing else.
+            logger._wandb_init.pop("anonymous", None)
         if isinstance(logger, CSVLogger):
             logger.keep_until_epoch = resumed_epoch
         loggers.append(logger)
@@ -131,6 +138,10 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     has_checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     trainer_cfg.setdefault("enable_checkpointing", has_checkpoints)
     plugins = [AtomicCheckpointIO()] if has_checkpoints else None
+    if trainer_cfg.get("enable_progress_bar", True) and not any(
+        isinstance(c, ProgressBarBase) for c in callbacks
+    ):
+        callbacks = [*callbacks, ProgressBar()]  # train/val loss on the bar, no version id
     try:
         return instantiate_checked(
             trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=plugins

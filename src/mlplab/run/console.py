@@ -1,0 +1,129 @@
+"""What a run prints: the resolved config as a tree, one line saying what runs where, the
+final metrics labelled by where they come from — and silence for two known start-up messages.
+
+Cheap to import (rich and omegaconf only): entry points use it before Lightning is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.tree import Tree
+
+# Top-level config nodes in the order a reader wants them; the rest follow.
+TREE_ORDER = ("data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger")
+CONFIG_TREE_FILE = "config_tree.log"
+
+
+# ---- known noise ----------------------------------------------------------------------------
+class _DropLightningChatter(logging.Filter):
+    """Lightning's cloud-logger tip ("💡 Tip: ... litlogger ...") and its accelerator lines
+    ("GPU available: False, used: False"): ``describe_run`` says where the run runs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("litlogger" in message or " available: " in message)
+
+
+_FILTER = _DropLightningChatter()
+
+
+def silence_known_noise() -> None:
+    """Silence exactly those messages; every other warning still shows."""
+    # torch deprecated `isinstance(x, LeafSpec)`; Lightning still does it on every fit.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+    )
+    # They go through whichever of these loggers was imported last; addFilter ignores a filter
+    # already present, so calling this twice is harmless.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_FILTER)
+
+
+def one_console_handler() -> None:
+    """When logging is configured (Hydra's job logging prints to the console and to
+    ``train.log``), drop the console handler Lightning adds to its ``lightning`` logger at
+    import, or each of its messages prints twice."""
+    if not logging.getLogger().handlers:
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                logger.removeHandler(handler)
+
+
+# ---- the config -----------------------------------------------------------------------------
+def config_tree(cfg: DictConfig) -> Tree:
+    """The resolved config as a tree: one branch per top-level node, its YAML inside."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    tree = Tree("config", guide_style="dim")
+    keys = [k for k in TREE_ORDER if k in plain] + [k for k in plain if k not in TREE_ORDER]
+    scalars = {k: plain[k] for k in keys if not isinstance(plain[k], dict)}
+    for key in keys:
+        if isinstance(plain[key], dict):
+            text = OmegaConf.to_yaml(plain[key]) if plain[key] else "{}"
+            tree.add(key).add(Syntax(text.rstrip(), "yaml", background_color="default"))
+    if scalars:
+        tree.add(Syntax(OmegaConf.to_yaml(scalars).rstrip(), "yaml", background_color="default"))
+    return tree
+
+
+def print_config(cfg: DictConfig, run_dir: str | Path | None = None) -> None:
+    """Print the config tree; with ``run_dir``, also save it as ``config_tree.log`` there."""
+    tree = config_tree(cfg)
+    Console().print(tree)
+    if run_dir is not None:
+        with open(Path(run_dir) / CONFIG_TREE_FILE, "w") as f:
+            Console(file=f, color_system=None, width=100).print(tree)
+
+
+def describe_run(datamodule, model, trainer, threads: int, experiment: str | None = None) -> str:
+    """``run: experiment … · data … · model … · optimizer … · device`` in one line."""
+    parts = [f"experiment={experiment}"] if experiment else []
+    frames = getattr(datamodule, "frames", {})
+    hp = getattr(datamodule, "hparams", {})
+    if frames:
+        rows = "/".join(str(len(frames[s])) for s in ("train", "val", "test") if s in frames)
+        width = getattr(datamodule, "in_features", "?")
+        task = getattr(datamodule, "task", "")
+        parts.append(f"data {hp.get('source', '?')}: {rows} rows × {width} features, {task}")
+    params = sum(p.numel() for p in model.parameters())
+    arch = ""
+    mhp = getattr(model, "hparams", {})
+    if "hidden_sizes" in mhp:
+        arch = f" {list(mhp.get('hidden_sizes') or [])} {mhp.get('activation', '')}"
+    parts.append(f"model {type(model).__name__}{arch}, {params:,} parameters")
+    opt = mhp.get("optimizer") if isinstance(mhp.get("optimizer"), dict) else None
+    if opt:
+        parts.append(f"{str(opt.get('_target_', '')).rsplit('.', 1)[-1]} lr={opt.get('lr')}")
+    device = trainer.strategy.root_device.type
+    parts.append(f"{device} × {trainer.world_size}, {threads} thread{'s' * (threads != 1)}")
+    return "run: " + " · ".join(parts)
+
+
+# ---- the results ----------------------------------------------------------------------------
+def print_metrics(
+    metrics: dict[str, float], title: str = "final metrics", sources: dict | None = None
+) -> None:
+    """A table of ``metrics``; ``sources`` (prefix → where from) adds a column saying which
+    come from the last epoch and which from the best checkpoint."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    if sources:
+        table.add_column("from")
+    for key in sorted(metrics):
+        row = [key, f"{metrics[key]:.4f}"]
+        if sources:
+            row.append(sources.get(key.split("/")[0], ""))
+        table.add_row(*row)
+    Console().print(table)
