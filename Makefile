@@ -10,7 +10,7 @@ STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-all lint format bench figures clean
+.PHONY: help install train test test-install test-all lint format bench figures clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ train: $(STAMP)  ## train the default experiment ("Will I pass this class?") on 
 
 test: $(STAMP)  ## fast test suite (a few minutes on 2 cores)
 	$(PY) -m pytest -m "not slow and not gpu" -n 2 $(PYTEST_ARGS)
+
+test-install: $(STAMP)  ## build the wheel, install it in a fresh venv, run the CLIs outside the repo
+	$(PY) -m pytest -m install $(PYTEST_ARGS)
 
 test-all: $(STAMP)  ## every test, slow ones included
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)

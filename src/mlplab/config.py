@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# The configs ship inside the package, so a wheel or a git-URL install has them too
+# (``conf/`` at the top of the repository is a link to this folder).
+CONF_DIR = str(resources.files("mlplab") / "conf")
 # What identifies one run rather than describes it: a saved config keeps these as
 # interpolations, so running it again makes a new run dir instead of writing into the old one.
 RUN_IDENTITY = {
