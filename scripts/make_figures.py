@@ -1,7 +1,7 @@
 """Render the lecture's figures into ``docs/figures/`` (``make figures``), on CPU, in ~1 minute.
 
 Each figure comes from real training runs (``train(cfg)`` in-process, each in a temporary run
-dir with ``logger=csv``) or from ``mlplab.plots`` directly:
+dir with ``logger=csv``) or from ``mlplab.figures.plots`` directly:
 
 - decision boundaries: ``experiment=nonlinear_identity`` vs ``nonlinear_relu``
   (the ``DecisionBoundary`` callback's PNGs, side by side);
@@ -33,12 +33,12 @@ from matplotlib import image as mpimg
 from omegaconf import DictConfig
 
 from mlplab.config import CONF_DIR
-from mlplab.plots import (
-    gradient_variance,
+from mlplab.figures.plots import (
     plot_gradient_variance,
     plot_loss_curves,
     plot_optimizer_race,
 )
+from mlplab.lecture.gradients import gradient_variance
 from mlplab.run.build import build_model
 from mlplab.run.console import silence_known_noise
 from mlplab.train import train

@@ -16,11 +16,11 @@ from tests.conftest import compose_cfg
 CONF = Path(CONF_DIR)
 # Not selectable groups of the train config: the primary configs, Hydra's own settings (they
 # only compose inside a Hydra run; the CLI and scale tests exercise them) and the search
-# spaces of mlplab-sweep (tests/test_sweep.py loads every one).
+# spaces of mlplab-sweep (tests/test_sweep.py loads every one); base/ holds what options extend.
 OPTIONS = sorted(
     p.relative_to(CONF)
     for p in CONF.rglob("*.yaml")
-    if p.parent != CONF and p.parts[len(CONF.parts)] not in ("hydra", "hparams_search")
+    if p.parent != CONF and p.parts[len(CONF.parts)] not in ("hydra", "hparams_search", "base")
 )
 NEEDS_GPU = {"trainer/gpu.yaml", "trainer/ddp.yaml", "trainer/multinode.yaml"}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -364,7 +365,6 @@ def test_bad_batch_size_raises(batch_size):
         ({"test_fraction": 0}, "data.test_fraction"),
         ({"val_fraction": 0.5, "test_fraction": 0.5}, "data.val_fraction + data.test_fraction"),
         ({"val_fraction": 0.7, "test_fraction": 0.4}, "data.val_fraction + data.test_fraction"),
-        ({"group_batches": 0}, "data.group_batches"),
         ({"eval_batch_size": 0}, "data.eval_batch_size"),
     ],
 )
@@ -404,14 +404,41 @@ def test_full_batch_covers_the_train_split():
     assert yb.sum() == y_train.sum()
 
 
-def test_auto_group_yields_lists():
+def _stub_trainer(module, **counting):
+    """The Trainer attributes the DataModule reads: placement and the step-counting knobs."""
+    settings = {"limit_train_batches": 1.0, "max_steps": -1, "val_check_interval": 1.0}
+    settings |= {"overfit_batches": 0, **counting}
+    strategy = SimpleNamespace(root_device=torch.device("cpu"))
+    return SimpleNamespace(
+        lightning_module=module, strategy=strategy, global_rank=0, world_size=1, **settings
+    )
+
+
+class _Asks:
+    """A module that opts into grouped mini-batches of 3."""
+
+    def batches_per_step(self, batch_size, world_size):
+        return 3
+
+
+def test_groups_only_for_a_module_that_asks_for_them():
     dm = _dm(batch_size=16)
     dm.setup()
     n_train = len(dm.tensors["train"][0])
+    plain = list(dm.train_dataloader())  # no trainer, no module: plain (x, y) batches
+    assert plain and all(isinstance(b, tuple) and len(b) == 2 for b in plain)
+    dm.trainer = _stub_trainer(object())  # a module without batches_per_step
+    assert all(isinstance(b, tuple) for b in dm.train_dataloader())
+    dm.trainer = _stub_trainer(_Asks())
     items = list(dm.train_dataloader())
     assert items and all(isinstance(item, list) for item in items)
+    assert [len(item) for item in items[:-1]] == [3] * (len(items) - 1)
     assert all(isinstance(b, tuple) and len(b[1]) <= 16 for item in items for b in item)
     assert sum(len(b[1]) for item in items for b in item) == n_train
+    # Lightning counts steps: groups would change what these settings mean.
+    for counting in ({"limit_train_batches": 5}, {"max_steps": 7}, {"val_check_interval": 3}):
+        dm.trainer = _stub_trainer(_Asks(), **counting)
+        assert all(isinstance(b, tuple) for b in dm.train_dataloader()), counting
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 import torch
 
-from mlplab import evaluate, predict, sweep, train
+from mlplab import evaluate, predict, train
 from mlplab.run.rundir import RunLock
+from mlplab.sweep import cli as sweep
 from tests.conftest import compose_cfg
 
 ENTRY = {
@@ -142,8 +143,8 @@ CASES = [
     ("batch-text", "train", ["data.batch_size=full_batch"], "data.batch_size='full_batch'", 2),
     ("val-frac", "train", ["data.val_fraction=1.5"], "data.val_fraction=1.5 is invalid", 2),
     ("fractions", "train", ["data.test_fraction=0.85"], "data.test_fraction", 2),
-    ("group-0", "train", ["data.group_batches=0"], "data.group_batches=0 is invalid", 2),
-    ("eval-batch", "train", ["+data.eval_batch_size=0"], "data.eval_batch_size=0", 2),
+    ("group-0", "train", ["model.group_batches=0"], "model.group_batches=0 is invalid", 2),
+    ("eval-batch", "train", ["data.eval_batch_size=0"], "data.eval_batch_size=0", 2),
     ("source", "train", ["data.source=nope"], "data.source='nope' is invalid", 2),
     ("tiny-data", "train", ["data.options.n_samples=2"], "split of 2 rows empty", 2),
     ("data-option", "train", ["+data.options.bogus=1"], "unexpected keyword argument 'bogus'", 2),
@@ -258,7 +259,7 @@ CASES = [
     # -- mlplab-sweep ----------------------------------------------------------------------
     ("sweep-search", "sweep", ["hparams_search=tabullar"], "tabular", 2),
     ("sweep-no-search", "sweep", [], "hparams_search", 2),
-    ("sweep-trials", "sweep", ["hparams_search=toy", "n_trials=abc"], "n_trials='abc'", 2),
+    ("sweep-trials", "sweep", ["hparams_search=toy", "n_trials=abc"], "n_trials=abc is", 2),
     ("sweep-workers", "sweep", ["hparams_search=toy", "workers=0"], "workers=0", 2),
     ("sweep-slurm", "sweep", ["hparams_search=toy", "launcher=slurm"], "sbatch", 2),
     ("sweep-key", "sweep", ["hparams_search=toy", "n_trial=5"], "n_trials", 2),

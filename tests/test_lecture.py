@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mlplab import lecture as L
 from mlplab.errors import ConfigError
+from mlplab.lecture import scratch as L
 
 # Activations as torch would write them, independent of L.ACTIVATIONS.
 TORCH_G = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": F.relu, "identity": lambda z: z}

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
 
-from mlplab.callbacks import LearningCurves
 from mlplab.data import BatchIterator, TableSpec, TabularDataModule, toy
 from mlplab.data.datamodule import _allocate, split_indices
+from mlplab.figures.callbacks import LearningCurves
 from mlplab.models import ACTIVATIONS, Dense, MLPModule
 from mlplab.models.module import make_metrics
 from mlplab.train import train
@@ -52,13 +52,18 @@ def _rows(loader) -> list[int]:
     return out
 
 
-def _placed(dm: TabularDataModule, rank: int = 0, world: int = 1, overfit: int = 0):
-    """Give the DataModule a stand-in trainer: its device, DDP rank/world and overfit flag."""
+def _placed(
+    dm: TabularDataModule, rank: int = 0, world: int = 1, overfit: int = 0, module=None, **limits
+):
+    """Give the DataModule a stand-in trainer: its device, DDP rank/world, overfit flag, the
+    module it trains and the step-counting limits (Lightning's defaults unless given)."""
     dm.trainer = SimpleNamespace(
         strategy=SimpleNamespace(root_device=CPU),
         global_rank=rank,
         world_size=world,
         overfit_batches=overfit,
+        lightning_module=module,
+        **{"limit_train_batches": 1.0, "max_steps": -1, "val_check_interval": 1.0, **limits},
     )
     return dm
 
@@ -156,7 +161,7 @@ def test_ddp_eval_shards_are_contiguous_blocks(world, n):
 
 # ---- DataModule → loaders ------------------------------------------------------------------
 def test_train_loader_shuffles_with_the_data_seed():
-    dm = _ids_dm(n_train=50, seed=5, batch_size=8, group_batches=1)
+    dm = _ids_dm(n_train=50, seed=5, batch_size=8)
     loader = dm.train_dataloader()
     for epoch in (0, 3):
         loader.set_epoch(epoch)
@@ -166,12 +171,19 @@ def test_train_loader_shuffles_with_the_data_seed():
 
 def test_auto_group_size():
     # About 32768 rows per training_step on one device, one mini-batch per step under DDP.
-    assert _ids_dm(batch_size=16).train_dataloader().group == 2048
-    assert _ids_dm(batch_size=100).train_dataloader().group == 327
-    assert _ids_dm(batch_size=40_000).train_dataloader().group == 1
-    assert _ids_dm(batch_size=16, group_batches=3).train_dataloader().group == 3
-    ddp = _placed(_ids_dm(batch_size=16), rank=1, world=2)
-    assert ddp.train_dataloader().group == 1
+    mlp = _module()
+
+    def group(batch_size: int, module=mlp, world: int = 1, **limits):
+        dm = _placed(_ids_dm(batch_size=batch_size), world=world, module=module, **limits)
+        return dm.train_dataloader().group
+
+    assert group(16) == 2048 and group(100) == 327 and group(40_000) == 1
+    assert group(16, module=_module(group_batches=3)) == 3
+    assert group(16, world=2) == 1
+    # Groups are the module's choice; and off whenever Lightning counts training steps.
+    assert group(16, module=torch.nn.Linear(2, 1)) is None
+    assert group(16, limit_train_batches=2) is None and group(16, max_steps=10) is None
+    assert group(16, val_check_interval=0.5) is None
 
 
 def test_full_batch_is_one_batch_per_rank():
@@ -498,7 +510,6 @@ def test_training_matches_a_hand_written_sgd_loop(group, l1, clip):
         options={"n_samples": 195, "noise": 0.3},
         batch_size=50,
         seed=3,
-        group_batches=group,
         eval_batch_size=16,
     )
     dm.setup()
@@ -513,6 +524,7 @@ def test_training_matches_a_hand_written_sgd_loop(group, l1, clip):
         scheduler={"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 1, "gamma": 0.5},
         gradient_clip_val=0.0 if clip is None else (0.05 if clip == "norm" else 0.01),
         gradient_clip_algorithm=clip or "norm",
+        group_batches=group,
     )
     net = copy.deepcopy(module.net)
     record = Record()
@@ -540,10 +552,10 @@ class GraphProbe(L.Callback):
 
 def test_epoch_loss_sum_keeps_no_autograd_graph():
     """A sum of undetached losses would chain every step's graph until the epoch ends."""
-    dm = TabularDataModule("moons", options={"n_samples": 100}, batch_size=16, group_batches=1)
+    dm = TabularDataModule("moons", options={"n_samples": 100}, batch_size=16)
     dm.setup()
     probe = GraphProbe()
-    _fit(dm, _module(hidden_sizes=[4]), epochs=2, callbacks=[probe])
+    _fit(dm, _module(hidden_sizes=[4], group_batches=1), epochs=2, callbacks=[probe])
     assert len(probe.keeps_graph) == 2 * 4  # 60 train rows: 4 steps an epoch
     assert not any(probe.keeps_graph), "the epoch's loss sum holds an autograd graph"
 

@@ -19,10 +19,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from mlplab.checkpoint import load_checkpoint
 from mlplab.data.io import write_table
 from mlplab.evaluate import evaluate
 from mlplab.predict import predict, predict_frame, with_predictions
+from mlplab.run.checkpoint import load_checkpoint
 from mlplab.train import CONF_DIR, train
 from tests.conftest import ROOT, compose_cfg, run_cli
 

@@ -13,22 +13,21 @@ import torch
 from matplotlib import image as mpimg
 
 import mlplab.run.build as train_module
-from mlplab.callbacks import DecisionBoundary, LearningCurves, describe_model, log_image
 from mlplab.data import TabularDataModule
 from mlplab.errors import ConfigError
-from mlplab.models import MLPModule
-from mlplab.plots import (
+from mlplab.figures.callbacks import DecisionBoundary, LearningCurves, describe_model, log_image
+from mlplab.figures.plots import (
     PIXELS,
     _ceiling,
-    gradient_variance,
     plot_decision_boundary,
     plot_gradient_variance,
     plot_learning_curves,
     plot_loss_curves,
     plot_optimizer_race,
-    race_paths,
-    six_hump_camel,
 )
+from mlplab.lecture.gradients import gradient_variance
+from mlplab.lecture.race import race_paths, six_hump_camel
+from mlplab.models import MLPModule
 from mlplab.train import train
 
 

@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mlplab.sweep_summary import summarize
+from mlplab.sweep.multirun import summarize
 from mlplab.train import CONF_DIR
 from tests.conftest import ROOT, run_cli
 
@@ -216,7 +216,7 @@ RESUME = [
     "data=synthetic",
     "data.options.n_samples=40000",
     "data.batch_size=64",
-    "data.group_batches=1",  # one optimizer step per mini-batch: epochs long enough to kill
+    "model.group_batches=1",  # one optimizer step per mini-batch: epochs long enough to kill
     "model.hidden_sizes=[64,64]",
     "logger=default",  # csv + wandb (offline): the wandb run id must survive the restart
     "trainer.enable_progress_bar=false",

@@ -20,22 +20,12 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from mlplab import sweep as sweep_mod
 from mlplab.errors import ConfigError
-from mlplab.sweep import (
-    available_searches,
-    best_config_yaml,
-    best_epoch_value,
-    compose_train,
-    derive_seed,
-    load_search,
-    make_sampler,
-    merge_overrides,
-    parse_args,
-    remaining_trials,
-    suggest,
-    sweep,
-)
+from mlplab.sweep import cli, launch, objective, report
+from mlplab.sweep.cli import load_search, parse_args, remaining_trials, sweep
+from mlplab.sweep.objective import best_epoch_value, compose_train, merge_overrides
+from mlplab.sweep.report import best_config_yaml
+from mlplab.sweep.search import available_searches, derive_seed, make_sampler, suggest
 from tests.conftest import QUIET, run_cli
 
 TINY = [*QUIET, "trainer.max_epochs=2", "data.options.n_samples=200"]
@@ -72,7 +62,7 @@ def count_train(monkeypatch):
     """Wrap the real in-process train(): count calls; ``crash_on`` trial numbers raise."""
     calls: list[str] = []
     crash_on: set[int] = set()
-    real_train = sweep_mod.train
+    real_train = objective.train
 
     def counted_train(cfg):
         calls.append(cfg.run_name)
@@ -80,7 +70,7 @@ def count_train(monkeypatch):
             raise RuntimeError("boom (injected by the test)")
         return real_train(cfg)
 
-    monkeypatch.setattr(sweep_mod, "train", counted_train)
+    monkeypatch.setattr(objective, "train", counted_train)
     return calls, crash_on
 
 
@@ -103,10 +93,10 @@ def fake_train(monkeypatch):
         if number in plan.raises:
             raise plan.raises[number]
         for step, value in enumerate(plan.curve):
-            sweep_mod._active_trial.report(value, step)
+            objective._active_trial.report(value, step)
         return {plan.metric: plan.value(cfg, len(calls))}
 
-    monkeypatch.setattr(sweep_mod, "train", fake)
+    monkeypatch.setattr(objective, "train", fake)
     return calls, plan
 
 
@@ -114,7 +104,7 @@ def fake_train(monkeypatch):
 def no_plots(monkeypatch):
     """Skip the two plots (~0.5 s a sweep) where a test runs several sweeps and checks
     something else; the slow end-to-end tests draw them."""
-    monkeypatch.setattr(sweep_mod, "_save_plots", lambda *args: None)
+    monkeypatch.setattr(report, "_save_plots", lambda *args: None)
 
 
 # --- search files -------------------------------------------------------------------------
@@ -384,7 +374,7 @@ def test_a_missing_metric_stops_the_sweep_with_one_line(tmp_path, count_train, c
     sweep_dir = tmp_path / "sw"
     search = _search_file(tmp_path, FINITE, metric="val/nope")
     with pytest.raises(SystemExit) as exit_info:
-        sweep_mod.main([search, "n_trials=3", f"sweep_dir={sweep_dir}", *QUIET])
+        cli.main([search, "n_trials=3", f"sweep_dir={sweep_dir}", *QUIET])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: metric='val/nope' is invalid")
@@ -395,11 +385,11 @@ def test_a_missing_metric_stops_the_sweep_with_one_line(tmp_path, count_train, c
 
 def test_workers_stop_at_n_trials_counting_other_workers_running_trials(tmp_path, fake_train):
     calls, _ = fake_train
-    storage = sweep_mod.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    storage = launch.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
     study = optuna.create_study(study_name="toy", storage=storage)
     study.tell(study.ask(), 1.0)  # one finished trial
     study.ask()  # another worker's trial, still running
-    sweep(["hparams_search=toy", "n_trials=4", f"sweep_dir={tmp_path}", "_worker=0"])
+    sweep(["hparams_search=toy", "n_trials=4", f"sweep_dir={tmp_path}", "worker=0"])
     # 1 complete + 1 running + 2 new = 4: the running one counts, or 3 would have run
     assert len(calls) == 2 and len(_study(tmp_path).trials) == 4
 
@@ -456,9 +446,12 @@ def _bad_search(tmp_path, case: str) -> list[str]:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["hparams_search=tabluar"], "one of ['tabular', 'toy'] (did you mean tabular?)"),
-        ([], "hparams_search=None is invalid"),
-        (["hparams_search=toy", "n_trials=abc"], "n_trials='abc' is invalid"),
+        (
+            ["hparams_search=tabluar"],
+            "did you mean hparams_search=tabular? (options: tabular, toy)",
+        ),
+        ([], "hparams_search is required: one of ['tabular', 'toy']"),
+        (["hparams_search=toy", "n_trials=abc"], "n_trials=abc is invalid"),
         (["hparams_search=toy", "workers=0"], "workers=0 is invalid: at least 1"),
         (["hparams_search=toy", "n_trial=5"], "n_trial='5' is invalid: not a sweep key"),
         (["hparams_search=toy", "n_trial=5"], "did you mean n_trials?"),
@@ -486,10 +479,10 @@ def _bad_search(tmp_path, case: str) -> list[str]:
 )
 def test_bad_arguments_are_one_error_line(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sweep_mod.shutil, "which", lambda name: None)  # no SLURM here
+    monkeypatch.setattr(launch.shutil, "which", lambda name: None)  # no SLURM here
     argv = _bad_search(tmp_path, argv) if isinstance(argv, str) else argv
     with pytest.raises(SystemExit) as exit_info:
-        sweep_mod.main([*argv, f"sweep_dir={tmp_path / 'sw'}"])
+        cli.main([*argv, f"sweep_dir={tmp_path / 'sw'}"])
     assert exit_info.value.code == 2
     captured = capsys.readouterr()
     err = captured.err.strip()
@@ -505,7 +498,7 @@ def test_bad_launcher_is_named():
 
 def test_a_train_key_close_to_a_sweep_key_is_not_refused():
     """Only keys the train config lacks are taken for typos of sweep keys."""
-    assert parse_args(["hparams_search=toy", "seed=3"]).overrides == ["seed=3"]
+    assert parse_args(["hparams_search=toy", "seed=3"])[1] == ["seed=3"]
 
 
 def test_a_direction_other_than_the_studys_is_refused(tmp_path, fake_train):
@@ -518,7 +511,7 @@ def test_a_direction_other_than_the_studys_is_refused(tmp_path, fake_train):
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help_prints_usage(flag, capsys):
-    sweep_mod.main(["hparams_search=toy", flag])  # returns: exit code 0
+    cli.main(["hparams_search=toy", flag])  # returns: exit code 0
     captured = capsys.readouterr()
     assert "usage:" in captured.out and "mlplab-sweep hparams_search=NAME" in captured.out
     assert captured.err == ""
@@ -635,9 +628,9 @@ def test_workers_as_a_job_array_through_submitit(tmp_path):
 
 @pytest.mark.slow
 def test_trials_of_a_killed_run_are_failed_not_left_running(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep_mod, "HEARTBEAT_S", 1)
-    monkeypatch.setattr(sweep_mod, "GRACE_S", 2)
-    storage = sweep_mod.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    monkeypatch.setattr(launch, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(launch, "GRACE_S", 2)
+    storage = launch.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
     study = optuna.create_study(study_name="toy", storage=storage)
     orphan = study.ask()  # a trial whose worker died: RUNNING, heartbeat never sent again
     storage.record_heartbeat(orphan._trial_id)
@@ -647,12 +640,12 @@ def test_trials_of_a_killed_run_are_failed_not_left_running(tmp_path, monkeypatc
     assert states[0] == TrialState.FAIL and states.count(TrialState.RUNNING) == 0
     assert len(states) == 2  # the dead trial counts toward n_trials: one new trial ran
     table = pd.read_csv(tmp_path / "trials.csv")
-    assert table.fail_reason[0] == sweep_mod.NO_REASON
+    assert table.fail_reason[0] == report.NO_REASON
 
 
 def test_sys_argv_is_the_default_command_line(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["mlplab-sweep", "hparams_search=nope"])
     with pytest.raises(SystemExit) as exit_info:
-        sweep_mod.main()
+        cli.main()
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err.startswith("error: hparams_search='nope' is invalid")
+    assert capsys.readouterr().err.startswith("error: hparams_search=nope is not an option")

@@ -80,8 +80,8 @@ def test_grouped_steps_equal_one_step_per_training_step(make_cfg):
         "scheduler=step",
         "scheduler.step_size=1",
     ]
-    grouped = train(make_cfg(*common, "data.group_batches=auto", name="g"))
-    single = train(make_cfg(*common, "data.group_batches=1", name="s"))
+    grouped = train(make_cfg(*common, "model.group_batches=auto", name="g"))
+    single = train(make_cfg(*common, "model.group_batches=1", name="s"))
     assert grouped == pytest.approx(single, rel=1e-5, abs=1e-6)
 
 

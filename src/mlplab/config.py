@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -53,6 +53,21 @@ class TrainConfig:
     ckpt_path: str | None = None
     resume: str | None = None
     test: bool = True
+
+
+@dataclass
+class SweepConfig:
+    """``conf/sweep.yaml``: the arguments of ``mlplab-sweep`` (see ``mlplab-sweep --help``)."""
+
+    hparams_search: Any = None  # the search: a conf/hparams_search option, or a yaml path
+    n_trials: int | None = None
+    workers: int = 1
+    storage: str | None = None
+    study_name: str | None = None
+    sweep_dir: str | None = None
+    launcher: str = "processes"
+    slurm: dict[str, Any] = field(default_factory=dict)
+    worker: int | None = None  # set on the processes `workers=N` starts
 
 
 def run_id() -> str:
@@ -126,3 +141,4 @@ def portable_yaml(cfg: DictConfig, header: str = "") -> str:
 OmegaConf.register_new_resolver("run_id", run_id, replace=True)
 OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+ConfigStore.instance().store(name="sweep_schema", node=SweepConfig)

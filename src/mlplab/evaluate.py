@@ -20,7 +20,7 @@ from mlplab.errors import check, clean_exit
 from mlplab.run.console import print_metrics, silence_known_noise
 from mlplab.run.preflight import normalize_argv, preflight
 
-SPLITS = ("val", "test")
+EVAL_SPLITS = ("val", "test")
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -34,7 +34,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from mlplab.run.checkpoint import load_checkpoint
 
     silence_known_noise()
-    check(cfg.split in SPLITS, "split", cfg.split, f"expected one of {list(SPLITS)}")
+    check(cfg.split in EVAL_SPLITS, "split", cfg.split, f"expected one of {list(EVAL_SPLITS)}")
     model, datamodule = load_checkpoint(cfg.ckpt_path)
     trainer = L.Trainer(
         accelerator=cfg.accelerator,

@@ -28,9 +28,9 @@ from mlplab.run.console import (
     silence_known_noise,
 )
 from mlplab.run.preflight import normalize_argv, preflight
+from mlplab.run.provenance import write_run_info
 from mlplab.run.rundir import RunLock, check_run_dir, process_rank, remove_stub
-from mlplab.runinfo import write_run_info
-from mlplab.sweep_summary import ERROR_FILE
+from mlplab.sweep.multirun import ERROR_FILE
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

@@ -15,12 +15,9 @@ import torch
 from mlplab.data.batches import BatchIterator
 from mlplab.data.preprocess import Preprocessor
 from mlplab.data.sources import load_source
-from mlplab.data.spec import TableSpec
+from mlplab.data.spec import SPLITS, TableSpec
 from mlplab.errors import check
-
-SPLITS = ("train", "val", "test")
-# With group_batches=auto one training_step covers about this many rows (see BatchIterator).
-AUTO_GROUP_ROWS = 32768
+from mlplab.models.grouped import counts_training_steps
 
 
 def _allocate(total: int, counts: np.ndarray) -> np.ndarray:
@@ -66,7 +63,7 @@ def _is_fraction(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1
 
 
-def _check_args(batch_size, val_fraction, test_fraction, group_batches, eval_batch_size) -> None:
+def _check_args(batch_size, val_fraction, test_fraction, eval_batch_size) -> None:
     ok_batch = batch_size == "full" or (_is_int(batch_size) and batch_size >= 1)
     check(ok_batch, "data.batch_size", batch_size, "an integer >= 1 or 'full'")
     check(_is_fraction(val_fraction), "data.val_fraction", val_fraction, "must be in (0, 1)")
@@ -78,8 +75,6 @@ def _check_args(batch_size, val_fraction, test_fraction, group_batches, eval_bat
         total,
         "must be < 1 to leave rows for training",
     )
-    ok_group = group_batches == "auto" or (_is_int(group_batches) and group_batches >= 1)
-    check(ok_group, "data.group_batches", group_batches, "an integer >= 1 or 'auto'")
     ok_eval = _is_int(eval_batch_size) and eval_batch_size >= 1
     check(ok_eval, "data.eval_batch_size", eval_batch_size, "an integer >= 1")
 
@@ -94,8 +89,6 @@ class TabularDataModule(L.LightningDataModule):
             (full-batch gradient descent). Per rank under DDP.
         val_fraction, test_fraction: shares of the rows held out; each in (0, 1), together < 1.
         seed: seeds the split and the per-epoch shuffle.
-        group_batches: mini-batches per Lightning ``training_step``: an int ≥ 1 or ``"auto"``
-            (about 32k rows per step on one device, 1 under DDP).
         eval_batch_size: rows per validation/test batch.
         balance_classes: weight the loss by inverse class frequency (imbalanced classes).
     """
@@ -108,12 +101,11 @@ class TabularDataModule(L.LightningDataModule):
         val_fraction: float = 0.2,
         test_fraction: float = 0.2,
         seed: int = 0,
-        group_batches: int | str = "auto",
         eval_batch_size: int = 4096,
         balance_classes: bool = False,
     ) -> None:
         super().__init__()
-        _check_args(batch_size, val_fraction, test_fraction, group_batches, eval_batch_size)
+        _check_args(batch_size, val_fraction, test_fraction, eval_batch_size)
         self.save_hyperparameters()
         self.preprocessor: Preprocessor | None = None
         self.frames: dict[str, pd.DataFrame] = {}
@@ -196,11 +188,7 @@ class TabularDataModule(L.LightningDataModule):
         batch_size = self.hparams.batch_size
         if batch_size == "full":
             batch_size = -(-len(x) // world)  # the whole (per-rank) training split
-        group = self.hparams.group_batches
-        if group == "auto":
-            # Several optimizer steps per training_step amortize Lightning's per-step cost;
-            # under DDP each backward must run inside its own DDP forward, so one per step.
-            group = 1 if world > 1 else max(1, AUTO_GROUP_ROWS // batch_size)
+        group = self._batches_per_step(batch_size, world)
         # Trainer(overfit_batches=k) means "the same k batches every epoch": no reshuffle.
         overfit = bool(self.trainer and self.trainer.overfit_batches)
         return BatchIterator(
@@ -213,6 +201,14 @@ class TabularDataModule(L.LightningDataModule):
             world_size=world,
             group=group,
         )
+
+    def _batches_per_step(self, batch_size: int, world: int) -> int | None:
+        """Groups of mini-batches for a module that asks for them (``GroupedSteps``); plain
+        ``(x, y)`` batches for any other module, and whenever Lightning counts steps."""
+        ask = getattr(getattr(self.trainer, "lightning_module", None), "batches_per_step", None)
+        if ask is None or counts_training_steps(self.trainer):
+            return None
+        return ask(batch_size, world)
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         # Our batches are sliced on the training device already: skip Lightning's recursive

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mlplab.data.spec import TableSpec
+from mlplab.data.spec import TableSpec, unstandardize
 from mlplab.errors import ConfigError
 
 MISSING = "<missing>"  # how a missing categorical value is spelled in the categories
@@ -358,7 +358,7 @@ class Preprocessor:
 
     def inverse_target(self, y: torch.Tensor) -> torch.Tensor:
         """Regression predictions back in the target's own units."""
-        return y * self.target_std + self.target_mean
+        return unstandardize(y, self.target_mean, self.target_std)
 
     def state_dict(self) -> dict:
         return asdict(self)

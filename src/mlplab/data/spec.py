@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TASKS = ("binary", "multiclass", "regression")
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -35,3 +36,9 @@ class TableSpec:
     @property
     def features(self) -> tuple[str, ...]:
         return self.numeric + self.categorical
+
+
+def unstandardize(y, mean: float, std: float):
+    """A standardized regression target (or prediction) back in the target's units:
+    ``y · std + mean``, the inverse of the ``(y − mean) / std`` applied for training."""
+    return y * std + mean

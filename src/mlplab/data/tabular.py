@@ -25,11 +25,10 @@ import pandas as pd
 
 from mlplab.data.io import read_table, write_table
 from mlplab.data.preprocess import canonical, to_numbers
-from mlplab.data.spec import TASKS, TableSpec
+from mlplab.data.spec import SPLITS, TASKS, TableSpec
 from mlplab.errors import ConfigError, check
 
 LOADER_VERSION = 2  # bump when load_flights' preparation changes, so stale caches are ignored
-SPLITS = ("train", "val", "test")
 MAX_CLASSES = 20  # an integer-valued numeric target with at most this many values is multiclass
 # An inferred text column of numbers with a few typos ("12,5", "?") is numeric, those cells
 # missing: at most max(3, 1%) of its non-missing cells, and never more than 5% of them.

@@ -5,12 +5,10 @@ Losses (the lecture's):
 - multiclass: softmax cross-entropy;
 - regression: mean squared error ``1/n Σ (y − ŷ)²`` on the standardized target.
 
-Training uses manual optimization so one ``training_step`` can run a group of mini-batches
-(``W ← W − η ∂J/∂W`` once per mini-batch): Lightning's fixed cost per step is then paid once
-per group, which is what lets mlplab train at raw-loop speed (``scripts/bench_throughput.py``).
-Everything Lightning does for automatic optimization that matters here is done explicitly:
-``manual_backward`` (AMP, DDP gradient sync), ``clip_gradients``, ``opt.step`` (AMP scaler,
-``global_step``), and scheduler steps at epoch end.
+Training opts into grouped mini-batches (``mlplab.models.grouped.GroupedSteps``: several
+optimizer steps per ``training_step``, manual optimization); this module supplies the loss of a
+mini-batch (``step_loss``), the epoch's metrics (``group_done``) and steps its scheduler at
+epoch end.
 """
 
 from __future__ import annotations
@@ -21,9 +19,6 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import get_class
-from lightning.pytorch.plugins.precision import Precision
-from lightning.pytorch.strategies import SingleDeviceStrategy
-from lightning.pytorch.utilities.model_helpers import is_overridden
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (
     BinaryAccuracy,
@@ -34,11 +29,11 @@ from torchmetrics.classification import (
 )
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
-from mlplab.data.spec import TASKS
+from mlplab.data.spec import TASKS, unstandardize
 from mlplab.errors import ConfigError, DivergedError, check
+from mlplab.models.grouped import CLIP_ALGORITHMS, GroupedSteps, check_group_batches
 from mlplab.models.mlp import MLP
 
-CLIP_ALGORITHMS = ("norm", "value")
 MAIN_METRIC = {"binary": "acc", "multiclass": "acc", "regression": "r2"}
 
 
@@ -61,7 +56,7 @@ def make_metrics(task: str, num_classes: int, stage: str) -> MetricCollection:
     return MetricCollection(metrics, prefix=f"{stage}/")
 
 
-class MLPModule(L.LightningModule):
+class MLPModule(GroupedSteps, L.LightningModule):
     """An ``MLP`` with its loss, metrics, optimizer and scheduler, built from flat primitives.
 
     Args:
@@ -73,6 +68,8 @@ class MLPModule(L.LightningModule):
             ``monitor`` key names the metric ReduceLROnPlateau watches (default ``val/loss``).
         gradient_clip_val: clip gradients to this norm/value each mini-batch (0 = off).
         gradient_clip_algorithm: ``norm`` or ``value``.
+        group_batches: mini-batches per ``training_step`` (``GroupedSteps``): an int ≥ 1 or
+            ``"auto"`` (about 32k rows per step on one device, 1 under DDP).
         target_mean, target_std: regression target scaling, to report metrics in real units.
         class_weights: loss weight per class (binary: ``[pos_weight]``), or None.
     """
@@ -94,8 +91,10 @@ class MLPModule(L.LightningModule):
         target_mean: float = 0.0,
         target_std: float = 1.0,
         class_weights: list[float] | None = None,
+        group_batches: int | str = "auto",
     ) -> None:
         super().__init__()
+        check_group_batches(group_batches)
         check(task in TASKS, "task", task, f"expected one of {list(TASKS)}")
         check(isinstance(l1, int | float) and l1 >= 0, "model.l1", l1, "must be >= 0")
         check(
@@ -120,8 +119,6 @@ class MLPModule(L.LightningModule):
         self.val_metrics = make_metrics(task, out_features, "val")
         self.test_metrics = make_metrics(task, out_features, "test")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        self._plain_backward = False  # decided at fit start: see _backward_is_plain
-        self._last_loss: torch.Tensor | None = None  # of the previous group, for messages
         self._validated_epoch: int | None = None  # the last epoch validation ran in
         self._loss_sum: torch.Tensor | float = 0.0
         self._rows = 0
@@ -151,87 +148,30 @@ class MLPModule(L.LightningModule):
             return torch.sigmoid(out.squeeze(-1))
         if task == "multiclass":
             return torch.softmax(out, dim=-1)
-        return out.squeeze(-1) * self.hparams.target_std + self.hparams.target_mean
+        return unstandardize(out.squeeze(-1), self.hparams.target_mean, self.hparams.target_std)
 
     def _metric_target(self, y: torch.Tensor) -> torch.Tensor:
         if self.hparams.task == "binary":
             return y.long()
         if self.hparams.task == "regression":
-            return y * self.hparams.target_std + self.hparams.target_mean
+            return unstandardize(y, self.hparams.target_mean, self.hparams.target_std)
         return y
 
-    # ---- training -------------------------------------------------------------------------
-    def training_step(self, batch, batch_idx: int) -> None:
-        # A group of mini-batches (BatchIterator(group=k)) or one plain (x, y) batch.
-        group = [batch] if isinstance(batch[0], torch.Tensor) else batch
-        opt = self.optimizers()
-        hp = self.hparams
-        l1, clip, clip_algorithm = hp.l1, hp.gradient_clip_val, hp.gradient_clip_algorithm
-        outs, ys, losses, step0 = [], [], [], self.global_step
-        for x, y in group:
-            out = self(x)
-            loss = self.loss(out, y)
-            if l1 > 0:
-                loss = loss + l1 * self.l1_penalty()
-            opt.zero_grad(set_to_none=True)
-            if self._plain_backward:
-                loss.backward()
-            else:
-                self.manual_backward(loss)
-            if clip > 0:
-                self.clip_gradients(opt, clip, clip_algorithm)
-            opt.step()
-            losses.append(loss.detach())
-            outs.append(out.detach())
-            ys.append(y)
-        losses = torch.stack(losses)  # (G,) one loss per mini-batch of the group
-        # One host sync per group: a non-finite loss stops the run in the epoch it happened,
-        # before any checkpoint of the broken weights is written.
-        if not bool(torch.isfinite(losses).all()):
-            self._diverged(losses, step0)
-        self._last_loss = losses[-1]
+    # ---- training: GroupedSteps runs the optimizer steps, these are the model's parts ------
+    def step_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self(x)
+        loss = self.loss(out, y)
+        if self.hparams.l1 > 0:
+            loss = loss + self.hparams.l1 * self.l1_penalty()
+        return loss, out
+
+    def group_done(self, outs: list, ys: list, losses: torch.Tensor) -> None:
         weights = self._loss_weights(ys).to(losses)  # (G,)
         # Epoch means accumulate here, once per group: self.log per mini-batch costs 10–15%.
         self._loss_sum = self._loss_sum + (losses * weights).sum()
         self._rows = self._rows + weights.sum()
         out, y = torch.cat(outs), torch.cat(ys)
         self.train_metrics.update(self.predictions(out), self._metric_target(y))
-
-    def _diverged(self, losses: torch.Tensor, step0: int) -> None:
-        """Raise a DivergedError naming where the loss first became non-finite."""
-        bad = int(torch.nonzero(~torch.isfinite(losses))[0])
-        previous = losses[bad - 1] if bad > 0 else self._last_loss
-        last = f"{float(previous):.4g}" if previous is not None else "none yet"
-        lr = (self.hparams.optimizer or {}).get("lr")
-        raise DivergedError(
-            f"training diverged: train/loss became {float(losses[bad])} at epoch "
-            f"{self.current_epoch}, step {step0 + bad} (last finite loss: {last}); try a smaller "
-            f"learning rate than optimizer.lr={lr}, or gradient clipping "
-            "(trainer.gradient_clip_val=1.0)"
-        )
-
-    def on_train_start(self) -> None:
-        self._plain_backward = self._backward_is_plain()
-
-    def _backward_is_plain(self) -> bool:
-        """True when ``manual_backward(loss)`` would do exactly ``loss.backward()``.
-
-        That is: full precision (no AMP scaling), one device (no DDP hooks), and no callback
-        or module hook listening around backward. Then we skip Lightning's ~5 hook
-        dispatches per mini-batch (≈5% of a step at batch 512 on CPU). Anything else keeps
-        ``manual_backward``.
-        """
-        trainer = self.trainer
-        hooks = ("on_before_backward", "on_after_backward")
-        listening = [
-            c for c in trainer.callbacks if any(is_overridden(h, c, L.Callback) for h in hooks)
-        ]
-        return (
-            type(trainer.strategy.precision_plugin) is Precision
-            and type(trainer.strategy) is SingleDeviceStrategy
-            and not listening
-            and not any(is_overridden(h, self, L.LightningModule) for h in (*hooks, "backward"))
-        )
 
     def on_train_epoch_end(self) -> None:
         if self._rows:

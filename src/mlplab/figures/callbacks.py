@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
-from mlplab.plots import plot_decision_boundary, plot_learning_curves
+from mlplab.figures.plots import plot_decision_boundary, plot_learning_curves
 
 
 def log_image(trainer: L.Trainer, key: str, path: Path) -> None:

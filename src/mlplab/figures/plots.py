@@ -3,8 +3,8 @@
 - ``plot_learning_curves``: train vs val loss per epoch (overfitting, early stopping);
 - ``plot_decision_boundary``: ``P(green | x)`` over the plane of two raw features;
 - ``plot_loss_curves``: several loss curves on one axis (learning rates, optimizers);
-- ``plot_optimizer_race``: torch.optim optimizers on a 2-D non-convex surface;
-- ``gradient_variance`` / ``plot_gradient_variance``: how noisy a mini-batch gradient is.
+- ``plot_optimizer_race``: the paths of ``mlplab.lecture.race`` on its 2-D surface;
+- ``plot_gradient_variance``: ``mlplab.lecture.gradients.gradient_variance``'s result.
 
 Figures are built on ``matplotlib.figure.Figure`` directly (no pyplot, no display, no global
 backend state), with a fixed size so every PNG is ``FIGSIZE × DPI`` pixels:
@@ -22,6 +22,7 @@ from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 
 from mlplab.errors import ConfigError
+from mlplab.lecture.race import RACE_BOX, RACE_START, race_paths, six_hump_camel
 
 FIGSIZE = (8.0, 5.5)  # inches
 DPI = 100  # → 800 × 550 pixels
@@ -211,59 +212,6 @@ def _ceiling(arrays: list[np.ndarray]) -> float:
 
 
 # ---- optimizer race on a 2-D surface ------------------------------------------------------
-def six_hump_camel(p: torch.Tensor) -> torch.Tensor:
-    """``f(x, y) = (4 − 2.1x² + x⁴/3)·x² + x·y + (−4 + 4y²)·y²`` over ``p[..., 0:2]``.
-
-    A standard non-convex test surface: two global minima ``f = −1.0316`` at
-    ``±(0.0898, −0.7126)``, four local minima (``f = −0.2155`` at ``±(1.7036, −0.7961)``,
-    ``f = 2.1043`` at ``±(1.6071, 0.5687)``) and a saddle point at the origin.
-    """
-    x, y = p[..., 0], p[..., 1]
-    return (4 - 2.1 * x**2 + x**4 / 3) * x**2 + x * y + (-4 + 4 * y**2) * y**2
-
-
-# Each optimizer's lr is picked so that it makes visible progress within ~150 steps from
-# RACE_START without blowing up on the surface's steep walls (|∇f| ≈ 13 at the start).
-# Adadelta steps by RMS[Δw]/RMS[g]·g and RMS[Δw] starts near sqrt(eps) = 1e-3: at lr=1 its
-# first steps are ~1e-3, so it gets lr=10 to get anywhere in 150 steps.
-RACE_OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], dict]] = {
-    "SGD (lr 0.01)": (torch.optim.SGD, {"lr": 0.01}),
-    "SGD + momentum 0.9 (lr 0.01)": (torch.optim.SGD, {"lr": 0.01, "momentum": 0.9}),
-    "SGD + Nesterov 0.9 (lr 0.01)": (
-        torch.optim.SGD,
-        {"lr": 0.01, "momentum": 0.9, "nesterov": True},
-    ),
-    "Adam (lr 0.05)": (torch.optim.Adam, {"lr": 0.05}),
-    "Adadelta (lr 10)": (torch.optim.Adadelta, {"lr": 10.0}),
-    "Adagrad (lr 0.3)": (torch.optim.Adagrad, {"lr": 0.3}),
-    "RMSprop (lr 0.01)": (torch.optim.RMSprop, {"lr": 0.01}),
-}
-# On the slope above the poor local minimum (1.61, 0.57): plain gradient steps settle there,
-# momentum carries over the ridge into a better basin.
-RACE_START = (2.0, 0.25)
-RACE_BOX = ((-2.2, 2.2), (-1.2, 1.2))
-
-
-def race_paths(
-    steps: int = 150,
-    start: tuple[float, float] = RACE_START,
-    surface: Callable[[torch.Tensor], torch.Tensor] = six_hump_camel,
-) -> dict[str, np.ndarray]:
-    """Each optimizer of ``RACE_OPTIMIZERS`` from ``start``: label → (steps + 1, 2) path."""
-    paths = {}
-    for label, (cls, kwargs) in RACE_OPTIMIZERS.items():
-        p = torch.tensor(start, dtype=torch.float64, requires_grad=True)
-        opt = cls([p], **kwargs)
-        path = [p.detach().clone()]
-        for _ in range(steps):  # W ← W − η ∂f/∂W, with each optimizer's own η and memory
-            opt.zero_grad()
-            surface(p).backward()
-            opt.step()
-            path.append(p.detach().clone())
-        paths[label] = torch.stack(path).numpy()
-    return paths
-
-
 def plot_optimizer_race(
     path: str | Path, steps: int = 150, start: tuple[float, float] = RACE_START
 ) -> Path:
@@ -296,68 +244,6 @@ def plot_optimizer_race(
 
 
 # ---- gradient noise vs batch size ---------------------------------------------------------
-def _flat_grad(model: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
-    """∂loss/∂W of every trainable parameter, flattened into one vector."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
-    flat = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
-    return torch.cat([g.reshape(-1) for g in flat])  # (P,)
-
-
-def gradient_variance(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    model: torch.nn.Module,
-    batch_sizes: Sequence[int | str] = (1, 8, 32, 128, "full"),
-    draws: int = 64,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    seed: int = 0,
-) -> dict[int | str, float]:
-    """How far a mini-batch gradient is from the full-batch one, per batch size ``b``:
-    ``E‖∇J_B(W) − ∇J(W)‖²`` over ``draws`` random batches ``B`` of ``b`` rows.
-
-    Rows are drawn without replacement within a batch (as a shuffled epoch does), so the
-    expectation is ``s²/b · (N − b)/(N − 1)`` with ``s² = 1/N Σᵢ ‖∇Jᵢ − ∇J‖²``: it falls like
-    ``1/b`` and is exactly 0 for the full batch. The model is measured in eval mode (dropout
-    off: only the sampling noise counts) and put back in its previous mode.
-
-    Args:
-        x, y: (N, D) inputs and (N,) targets.
-        model: the network; ``loss_fn(model(x), y)`` is the loss (default ``model.loss``).
-        batch_sizes: ints ≤ N, or ``"full"`` (= N, the one full batch, deterministic).
-        draws: mini-batches per batch size.
-        loss_fn: the loss; defaults to ``model.loss`` (``MLPModule`` has one).
-        seed: seeds the batch draws.
-
-    Returns:
-        batch size (as given) → mean squared distance.
-    """
-    loss_fn = loss_fn if loss_fn is not None else model.loss
-    n = len(x)
-    for b in batch_sizes:
-        if b != "full" and not (isinstance(b, int) and 1 <= b <= n):
-            raise ConfigError(f"batch size {b!r} is invalid: an int in [1, {n}] or 'full'")
-    was_training = model.training
-    model.eval()
-    try:
-        full = _flat_grad(model, loss_fn(model(x), y))
-        generator = torch.Generator().manual_seed(seed)
-        result: dict[int | str, float] = {}
-        for b in batch_sizes:
-            if b == "full":  # the same rows in the same order: bit-identical gradient
-                result[b] = float((_flat_grad(model, loss_fn(model(x), y)) - full).pow(2).sum())
-                continue
-            total = 0.0
-            for _ in range(draws):
-                rows = torch.randperm(n, generator=generator)[:b].to(x.device)
-                grad = _flat_grad(model, loss_fn(model(x[rows]), y[rows]))
-                total += float((grad - full).pow(2).sum())
-            result[b] = total / draws
-    finally:
-        model.train(was_training)
-    return result
-
-
 def plot_gradient_variance(
     result: Mapping[int | str, float],
     path: str | Path,

@@ -1,0 +1,13 @@
+"""``mlplab-sweep``: Bayesian hyperparameter search with Optuna (``cli`` has the usage).
+
+- ``search``: the search file (``conf/hparams_search/NAME.yaml``): checks, suggestions, sampler,
+  pruner;
+- ``objective``: one trial = compose the train config + ``train()`` in this process;
+- ``launch``: storage, local worker processes, a SLURM job array (submitit);
+- ``report``: ``trials.csv``, ``best.yaml``, plots, the summary;
+- ``cli``: the arguments, the study, ``main``;
+- ``multirun``: ``summary.csv`` after ``mlplab-train -m`` (a Hydra callback, no Optuna).
+
+Nothing is imported here: the Hydra callback of every training run imports ``multirun``
+without paying for Optuna.
+"""

@@ -1,0 +1,5 @@
+"""``python -m mlplab.sweep`` (how ``workers=N`` starts its worker processes)."""
+
+from mlplab.sweep.cli import main
+
+main()

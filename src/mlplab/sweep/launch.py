@@ -1,0 +1,154 @@
+"""Where trials run: the study's storage, ``workers=N`` local processes, or the tasks of one
+SLURM job array (submitit) whose defaults come from ``conf/hydra/launcher/slurm.yaml`` — the
+same settings ``mlplab-train -m hydra/launcher=slurm`` uses."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import optuna
+from omegaconf import OmegaConf
+
+from mlplab.config import compose_config
+from mlplab.errors import ConfigError, check
+from mlplab.sweep.objective import override_key
+from mlplab.sweep.search import did_you_mean
+
+HEARTBEAT_S, GRACE_S = 30, 120  # a RUNNING trial silent for GRACE_S seconds is dead
+WORKER_KEY = "worker"  # set on the processes that `workers=N` starts
+# submitit's cluster-independent parameters; any other SLURM setting is passed as slurm_KEY.
+SUBMITIT_GENERIC = {
+    "timeout_min",
+    "mem_gb",
+    "nodes",
+    "cpus_per_task",
+    "gpus_per_node",
+    "tasks_per_node",
+    "name",
+    "stderr_to_stdout",
+}
+
+
+def slurm_defaults() -> dict:
+    """The SLURM settings of ``conf/hydra/launcher/slurm.yaml`` (one source for both ways of
+    running on SLURM), without the Hydra-only keys."""
+    cfg = compose_config("train", ["hydra/launcher=slurm"], return_hydra_config=True)
+    node = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    for key in ("_target_", "submitit_folder", "name"):
+        node.pop(key, None)
+    # setup lines may use ${hydra.launcher.*}: resolve them against that node
+    node["setup"] = [
+        line.replace("${hydra.launcher.cpus_per_task}", str(node.get("cpus_per_task")))
+        for line in node.get("setup") or []
+    ]
+    known = set(submitit_parameters())  # a few are Hydra-launcher-only (max_num_timeout)
+    return {k: v for k, v in node.items() if v is not None and k in known}
+
+
+def submitit_parameters() -> list[str]:
+    import submitit
+
+    valid = submitit.AutoExecutor._valid_parameters() | submitit.SlurmExecutor._valid_parameters()
+    return sorted(valid)
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An RDB URL (sqlite waits for locks held by other workers), or a ``*.journal`` file."""
+    if url.endswith(".journal"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url))
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    # Heartbeats let a later run tell a trial whose worker was killed (still RUNNING in the
+    # storage) from a live one: after the grace period it is marked FAIL.
+    with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9; we know
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+        )
+
+
+def open_user_storage(url: str) -> optuna.storages.BaseStorage:
+    check(
+        url.endswith(".journal") or "://" in url,
+        "storage",
+        url,
+        "an Optuna storage URL (sqlite:///path/study.db, postgresql://...) or a *.journal file",
+    )
+    try:
+        return open_storage(url)
+    except Exception as err:  # noqa: BLE001 — a URL the user gave: one line says what failed
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ConfigError(f"storage={url!r} is invalid: {type(err).__name__}: {first}") from None
+
+
+def check_launcher(launcher: str, slurm: dict) -> None:
+    """SLURM must be there before anything is written; slurm.KEY names a submitit parameter."""
+    if launcher == "processes":
+        return
+    if launcher == "slurm":
+        check(
+            shutil.which("sbatch") is not None,
+            "launcher",
+            "slurm",
+            "sbatch is not on PATH (no SLURM on this machine): run the workers here with "
+            "launcher=processes, or try the job-array path locally with launcher=submitit_local",
+        )
+    known = submitit_parameters()
+    for key, value in slurm.items():
+        check(
+            key in known,
+            f"slurm.{key}",
+            value,
+            f"not a submitit parameter{did_you_mean(key, known)}",
+        )
+
+
+def run_workers(argv: list[str], workers: int) -> None:
+    """``workers`` local processes running ``python -m mlplab.sweep`` on the same study."""
+    argv = [a for a in argv if override_key(a) != "workers"]
+    env_cmd = [sys.executable, "-m", "mlplab.sweep", *argv]
+    procs = [subprocess.Popen([*env_cmd, f"{WORKER_KEY}={i}"]) for i in range(workers)]
+    failed = [i for i, p in enumerate(procs) if p.wait() != 0]
+    if failed:
+        print(f"note: workers {failed} exited with an error (see above)")
+
+
+def _worker_main(argv: list[str]) -> None:
+    """What each submitted array task runs (a module-level function, so it pickles)."""
+    from mlplab.sweep.cli import sweep
+
+    sweep(argv)
+
+
+def submit_workers(
+    argv: list[str], launcher: str, workers: int, slurm: dict, study_name: str, sweep_dir: Path
+) -> None:
+    """``workers`` tasks of one SLURM job array (submitit) sharing the study; waits for them.
+
+    ``launcher=submitit_local`` runs the same jobs as local processes (to try it without a
+    cluster). The study's storage must be reachable from the compute nodes: the default
+    sqlite file in the sweep dir works on a shared file system.
+    """
+    import submitit
+
+    cluster = "slurm" if launcher == "slurm" else "local"
+    executor = submitit.AutoExecutor(folder=sweep_dir / "submitit", cluster=cluster)
+    params = {
+        k if k in SUBMITIT_GENERIC else f"slurm_{k}": v for k, v in slurm.items() if v is not None
+    }
+    executor.update_parameters(name=f"sweep-{study_name}", **params)
+    own = {"workers", "launcher"}
+    argv = [a for a in argv if override_key(a) not in own and not a.startswith("slurm.")]
+    with executor.batch():  # one job array
+        jobs = [executor.submit(_worker_main, [*argv, f"{WORKER_KEY}={i}"]) for i in range(workers)]
+    print(f"submitted {len(jobs)} workers as job array {jobs[0].job_id.split('_')[0]}")
+    for job in jobs:
+        try:
+            job.result()
+        except Exception as err:  # noqa: BLE001 — one worker's crash must not hide the others
+            print(f"note: worker {job.job_id} failed: {str(err).strip().splitlines()[-1]}")

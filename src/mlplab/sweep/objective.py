@@ -1,0 +1,174 @@
+"""One trial: suggest → compose the train config → ``train(cfg)`` in this process → the
+metric's best epoch. Also what a failed trial records and when a trial is a repeat."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import optuna
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, open_dict
+from optuna.trial import FrozenTrial, TrialState
+
+from mlplab.config import compose_config
+from mlplab.errors import ConfigError
+from mlplab.run.preflight import CommandLine, compose_checked
+from mlplab.sweep.search import check_group_choices, override_value, suggest
+from mlplab.train import train
+
+# Quiet trials; the command line's overrides come later and win.
+TRIAL_DEFAULTS = ("trainer.enable_progress_bar=false", "print_config=false")
+
+_active_trial: optuna.Trial | None = None  # the trial train() is running (see trial_pruning)
+
+
+class MissingMetric(ConfigError):
+    """train() does not produce the search's metric: every trial would fail alike."""
+
+
+def trial_pruning(monitor: str):
+    """Optuna's Lightning pruning callback for the running trial, built from config
+    (``callbacks.optuna_pruning``) by the unchanged ``train()``. Imported here: Lightning
+    takes seconds to import, and ``--help`` or a wrong argument should answer at once."""
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    assert _active_trial is not None, "trial_pruning is only built by mlplab-sweep"
+    return PyTorchLightningPruningCallback(_active_trial, monitor=monitor)
+
+
+def override_key(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
+
+
+def merge_overrides(*groups) -> list[str]:
+    """Later overrides of the same key replace earlier ones and move to where the later one
+    stands (Hydra refuses a group twice)."""
+    merged: dict[str, str] = {}
+    for group in groups:
+        for override in group:
+            merged.pop(override_key(override), None)
+            merged[override_key(override)] = override
+    return list(merged.values())
+
+
+def compose_train(overrides: list[str]) -> DictConfig:
+    return compose_config("train", overrides)
+
+
+def check_composes(overrides: list[str]) -> None:
+    """Compose the train config once: a wrong key or group option in the search file or on
+    the command line is one error line now (the same one mlplab-train gives), not a failure
+    in every trial."""
+    compose_checked(CommandLine("train"), [*overrides, "paths.output_dir=unused"])
+
+
+def best_epoch_value(trial: optuna.Trial, direction: str, last: float) -> float:
+    """The best value the metric reached over the epochs (what the pruning callback reported),
+    not the last epoch's: with early stopping the last epoch is `patience` epochs past the best
+    one, and the best checkpoint is what the run keeps. ``last`` when nothing was reported
+    (a ``test/`` metric)."""
+    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    values = [v for v in frozen.intermediate_values.values() if math.isfinite(v)]
+    if not values:
+        return last
+    return max(values) if direction == "maximize" else min(values)
+
+
+def fail_reason(err: BaseException) -> str:
+    """``Type: first line of the message``; Hydra's instantiation wrapper is looked through."""
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0].strip()}" if lines else type(err).__name__
+
+
+class Objective:
+    """One trial: suggest → compose → ``train(cfg)`` in process → the metric."""
+
+    def __init__(
+        self, search: DictConfig, overrides: list[str], study_name: str, sweep_dir: Path
+    ) -> None:
+        self.metric, self.sweep_dir, self.study_name = search.metric, sweep_dir, study_name
+        self.direction = search.direction
+        own_logger = any(override_key(o).startswith("logger") for o in overrides)
+        logger = [] if own_logger else ["logger=csv"]
+        self.base = [*TRIAL_DEFAULTS, *logger, *(search.get("overrides") or [])]
+        self.user = overrides
+        self.params = search.get("params") or {}
+        self.fatal: ConfigError | None = None  # set when the whole sweep must stop
+
+    def check(self) -> None:
+        """Every override a trial will get composes (each parameter at its first value)."""
+        first = []
+        for key, spec in self.params.items():
+            value = spec.choices[0] if spec.type == "categorical" else spec.low
+            first.append(f"{key}={override_value(value)}")
+        check_group_choices(self.params)
+        check_composes(merge_overrides(self.base, first, self.user))
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        overrides = merge_overrides(self.base, suggest(trial, self.params), self.user)
+        trial.set_user_attr("overrides", overrides)
+        earlier = _earlier_same(trial, overrides)
+        if earlier is not None:  # Optuna's FAQ pattern for finite spaces: don't retrain
+            trial.set_user_attr(
+                "duplicate_of", earlier.user_attrs.get("duplicate_of", earlier.number)
+            )
+            if earlier.state == TrialState.PRUNED:
+                raise optuna.TrialPruned()
+            return earlier.value
+        try:
+            return self._run(trial, overrides)
+        except optuna.TrialPruned:
+            raise
+        except BaseException as err:  # Optuna records FAIL (catch=...); we record why
+            reason = fail_reason(err)
+            trial.set_user_attr("fail_reason", reason)
+            print(f"trial {trial.number} failed: {reason}", flush=True)
+            if isinstance(err, MissingMetric):
+                self.fatal = err
+                trial.study.stop()
+            raise
+
+    def _run(self, trial: optuna.Trial, overrides: list[str]) -> float:
+        global _active_trial
+        out = self.sweep_dir / f"trial_{trial.number}"
+        run = [f"paths.output_dir={out}", "task_name=sweep", f"run_name=trial_{trial.number}"]
+        cfg = compose_train([*overrides, *run])
+        with open_dict(cfg):
+            if cfg.get("callbacks") is None:
+                cfg.callbacks = {}
+            cfg.callbacks.optuna_pruning = {
+                "_target_": f"{__name__}.trial_pruning",
+                "monitor": self.metric,
+            }
+            if (cfg.get("logger") or {}).get("wandb") is not None:
+                cfg.logger.wandb.group = cfg.logger.wandb.group or self.study_name
+        _active_trial = trial
+        try:
+            metrics = train(cfg)  # which finishes its tracking run: one per trial
+        finally:
+            _active_trial = None
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        if self.metric not in metrics:
+            raise MissingMetric(
+                f"metric={self.metric!r} is invalid: train() returned {sorted(metrics)}"
+            )
+        value = best_epoch_value(trial, self.direction, metrics[self.metric])
+        if not math.isfinite(value):  # Optuna would fail the trial without saying why
+            raise FloatingPointError(f"{self.metric} was {value} in every epoch")
+        return value
+
+
+def _earlier_same(trial: optuna.Trial, overrides: list[str]) -> FrozenTrial | None:
+    """The latest finished trial with this trial's params and overrides (so the same config)."""
+    finished = trial.study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
+    )
+    for t in reversed(finished):
+        if t.params == trial.params and t.user_attrs.get("overrides") == overrides:
+            return t
+    return None

@@ -1,0 +1,134 @@
+"""What a sweep leaves behind: ``trials.csv`` (with each failure's reason and each repeat's
+original), ``best.yaml`` (re-runnable), ``best_params.yaml``, two plots, and the summary."""
+
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import yaml
+from omegaconf import DictConfig
+from optuna.trial import FrozenTrial, TrialState
+
+from mlplab.config import compose_config, portable_yaml
+
+# A FAIL without a recorded reason: its worker never got to say why (heartbeat timed out).
+NO_REASON = "no reason recorded (its worker was killed or lost contact)"
+
+
+def print_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    value = "" if trial.value is None else f"{trial.value:.4g}"
+    seconds = trial.duration.total_seconds() if trial.duration else 0.0
+    params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+    same = trial.user_attrs.get("duplicate_of")
+    note = f"  (same params as trial {same}: not retrained)" if same is not None else ""
+    print(
+        f"trial {trial.number:>3} {trial.state.name:<8} {value:>9} {seconds:6.1f}s  {params}{note}",
+        flush=True,
+    )
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def trial_fail_reason(trial: FrozenTrial) -> str:
+    return trial.user_attrs.get("fail_reason") or NO_REASON
+
+
+def write_reports(study: optuna.Study, search: DictConfig, sweep_dir: Path) -> None:
+    """trials.csv, best.yaml, best_params.yaml, plots and a summary table."""
+    trials = study.get_trials(deepcopy=False)
+    if not trials:
+        return
+    df = study.trials_dataframe(attrs=("number", "state", "value", "params", "duration"))
+    df["duration"] = df["duration"].dt.total_seconds()
+    by_number = {t.number: t for t in trials}
+    duplicate_of = [by_number[n].user_attrs.get("duplicate_of") for n in df["number"]]
+    df["duplicate_of"] = pd.array(duplicate_of, dtype="Int64")
+    df["fail_reason"] = [
+        trial_fail_reason(by_number[n]) if by_number[n].state == TrialState.FAIL else None
+        for n in df["number"]
+    ]
+    df.to_csv(sweep_dir / "trials.csv", index=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if complete:
+        best = study.best_trial
+        (sweep_dir / "best.yaml").write_text(best_config_yaml(best.user_attrs["overrides"]))
+        best_params = {
+            "metric": search.metric,
+            "direction": search.direction,
+            "value": best.value,
+            "trial": best.user_attrs.get("duplicate_of", best.number),
+            "params": best.params,
+        }
+        (sweep_dir / "best_params.yaml").write_text(yaml.safe_dump(best_params, sort_keys=False))
+    _save_plots(study, len(complete), sweep_dir)
+    _print_summary(trials, search, sweep_dir)
+
+
+def best_config_yaml(overrides: list[str]) -> str:
+    """The best trial's train config as a primary config for
+    ``mlplab-train --config-dir <sweep_dir> --config-name best``: resolved, except that run dir
+    and run name stay interpolations, so a re-run writes a fresh ``logs/train/<run_id>/``."""
+    cfg = compose_config("train", [*overrides, "paths.output_dir=unused"])
+    header = (
+        "# The best trial's config from mlplab-sweep. Re-run it with\n"
+        "#   mlplab-train --config-dir <this dir> --config-name best [overrides...]\n"
+    )
+    return header + portable_yaml(cfg)
+
+
+def _save_plots(study: optuna.Study, n_complete: int, sweep_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as vis
+
+    plots = {"optimization_history.png": vis.plot_optimization_history}
+    if n_complete >= 2 and study.best_trial.params:
+        plots["param_importances.png"] = vis.plot_param_importances
+    else:
+        print("note: param_importances.png skipped (needs ≥ 2 complete trials)")
+    for name, plot in plots.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "experimental" warnings of optuna's plots
+                ax = plot(study)
+            ax.figure.savefig(sweep_dir / name, bbox_inches="tight", dpi=120)
+            plt.close(ax.figure)
+        except Exception as err:  # e.g. importances of a study where nothing varies
+            print(f"note: {name} skipped: {type(err).__name__}: {err}")
+
+
+def _print_summary(trials, search: DictConfig, sweep_dir: Path, top: int = 5) -> None:
+    """Counts by state, each failure reason with its trials, the top trials, the best."""
+    counts = {s: sum(t.state == s for t in trials) for s in TrialState}
+    line = ", ".join(f"{n} {s.name.lower()}" for s, n in counts.items() if n)
+    repeats = sum("duplicate_of" in t.user_attrs for t in trials)
+    if repeats:
+        line += f" ({repeats} repeated an earlier trial's params: not retrained)"
+    print(f"\n{len(trials)} trials: {line}")
+    failed = defaultdict(list)
+    for t in trials:
+        if t.state == TrialState.FAIL:
+            failed[trial_fail_reason(t)].append(str(t.number))
+    for reason, numbers in failed.items():
+        print(f"  failed {len(numbers)}× {reason}  (trials {', '.join(numbers)})")
+    complete = [
+        t for t in trials if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs
+    ]
+    if not complete:
+        print(f"no trial completed; see {sweep_dir / 'trials.csv'}")
+        return
+    ranked = sorted(complete, key=lambda t: t.value, reverse=search.direction == "maximize")
+    print(f"{'trial':>5}  {search.metric:>10}  params")
+    for t in ranked[:top]:
+        params = " ".join(f"{k}={_short(v)}" for k, v in t.params.items())
+        print(f"{t.number:>5}  {t.value:>10.4g}  {params}")
+    print(f"best: trial {ranked[0].number}; config: {sweep_dir / 'best.yaml'}")
+    print(f"re-run: mlplab-train --config-dir {sweep_dir} --config-name best")
