@@ -24,14 +24,13 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, mean_squared_error, r2_score, roc_auc_score
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-from mlplab.config import CONF_DIR
+from mlplab.config import compose_run
 from mlplab.run.build import build_callbacks, build_loggers, build_model, build_trainer
 from mlplab.run.console import silence_known_noise
 from mlplab.train import train as mlplab_train
@@ -43,16 +42,7 @@ TARGET_AUROC = 0.70
 
 
 def compose_experiment(name: str, output_dir: Path) -> DictConfig:
-    overrides = [
-        f"experiment={name}",
-        f"paths.output_dir={output_dir}",
-        "logger=csv",
-        "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false",
-        "seed=42",
-    ]
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=overrides)
+    return compose_run(output_dir, f"experiment={name}", "seed=42")
 
 
 def setup_data(cfg: DictConfig):

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-from hydra import compose, initialize_config_dir
+import torch
 from hydra.utils import instantiate
 from matplotlib import image as mpimg
 from omegaconf import DictConfig
 
-from mlplab.config import CONF_DIR
+from mlplab.config import compose_run
 from mlplab.figures.plots import (
     plot_gradient_variance,
     plot_loss_curves,
@@ -44,21 +44,16 @@ from mlplab.run.console import silence_known_noise
 from mlplab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-QUIET = [
-    "logger=csv",
-    "trainer.accelerator=cpu",  # the same figures on any machine
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "test=false",  # figures need the fit only
-]
+# The fit only; one thread and the CPU (QUIET): the same sums, the same PNG bytes on any
+# machine, so `make figures` leaves the committed figures as they are.
+EXTRA = ["test=false", "threads=1", "print_config=false"]
 NO_FIGURES = ("callbacks.learning_curves=null", "callbacks.decision_boundary=null")  # csv only
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adadelta", "adagrad", "rmsprop")
 LEARNING_RATES = {"lr_small": "lr = 1e-4", "lr_stable": "lr = 0.1", "lr_large": "lr = 20"}
 
 
 def compose_cfg(output_dir: Path, *overrides: str) -> DictConfig:
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=[f"paths.output_dir={output_dir}", *QUIET, *overrides])
+    return compose_run(output_dir, *EXTRA, *overrides)
 
 
 def run(runs_dir: Path, name: str, *overrides: str) -> Path:
@@ -161,6 +156,7 @@ def main() -> None:
     parser.add_argument("--optimizer-epochs", type=int, default=50)
     args = parser.parse_args()
     silence_known_noise()
+    torch.set_num_threads(1)  # gradient_noise runs outside train(): the same reductions there
     for name in ("lightning.pytorch", "lightning.fabric"):  # "GPU available: ..." etc.
         logging.getLogger(name).setLevel(logging.WARNING)
     start = time.perf_counter()

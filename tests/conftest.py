@@ -9,32 +9,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-import mlplab.config  # noqa: F401 — schema + resolvers
+from mlplab.config import QUIET, compose_run  # noqa: F401 — QUIET: for the tests' imports
 from mlplab.run.console import silence_known_noise
-from mlplab.train import CONF_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-# Fast, quiet, local: CSV logging only, no progress bar, CPU.
-QUIET = [
-    "logger=csv",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-]
 
 torch.set_num_threads(1)  # pytest-xdist runs one worker per core
 silence_known_noise()
 
 
 def compose_cfg(output_dir: Path, *overrides: str, quiet: bool = True) -> DictConfig:
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        return compose(
-            "train",
-            overrides=[f"paths.output_dir={output_dir}", *(QUIET if quiet else []), *overrides],
-        )
+    return compose_run(output_dir, *overrides, quiet=quiet)
 
 
 @pytest.fixture

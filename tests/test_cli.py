@@ -115,7 +115,7 @@ def test_rerunning_a_saved_config_makes_a_new_run_and_leaves_the_old_one_alone(t
     assert out.returncode == 0, out.stderr[-3000:]
     orig = tmp_path / "train" / "orig"
     before = {p: p.read_bytes() for p in orig.rglob("*") if p.is_file()}
-    out = run_cli("--config-dir", str(orig), "--config-name", "config", cwd=tmp_path)
+    out = run_cli(f"rerun={orig}", cwd=tmp_path)  # = --config-dir <orig> --config-name config
     assert out.returncode == 0, out.stderr[-3000:]
     assert {p: p.read_bytes() for p in orig.rglob("*") if p.is_file()} == before
     new_dir = Path(out.stdout.split("run dir: ")[1].split()[0])

@@ -144,6 +144,8 @@ CASES = [
     ("val-frac", "train", ["data.val_fraction=1.5"], "data.val_fraction=1.5 is invalid", 2),
     ("fractions", "train", ["data.test_fraction=0.85"], "data.test_fraction", 2),
     ("group-0", "train", ["model.group_batches=0"], "model.group_batches=0 is invalid", 2),
+    ("rerun-no-run", "train", ["rerun={root}"], "rerun=", 2),
+    ("rerun-twice", "train", ["rerun={root}", "rerun={root}"], "given 2 times", 2),
     ("eval-batch", "train", ["data.eval_batch_size=0"], "data.eval_batch_size=0", 2),
     ("source", "train", ["data.source=nope"], "data.source='nope' is invalid", 2),
     ("tiny-data", "train", ["data.options.n_samples=2"], "split of 2 rows empty", 2),

@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from mlplab.config import CONF_DIR, compose_config
 from mlplab.data.io import write_table
 from mlplab.evaluate import evaluate
 from mlplab.predict import predict, predict_frame, with_predictions
 from mlplab.run.checkpoint import load_checkpoint
-from mlplab.train import CONF_DIR, train
+from mlplab.train import train
 from tests.conftest import ROOT, compose_cfg, run_cli
 
 DATASETS = sorted(
@@ -41,8 +41,7 @@ FAST = [
 
 
 def entry_cfg(name: str, *overrides: str):
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        return compose(name, overrides=list(overrides))
+    return compose_config(name, overrides)
 
 
 def train_run(out: Path, *overrides: str) -> dict:
@@ -85,7 +84,9 @@ def assert_parity(run: dict, rows: pd.DataFrame, path: Path) -> None:
             f"batch_size={batch_size}",
         )
     )
-    want = with_predictions(rows, predict_frame(model, x_test, batch_size), pre.task, pre.classes)
+    want = with_predictions(
+        rows, predict_frame(model, x_test, batch_size, pre), pre.task, pre.classes
+    )
     columns = [c for c in want.columns if c == "prediction" or c.startswith("prob_")]
     assert columns and len(got) == len(rows)
     pd.testing.assert_frame_equal(

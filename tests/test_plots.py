@@ -203,3 +203,21 @@ def test_figure_titles_say_what_was_trained():
     model = MLPModule(2, 1, "binary", hidden_sizes=[8], dropout=0.2, optimizer=adam)
     assert describe_model(model) == "hidden [8], relu activation, dropout 0.2, weight decay 0.001"
     assert describe_model(MLPModule(2, 1, "binary")) == "hidden [], relu activation"
+
+
+@pytest.mark.slow
+def test_make_figures_reproduces_the_committed_figures(tmp_path):
+    """`make figures` leaves the git tree clean: every PNG comes out byte for byte the same."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    script = root / "scripts" / "make_figures.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--out", str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    committed = sorted((root / "docs" / "figures").glob("*.png"))
+    assert len(committed) == 10
+    for path in committed:
+        assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name

@@ -7,19 +7,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
+from mlplab.config import compose_config
 from mlplab.data.toy import make_grades, make_pass_fail
 from mlplab.errors import ConfigError
 from mlplab.evaluate import evaluate
 from mlplab.predict import predict
-from mlplab.train import CONF_DIR, train
+from mlplab.train import train
 from tests.conftest import run_cli
 
 
 def entry_cfg(name: str, *overrides: str):
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        return compose(name, overrides=list(overrides))
+    return compose_config(name, overrides)
 
 
 @pytest.fixture(scope="module")

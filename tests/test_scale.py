@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from mlplab.config import compose_config
 from mlplab.sweep.multirun import summarize
-from mlplab.train import CONF_DIR
 from tests.conftest import ROOT, run_cli
 
 TINY = [
@@ -101,13 +100,8 @@ def test_failed_job_shows_in_the_summary_of_a_failed_sweep(tmp_path):
 
 
 def _compose_launcher(name: str, *overrides: str):
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[f"hydra/launcher={name}", "run_name=sw", *overrides],
-            return_hydra_config=True,
-        )
-    return cfg
+    overrides = [f"hydra/launcher={name}", "run_name=sw", *overrides]
+    return compose_config("train", overrides, return_hydra_config=True)
 
 
 def test_local_launcher_is_joblib_with_two_jobs():
@@ -171,8 +165,7 @@ def test_submitit_local_launcher_runs_a_job(tmp_path):
 
 
 def test_multinode_trainer_composes():
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["trainer=multinode", "run_name=x"])
+    cfg = compose_config("train", ["trainer=multinode", "run_name=x"])
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.num_nodes == 2
     assert cfg.trainer.accelerator == "gpu" and cfg.trainer._target_ == "lightning.pytorch.Trainer"
 
@@ -201,8 +194,7 @@ def test_ddp_test_metrics_equal_a_single_process_evaluation(tmp_path):
     datamodule.setup("test")
     n_test = sum(len(batch[0]) for batch in datamodule.test_dataloader())
     assert n_test % 2 == 1  # uneven across 2 ranks: the case that double counts if done wrong
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        cfg = compose("eval", overrides=[f"ckpt_path={ckpt}", "accelerator=cpu"])
+    cfg = compose_config("eval", [f"ckpt_path={ckpt}", "accelerator=cpu"])
     single = evaluate(cfg)
     ddp = _metrics(run_dir)
     for key in ("test/acc", "test/loss", "test/auroc"):

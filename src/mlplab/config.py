@@ -113,6 +113,22 @@ def compose_config(
         )
 
 
+# A run started by a script, a test or a notebook: CSV logging only, no progress bar, CPU.
+QUIET = (
+    "logger=csv",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+)
+
+
+def compose_run(output_dir: str | Path, *overrides: str, quiet: bool = True) -> DictConfig:
+    """The train config of a run writing into ``output_dir`` (``QUIET`` first unless
+    ``quiet=False``, then ``overrides``): what scripts and tests pass to ``train(cfg)``."""
+    head = [f"paths.output_dir={output_dir}", *(QUIET if quiet else ())]
+    return compose_config("train", [*head, *overrides])
+
+
 def portable_yaml(cfg: DictConfig, header: str = "") -> str:
     """``cfg`` resolved, as a primary config that re-runs with
     ``mlplab-train --config-dir <its folder> --config-name <its name>``.

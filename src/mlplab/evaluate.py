@@ -31,11 +31,18 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from mlplab.data.batches import BatchIterator
     from mlplab.data.io import read_table
     from mlplab.run.build import instantiate_checked
-    from mlplab.run.checkpoint import load_checkpoint
+    from mlplab.run.checkpoint import has_step, load_checkpoint
 
     silence_known_noise()
     check(cfg.split in EVAL_SPLITS, "split", cfg.split, f"expected one of {list(EVAL_SPLITS)}")
     model, datamodule = load_checkpoint(cfg.ckpt_path)
+    step = "validation_step" if cfg.split == "val" else "test_step"
+    check(
+        has_step(model, step),
+        "split",
+        cfg.split,
+        f"a split the model can score: {type(model).__name__} has no {step}",
+    )
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=1,

@@ -23,10 +23,12 @@ from mlplab.run.preflight import normalize_argv, preflight
 
 
 @torch.inference_mode()
-def predict_frame(model, features: torch.Tensor, batch_size: int) -> torch.Tensor:
+def predict_frame(model, features: torch.Tensor, batch_size: int, preprocessor) -> torch.Tensor:
     """Model predictions (probabilities or real-unit values) for (N, D) features."""
+    from mlplab.models.outputs import predictions
+
     parts = [
-        model.predictions(model(features[i : i + batch_size]))
+        predictions(model, model(features[i : i + batch_size]), preprocessor)
         for i in range(0, len(features), batch_size)
     ]
     return torch.cat(parts) if parts else torch.empty(0)
@@ -52,7 +54,7 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
     model, datamodule = load_checkpoint(cfg.ckpt_path)
     pre = datamodule.preprocessor
     df = read_table(cfg.input, key="input")
-    out = predict_frame(model, pre.features(df), cfg.batch_size)
+    out = predict_frame(model, pre.features(df), cfg.batch_size, pre)
     result = with_predictions(df, out, pre.task, pre.classes)
     write_table(result, cfg.output)
     return result

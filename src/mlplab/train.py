@@ -1,4 +1,5 @@
-"""Train an MLP: ``mlplab-train [experiment=NAME] [overrides...]`` (or ``python -m mlplab.train``).
+"""Train an MLP: ``mlplab-train [experiment=NAME] [overrides...]`` (or ``python -m mlplab.train``);
+``mlplab-train rerun=<run dir> [overrides...]`` runs a past run's saved config again.
 
 seed → data → model → callbacks, loggers → trainer → run info → fit → test(best) → metrics
 
@@ -29,7 +30,7 @@ from mlplab.run.console import (
 )
 from mlplab.run.preflight import normalize_argv, preflight
 from mlplab.run.provenance import write_run_info
-from mlplab.run.rundir import RunLock, check_run_dir, process_rank, remove_stub
+from mlplab.run.rundir import RunLock, check_run_dir, expand_rerun, process_rank, remove_stub
 from mlplab.sweep.multirun import ERROR_FILE
 
 
@@ -45,7 +46,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
 
     from mlplab.run import build
-    from mlplab.run.checkpoint import check_resumable, check_weights_only
+    from mlplab.run.checkpoint import check_resumable, check_weights_only, has_step
     from mlplab.run.threads import apply_threads
     from mlplab.run.trackers import finish_trackers
 
@@ -70,13 +71,20 @@ def train(cfg: DictConfig) -> dict[str, float]:
             check_resumable(ckpt, str(ckpt_path), model, datamodule)
         resumed_epoch = ckpt.get("epoch") if ckpt is not None else None
         callbacks = build.build_callbacks(cfg)
-        trainer = build.build_trainer(cfg, callbacks, build.build_loggers(cfg, resumed_epoch))
+        loggers = build.build_loggers(cfg, resumed_epoch)
+        trainer = build.build_trainer(cfg, callbacks, loggers, model)
         failed = True
         try:
             if rank0:
                 if cfg.get("print_config", True):
                     print_config(cfg, output_dir)
                 print(describe_run(datamodule, model, trainer, threads, _experiment()), flush=True)
+                for group in build.unused_groups(cfg):
+                    print(
+                        f"note: {type(model).__name__} takes no {group} argument: its own "
+                        f"configure_optimizers decides, {group}= is not used",
+                        flush=True,
+                    )
                 info = write_run_info(cfg, output_dir)
                 # Loggers get the whole resolved config and the provenance, not only hparams.
                 for logger in trainer.loggers:
@@ -85,7 +93,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             if rank0:
                 _say_why_it_stopped(trainer)
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-            if cfg.get("test"):
+            if cfg.get("test") and not has_step(model, "test_step"):
+                print(f"test: skipped, {type(model).__name__} has no test_step", flush=True)
+            elif cfg.get("test"):
                 best = build.best_checkpoint(trainer)
                 trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
                 metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
@@ -170,7 +180,8 @@ def _run(cfg: DictConfig) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """``mlplab-train``: check the command line, then let Hydra run it."""
-    argv = normalize_argv(sys.argv[1:] if argv is None else argv)
+    with clean_exit():
+        argv = normalize_argv(expand_rerun(sys.argv[1:] if argv is None else argv))
     # DDP ranks > 0 re-run this command line: rank 0 has checked it and holds the run dir.
     if process_rank() == 0:
         with clean_exit():

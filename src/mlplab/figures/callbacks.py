@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 
 from mlplab.figures.plots import plot_decision_boundary, plot_learning_curves
+from mlplab.models.outputs import predictions
 
 
 def log_image(trainer: L.Trainer, key: str, path: Path) -> None:
@@ -211,7 +212,7 @@ def _predictor(pl_module: L.LightningModule, pre):
         pl_module.eval()  # dropout off
         try:
             x = pre.features(frame).to(pl_module.device)  # (M, 2) standardized
-            return pl_module.predictions(pl_module(x)).cpu().numpy()
+            return predictions(pl_module, pl_module(x), pre).cpu().numpy()
         finally:
             pl_module.train(was_training)
 

@@ -3,12 +3,13 @@ the checkpoint to resume from. ``mlplab.train.train`` calls these in order."""
 
 from __future__ import annotations
 
+import inspect
 import secrets
 from pathlib import Path
 
 import lightning as L
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
 from lightning.pytorch.loggers import WandbLogger
@@ -45,27 +46,66 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     return instantiate_checked(cfg.data, _convert_="all")
 
 
-def build_model(cfg: DictConfig, datamodule) -> L.LightningModule:
-    """The model config plus what only the data knows (sizes, task, target scaling)."""
+def model_arguments(cfg: DictConfig, datamodule) -> dict:
+    """What only the data and the other config groups know, for the model's constructor."""
     pre = datamodule.preprocessor
     trainer_cfg = cfg.trainer
-    return instantiate_checked(
-        cfg.model,
-        _recursive_=False,  # optimizer/scheduler stay plain dicts, built in configure_optimizers
-        _convert_="all",
-        in_features=datamodule.in_features,
-        out_features=datamodule.out_features,
-        task=datamodule.task,
-        optimizer=container(cfg.optimizer),
-        scheduler=container(cfg.get("scheduler")) or None,
-        # Clipping is configured on the trainer, as in any Lightning project, but done by
-        # the module: Lightning refuses Trainer(gradient_clip_val) under manual optimization.
-        gradient_clip_val=float(trainer_cfg.get("gradient_clip_val") or 0.0),
-        gradient_clip_algorithm=trainer_cfg.get("gradient_clip_algorithm") or "norm",
-        target_mean=pre.target_mean,
-        target_std=pre.target_std,
-        class_weights=datamodule.class_weights,
+    return {
+        "in_features": datamodule.in_features,
+        "out_features": datamodule.out_features,
+        "task": datamodule.task,
+        "optimizer": container(cfg.optimizer),
+        "scheduler": container(cfg.get("scheduler")) or None,
+        # Clipping is configured on the trainer, as in any Lightning project; a module with
+        # manual optimization does it itself (Lightning refuses Trainer(gradient_clip_val)).
+        "gradient_clip_val": float(trainer_cfg.get("gradient_clip_val") or 0.0),
+        "gradient_clip_algorithm": trainer_cfg.get("gradient_clip_algorithm") or "norm",
+        "target_mean": pre.target_mean,
+        "target_std": pre.target_std,
+        "class_weights": datamodule.class_weights,
+    }
+
+
+def accepted(cls: type, arguments: dict) -> tuple[dict, list[str]]:
+    """The arguments ``cls(...)`` takes (all of them with ``**kwargs``), and the rest."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return dict(arguments), []
+    names = {p.name for p in params}
+    return {k: v for k, v in arguments.items() if k in names}, [
+        k for k in arguments if k not in names
+    ]
+
+
+def model_class(cfg: DictConfig) -> type:
+    target = cfg.model.get("_target_")
+    check(isinstance(target, str) and target, "model._target_", target, "a LightningModule class")
+    try:
+        cls = get_class(target)
+    except Exception as err:  # noqa: BLE001 — a typo, a missing package: say which
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"model._target_={target!r} can't be imported: {first}") from None
+    check(
+        isinstance(cls, type) and issubclass(cls, L.LightningModule),
+        "model._target_",
+        target,
+        "a LightningModule subclass",
     )
+    return cls
+
+
+def build_model(cfg: DictConfig, datamodule) -> L.LightningModule:
+    """The model config plus what only the data knows (sizes, task, target scaling): only
+    the arguments the model's constructor accepts, so any LightningModule can be used."""
+    kwargs, _ = accepted(model_class(cfg), model_arguments(cfg, datamodule))
+    # _recursive_=False: optimizer/scheduler stay plain dicts, built in configure_optimizers.
+    return instantiate_checked(cfg.model, _recursive_=False, _convert_="all", **kwargs)
+
+
+def unused_groups(cfg: DictConfig) -> list[str]:
+    """Config groups a brought model doesn't take (it configures its own optimizer, ...)."""
+    _, rest = accepted(model_class(cfg), {"optimizer": 1, "scheduler": 1})
+    return [g for g in rest if cfg.get(g)]
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
@@ -126,10 +166,15 @@ TRAINER_CHECKS = {
 }
 
 
-def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
+def build_trainer(
+    cfg: DictConfig, callbacks: list, loggers: list, model: L.LightningModule | None = None
+) -> L.Trainer:
+    """The configured Trainer. Gradient clipping stays with it for a module with automatic
+    optimization; a module with manual optimization was given the clipping settings."""
     trainer_cfg = container(cfg.trainer)
-    for key in CLIP_KEYS:
-        trainer_cfg.pop(key, None)
+    if model is None or not model.automatic_optimization:
+        for key in CLIP_KEYS:
+            trainer_cfg.pop(key, None)
     for key, (ok, allowed) in TRAINER_CHECKS.items():
         if key in trainer_cfg:
             check(ok(trainer_cfg[key]), f"trainer.{key}", trainer_cfg[key], allowed)

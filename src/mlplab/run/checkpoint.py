@@ -20,6 +20,7 @@ import lightning as L
 import torch
 from hydra.utils import get_class
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from mlplab.errors import ConfigError
 
@@ -140,6 +141,11 @@ def load_checkpoint(path: str | Path) -> tuple[L.LightningModule, L.LightningDat
     datamodule = data_cls(**data_hparams)
     datamodule.load_state_dict(state)
     return model, datamodule
+
+
+def has_step(model: L.LightningModule, name: str) -> bool:
+    """Whether the module defines ``test_step`` / ``validation_step`` (a brought one may not)."""
+    return is_overridden(name, model, L.LightningModule)
 
 
 def _load_class(name: str, path) -> type:

@@ -3,7 +3,8 @@
 - ``check_run_dir``: refuse to start in a dir that already holds another run (unless
   ``resume=auto`` asks to continue it) or that a live process is writing;
 - ``RunLock``: held by the process writing the run dir, for as long as it runs;
-- ``remove_stub``: a run that failed before writing anything leaves no dir behind.
+- ``remove_stub``: a run that failed before writing anything leaves no dir behind;
+- ``expand_rerun``: ``rerun=<run dir>`` runs that dir's saved config again, in a new dir.
 """
 
 from __future__ import annotations
@@ -22,6 +23,30 @@ except ImportError:  # pragma: no cover
     fcntl = None
 
 LOCK_NAME = ".lock"
+RERUN_FLAGS = ("--config-dir", "-cd", "--config-name", "-cn")
+
+
+def expand_rerun(argv: list[str]) -> list[str]:
+    """``rerun=<run dir> [overrides]`` → ``--config-dir <run dir> --config-name config
+    [overrides]``: the run's resolved ``config.yaml`` again (its output dir and run name are
+    interpolations, so the re-run gets a new dir and the old run is left as it was)."""
+    given = [a for a in argv if a.startswith("rerun=")]
+    if not given:
+        return list(argv)
+    value = given[-1].split("=", 1)[1]
+    if len(given) > 1:
+        raise ConfigError(f"rerun={value} is given {len(given)} times: give one run dir")
+    clash = [a for a in argv if a.split("=", 1)[0] in RERUN_FLAGS]
+    if clash:
+        raise ConfigError(f"rerun={value} names the config itself: drop {clash[0]}")
+    run_dir = Path(value).expanduser()
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(
+            f"rerun={value} is invalid: expected a run dir holding the config.yaml that "
+            "mlplab-train writes (e.g. logs/train/<run name>)"
+        )
+    rest = [a for a in argv if not a.startswith("rerun=")]
+    return ["--config-dir", str(run_dir.resolve()), "--config-name", "config", *rest]
 
 
 def _is_stub(path: Path) -> bool:
