@@ -1,0 +1,1 @@
+"""Population training: K same-architecture MLPs trained at once as stacked tensors."""

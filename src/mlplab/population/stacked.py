@@ -1,0 +1,233 @@
+"""``StackedMLP``: K MLPs of one architecture trained at once, one stacked tensor per parameter.
+
+Population training (a seed or hyperparameter sweep in one process) keeps the member index first
+in every parameter: layer l has weights ``W_l`` (K, in, out) and biases ``b_l`` (K, 1, out), and
+one batched matmul computes all members, ``a_l = g(baddbmm(b_l, a_{l-1}, W_l))``. Member k is
+exactly the MLP that ``mlplab-train seed=s_k`` would build and train:
+
+- initial weights: those of ``MLP(...)`` built right after seeding torch with ``s_k``;
+- mini-batches: the rows ``BatchIterator(seed=s_k)`` yields in each epoch (``member_batches``);
+- losses and penalties: ``MLPModule.loss`` / ``l1_penalty`` per member (``member_losses``);
+- ``member(k)`` gives it back as a plain ``MLP`` whose state_dict loads into ``MLPModule.net``.
+
+Because member losses are summed before backward, member k's gradient is its own loss's
+gradient: ``∂(Σ_j J_j)/∂W_k = ∂J_k/∂W_k``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mlplab.data.batches import BatchIterator
+from mlplab.data.spec import TASKS
+from mlplab.errors import check
+from mlplab.models.dense import ACTIVATIONS, Dense
+from mlplab.models.mlp import MLP, TORCH_ACTIVATIONS
+
+_ACTIVATION_NAMES = {cls: name for name, cls in TORCH_ACTIVATIONS.items()}
+
+
+def _seeded_mlp(seed: int, *args, dropout: float) -> MLP:
+    """``MLP(*args)`` initialised as after ``torch.manual_seed(seed)`` (what
+    ``lightning.seed_everything`` does before ``mlplab.train`` builds the model), without
+    touching the caller's random state. Only the CPU generator is seeded: nn.Linear draws its
+    init there, and seeding CUDA generators here would be a side effect the fork cannot undo."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        return MLP(*args, dropout=dropout, layer="torch")
+
+
+def _linears(mlp: MLP) -> list[nn.Linear]:
+    scratch = any(isinstance(m, Dense) for m in mlp.modules())
+    check(not scratch, "model.layer", "scratch", "StackedMLP stacks layer=torch members only")
+    return [m for m in mlp.modules() if isinstance(m, nn.Linear)]
+
+
+def _architecture(mlp: MLP) -> dict:
+    """The constructor arguments of a torch-layer ``MLP``, read back from its modules."""
+    linears = _linears(mlp)
+    acts = [type(m) for m in mlp.modules() if type(m) in _ACTIVATION_NAMES]
+    drops = [m.p for m in mlp.modules() if isinstance(m, nn.Dropout)]
+    return {
+        "in_features": linears[0].in_features,
+        "hidden_sizes": [lin.out_features for lin in linears[:-1]],
+        "out_features": linears[-1].out_features,
+        # hidden layers with identity have no activation module; a perceptron has no hidden one
+        "activation": _ACTIVATION_NAMES[acts[0]] if acts else "identity",
+        "dropout": drops[0] if drops else 0.0,
+    }
+
+
+class StackedMLP(nn.Module):
+    """K same-architecture MLPs as one module; parameters are stacked leaves, member index first.
+
+    Hidden layer l of member k: ``a = g(a W_l[k] + b_l[k])``, then inverted dropout
+    ``a ← a · m / (1 − p_k)`` with ``m ~ Bernoulli(1 − p_k)`` in training mode.
+
+    Args:
+        in_features, hidden_sizes, out_features, activation: see ``MLP`` (shared by all).
+        dropout: one rate for all members, or one per member, each in [0, 1).
+        seeds: member k starts from the weights an ``MLP`` gets under ``seeds[k]``; K = len.
+        layer: ``torch`` only (``nn.Linear``'s parametrization and init).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_sizes: list[int],
+        out_features: int,
+        activation: str = "relu",
+        dropout: float | Sequence[float] = 0.0,
+        seeds: Sequence[int] = (0,),
+        layer: str = "torch",
+    ) -> None:
+        super().__init__()
+        check(layer == "torch", "model.layer", layer, "StackedMLP supports 'torch' only")
+        seeds = list(seeds)
+        check(len(seeds) >= 1, "population.seeds", seeds, "at least one seed")
+        rates = [dropout] * len(seeds) if isinstance(dropout, int | float) else list(dropout)
+        rates = [float(p) if isinstance(p, torch.Tensor) else p for p in rates]
+        check(
+            len(rates) == len(seeds), "model.dropout", dropout, f"{len(seeds)} rates (one per seed)"
+        )
+        args = (in_features, list(hidden_sizes), out_features, activation)
+        # MLP validates every value (naming the config key); its init is the members' init.
+        members = [_seeded_mlp(s, *args, dropout=p) for s, p in zip(seeds, rates, strict=True)]
+        layers = [_linears(m) for m in members]
+        self.weights = nn.ParameterList(
+            torch.stack([lin.weight.detach().T for lin in layer_k]).contiguous()  # (K, in, out)
+            for layer_k in zip(*layers, strict=True)
+        )
+        self.biases = nn.ParameterList(
+            torch.stack([lin.bias.detach()[None] for lin in layer_k])  # (K, 1, out)
+            for layer_k in zip(*layers, strict=True)
+        )
+        # Fixed at construction: the buffer (K,) follows the device; the floats give member(k)
+        # its exact rate back (float32 would turn 0.3 into 0.30000001).
+        self.rates = [float(p) for p in rates]
+        self.register_buffer("dropout", torch.tensor(rates, dtype=torch.float32))  # (K,)
+        self.has_dropout = any(p > 0 for p in rates)  # skip drawing masks when none drop
+        self.in_features, self.out_features = in_features, out_features
+        self.hidden_sizes, self.activation = list(hidden_sizes), activation
+        self.g = ACTIVATIONS[activation]
+
+    @property
+    def k(self) -> int:
+        """Number of members K."""
+        return self.weights[0].shape[0]
+
+    @classmethod
+    def from_members(cls, members: Sequence[MLP]) -> StackedMLP:
+        """Stack torch-layer MLPs of one architecture (their dropout rates may differ)."""
+        check(len(members) >= 1, "members", members, "at least one MLP")
+        archs = [_architecture(m) for m in members]
+        shared = [{k: v for k, v in a.items() if k != "dropout"} for a in archs]
+        check(all(s == shared[0] for s in shared), "members", shared, "one architecture")
+        rates = [a["dropout"] for a in archs]
+        # Seeds are placeholders: every weight is overwritten below.
+        stacked = cls(**shared[0], dropout=rates, seeds=[0] * len(members))
+        layers = [_linears(m) for m in members]
+        stacked.to(device=layers[0][0].weight.device, dtype=layers[0][0].weight.dtype)
+        with torch.no_grad():
+            stacks = zip(stacked.weights, stacked.biases, zip(*layers, strict=True), strict=True)
+            for w, b, layer_k in stacks:
+                w.copy_(torch.stack([lin.weight.T for lin in layer_k]))
+                b.copy_(torch.stack([lin.bias[None] for lin in layer_k]))
+        return stacked
+
+    def member(self, k: int) -> MLP:
+        """Member k as a plain ``MLP`` (same device and dtype, weights copied, not shared)."""
+        check(-self.k <= k < self.k, "member", k, f"an index in [0, {self.k})")
+        args = (self.in_features, self.hidden_sizes, self.out_features, self.activation)
+        mlp = _seeded_mlp(0, *args, dropout=self.rates[k])  # init overwritten below
+        mlp.to(device=self.weights[0].device, dtype=self.weights[0].dtype)
+        with torch.no_grad():
+            for lin, w, b in zip(_linears(mlp), self.weights, self.biases, strict=True):
+                lin.weight.copy_(w[k].T)
+                lin.bias.copy_(b[k, 0])
+        return mlp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(K, B, in) → (K, B, out); a (B, in) input is shared by all members."""
+        h = x.expand(self.k, *x.shape) if x.ndim == 2 else x
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = torch.baddbmm(b, h, w)  # (K, B, in) @ (K, in, out) + (K, 1, out)
+            if i < last:
+                h = self.g(h)
+                if self.training and self.has_dropout:
+                    p = self.dropout.to(h)[:, None, None]  # (K, 1, 1)
+                    # rand ∈ [0, 1) is always ≥ 0: p = 0 keeps every unit and divides by 1.
+                    h = h * (torch.rand_like(h) >= p) / (1 - p)
+        return h
+
+    def l1_penalty(self) -> torch.Tensor:
+        """(K,) ``Σ|w|`` over each member's weight matrices, not biases (``MLPModule``)."""
+        return sum(w.abs().sum(dim=(1, 2)) for w in self.weights)
+
+    def l2_penalty(self) -> torch.Tensor:
+        """(K,) ``½ Σ w²`` over all of each member's parameters, biases included.
+
+        In mlplab L2 is the optimizer's coupled ``weight_decay`` λ (``conf/regularization/
+        l2.yaml``), which adds ``λ w`` to every parameter's gradient; ``λ · l2_penalty()``
+        added to the loss has exactly that gradient. AdamW's decoupled decay is not a loss
+        term: it belongs to the optimizer.
+        """
+        params = [*self.weights, *self.biases]
+        return sum(p.square().sum(dim=(1, 2)) for p in params) / 2
+
+
+def member_losses(
+    out: torch.Tensor,
+    y: torch.Tensor,
+    task: str,
+    class_weights: Sequence[float] | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(K,) each member's mean loss on its batch, as ``MLPModule.loss`` computes it.
+
+    - binary: ``J = −1/B Σ w·y·log σ(z) + (1−y)·log(1−σ(z))``, w = ``class_weights[0]``
+      (pos_weight) on positives, 1 without weights;
+    - multiclass: cross-entropy ``Σ w_y ℓ / Σ w_y`` (the mean over rows without weights);
+    - regression: ``1/B Σ (y − ŷ)²``.
+
+    Args:
+        out: (K, B, out_features) outputs of ``StackedMLP``.
+        y: (K, B) targets: float for binary/regression, long class ids for multiclass.
+        task: ``binary``, ``multiclass`` or ``regression``.
+        class_weights: per class (binary: ``[pos_weight]``), shared by all members, or None.
+    """
+    check(task in TASKS, "task", task, f"expected one of {list(TASKS)}")
+    w = None if class_weights is None else torch.as_tensor(class_weights).to(out)
+    if task == "binary":
+        rows = F.binary_cross_entropy_with_logits(
+            out.squeeze(-1), y, pos_weight=w, reduction="none"
+        )
+        return rows.mean(dim=1)
+    if task == "multiclass":
+        rows = F.cross_entropy(out.transpose(1, 2), y, weight=w, reduction="none")  # (K, B)
+        return rows.mean(dim=1) if w is None else rows.sum(dim=1) / w[y].sum(dim=1)
+    return F.mse_loss(out.squeeze(-1), y, reduction="none").mean(dim=1)
+
+
+def member_batches(
+    n_rows: int, batch_size: int, seeds: Sequence[int], epoch: int
+) -> list[torch.Tensor]:
+    """Row indices of one training epoch per member: a list of (K, B) LongTensors.
+
+    Row k of batch i holds the rows of the i-th batch that ``BatchIterator(..., shuffle=True,
+    seed=seeds[k])`` yields after ``set_epoch(epoch)``, on one device (no DDP sharding). All
+    members see every row once per epoch, so the last (partial) batch has one size for all.
+    Gather with ``x[index]`` → (K, B, D).
+    """
+    check(batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
+    perms = []
+    for seed in seeds:
+        # BatchIterator._index is private: reusing it keeps one definition of the shuffle.
+        it = BatchIterator(torch.empty(n_rows, 0), torch.empty(n_rows), batch_size, True, seed)
+        it.set_epoch(epoch)
+        perms.append(it._index())
+    return list(torch.stack(perms).split(batch_size, dim=1))  # (K, N) → [(K, B), ...]
