@@ -16,6 +16,8 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from mlplab.data import SOURCES, tabular
+from mlplab.data import flights as flights_loader
+from mlplab.data.flights import load_flights
 from mlplab.data.io import write_table
 from mlplab.data.tabular import (
     load_breast_cancer,
@@ -23,7 +25,6 @@ from mlplab.data.tabular import (
     load_csv,
     load_diabetes,
     load_digits,
-    load_flights,
     load_penguins,
     load_wine,
 )
@@ -72,8 +73,9 @@ def test_loader_shape_task_and_classes(loader, task, rows, classes):
 
 
 def test_sources_registered():
-    for name in ("flights", "penguins", "breast_cancer", "wine", "digits", "diabetes", "cars"):
+    for name in ("penguins", "breast_cancer", "wine", "digits", "diabetes", "cars"):
         assert SOURCES[name] is getattr(tabular, f"load_{name}")
+    assert SOURCES["flights"] is load_flights
     assert SOURCES["csv"] is load_csv
 
 
@@ -154,7 +156,7 @@ def test_flights_cache_hit_is_identical_and_does_not_rebuild(flights, monkeypatc
     def no_rebuild(*args, **kwargs):
         raise AssertionError("a cache hit must not prepare the table again")
 
-    monkeypatch.setattr(tabular, "_prepare_flights", no_rebuild)
+    monkeypatch.setattr(flights_loader, "_prepare_flights", no_rebuild)
     again, _ = load_flights(sample=0.02, cache_dir=str(flights["cache"]))
     assert_frame_equal(again, flights["cold"])
     files = os.listdir(flights["cache"])
@@ -181,13 +183,13 @@ def test_flights_rejects_bad_sample(sample, tmp_path):
 def test_cache_key_follows_sources_and_version(tmp_path, monkeypatch):
     source = tmp_path / "data.csv"
     source.write_text("a\n1\n")
-    first = tabular._cache_path("x", (source,), str(tmp_path))
-    assert tabular._cache_path("x", (source,), str(tmp_path)) == first
-    monkeypatch.setattr(tabular, "LOADER_VERSION", tabular.LOADER_VERSION + 1)
-    assert tabular._cache_path("x", (source,), str(tmp_path)) != first
+    first = flights_loader._cache_path("x", (source,), str(tmp_path))
+    assert flights_loader._cache_path("x", (source,), str(tmp_path)) == first
+    monkeypatch.setattr(flights_loader, "LOADER_VERSION", flights_loader.LOADER_VERSION + 1)
+    assert flights_loader._cache_path("x", (source,), str(tmp_path)) != first
     monkeypatch.undo()
     source.write_text("a\n1\n2\n")  # new size (and mtime)
-    assert tabular._cache_path("x", (source,), str(tmp_path)) != first
+    assert flights_loader._cache_path("x", (source,), str(tmp_path)) != first
 
 
 def test_killed_cache_write_keeps_old_file(tmp_path, monkeypatch):

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from mlplab.data import TabularDataModule
+from mlplab.data.cells import MISSING, NA_STRINGS, canonical
 from mlplab.data.io import read_table, write_table
-from mlplab.data.preprocess import MISSING, NA_STRINGS, Preprocessor, canonical
+from mlplab.data.preprocess import Preprocessor
 from mlplab.data.sources import SOURCES
 from mlplab.data.spec import TableSpec
 from mlplab.errors import ConfigError

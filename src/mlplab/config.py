@@ -48,6 +48,7 @@ class TrainConfig:
     task_name: str = "train"
     run_name: str = MISSING
     seed: int = 42
+    seeds: Any = None  # N: train seeds seed, seed+1, ..., seed+N-1 as one population
     threads: Any = "auto"
     print_config: bool = True
     ckpt_path: str | None = None

@@ -20,7 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from mlplab.config import CONF_DIR
-from mlplab.errors import DivergedError, clean_exit, fail, user_error
+from mlplab.errors import DivergedError, check, clean_exit, fail, user_error
 from mlplab.run.console import (
     describe_run,
     one_console_handler,
@@ -57,6 +57,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if rank0:
         check_run_dir(output_dir, cfg.get("resume"))
     with RunLock(output_dir) if rank0 else nullcontext():
+        if cfg.get("seeds") is not None:
+            return train_seeds(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         ckpt_path, ckpt = build.resume_checkpoint(cfg)
         datamodule = build.build_datamodule(cfg)
@@ -103,6 +105,33 @@ def train(cfg: DictConfig) -> dict[str, float]:
         finally:
             finish_trackers(failed)
     return metrics
+
+
+def train_seeds(cfg: DictConfig) -> dict[str, float]:
+    """``seeds=N``: seeds ``seed … seed+N−1`` of this config as one population (weights, split
+    and shuffle differ); each is a run dir inside this one. Returns mean and std per metric."""
+    from mlplab.population.run import mean_and_std, train_population
+
+    n = cfg.seeds
+    check(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 1,
+        "seeds",
+        n,
+        "an integer >= 1 (the number of seeds trained as one population)",
+    )
+    members = []
+    for i in range(n):
+        member = cfg.copy()
+        member.seed = cfg.seed + i
+        member.seeds = None
+        members.append(member)
+    summary = train_population(members, cfg.paths.output_dir)
+    failed = summary[summary.status == "diverged"]
+    ok = len(summary) - len(failed)
+    print(f"population: {ok} of {len(summary)} seeds trained ({cfg.seed}..{cfg.seed + n - 1})")
+    for _, row in failed.iterrows():
+        print(f"  member {row.member} (seed {row.seed}): {row.error}", flush=True)
+    return mean_and_std(summary)
 
 
 def _container(node) -> dict:
@@ -174,7 +203,10 @@ def _run(cfg: DictConfig) -> None:
     if process_rank() == 0:
         # one small file per run: sweep summaries and scripts read it
         (Path(output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        print_metrics(metrics, sources=_metric_sources(output_dir))
+        if cfg.get("seeds") is not None:
+            print_metrics(metrics, title=f"mean and std over {cfg.seeds} seeds (summary.csv)")
+        else:
+            print_metrics(metrics, sources=_metric_sources(output_dir))
         print(f"run dir: {output_dir}")
 
 

@@ -26,7 +26,7 @@ def read_table(path: str | Path, key: str = "path") -> pd.DataFrame:
     try:
         csv = path.suffix.lower() == ".csv"
         # read_csv's defaults (its na_values, True/TRUE/true as booleans, "03" as 3) are what
-        # preprocess.canonical mirrors so that a frame and its file encode alike: change both.
+        # cells.canonical mirrors so that a frame and its file encode alike: change both.
         df = pd.read_csv(path) if csv else pd.read_parquet(path)
     except pd.errors.EmptyDataError:
         raise ConfigError(f"{key}: data file {where} is empty (no header)") from None

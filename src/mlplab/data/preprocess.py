@@ -7,15 +7,8 @@ Feature layout of the model input, in order:
   3. one-hot blocks, one per categorical column: the training categories plus an "unknown"
      slot, where values never seen in training land (at predict time too) instead of crashing.
 
-Categories and class labels are matched by one canonical string (``canonical``), used by the
-loaders when they finish a frame and here at fit, eval and predict time. A value and its
-round trip through a CSV or Parquet file (``write_table`` → ``read_table``) get the same key:
-  - missing: None, NaN, pd.NA and the strings ``pandas.read_csv`` reads as missing ("", "NA",
-    "n/a", "null", "None", ...; ``NA_STRINGS``) → one missing category;
-  - booleans: True, "True", "true", "TRUE" → "True" (read_csv parses all three as True);
-  - numbers and numeric text by value: 3, 3.0, "3", "3.0", "03" → "3"; 0.5 → "0.5";
-    integers beyond 2**53 (which a float column can't hold) as floats, "1e+20";
-  - any other text: surrounding whitespace stripped, case kept ("Red" and "red" differ).
+Categories and class labels are matched by their canonical string (rules and code:
+:mod:`mlplab.data.cells`), the same key the loaders give them when they finish a frame.
 
 Numbers must be finite: an ``inf`` cell, or a value so large that the mean, the standard
 deviation or the standardized float32 input overflows, is a ConfigError naming the column,
@@ -29,99 +22,20 @@ The state is a dict of lists, floats and strings, so it travels inside a Lightni
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
 
+from mlplab.data.cells import MISSING, canonical, factorized, to_numbers
 from mlplab.data.spec import TableSpec, unstandardize
 from mlplab.errors import ConfigError
 
-MISSING = "<missing>"  # how a missing categorical value is spelled in the categories
-# pandas.read_csv's default na_values (tests pin this to the installed pandas): text spelled
-# like this can't survive a CSV round trip, so it is missing everywhere.
-NA_STRINGS = frozenset(
-    {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN"}
-    | {"<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
-)
-NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?inf(?:inity)?", re.I)
-EXACT_INT = 2**53  # float64 holds every integer below this (a CSV column with blanks is float)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-# ---- canonical categories -------------------------------------------------------------------
-def _number_key(x: float) -> str:
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    if x.is_integer() and abs(x) < EXACT_INT:
-        return str(int(x))  # 3.0 → "3", -0.0 → "0"
-    return repr(x)  # shortest text that reads back as the same float64
-
-
-def canonical_key(value) -> str | None:
-    """The canonical string of one value, None when missing (rules: module docstring)."""
-    if isinstance(value, bool | np.bool_):
-        return "True" if value else "False"
-    if isinstance(value, int | np.integer):
-        big = abs(int(value)) >= EXACT_INT
-        return _number_key(float(value)) if big else str(int(value))
-    if isinstance(value, float | np.floating):
-        # str first: float32 0.1 is the "0.1" a CSV file shows, not 0.10000000149011612
-        value = str(value)
-    elif value is None or (np.ndim(value) == 0 and pd.isna(value)):  # None, pd.NA, NaT
-        return None
-    text = str(value).strip()
-    if text in NA_STRINGS:
-        return None
-    if text.lower() in ("true", "false"):
-        return text.capitalize()
-    return _number_key(float(text)) if NUMBER.fullmatch(text) else text
-
-
-def _factorized(values) -> tuple[np.ndarray, list[str | None]]:
-    """(codes, keys): the canonical key of row i is ``keys[codes[i]]`` (the last key is None,
-    for missing). Keys are computed once per distinct value: fast on flights-sized columns."""
-    series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
-    if pd.api.types.is_float_dtype(series) and series.dtype.itemsize < 8:
-        # as text first: float32 0.1 is the "0.1" a CSV file shows, not 0.10000000149011612
-        series = pd.Series(series.to_numpy(dtype=np.float32, na_value=np.nan).astype(str))
-    kind = pd.api.types.infer_dtype(series, skipna=True) if series.dtype == object else ""
-    if kind.startswith("mixed") and kind != "mixed-integer-float":
-        # factorize would merge True with 1 (they hash and compare equal): bools become text
-        series = series.map(lambda v: str(v) if isinstance(v, bool | np.bool_) else v)
-    codes, uniques = pd.factorize(series)
-    return codes, [*(canonical_key(u) for u in uniques), None]
-
-
-def canonical(values, missing: object = MISSING) -> np.ndarray:
-    """(N,) object array of canonical category strings, ``missing`` where a value is missing.
-
-    Args:
-        values: a column (Series) or a list of values.
-        missing: what stands for a missing value (``MISSING`` here, NaN in loaded frames).
-    """
-    codes, keys = _factorized(values)
-    table = np.array([missing if k is None else k for k in keys], dtype=object)
-    return table[codes]  # code −1 (missing) picks the last entry
-
-
-# ---- numbers --------------------------------------------------------------------------------
-def to_numbers(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(values, bad): the column as float64, NaN where missing or not a number, and a mask of
-    the cells that hold something that is not a number. Missing means NaN/None/pd.NA or one
-    of ``NA_STRINGS`` (the same rule as for categories); booleans count as 0/1."""
-    if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-        return col.to_numpy(dtype=np.float64, na_value=np.nan), np.zeros(len(col), dtype=bool)
-    values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = np.isnan(values) & col.notna().to_numpy()
-    if bad.any():  # "n/a", " ", "NA" are blanks, as read_csv reads them
-        blank = [isinstance(v, str) and v.strip() in NA_STRINGS for v in col.to_numpy()[bad]]
-        bad[np.flatnonzero(bad)[blank]] = False
-    return values, bad
-
-
+# ---- numbers: finite, and small enough to standardize ---------------------------------------
 def row_of(df: pd.DataFrame, position: int) -> int:
     """1-based data row of ``df.iloc[position]``: its index label + 1 (a split keeps the loaded
     table's labels), or ``position + 1`` where the index isn't made of integers."""
@@ -328,7 +242,7 @@ class Preprocessor:
             out[:, k + j] = missing[column]
         offset, rows = k + m, np.arange(n)
         for column, cats in zip(self.categorical, self.categories, strict=True):
-            codes, keys = _factorized(df[column])
+            codes, keys = factorized(df[column])
             known = pd.Index(cats).get_indexer([MISSING if k is None else k for k in keys])
             slots = known[codes]  # the key's slot per row; −1: never seen in training
             slots[slots < 0] = len(cats)  # unseen in training → the unknown slot

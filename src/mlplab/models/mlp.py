@@ -7,12 +7,10 @@ from torch import nn
 from mlplab.errors import check
 from mlplab.models.dense import ACTIVATIONS, Dense
 
-TORCH_ACTIVATIONS = {
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "identity": nn.Identity,
-}
+# The nn.Module that runs each activation of ``layer="torch"``. The names are ACTIVATIONS'
+# (dense.py): a name added there without a module here fails at import, with a KeyError.
+_MODULES = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "identity": nn.Identity}
+TORCH_ACTIVATIONS = {name: _MODULES[name] for name in ACTIVATIONS}
 LAYERS = ("torch", "scratch")
 
 

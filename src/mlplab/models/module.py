@@ -8,17 +8,14 @@ Losses (the lecture's):
 Training opts into grouped mini-batches (``mlplab.models.grouped.GroupedSteps``: several
 optimizer steps per ``training_step``, manual optimization); this module supplies the loss of a
 mini-batch (``step_loss``), the epoch's metrics (``group_done``) and steps its scheduler at
-epoch end.
+epoch end. Optimizer and scheduler come from ``mlplab.models.optimization``.
 """
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import get_class
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (
     BinaryAccuracy,
@@ -30,9 +27,10 @@ from torchmetrics.classification import (
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
 from mlplab.data.spec import TASKS, unstandardize
-from mlplab.errors import ConfigError, DivergedError, check
+from mlplab.errors import DivergedError, check
 from mlplab.models.grouped import CLIP_ALGORITHMS, GroupedSteps, check_group_batches
 from mlplab.models.mlp import MLP
+from mlplab.models.optimization import build_optimization, check_optimization
 
 MAIN_METRIC = {"binary": "acc", "multiclass": "acc", "regression": "r2"}
 
@@ -113,7 +111,8 @@ class MLPModule(GroupedSteps, L.LightningModule):
         self.register_buffer("class_weights", weights, persistent=False)
         hidden = [] if hidden_sizes is None else hidden_sizes  # MLP validates the value itself
         self.net = MLP(in_features, hidden, out_features, activation, dropout, layer)
-        self._check_optimization()  # fail now, with the key named, not at the first step
+        # Fail now, with the key named, not at the first step.
+        check_optimization(self.hparams.optimizer, self.hparams.scheduler)
         # One stateful collection per stage (a ModuleDict can't use "train": it's a method).
         self.train_metrics = make_metrics(task, out_features, "train")
         self.val_metrics = make_metrics(task, out_features, "val")
@@ -251,74 +250,8 @@ class MLPModule(GroupedSteps, L.LightningModule):
 
     # ---- optimization ---------------------------------------------------------------------
     def configure_optimizers(self):
-        optimizer, scheduler = self._optimization(self.parameters())
+        hp = self.hparams
+        optimizer, scheduler = build_optimization(self.parameters(), hp.optimizer, hp.scheduler)
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
-
-    def _optimization(self, params):
-        """``(optimizer, scheduler or None)`` over ``params`` from the plain-dict configs."""
-        opt_cfg = dict(self.hparams.optimizer or {"_target_": "torch.optim.Adam", "lr": 1e-3})
-        target = opt_cfg.pop("_target_", None)
-        lr = opt_cfg.get("lr")
-        check(
-            isinstance(lr, int | float) and not isinstance(lr, bool) and 0 < lr < math.inf,
-            "optimizer.lr",
-            lr,
-            "must be a finite number > 0",
-        )
-        optimizer = _build(target, "optimizer", params, **opt_cfg)
-        sched_cfg = dict(self.hparams.scheduler or {})
-        if not sched_cfg.get("_target_"):
-            return optimizer, None
-        sched_cfg.pop("monitor", None)
-        scheduler = _build(sched_cfg.pop("_target_"), "scheduler", optimizer, **sched_cfg)
-        return optimizer, scheduler
-
-    def _check_optimization(self) -> None:
-        """Build optimizer and scheduler on a stand-in parameter and step them a few times: a
-        bad argument (``scheduler.step_size=0``) fails here, with the config named, instead of
-        with a traceback at the first step or epoch end."""
-        probe = torch.nn.Parameter(torch.ones(2))
-        optimizer, scheduler = self._optimization([probe])
-        for _ in range(3):
-            probe.grad = torch.ones_like(probe)
-            _try_step("optimizer", self.hparams.optimizer, optimizer.step)
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                _try_step("scheduler", self.hparams.scheduler, lambda: scheduler.step(1.0))
-            elif scheduler is not None:
-                _try_step("scheduler", self.hparams.scheduler, scheduler.step)
-
-
-def _try_step(key: str, node: dict | None, step) -> None:
-    try:
-        step()
-    except Exception as err:  # noqa: BLE001 — any failure here is a config mistake
-        raise ConfigError(
-            f"{key}={_describe(node)} is invalid: stepping it fails with "
-            f"{type(err).__name__}: {err}"
-        ) from None
-
-
-def _describe(node: dict | None) -> str:
-    """``StepLR(step_size=0, gamma=0.5)`` from ``{_target_: ..., step_size: 0, ...}``."""
-    node = dict(node or {})
-    name = str(node.pop("_target_", "")).rsplit(".", 1)[-1]
-    return f"{name}({', '.join(f'{k}={v!r}' for k, v in node.items())})"
-
-
-def _build(target: str | None, key: str, first, **kwargs):
-    """``target(first, **kwargs)`` with bad targets/arguments reported as the config key."""
-    try:
-        cls = get_class(target)
-    except Exception as err:  # noqa: BLE001 — a misspelt or missing class
-        cause = err.__cause__ or err
-        raise ConfigError(
-            f"{key}._target_={target!r} is invalid: it can't be imported "
-            f"({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})"
-        ) from None
-    try:
-        return cls(first, **kwargs)
-    except Exception as err:  # noqa: BLE001 — any failure here is a config mistake
-        node = {"_target_": target, **kwargs}
-        raise ConfigError(f"{key}={_describe(node)} is invalid: {err}") from None

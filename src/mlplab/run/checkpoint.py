@@ -57,14 +57,34 @@ class RunRecord(L.Callback):
     DataModule's class name, which a rename would orphan)."""
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint):
-        datamodule = trainer.datamodule
-        checkpoint[RECORD_KEY] = {
-            "format": RECORD_FORMAT,
-            "model_class": _class_path(pl_module),
-            "datamodule_class": _class_path(datamodule) if datamodule is not None else None,
-            "data_state": datamodule.state_dict() if datamodule is not None else {},
-            "epoch": trainer.current_epoch,
-        }
+        checkpoint[RECORD_KEY] = run_record(pl_module, trainer.datamodule, trainer.current_epoch)
+
+
+def run_record(model: L.LightningModule, datamodule, epoch: int) -> dict:
+    return {
+        "format": RECORD_FORMAT,
+        "model_class": _class_path(model),
+        "datamodule_class": _class_path(datamodule) if datamodule is not None else None,
+        "data_state": datamodule.state_dict() if datamodule is not None else {},
+        "epoch": epoch,
+    }
+
+
+def write_model_checkpoint(path: str | Path, model: L.LightningModule, datamodule, epoch: int):
+    """A checkpoint of ``model`` as Lightning's ModelCheckpoint + ``RunRecord`` write it (the
+    parts ``load_checkpoint`` and ``mlplab-eval`` read), for weights trained outside a Trainer
+    of their own (a population member). Written atomically."""
+    checkpoint = {
+        "epoch": epoch,
+        "global_step": 0,
+        "pytorch-lightning_version": L.__version__,
+        "state_dict": model.state_dict(),
+        "hyper_parameters": dict(model.hparams),
+        "datamodule_hyper_parameters": dict(datamodule.hparams),
+        RECORD_KEY: run_record(model, datamodule, epoch),
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    AtomicCheckpointIO().save_checkpoint(checkpoint, path)
 
 
 def _class_path(obj) -> str:

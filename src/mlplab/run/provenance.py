@@ -65,14 +65,14 @@ def write_run_info(cfg: DictConfig, output_dir: str | Path) -> dict:
     """Write ``config.yaml`` and ``run_info.json`` into the run dir; return the info.
 
     ``config.yaml`` is the resolved config, except that run dir and run name stay
-    interpolations: ``mlplab-train --config-dir <run dir> --config-name config`` re-runs it
+    interpolations: ``mlplab-train rerun=<run dir>`` re-runs it
     into a new run dir (never over this one). The resolved dir and name are in the info.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     header = (
         f"# The config of run {cfg.get('run_name')}. Re-run it (into a new run dir) with\n"
-        f"#   mlplab-train --config-dir {out} --config-name config [overrides...]\n"
+        f"#   mlplab-train rerun={out} [overrides...]\n"
     )
     (out / "config.yaml").write_text(portable_yaml(cfg, header=header))
     info = {

@@ -1,0 +1,208 @@
+"""``PopulationModule``: a LightningModule that trains the K members of a ``StackedMLP`` at once.
+
+One training step: member k gathers its own mini-batch (``member_batches``: the rows its
+stand-alone run would see), the stacked forward computes all members, the per-member losses
+(+ each member's L1) are summed — so member k's gradient is its own loss's — and one vectorized
+optimizer step updates every active member. Validation scores every member on the shared val
+split each epoch with the pooling ``MLPModule`` uses (batch means weighted by rows, or Σw_y for
+class-weighted cross-entropy), keeps each member's best weights (lowest val/loss, what
+``ModelCheckpoint`` keeps) and stops members early one by one (``EarlyStopping``'s rule): a
+stopped or diverged member's weights and optimizer state stop changing.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from mlplab.population.optim_config import build_stacked_optimizer
+from mlplab.population.stacked import StackedMLP, member_batches, member_losses
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+OK, STOPPED, DIVERGED = "ok", "stopped", "diverged"
+
+
+class PopulationBatches:
+    """Per-epoch (K, B) row indices of the members' own shuffles (Lightning sets the epoch)."""
+
+    def __init__(self, n_rows: int, batch_size: int, seeds: list[int]) -> None:
+        self.n_rows, self.batch_size, self.seeds = n_rows, batch_size, list(seeds)
+        self.epoch = 0
+        self.sampler = self  # Lightning calls dataloader.sampler.set_epoch(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.n_rows // self.batch_size)
+
+    def __iter__(self):
+        return iter(member_batches(self.n_rows, self.batch_size, self.seeds, self.epoch))
+
+
+class StackedSplit:
+    """Eval batches of every member's own split at once: ((K, B, D), (K, B)) slices."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def __len__(self) -> int:
+        return -(-self.x.shape[1] // self.batch_size)
+
+    def __iter__(self):
+        size = self.batch_size
+        return (
+            (self.x[:, i : i + size], self.y[:, i : i + size])
+            for i in range(0, self.x.shape[1], size)
+        )
+
+
+class PopulationModule(L.LightningModule):
+    """Train ``net``'s K members, each on its own training split.
+
+    Args:
+        net: the stacked members.
+        x, y: each member's training features (K, N, D) and targets (K, N) (an ``expand`` of
+            one split when members share it: no copy).
+        task: ``binary``, ``multiclass`` or ``regression``.
+        optimizer: ``_target_`` (a torch.optim class path) shared by all members.
+        members: one optimizer kwargs dict per member (lr, betas, weight_decay, ...).
+        l1: per-member L1 strength. class_weights: shared (as ``MLPModule``'s), or None.
+        patience: per-member early-stopping patience (None: no early stopping); min_delta shared.
+    """
+
+    def __init__(
+        self,
+        net: StackedMLP,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        task: str,
+        optimizer: str,
+        members: list[dict],
+        l1: list[float],
+        class_weights: list[float] | None = None,
+        patience: list[int | None] | None = None,
+        min_delta: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.net, self.task = net, task
+        self.register_buffer("x", x, persistent=False)
+        self.register_buffer("y", y, persistent=False)
+        self.register_buffer("l1", torch.tensor(l1, dtype=torch.float32), persistent=False)
+        cw = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+        self.register_buffer("class_weights", cw, persistent=False)
+        self.optimizer_target, self.member_options = optimizer, members
+        k = net.k
+        self.patience = list(patience) if patience is not None else [None] * k
+        self.min_delta = min_delta
+        self.status = [OK] * k
+        self.best_loss = [float("inf")] * k
+        self.best_epoch: list[int | None] = [None] * k
+        self.stopped_epoch: list[int | None] = [None] * k
+        self.best_state = [self._member_state(i) for i in range(k)]
+        self._wait = [0] * k
+        self._es_best = [float("inf")] * k
+        self.history: list[dict] = []  # one row per (epoch, member)
+        self._train_sum = torch.zeros(k)
+        self._train_rows = 0
+        self._val_sum = torch.zeros(k)
+        self._val_weight = 0.0
+
+    # ---- members --------------------------------------------------------------------------
+    def _member_state(self, k: int) -> list[torch.Tensor]:
+        return [p.detach()[k].clone() for p in self.net.parameters()]
+
+    def member_weights(self, k: int, best: bool = True) -> dict[str, torch.Tensor]:
+        """Member k's ``MLP`` state_dict: its best weights, or its last ones."""
+        if best:
+            with torch.no_grad():
+                last = [p.detach().clone() for p in self.net.parameters()]
+                for p, b in zip(self.net.parameters(), self.best_state[k], strict=True):
+                    p[k] = b
+                state = self.net.member(k).state_dict()
+                for p, saved in zip(self.net.parameters(), last, strict=True):
+                    p.copy_(saved)
+            return state
+        return self.net.member(k).state_dict()
+
+    def _active(self) -> torch.Tensor:
+        return torch.tensor([s == OK for s in self.status], device=self.device)
+
+    # ---- training -------------------------------------------------------------------------
+    def configure_optimizers(self):
+        return build_stacked_optimizer(
+            self.net.parameters(), self.optimizer_target, self.member_options
+        )
+
+    def training_step(self, index: torch.Tensor, batch_idx: int) -> None:
+        opt = self.optimizers()
+        optimizer = opt.optimizer if hasattr(opt, "optimizer") else opt
+        active = self._active()
+        rows = torch.arange(index.shape[0], device=index.device)[:, None]  # (K, 1)
+        out = self.net(self.x[rows, index])  # (K, B, out): member k's rows of its own split
+        losses = member_losses(out, self.y[rows, index], self.task, self.class_weights)
+        losses = losses + self.l1 * self.net.l1_penalty()
+        finite = torch.isfinite(losses)
+        if not bool(finite[active].all()):  # a member diverged: it stops, the others go on
+            for k in torch.nonzero(active & ~finite).flatten().tolist():
+                self.status[k] = DIVERGED
+                self.stopped_epoch[k] = self.current_epoch
+            active = self._active()
+        optimizer.set_active(active)
+        opt.zero_grad(set_to_none=True)
+        # Only active members' losses: a diverged one would put NaN into everybody's sum.
+        self.manual_backward(torch.where(active, losses, 0.0).sum())
+        opt.step()
+        self._train_sum += (losses.detach() * index.shape[1]).cpu()
+        self._train_rows += index.shape[1]
+
+    # ---- validation -----------------------------------------------------------------------
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch  # (K, B, D), (K, B): each member's own val rows
+        losses = member_losses(self.net(x), y, self.task, self.class_weights)
+        weight = torch.full((len(y),), float(y.shape[1]), device=losses.device)
+        if self.task == "multiclass" and self.class_weights is not None:
+            weight = self.class_weights[y].sum(dim=1)  # Σ w_y: how weighted CE pools
+        self._val_sum += (losses.detach() * weight).cpu()
+        self._val_weight = self._val_weight + weight.cpu()
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or isinstance(self._val_weight, float):
+            self._val_sum.zero_()
+            self._val_weight = 0.0
+            return
+        val = (self._val_sum / self._val_weight).tolist()
+        train = (self._train_sum / max(self._train_rows, 1)).tolist()
+        epoch = self.current_epoch
+        for k, loss in enumerate(val):
+            if self.status[k] != OK:
+                continue
+            self.history.append(
+                {"epoch": epoch, "member": k, "train/loss": train[k], "val/loss": loss}
+            )
+            if not torch.isfinite(torch.tensor(loss)):
+                self.status[k], self.stopped_epoch[k] = DIVERGED, epoch
+                continue
+            if loss < self.best_loss[k]:  # ModelCheckpoint(mode=min): strictly better
+                self.best_loss[k], self.best_epoch[k] = loss, epoch
+                self.best_state[k] = self._member_state(k)
+            self._early_stop(k, loss, epoch)
+        self._val_sum.zero_()
+        self._val_weight = 0.0
+        self._train_sum.zero_()
+        self._train_rows = 0
+        if all(s != OK for s in self.status):
+            self.trainer.should_stop = True
+
+    def _early_stop(self, k: int, loss: float, epoch: int) -> None:
+        """Lightning's EarlyStopping, per member: improvement = loss < best − min_delta."""
+        if self.patience[k] is None:
+            return
+        if loss < self._es_best[k] - self.min_delta:
+            self._es_best[k], self._wait[k] = loss, 0
+            return
+        self._wait[k] += 1
+        if self._wait[k] >= self.patience[k]:
+            self.status[k], self.stopped_epoch[k] = STOPPED, epoch

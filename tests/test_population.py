@@ -1,0 +1,157 @@
+"""Population training end to end: every member is the run ``mlplab-train`` would have made."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from mlplab.config import compose_config, compose_run
+from mlplab.errors import ConfigError
+from mlplab.evaluate import evaluate
+from mlplab.population.run import check_stackable, train_population
+from mlplab.train import main as train_main
+from mlplab.train import train
+
+BASE = [
+    "data=moons",
+    "data.options.n_samples=300",
+    "trainer.max_epochs=6",
+    "callbacks.learning_curves=null",
+    "callbacks.decision_boundary=null",
+]
+
+
+def _alone(tmp_path, name: str, *overrides: str) -> tuple[dict, int]:
+    """A stand-alone run: its metrics and the epoch of its best checkpoint."""
+    run_dir = tmp_path / name
+    metrics = train(compose_run(run_dir, *BASE, *overrides))
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["epoch"]
+    return metrics, best
+
+
+def _population(tmp_path, *members: list[str]) -> pd.DataFrame:
+    cfgs = [compose_run(tmp_path / "pop", *BASE, *m) for m in members]
+    return train_population(cfgs, tmp_path / "pop")
+
+
+def _same(member: dict, alone: dict) -> None:
+    for key in ("train/loss", "val/loss", "val/acc", "val/auroc", "test/loss", "test/acc"):
+        assert member[key] == pytest.approx(alone[key], abs=1e-5), key
+
+
+def test_members_equal_their_stand_alone_runs(tmp_path):
+    """Seeds (weights, split, shuffle), learning rates, optimizer numbers and early-stopping
+    patience differ per member; each member's numbers are its own run's."""
+    members = [
+        ["seed=1", "optimizer=sgd", "optimizer.lr=0.3"],
+        ["seed=2", "optimizer=sgd", "optimizer.lr=0.05", "optimizer.momentum=0.9"],
+        ["seed=3", "optimizer=sgd", "optimizer.lr=0.1", "optimizer.weight_decay=0.01"],
+        ["seed=4", "optimizer=sgd", "optimizer.lr=0.2", "model.l1=0.001"],
+    ]
+    summary = _population(tmp_path, *members)
+    assert list(summary.status) == ["ok", "ok", "ok", "ok"]
+    for k, overrides in enumerate(members):
+        alone, best_epoch = _alone(tmp_path, f"alone{k}", *overrides)
+        row = summary.iloc[k].to_dict()
+        _same(row, alone)
+        assert row["best_epoch"] == best_epoch
+        saved = json.loads((tmp_path / "pop" / f"member_{k:03d}" / "metrics.json").read_text())
+        assert saved["test/acc"] == row["test/acc"]
+    assert set(summary["optimizer.lr"]) == {0.3, 0.05, 0.1, 0.2}
+    history = pd.read_csv(tmp_path / "pop" / "metrics.csv")
+    assert set(history.member) == {0, 1, 2, 3} and history.epoch.max() <= 5
+
+
+def test_a_member_checkpoint_is_a_normal_run_for_eval(tmp_path):
+    summary = _population(tmp_path, ["seed=5"], ["seed=6"])
+    for k in (0, 1):
+        ckpt = tmp_path / "pop" / f"member_{k:03d}" / "checkpoints" / "best.ckpt"
+        torch.load(ckpt, weights_only=True)  # loads like any run's
+        scored = evaluate(compose_config("eval", [f"ckpt_path={ckpt}", "accelerator=cpu"]))
+        assert scored["test/acc"] == pytest.approx(summary.iloc[k]["test/acc"], abs=1e-6)
+        assert scored["test/loss"] == pytest.approx(summary.iloc[k]["test/loss"], abs=1e-6)
+        config = (tmp_path / "pop" / f"member_{k:03d}" / "config.yaml").read_text()
+        assert f"seed: {5 + k}" in config
+
+
+def test_early_stopping_is_per_member_and_a_stopped_member_stays_put(tmp_path):
+    stop = ["regularization=early_stopping", "trainer.max_epochs=30"]
+    summary = _population(
+        tmp_path,
+        [*stop, "seed=1", "callbacks.early_stopping.patience=1", "optimizer.lr=0.05"],
+        [*stop, "seed=1", "callbacks.early_stopping.patience=1000", "optimizer.lr=0.05"],
+    )
+    stopped, patient = summary.iloc[0], summary.iloc[1]
+    assert stopped.status == "stopped" and stopped.stopped_epoch < 29
+    assert patient.status == "ok" and pd.isna(patient.stopped_epoch)
+    alone, best_epoch = _alone(
+        tmp_path,
+        "alone",
+        *stop,
+        "seed=1",
+        "callbacks.early_stopping.patience=1",
+        "optimizer.lr=0.05",
+    )
+    _same(stopped.to_dict(), alone)
+    assert stopped.best_epoch == best_epoch
+
+
+def test_a_diverging_member_fails_alone(tmp_path):
+    sgd = ["optimizer=sgd", "seed=3"]
+    summary = _population(tmp_path, [*sgd, "optimizer.lr=0.1"], [*sgd, "optimizer.lr=1e30"])
+    assert list(summary.status) == ["ok", "diverged"]
+    assert "diverged" in (tmp_path / "pop" / "member_001" / "error.txt").read_text()
+    alone, _ = _alone(tmp_path, "alone", *sgd, "optimizer.lr=0.1")
+    _same(summary.iloc[0].to_dict(), alone)
+
+
+@pytest.mark.parametrize(
+    ("other", "message"),
+    [
+        ("model.hidden_sizes=[8]", "differ in model.hidden_sizes"),
+        ("optimizer=adam", "differ in optimizer._target_"),
+        ("data.batch_size=8", "differ in data.batch_size"),
+    ],
+)
+def test_members_that_cant_be_stacked_are_refused(tmp_path, other, message):
+    sgd = [*BASE, "optimizer=sgd"]
+    cfgs = [compose_run(tmp_path, *sgd), compose_run(tmp_path, *sgd, other)]
+    with pytest.raises(ConfigError, match=message):
+        check_stackable(cfgs)
+
+
+def test_schedulers_are_refused_not_ignored(tmp_path):
+    with pytest.raises(ConfigError, match="scheduler._target_=.* not supported"):
+        check_stackable([compose_run(tmp_path, *BASE, "scheduler=step")])
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "abc", "true", "1.5"])
+def test_bad_seeds_is_one_error_line(value, tmp_path, monkeypatch, capfd):
+    monkeypatch.delenv("MLPLAB_RUN_ID", raising=False)
+    monkeypatch.setattr(sys, "argv", ["mlplab-train"])
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([*BASE, "logger=csv", f"paths.log_dir={tmp_path}", f"seeds={value}"])
+    err = capfd.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert exit_info.value.code == 2 and len(errors) == 1, err[-1500:]
+    assert f"seeds={value}" in errors[0] or "seeds=" in errors[0]
+    assert not (tmp_path / "train").exists() or not any((tmp_path / "train").rglob("*.json"))
+
+
+def test_seeds_cli_reports_mean_and_std(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MLPLAB_RUN_ID", raising=False)
+    monkeypatch.setattr(sys, "argv", ["mlplab-train"])
+    args = [*BASE, "logger=csv", f"paths.log_dir={tmp_path}", "run_name=pop", "seeds=3"]
+    train_main([*args, "trainer.enable_progress_bar=false"])
+    out = capsys.readouterr().out
+    assert "population: 3 of 3 seeds trained (42..44)" in out
+    run_dir = tmp_path / "train" / "pop"
+    summary = pd.read_csv(run_dir / "summary.csv")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert list(summary.seed) == [42, 43, 44]
+    assert metrics["test/acc"] == pytest.approx(summary["test/acc"].mean(), abs=1e-9)
+    assert metrics["test/acc.std"] == pytest.approx(summary["test/acc"].std(), abs=1e-9)
