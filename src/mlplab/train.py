@@ -119,6 +119,8 @@ def train_seeds(cfg: DictConfig) -> dict[str, float]:
         n,
         "an integer >= 1 (the number of seeds trained as one population)",
     )
+    for key in ("resume", "ckpt_path"):  # a population has no checkpoint of its own yet
+        check(not cfg.get(key), key, cfg.get(key), "not set with seeds= (no population resume yet)")
     members = []
     for i in range(n):
         member = cfg.copy()
