@@ -163,5 +163,6 @@ def test_seeds_cli_reports_mean_and_std(tmp_path, monkeypatch, capsys):
     summary = pd.read_csv(run_dir / "summary.csv")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert list(summary.seed) == [42, 43, 44]
+    assert "seeds: 3" in (run_dir / "config.yaml").read_text()  # rerun=<dir> repeats it
     assert metrics["test/acc"] == pytest.approx(summary["test/acc"].mean(), abs=1e-9)
     assert metrics["test/acc.std"] == pytest.approx(summary["test/acc"].std(), abs=1e-9)

@@ -127,6 +127,7 @@ def train_seeds(cfg: DictConfig) -> dict[str, float]:
         member.seed = cfg.seed + i
         member.seeds = None
         members.append(member)
+    write_run_info(cfg, cfg.paths.output_dir)  # rerun=<this dir> trains the population again
     summary = train_population(members, cfg.paths.output_dir)
     failed = summary[summary.status == "diverged"]
     ok = len(summary) - len(failed)
