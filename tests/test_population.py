@@ -12,6 +12,7 @@ import torch
 from mlplab.config import compose_config, compose_run
 from mlplab.errors import ConfigError
 from mlplab.evaluate import evaluate
+from mlplab.population.module import PopulationModule
 from mlplab.population.run import check_stackable, train_population
 from mlplab.train import main as train_main
 from mlplab.train import train
@@ -25,21 +26,23 @@ BASE = [
 ]
 
 
-def _alone(tmp_path, name: str, *overrides: str) -> tuple[dict, int]:
+def _alone(tmp_path, name: str, *overrides: str, base=BASE) -> tuple[dict, int]:
     """A stand-alone run: its metrics and the epoch of its best checkpoint."""
     run_dir = tmp_path / name
-    metrics = train(compose_run(run_dir, *BASE, *overrides))
+    metrics = train(compose_run(run_dir, *base, *overrides))
     best = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["epoch"]
     return metrics, best
 
 
-def _population(tmp_path, *members: list[str]) -> pd.DataFrame:
-    cfgs = [compose_run(tmp_path / "pop", *BASE, *m) for m in members]
+def _population(tmp_path, *members: list[str], base=BASE) -> pd.DataFrame:
+    cfgs = [compose_run(tmp_path / "pop", *base, *m) for m in members]
     return train_population(cfgs, tmp_path / "pop")
 
 
 def _same(member: dict, alone: dict) -> None:
-    for key in ("train/loss", "val/loss", "val/acc", "val/auroc", "test/loss", "test/acc"):
+    """Every metric the stand-alone run reports, with the same name and value."""
+    assert {k for k in member if "/" in k and k != "run_dir"} == set(alone)
+    for key in alone:
         assert member[key] == pytest.approx(alone[key], abs=1e-5), key
 
 
@@ -64,6 +67,48 @@ def test_members_equal_their_stand_alone_runs(tmp_path):
     assert set(summary["optimizer.lr"]) == {0.3, 0.05, 0.1, 0.2}
     history = pd.read_csv(tmp_path / "pop" / "metrics.csv")
     assert set(history.member) == {0, 1, 2, 3} and history.epoch.max() <= 5
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        ["data=grades", "data.options.n_samples=300"],  # regression: metrics in target units
+        ["data=wine"],  # multiclass: macro F1
+    ],
+)
+def test_members_equal_their_stand_alone_runs_for_every_task(tmp_path, data):
+    members = [
+        [*data, "seed=1", "optimizer=sgd", "optimizer.lr=0.05"],
+        [*data, "seed=2", "optimizer=sgd", "optimizer.lr=0.02", "optimizer.momentum=0.5"],
+    ]
+    base = BASE[2:]  # not moons' options
+    summary = _population(tmp_path, *members, base=base)
+    for k, overrides in enumerate(members):
+        alone, best_epoch = _alone(tmp_path, f"alone{k}", *overrides, base=base)
+        _same(summary.iloc[k].to_dict(), alone)
+        assert summary.iloc[k].best_epoch == best_epoch
+
+
+def test_on_epoch_sees_every_active_member_and_prunes(tmp_path):
+    """The hook gets each epoch's rows of the members still training; a member it returns
+    stops there (status ``pruned``) and keeps its results so far."""
+    seen: list[tuple[int, list[int]]] = []
+
+    def on_epoch(epoch, rows):
+        seen.append((epoch, [r["member"] for r in rows]))
+        assert all({"val/loss", "val/acc", "train/acc"} <= set(r) for r in rows)
+        return [1] if epoch == 1 else []
+
+    cfgs = [compose_run(tmp_path / "pop", *BASE, f"seed={s}") for s in (1, 2)]
+    summary = train_population(cfgs, tmp_path / "pop", on_epoch=on_epoch)
+    assert seen[:3] == [(0, [0, 1]), (1, [0, 1]), (2, [0])]
+    assert list(summary.status) == ["ok", "pruned"] and summary.iloc[1].stopped_epoch == 1
+    pruned = json.loads((tmp_path / "pop" / "member_001" / "metrics.json").read_text())
+    history = pd.read_csv(tmp_path / "pop" / "metrics.csv")
+    assert history[history.member == 1].epoch.max() == 1
+    assert pruned["train/loss"] == pytest.approx(
+        history[history.member == 1]["train/loss"].iloc[-1]
+    )
 
 
 def test_a_member_checkpoint_is_a_normal_run_for_eval(tmp_path):
@@ -100,11 +145,45 @@ def test_early_stopping_is_per_member_and_a_stopped_member_stays_put(tmp_path):
     assert stopped.best_epoch == best_epoch
 
 
+def test_a_member_diverging_late_keeps_its_best_checkpoint(tmp_path):
+    """Like a stand-alone run, which stops and keeps its last good checkpoint."""
+    cfgs = [
+        compose_run(tmp_path / "pop", *BASE, "seed=1", "optimizer=sgd", f"optimizer.lr={lr}")
+        for lr in (0.1, 0.1)
+    ]
+
+    def blow_up(epoch, rows):  # member 1's weights go bad after two good epochs
+        if epoch == 1:
+            with torch.no_grad():
+                for p in module_ref[0].net.parameters():
+                    p[1].fill_(float("inf"))
+        return []
+
+    module_ref = []
+    original = PopulationModule.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        module_ref.append(self)
+
+    PopulationModule.__init__ = init
+    try:
+        summary = train_population(cfgs, tmp_path / "pop", on_epoch=blow_up)
+    finally:
+        PopulationModule.__init__ = original
+    assert list(summary.status) == ["ok", "diverged"]
+    assert summary.iloc[1].best_epoch == 1 and summary.iloc[1].stopped_epoch == 2
+    member = tmp_path / "pop" / "member_001"
+    assert torch.load(member / "checkpoints" / "best.ckpt", weights_only=True)["epoch"] == 1
+    assert "epoch 2" in (member / "error.txt").read_text()
+
+
 def test_a_diverging_member_fails_alone(tmp_path):
     sgd = ["optimizer=sgd", "seed=3"]
     summary = _population(tmp_path, [*sgd, "optimizer.lr=0.1"], [*sgd, "optimizer.lr=1e30"])
     assert list(summary.status) == ["ok", "diverged"]
     assert "diverged" in (tmp_path / "pop" / "member_001" / "error.txt").read_text()
+    assert not (tmp_path / "pop" / "member_001" / "metrics.json").exists()
     alone, _ = _alone(tmp_path, "alone", *sgd, "optimizer.lr=0.1")
     _same(summary.iloc[0].to_dict(), alone)
 

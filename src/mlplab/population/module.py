@@ -12,15 +12,19 @@ stopped or diverged member's weights and optimizer state stop changing.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterable
+
 import lightning as L
 import torch
 
+from mlplab.population.metrics import MemberScores, TrainScores
 from mlplab.population.optim_config import build_stacked_optimizer
 from mlplab.population.stacked import StackedMLP, member_batches, member_losses
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
-OK, STOPPED, DIVERGED = "ok", "stopped", "diverged"
+OK, STOPPED, DIVERGED, PRUNED = "ok", "stopped", "diverged", "pruned"
 
 
 class PopulationBatches:
@@ -65,11 +69,16 @@ class PopulationModule(L.LightningModule):
         net: the stacked members.
         x, y: each member's training features (K, N, D) and targets (K, N) (an ``expand`` of
             one split when members share it: no copy).
-        task: ``binary``, ``multiclass`` or ``regression``.
+        task: ``binary``, ``multiclass`` or ``regression``; num_classes: outputs of the net.
         optimizer: ``_target_`` (a torch.optim class path) shared by all members.
         members: one optimizer kwargs dict per member (lr, betas, weight_decay, ...).
         l1: per-member L1 strength. class_weights: shared (as ``MLPModule``'s), or None.
         patience: per-member early-stopping patience (None: no early stopping); min_delta shared.
+        target_scale: each member's (means, stds) of a regression target, to report
+            metrics in its units.
+        on_epoch: called after each validation with the epoch and the rows of the members
+            that trained in it ({"member", "epoch", "train/...", "val/..."}); returns the
+            members to stop now (status ``pruned``, e.g. by an Optuna pruner).
     """
 
     def __init__(
@@ -84,6 +93,9 @@ class PopulationModule(L.LightningModule):
         class_weights: list[float] | None = None,
         patience: list[int | None] | None = None,
         min_delta: float = 0.0,
+        num_classes: int = 1,
+        target_scale: tuple[list[float], list[float]] | None = None,
+        on_epoch: Callable[[int, list[dict]], Iterable[int]] | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -94,6 +106,10 @@ class PopulationModule(L.LightningModule):
         cw = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", cw, persistent=False)
         self.optimizer_target, self.member_options = optimizer, members
+        scale = target_scale or ([0.0] * net.k, [1.0] * net.k)
+        self.scores = MemberScores(task, num_classes, cw, scale)
+        self.train_scores = TrainScores(self.scores)
+        self.on_epoch = on_epoch
         k = net.k
         self.patience = list(patience) if patience is not None else [None] * k
         self.min_delta = min_delta
@@ -107,8 +123,6 @@ class PopulationModule(L.LightningModule):
         self.history: list[dict] = []  # one row per (epoch, member)
         self._train_sum = torch.zeros(k)
         self._train_rows = 0
-        self._val_sum = torch.zeros(k)
-        self._val_weight = 0.0
 
     # ---- members --------------------------------------------------------------------------
     def _member_state(self, k: int) -> list[torch.Tensor]:
@@ -127,6 +141,28 @@ class PopulationModule(L.LightningModule):
             return state
         return self.net.member(k).state_dict()
 
+    @torch.no_grad()
+    def use_best_weights(self) -> None:
+        """Put every member's best weights into ``net`` (its last ones are gone after this)."""
+        for i, p in enumerate(self.net.parameters()):
+            p.copy_(torch.stack([state[i] for state in self.best_state]).to(p))
+
+    @torch.no_grad()
+    def evaluate(self, split: StackedSplit, stage: str) -> dict[str, torch.Tensor]:
+        """{stage/metric: (K,)} of the net's current weights on each member's own rows."""
+        scorer = MemberScores(
+            self.task,
+            self.scores.num_classes,
+            self.class_weights,
+            (self.scores.mean, self.scores.std),
+        )
+        training = self.net.training
+        self.net.eval()
+        for x, y in split:
+            scorer.update(self.net(x.to(self.device)), y.to(self.device))
+        self.net.train(training)
+        return {k: v.cpu() for k, v in scorer.compute(stage).items()}
+
     def _active(self) -> torch.Tensor:
         return torch.tensor([s == OK for s in self.status], device=self.device)
 
@@ -142,7 +178,8 @@ class PopulationModule(L.LightningModule):
         active = self._active()
         rows = torch.arange(index.shape[0], device=index.device)[:, None]  # (K, 1)
         out = self.net(self.x[rows, index])  # (K, B, out): member k's rows of its own split
-        losses = member_losses(out, self.y[rows, index], self.task, self.class_weights)
+        y = self.y[rows, index]
+        losses = member_losses(out, y, self.task, self.class_weights)
         losses = losses + self.l1 * self.net.l1_penalty()
         finite = torch.isfinite(losses)
         if not bool(finite[active].all()):  # a member diverged: it stops, the others go on
@@ -157,42 +194,46 @@ class PopulationModule(L.LightningModule):
         opt.step()
         self._train_sum += (losses.detach() * index.shape[1]).cpu()
         self._train_rows += index.shape[1]
+        self.train_scores.update(out, y)
+
+    def on_train_epoch_end(self) -> None:
+        self._train_sum.zero_()
+        self._train_rows = 0
+        self.train_scores.reset()
 
     # ---- validation -----------------------------------------------------------------------
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch  # (K, B, D), (K, B): each member's own val rows
-        losses = member_losses(self.net(x), y, self.task, self.class_weights)
-        weight = torch.full((len(y),), float(y.shape[1]), device=losses.device)
-        if self.task == "multiclass" and self.class_weights is not None:
-            weight = self.class_weights[y].sum(dim=1)  # Σ w_y: how weighted CE pools
-        self._val_sum += (losses.detach() * weight).cpu()
-        self._val_weight = self._val_weight + weight.cpu()
+        self.scores.update(self.net(x), y)
 
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking or isinstance(self._val_weight, float):
-            self._val_sum.zero_()
-            self._val_weight = 0.0
+        if self.trainer.sanity_checking or not self.scores.preds:
+            self.scores.reset()
             return
-        val = (self._val_sum / self._val_weight).tolist()
-        train = (self._train_sum / max(self._train_rows, 1)).tolist()
-        epoch = self.current_epoch
-        for k, loss in enumerate(val):
+        results = {k: v.cpu().tolist() for k, v in self.scores.compute("val").items()}
+        self.scores.reset()
+        train = {"train/loss": (self._train_sum / max(self._train_rows, 1)).tolist()}
+        train |= {k: v.cpu().tolist() for k, v in self.train_scores.compute().items()}
+        epoch, rows = self.current_epoch, []
+        for k in range(self.net.k):
             if self.status[k] != OK:
                 continue
-            self.history.append(
-                {"epoch": epoch, "member": k, "train/loss": train[k], "val/loss": loss}
-            )
-            if not torch.isfinite(torch.tensor(loss)):
+            row = {"epoch": epoch, "member": k}
+            row |= {name: values[k] for name, values in (train | results).items()}
+            self.history.append(row)
+            rows.append(row)
+            loss = row["val/loss"]
+            if not math.isfinite(loss):
                 self.status[k], self.stopped_epoch[k] = DIVERGED, epoch
                 continue
             if loss < self.best_loss[k]:  # ModelCheckpoint(mode=min): strictly better
                 self.best_loss[k], self.best_epoch[k] = loss, epoch
                 self.best_state[k] = self._member_state(k)
             self._early_stop(k, loss, epoch)
-        self._val_sum.zero_()
-        self._val_weight = 0.0
-        self._train_sum.zero_()
-        self._train_rows = 0
+        if self.on_epoch is not None:
+            for k in self.on_epoch(epoch, rows):
+                if self.status[k] == OK:
+                    self.status[k], self.stopped_epoch[k] = PRUNED, epoch
         if all(s != OK for s in self.status):
             self.trainer.should_stop = True
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -30,7 +32,7 @@ from mlplab.population.module import DIVERGED, PopulationBatches, PopulationModu
 from mlplab.population.stacked import StackedMLP
 from mlplab.run import build
 from mlplab.run.checkpoint import write_model_checkpoint
-from mlplab.run.provenance import write_run_info
+from mlplab.run.provenance import run_environment, write_run_info
 
 # Keys members may differ in (prefixes of flattened config keys); anything else splits them.
 MEMBER_KEYS = (
@@ -113,36 +115,42 @@ def _member_options(cfg: DictConfig) -> dict:
     return {k: v for k, v in build.container(cfg.optimizer).items() if k != "_target_"}
 
 
-def _final_metrics(cfg, model, datamodule) -> dict:
-    trainer = L.Trainer(
-        accelerator=cfg.trainer.get("accelerator", "auto"),
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+def _split(datamodules, name: str, batch_size: int) -> StackedSplit:
+    tensors = [dm.tensors[name] for dm in datamodules]
+    return StackedSplit(
+        _stack([t[0] for t in tensors], name), _stack([t[1] for t in tensors], name), batch_size
     )
-    run = {"val": trainer.validate, "test": trainer.test}
-    return lambda split: {
-        k: float(v) for k, v in run[split](model, datamodule=datamodule, verbose=False)[0].items()
-    }
 
 
-def train_population(cfgs: list[DictConfig], out_dir: str | Path) -> pd.DataFrame:
-    """Train ``cfgs`` as one population; returns the summary (one row per member)."""
+def train_population(
+    cfgs: list[DictConfig],
+    out_dir: str | Path,
+    member_dirs: list[Path] | None = None,
+    on_epoch: Callable[[int, list[dict]], Iterable[int]] | None = None,
+) -> pd.DataFrame:
+    """Train ``cfgs`` as one population; returns the summary (one row per member).
+
+    Member k is written into ``member_dirs[k]`` (default ``out_dir/member_<k>``); ``on_epoch``
+    is ``PopulationModule``'s hook (report each epoch's metrics, prune members)."""
     out_dir = Path(out_dir)
+    dirs = member_dirs or [out_dir / f"member_{k:03d}" for k in range(len(cfgs))]
+    check(len(dirs) == len(cfgs), "member_dirs", len(dirs), f"one dir per member ({len(cfgs)})")
     differ = check_stackable(cfgs)
     datamodules, models = _build_members(cfgs)
-    first = cfgs[0]
-    net = StackedMLP.from_members([m.net for m in models])
+    check(
+        all(dm.class_weights == datamodules[0].class_weights for dm in datamodules),
+        "data.balance_classes",
+        True,
+        "the same class weights for every member (members' splits differ in class counts)",
+    )
+    first, hp = cfgs[0], models[0].hparams
     train = [dm.tensors["train"] for dm in datamodules]
-    val = [dm.tensors["val"] for dm in datamodules]
     x, y = _stack([t[0] for t in train], "train"), _stack([t[1] for t in train], "train")
     batch_size = datamodules[0].hparams.batch_size
     batch_size = x.shape[1] if batch_size == "full" else int(batch_size)
     stopping = [(c.get("callbacks") or {}).get("early_stopping") for c in cfgs]
     module = PopulationModule(
-        net,
+        StackedMLP.from_members([m.net for m in models]),
         x,
         y,
         task=datamodules[0].task,
@@ -152,12 +160,12 @@ def train_population(cfgs: list[DictConfig], out_dir: str | Path) -> pd.DataFram
         class_weights=datamodules[0].class_weights,
         patience=[s.patience if s else None for s in stopping],
         min_delta=float(stopping[0].get("min_delta", 0.0)) if stopping[0] else 0.0,
-    )
-    check(
-        all(dm.class_weights == datamodules[0].class_weights for dm in datamodules),
-        "data.balance_classes",
-        True,
-        "the same class weights for every member (members' splits differ in class counts)",
+        num_classes=int(hp.out_features),
+        target_scale=(  # per member: each scales by its own training split
+            [float(m.hparams.get("target_mean") or 0.0) for m in models],
+            [float(m.hparams.get("target_std") or 1.0) for m in models],
+        ),
+        on_epoch=on_epoch,
     )
     trainer = L.Trainer(
         accelerator=first.trainer.get("accelerator", "auto"),
@@ -171,18 +179,23 @@ def train_population(cfgs: list[DictConfig], out_dir: str | Path) -> pd.DataFram
         enable_model_summary=False,
     )
     eval_size = int(datamodules[0].hparams.eval_batch_size)
-    val_split = StackedSplit(
-        _stack([t[0] for t in val], "val"), _stack([t[1] for t in val], "val"), eval_size
-    )
     seeds = [int(dm.hparams.seed) for dm in datamodules]
     trainer.fit(
         module,
         train_dataloaders=PopulationBatches(x.shape[1], batch_size, seeds),
-        val_dataloaders=val_split,
+        val_dataloaders=_split(datamodules, "val", eval_size),
     )
+    # What a stand-alone run reports: val of its last weights, test of its best checkpoint.
+    final = module.evaluate(_split(datamodules, "val", eval_size), "val")
+    module.use_best_weights()
+    if first.get("test", True):
+        final |= module.evaluate(_split(datamodules, "test", eval_size), "test")
+    environment = run_environment()
     rows = []
     for k, (cfg, model, dm) in enumerate(zip(cfgs, models, datamodules, strict=True)):
-        rows.append(_write_member(k, cfg, model, dm, module, out_dir, differ))
+        metrics = {name: float(values[k]) for name, values in final.items()}
+        member = _Member(k, cfg, model, dm, Path(dirs[k]))
+        rows.append(member.write(module, metrics, differ, environment))
     summary = pd.DataFrame(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary.to_csv(out_dir / "summary.csv", index=False)
@@ -190,31 +203,43 @@ def train_population(cfgs: list[DictConfig], out_dir: str | Path) -> pd.DataFram
     return summary
 
 
-def _write_member(k, cfg, model, dm, module, out_dir: Path, differ: list[str]) -> dict:
-    name = f"member_{k:03d}"
-    run_dir = out_dir / name
-    cfg = cfg.copy()
-    OmegaConf.update(cfg, "paths.output_dir", str(run_dir), force_add=True)
-    OmegaConf.update(cfg, "run_name", name, force_add=True)
-    write_run_info(cfg, run_dir)
-    flat = _flat(cfg)
-    row = {"member": k, "run_dir": str(run_dir), "status": module.status[k]}
-    row |= {key: flat.get(key) for key in differ if not key.startswith(("paths.", "run_name"))}
-    row |= {"best_epoch": module.best_epoch[k], "stopped_epoch": module.stopped_epoch[k]}
-    if module.status[k] == DIVERGED or module.best_epoch[k] is None:
-        reason = "training diverged: a non-finite loss; try a smaller learning rate"
-        (run_dir / "error.txt").write_text(f"{reason}\n")
-        return row | {"error": reason}
-    score = _final_metrics(cfg, model, dm)
-    model.net.load_state_dict(module.member_weights(k, best=False))
-    history = [h for h in module.history if h["member"] == k]
-    metrics = {"train/loss": history[-1]["train/loss"], **score("val")}
-    model.net.load_state_dict(module.member_weights(k, best=True))
-    write_model_checkpoint(run_dir / "checkpoints" / "best.ckpt", model, dm, module.best_epoch[k])
-    if cfg.get("test", True):
-        metrics |= score("test")
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return row | metrics
+@dataclass
+class _Member:
+    k: int
+    cfg: DictConfig
+    model: L.LightningModule
+    datamodule: L.LightningDataModule
+    run_dir: Path
+
+    def write(self, module: PopulationModule, final: dict, differ: list[str], env: dict) -> dict:
+        """The member's run dir (config, run info, best checkpoint, metrics); its summary row."""
+        k, run_dir = self.k, self.run_dir
+        cfg = self.cfg.copy()
+        OmegaConf.update(cfg, "paths.output_dir", str(run_dir), force_add=True)
+        OmegaConf.update(cfg, "run_name", run_dir.name, force_add=True)
+        write_run_info(cfg, run_dir, environment=env)
+        flat = _flat(cfg)
+        row = {"member": k, "run_dir": str(run_dir), "status": module.status[k]}
+        row |= {key: flat.get(key) for key in differ if not key.startswith(("paths.", "run_name"))}
+        row |= {"best_epoch": module.best_epoch[k], "stopped_epoch": module.stopped_epoch[k]}
+        if (
+            module.best_epoch[k] is not None
+        ):  # the best weights, also of a member that diverged later
+            self.model.net.load_state_dict(module.member_weights(k, best=True))
+            path = run_dir / "checkpoints" / "best.ckpt"
+            write_model_checkpoint(path, self.model, self.datamodule, module.best_epoch[k])
+        if module.status[k] == DIVERGED or module.best_epoch[k] is None:
+            reason = (
+                f"training diverged: a non-finite loss at epoch {module.stopped_epoch[k]}; "
+                f"try a smaller learning rate than optimizer.lr={cfg.optimizer.get('lr')}"
+            )
+            (run_dir / "error.txt").write_text(f"{reason}\n")
+            return row | {"error": reason}
+        history = [h for h in module.history if h["member"] == k]
+        train = {key: v for key, v in history[-1].items() if key.startswith("train/")}
+        metrics = train | final
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        return row | metrics
 
 
 def mean_and_std(summary: pd.DataFrame) -> dict[str, float]:

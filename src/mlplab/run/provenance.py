@@ -61,12 +61,29 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def write_run_info(cfg: DictConfig, output_dir: str | Path) -> dict:
+def run_environment() -> dict:
+    """What a run's ``run_info.json`` records about the process and the code (git, packages,
+    host): computed once and shared by all members of a population."""
+    return {
+        "argv": sys.argv,
+        "cwd": os.getcwd(),
+        "git": git_state(),
+        "python": platform.python_version(),
+        "packages": package_versions(),
+        "host": socket.gethostname(),
+        "slurm": {k: os.environ[k] for k in SLURM_VARS if k in os.environ},
+    }
+
+
+def write_run_info(
+    cfg: DictConfig, output_dir: str | Path, environment: dict | None = None
+) -> dict:
     """Write ``config.yaml`` and ``run_info.json`` into the run dir; return the info.
 
     ``config.yaml`` is the resolved config, except that run dir and run name stay
     interpolations: ``mlplab-train rerun=<run dir>`` re-runs it
     into a new run dir (never over this one). The resolved dir and name are in the info.
+    ``environment``: ``run_environment()`` if already known.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,13 +97,7 @@ def write_run_info(cfg: DictConfig, output_dir: str | Path) -> dict:
         "output_dir": str(output_dir),
         "seed": cfg.get("seed"),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "argv": sys.argv,
-        "cwd": os.getcwd(),
-        "git": git_state(),
-        "python": platform.python_version(),
-        "packages": package_versions(),
-        "host": socket.gethostname(),
-        "slurm": {k: os.environ[k] for k in SLURM_VARS if k in os.environ},
+        **(environment or run_environment()),
     }
     (out / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
