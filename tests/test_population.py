@@ -203,9 +203,51 @@ def test_members_that_cant_be_stacked_are_refused(tmp_path, other, message):
         check_stackable(cfgs)
 
 
-def test_schedulers_are_refused_not_ignored(tmp_path):
-    with pytest.raises(ConfigError, match="scheduler._target_=.* not supported"):
-        check_stackable([compose_run(tmp_path, *BASE, "scheduler=step")])
+@pytest.mark.parametrize(
+    "schedules",
+    [
+        [
+            "scheduler=step scheduler.step_size=2",
+            "scheduler=step scheduler.step_size=3 scheduler.gamma=0.1",
+        ],
+        ["scheduler=cosine", "scheduler=cosine scheduler.eta_min=0.01"],
+        [
+            "scheduler=plateau scheduler.patience=0",
+            "scheduler=plateau scheduler.patience=1 scheduler.factor=0.2",
+        ],
+    ],
+)
+def test_members_schedule_their_learning_rates_like_stand_alone_runs(tmp_path, schedules):
+    members = [
+        ["seed=1", "optimizer=sgd", "optimizer.lr=0.3", *schedules[0].split()],
+        [
+            "seed=2",
+            "optimizer=sgd",
+            "optimizer.lr=0.2",
+            "optimizer.momentum=0.5",
+            *schedules[1].split(),
+        ],
+    ]
+    summary = _population(tmp_path, *members)
+    for k, overrides in enumerate(members):
+        alone, best_epoch = _alone(tmp_path, f"alone{k}", *overrides)
+        _same(summary.iloc[k].to_dict(), alone)
+        assert summary.iloc[k].best_epoch == best_epoch
+
+
+def test_members_must_share_the_scheduler_type_and_monitor(tmp_path):
+    with pytest.raises(ConfigError, match="differ in scheduler._target_"):
+        check_stackable(
+            [compose_run(tmp_path, *BASE, s) for s in ("scheduler=step", "scheduler=cosine")]
+        )
+    plateau = "scheduler=plateau"
+    with pytest.raises(ConfigError, match="differ in scheduler.monitor"):
+        check_stackable(
+            [
+                compose_run(tmp_path, *BASE, plateau, m)
+                for m in ("scheduler.monitor=val/acc", "scheduler.monitor=val/loss")
+            ]
+        )
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ import torch
 
 from mlplab.population.metrics import MemberScores, TrainScores
 from mlplab.population.optim_config import build_stacked_optimizer
+from mlplab.population.schedule import build_stacked_scheduler
 from mlplab.population.stacked import StackedMLP, member_batches, member_losses
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -79,6 +80,9 @@ class PopulationModule(L.LightningModule):
         on_epoch: called after each validation with the epoch and the rows of the members
             that trained in it ({"member", "epoch", "train/...", "val/..."}); returns the
             members to stop now (status ``pruned``, e.g. by an Optuna pruner).
+        scheduler, schedules: the learning-rate scheduler's ``_target_`` (shared) and each
+            member's numbers; stepped once an epoch after validation, as ``MLPModule`` does
+            (ReduceLROnPlateau on ``monitor`` of that epoch's validation).
     """
 
     def __init__(
@@ -96,6 +100,9 @@ class PopulationModule(L.LightningModule):
         num_classes: int = 1,
         target_scale: tuple[list[float], list[float]] | None = None,
         on_epoch: Callable[[int, list[dict]], Iterable[int]] | None = None,
+        scheduler: str | None = None,
+        schedules: list[dict] | None = None,
+        monitor: str = "val/loss",
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -110,6 +117,8 @@ class PopulationModule(L.LightningModule):
         self.scores = MemberScores(task, num_classes, cw, scale)
         self.train_scores = TrainScores(self.scores)
         self.on_epoch = on_epoch
+        self.scheduler_target, self.schedules, self.monitor = scheduler, schedules, monitor
+        self._monitored: list[float] | None = None  # this epoch's values of `monitor`
         k = net.k
         self.patience = list(patience) if patience is not None else [None] * k
         self.min_delta = min_delta
@@ -168,9 +177,13 @@ class PopulationModule(L.LightningModule):
 
     # ---- training -------------------------------------------------------------------------
     def configure_optimizers(self):
-        return build_stacked_optimizer(
+        optimizer = build_stacked_optimizer(
             self.net.parameters(), self.optimizer_target, self.member_options
         )
+        scheduler = build_stacked_scheduler(optimizer, self.scheduler_target, self.schedules or [])
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def training_step(self, index: torch.Tensor, batch_idx: int) -> None:
         opt = self.optimizers()
@@ -197,6 +210,11 @@ class PopulationModule(L.LightningModule):
         self.train_scores.update(out, y)
 
     def on_train_epoch_end(self) -> None:
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:  # after validation, as MLPModule steps its scheduler
+            metrics = self._monitored if scheduler.NEEDS_METRIC else None
+            scheduler.step(metrics, active=self._active().cpu())
+        self._monitored = None
         self._train_sum.zero_()
         self._train_rows = 0
         self.train_scores.reset()
@@ -215,6 +233,8 @@ class PopulationModule(L.LightningModule):
         train = {"train/loss": (self._train_sum / max(self._train_rows, 1)).tolist()}
         train |= {k: v.cpu().tolist() for k, v in self.train_scores.compute().items()}
         epoch, rows = self.current_epoch, []
+        monitored = (train | results).get(self.monitor)
+        self._monitored = monitored if monitored is not None else None
         for k in range(self.net.k):
             if self.status[k] != OK:
                 continue

@@ -38,15 +38,17 @@ from mlplab.run.provenance import run_environment, write_run_info
 MEMBER_KEYS = (
     "seed",
     "data.seed",
+    "data.cv_fold",  # cross-validation: member k holds out fold k
     "optimizer.",
+    "scheduler.",
     "model.dropout",
     "model.l1",
     "callbacks.early_stopping.patience",
     "paths.",
     "run_name",
 )
+SHARED = ("optimizer._target_", "scheduler._target_", "scheduler.monitor")  # one per population
 NOT_YET = {  # what a population can't do (yet): one line instead of a silent difference
-    "scheduler._target_": "learning-rate schedulers",
     "trainer.gradient_clip_val": "gradient clipping",
 }
 
@@ -65,7 +67,7 @@ def check_stackable(cfgs: list[DictConfig]) -> list[str]:
     """The keys the members differ in; a ConfigError if one of them can't be stacked."""
     check(len(cfgs) >= 1, "population", len(cfgs), "at least one member")
     differ = _differing(cfgs)
-    fixed = [k for k in differ if not k.startswith(MEMBER_KEYS) or k == "optimizer._target_"]
+    fixed = [k for k in differ if not k.startswith(MEMBER_KEYS) or k in SHARED]
     if fixed:
         raise ConfigError(
             f"population members differ in {fixed[0]}, which can't be stacked: members share "
@@ -166,6 +168,9 @@ def train_population(
             [float(m.hparams.get("target_std") or 1.0) for m in models],
         ),
         on_epoch=on_epoch,
+        scheduler=(first.get("scheduler") or {}).get("_target_"),
+        schedules=[build.container(c.scheduler) if c.get("scheduler") else {} for c in cfgs],
+        monitor=(first.get("scheduler") or {}).get("monitor", "val/loss"),
     )
     trainer = L.Trainer(
         accelerator=first.trainer.get("accelerator", "auto"),
