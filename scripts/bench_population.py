@@ -1,70 +1,149 @@
-"""Population training vs one run after another: the same K configs, side by side.
+"""Population training vs one trial after another: the same configs, side by side, in one run.
 
-    python scripts/bench_population.py [--members 16] [--epochs 10]
+    python scripts/bench_population.py [--only toy] [--toy-members 64] [--flights-sample 0.1]
 
-Both sides train K seeds of one config (moons, [16, 16], Adam, batch 32) and write each
-member's run dir with checkpoint and metrics; the sequential side is ``train(cfg)`` in this
-process per seed (no subprocess start-up: the fastest way to run trials one by one), with the
-CSV logger only and no figures. Prints wall times, trials per hour and the ratio, and checks
-that both sides give the same test metrics.
+Three cases (the issue's): toy = 64 configs on moons ([16, 16], 20 epochs); breast_cancer =
+64 configs ([64, 64]); flights = 8 configs ([256, 256], batch 512). The configs vary the
+learning rate, Adam's betas and weight decay, and the seed (weights, split and shuffle).
+
+Sequential: what ``mlplab-sweep`` does per trial — compose the config, ``train(cfg)`` in this
+process (no subprocess start-up: the fastest way to run trials one by one) with the CSV logger,
+then write ``metrics.json``; figures and wandb off. Population: ``train_population`` on the same
+configs, writing each member's run dir (config, run info, metrics.json, best.ckpt) and the
+population's metrics.csv (a ``member`` column). Wall time runs from the first trial's start to
+the last result written. Both sides must agree: the largest difference in a member's test/loss
+is printed (float32 summation order differs: batched vs one-by-one matrix products).
+
+On a CUDA machine the same cases also run on the GPU (``--device cuda``, or ``all``).
+The last line is one JSON object with every number.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from mlplab.config import compose_run
+from mlplab.config import compose_run, compose_runs
 from mlplab.population.run import train_population
 from mlplab.run.console import silence_known_noise
+from mlplab.sweep.objective import TRIAL_DEFAULTS
 from mlplab.train import train
 
 COMMON = [
-    "data=moons",
-    "data.options.n_samples=1000",
-    "model.hidden_sizes=[16,16]",
-    "data.batch_size=32",
+    *TRIAL_DEFAULTS,
+    "logger=csv",
     "callbacks.learning_curves=null",
     "callbacks.decision_boundary=null",
-    "print_config=false",
     "threads=1",
 ]
+CASES = {
+    "toy": (["data=moons", "model.hidden_sizes=[16,16]", "trainer.max_epochs=20"], 64),
+    "breast_cancer": (["data=breast_cancer", "model.hidden_sizes=[64,64]"], 64),
+    "flights": (["data=flights", "model.hidden_sizes=[256,256]", "data.batch_size=512"], 8),
+}
+
+
+def member_overrides(k: int) -> list[str]:
+    """Config k of a case: a random-search point (seeded by k) plus seed k."""
+    rng = np.random.default_rng(k)
+    return [
+        f"seed={k}",
+        "optimizer=adam",
+        f"optimizer.lr={10 ** rng.uniform(-3.5, -1.5):.6g}",
+        f"optimizer.betas=[{rng.choice([0.8, 0.9, 0.95])},{rng.choice([0.99, 0.999])}]",
+        f"optimizer.weight_decay={rng.choice([0.0, 1e-4, 1e-3])}",
+    ]
+
+
+def run_case(name: str, args, root: Path, device: str) -> dict:
+    base, members = CASES[name]
+    members = {"toy": args.toy_members, "breast_cancer": args.bc_members}.get(name, members)
+    extra = [f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}"]
+    if name == "flights":
+        extra += [
+            f"data.options.sample={args.flights_sample}",
+            f"trainer.max_epochs={args.flights_epochs}",
+        ]
+    common = [*COMMON, *base, *extra]
+
+    start = time.perf_counter()
+    alone = []
+    for k in range(members):
+        out = root / f"{name}-{device}-alone" / f"trial_{k}"
+        metrics = train(compose_run(out, *common, *member_overrides(k)))
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        alone.append(metrics)
+    sequential = time.perf_counter() - start
+
+    out = root / f"{name}-{device}-population"
+    start = time.perf_counter()
+    cfgs = compose_runs(out, [[*common, *member_overrides(k)] for k in range(members)])
+    summary = train_population(cfgs, out)
+    population = time.perf_counter() - start
+
+    ok = summary.status != "diverged"
+    diff = max(
+        abs(a["test/loss"] - p)
+        for a, p, good in zip(alone, summary["test/loss"], ok, strict=True)
+        if good
+    )
+    return {
+        "members": members,
+        "sequential_s": round(sequential, 3),
+        "population_s": round(population, 3),
+        "speedup": round(sequential / population, 2),
+        "trials_per_hour_sequential": round(members / sequential * 3600),
+        "trials_per_hour_population": round(members / population * 3600),
+        "max_test_loss_diff": float(f"{diff:.3g}"),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--members", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--only", choices=sorted(CASES), action="append")
+    parser.add_argument("--toy-members", type=int, default=64)
+    parser.add_argument("--bc-members", type=int, default=64)
+    parser.add_argument("--flights-sample", type=float, default=0.25)
+    parser.add_argument("--flights-epochs", type=int, default=3)
+    parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     args = parser.parse_args()
     silence_known_noise()
     torch.set_num_threads(1)
-    common = [*COMMON, f"trainer.max_epochs={args.epochs}"]
+    devices = ["cpu"] if args.device == "cpu" else ["cuda"] if args.device == "cuda" else ["cpu"]
+    if args.device == "all" and torch.cuda.is_available():
+        devices.append("cuda")
+    results: dict = {}
     with tempfile.TemporaryDirectory(prefix="mlplab-bench-population-") as tmp:
-        root = Path(tmp)
-        cfgs = [compose_run(root / "pop", *common, f"seed={s}") for s in range(args.members)]
-        start = time.perf_counter()
-        summary = train_population(cfgs, root / "pop")
-        population = time.perf_counter() - start
-
-        start = time.perf_counter()
-        alone = [
-            train(compose_run(root / f"alone_{s}", *common, f"seed={s}"))
-            for s in range(args.members)
-        ]
-        sequential = time.perf_counter() - start
-    diff = max(abs(a["test/loss"] - p) for a, p in zip(alone, summary["test/loss"], strict=True))
-    k = args.members
-    print(f"{k} members, moons 1000 rows, [16, 16], Adam, batch 32, {args.epochs} epochs, CPU")
-    for name, seconds in (
-        ("one after another (in-process train)", sequential),
-        ("one population", population),
-    ):
-        print(f"  {name:38s} {seconds:7.2f} s  {k / seconds * 3600:8.0f} trials/h")
-    print(f"  speed-up: {sequential / population:.1f}x   max |test/loss difference|: {diff:.2e}")
+        for device in devices:
+            for name in args.only or list(CASES):
+                r = run_case(name, args, Path(tmp), device)
+                results[f"{name}_{device}"] = r
+                print(
+                    f"{name:14s} {device:4s} {r['members']:3d} configs: one by one "
+                    f"{r['sequential_s']:7.2f} s ({r['trials_per_hour_sequential']:>7} trials/h) "
+                    f"| population {r['population_s']:6.2f} s "
+                    f"({r['trials_per_hour_population']:>8} trials/h) | {r['speedup']:6.1f}x "
+                    f"| max |test/loss diff| {r['max_test_loss_diff']:.1e}",
+                    flush=True,
+                )
+    first = next(iter(results.values()))
+    line = {
+        "trials_per_hour_sequential": first["trials_per_hour_sequential"],
+        "trials_per_hour_population": first["trials_per_hour_population"],
+    }
+    for key, r in results.items():
+        name, device = key.rsplit("_", 1)
+        line[f"speedup_{name}" if device == "cpu" else f"speedup_{name}_gpu"] = r["speedup"]
+        if device == "cuda":
+            line[f"members_per_second_{name}_gpu"] = round(r["members"] / r["population_s"], 2)
+    line["cases"] = results
+    print(json.dumps(line))
 
 
 if __name__ == "__main__":

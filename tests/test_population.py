@@ -287,3 +287,69 @@ def test_seeds_cli_reports_mean_and_std(tmp_path, monkeypatch, capsys):
     assert "seeds: 3" in (run_dir / "config.yaml").read_text()  # rerun=<dir> repeats it
     assert metrics["test/acc"] == pytest.approx(summary["test/acc"].mean(), abs=1e-9)
     assert metrics["test/acc.std"] == pytest.approx(summary["test/acc"].std(), abs=1e-9)
+
+
+def test_members_are_built_as_build_model_builds_them(tmp_path):
+    """Members after the first skip building a LightningModule: their hyperparameters and
+    initial weights must still be exactly ``build_model``'s."""
+    import lightning as L
+
+    from mlplab.population.run import _build_members
+    from mlplab.run import build
+
+    members = [
+        ["seed=1"],
+        ["seed=2", "model.dropout=0.3", "optimizer=adam", "optimizer.lr=0.02"],
+        ["seed=3", "model.l1=0.01", "optimizer=adam", "optimizer.betas=[0.8,0.99]"],
+    ]
+    cfgs = [compose_run(tmp_path, *BASE, "optimizer=adam", *m) for m in members]
+    datamodules, nets, hparams, _ = _build_members(cfgs)
+    for cfg, dm, net, hp in zip(cfgs, datamodules, nets, hparams, strict=True):
+        L.seed_everything(cfg.seed, verbose=False)
+        model = build.build_model(cfg, dm)
+        assert hp == dict(model.hparams)
+        for (name, a), (_, b) in zip(
+            net.state_dict().items(), model.net.state_dict().items(), strict=True
+        ):
+            assert torch.equal(a, b), name
+
+
+def test_bad_member_optimizer_values_are_one_error(tmp_path):
+    cfgs = [
+        compose_run(tmp_path, *BASE, f"seed={s}", "optimizer=adam", f"optimizer.lr={lr}")
+        for s, lr in ((1, 0.01), (2, -1.0))
+    ]
+    with pytest.raises(ConfigError, match="lr"):
+        train_population(cfgs, tmp_path / "pop")
+    assert not (tmp_path / "pop").exists()
+
+
+def test_compose_runs_equals_composing_each_member(tmp_path):
+    """The fast path (compose per config-group set, then apply values) gives Hydra's configs,
+    and a member whose override can't apply as a value gets Hydra's own error."""
+    from omegaconf import OmegaConf
+
+    from mlplab.config import compose_runs
+
+    members = [
+        ["seed=3", "optimizer=adam", "optimizer.lr=0.01", "optimizer.betas=[0.8,0.99]"],
+        ["optimizer=sgd", "seed=4", "optimizer.lr=0.1", "model.hidden_sizes=[8]", "data=wine"],
+        [
+            "seed=5",
+            "optimizer=adam",
+            "optimizer.lr=0.02",
+            "data.batch_size=full",
+            "optimizer.lr=0.03",
+        ],
+        ["seed=6", "optimizer=adam", "optimizer.lr=0.01", "model.dropout=0.5", "run_name=x"],
+    ]
+    common = ["trainer.max_epochs=3", "data.batch_size=16"]
+    fast = compose_runs(tmp_path, [[*common, *m] for m in members])
+    for cfg, m in zip(fast, members, strict=True):
+        slow = compose_run(tmp_path, *common, *m)
+        assert OmegaConf.to_container(cfg) == OmegaConf.to_container(slow)
+    assert fast[2].optimizer.lr == 0.03 and fast[2].data.batch_size == "full"
+    with pytest.raises(Exception, match="nope"):
+        compose_runs(tmp_path, [["seed=1"], ["seed=2", "model.nope=1"]])
+    with pytest.raises(Exception, match="seed"):
+        compose_runs(tmp_path, [["seed=1"], ["seed=abc"]])

@@ -11,6 +11,7 @@ a new run dir. Importing this module is cheap (no torch, no Lightning).
 
 from __future__ import annotations
 
+import copy
 import os
 import secrets
 from collections.abc import Sequence
@@ -20,9 +21,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import OverrideType
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict, read_write
+from omegaconf._utils import OmegaConfDumper
+from omegaconf.errors import OmegaConfBaseException
 
 # The configs ship inside the package, so a wheel or a git-URL install has them too
 # (``conf/`` at the top of the repository is a link to this folder).
@@ -49,6 +55,7 @@ class TrainConfig:
     run_name: str = MISSING
     seed: int = 42
     seeds: Any = None  # N: train seeds seed, seed+1, ..., seed+N-1 as one population
+    cv: Any = None  # K: K-fold cross-validation, the K folds as one population (mlplab.cv)
     threads: Any = "auto"
     print_config: bool = True
     ckpt_path: str | None = None
@@ -69,6 +76,7 @@ class SweepConfig:
     launcher: str = "processes"
     slurm: dict[str, Any] = field(default_factory=dict)
     worker: int | None = None  # set on the processes `workers=N` starts
+    population: Any = None  # K: ask K trials at a time and train them as one population
 
 
 def run_id() -> str:
@@ -130,29 +138,106 @@ def compose_run(output_dir: str | Path, *overrides: str, quiet: bool = True) -> 
     return compose_config("train", [*head, *overrides])
 
 
-def portable_yaml(cfg: DictConfig, header: str = "") -> str:
-    """``cfg`` resolved, as a primary config that re-runs with
-    ``mlplab-train --config-dir <its folder> --config-name <its name>``.
+def _plain_value(override) -> bool:
+    """``key=value`` changing a key that isn't a config group (Hydra applies those last)."""
+    key = override.key_or_group
+    return (
+        override.type == OverrideType.CHANGE
+        and override.package is None
+        and not override.is_sweep_override()
+        and not key.startswith("hydra")
+        and not (Path(CONF_DIR) / key.replace(".", "/")).is_dir()
+    )
 
-    Everything is resolved (so later edits of ``conf/`` can't change what it means) except
-    ``RUN_IDENTITY``: run dir and run name stay interpolations, so a re-run gets its own dir.
+
+def compose_runs(
+    output_dir: str | Path, members: Sequence[Sequence[str]], quiet: bool = True
+) -> list[DictConfig]:
+    """``[compose_run(output_dir, *m) for m in members]``, fast for many members.
+
+    Hydra composes once per distinct set of config-group overrides (``optimizer=adam``, ...);
+    each member's plain ``key=value`` overrides are then applied to a copy as Hydra applies
+    them (after composition, in order, ``OmegaConf.update(merge=True)``, type-checked by the
+    schema). A member whose values don't apply that way (a new key, a typo) is composed by
+    Hydra itself, so it fails with Hydra's own error.
     """
-    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    if "hydra" in cfg:
-        del cfg["hydra"]
+    parser = OverridesParser.create()
+    head = [f"paths.output_dir={output_dir}", *(QUIET if quiet else ())]
+    lines = [[*head, *member] for member in members]
+    parsed = {line: parser.parse_override(line) for line in {x for m in lines for x in m}}
+    # Values every member sets (and no member sets otherwise) go into the composed base too.
+    shared = set.intersection(*(set(m) for m in lines)) if lines else set()
+    own_keys = {parsed[x].key_or_group for m in lines for x in m if x not in shared}
+    common = {x for x in shared if parsed[x].key_or_group not in own_keys}
+    bases: dict[tuple[str, ...], DictConfig] = {}
+    out = []
+    for overrides in lines:
+        values = [parsed[x] for x in overrides if _plain_value(parsed[x]) and x not in common]
+        base = tuple(x for x in overrides if not _plain_value(parsed[x]) or x in common)
+        if base not in bases:
+            bases[base] = compose_config("train", list(base))
+        cfg = copy.deepcopy(bases[base])
+        try:
+            for o in values:
+                OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+        except OmegaConfBaseException:
+            cfg = compose_config("train", overrides)
+        out.append(cfg)
+    return out
+
+
+def portable_data(cfg: DictConfig) -> dict:
+    """``cfg`` resolved as plain data, except ``RUN_IDENTITY``: run dir and run name stay
+    interpolations, and so does every value derived from them (a callback's dirpath →
+    ``${paths.output_dir}/checkpoints``). The same for every run of one config."""
+    cfg = copy.deepcopy(cfg)
     # Resolve with placeholders for the identity keys, then turn every use of a placeholder
-    # back into a reference to its key (callbacks' dirpath → ${paths.output_dir}/checkpoints).
-    sentinels = {key: f"__mlplab_keep_{i}__" for i, key in enumerate(RUN_IDENTITY)}
-    for key, sentinel in sentinels.items():
-        OmegaConf.update(cfg, key, sentinel, force_add=True)
-    text = OmegaConf.to_yaml(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
-    for key, sentinel in sentinels.items():
-        text = text.replace(sentinel, "${" + key + "}")
-    portable = OmegaConf.create(text)
+    # back into a reference to its key.
+    sentinels = {f"__mlplab_keep_{i}__": key for i, key in enumerate(RUN_IDENTITY)}
+    with read_write(cfg), open_dict(cfg):
+        cfg.pop("hydra", None)
+        for sentinel, key in sentinels.items():
+            OmegaConf.update(cfg, key, sentinel, force_add=True)
+    data = _keep_references(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), sentinels)
     for key, value in RUN_IDENTITY.items():
-        OmegaConf.update(portable, key, value)
+        *parents, last = key.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return data
+
+
+class _Dumper(getattr(yaml, "CDumper", yaml.Dumper)):
+    """What ``OmegaConf.to_yaml`` writes (strings that read as numbers or booleans quoted),
+    with libyaml's emitter where there is one."""
+
+
+_Dumper.add_representer(str, OmegaConfDumper.str_representer)
+
+
+def portable_yaml(cfg: DictConfig, header: str = "", data: dict | None = None) -> str:
+    """``cfg`` as a primary config that re-runs with
+    ``mlplab-train --config-dir <its folder> --config-name <its name>``: ``portable_data``
+    (pass it as ``data`` if already made), so later edits of ``conf/`` can't change what it
+    means, and a re-run gets its own run dir."""
+    data = portable_data(cfg) if data is None else data
     defaults = "defaults:\n  - train_schema\n  - hydra: default\n  - _self_\n\n"
-    return header + defaults + OmegaConf.to_yaml(portable)
+    text = yaml.dump(
+        data, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=_Dumper
+    )
+    return header + defaults + text
+
+
+def _keep_references(value, sentinels: dict[str, str]):
+    if isinstance(value, dict):
+        return {k: _keep_references(v, sentinels) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_keep_references(v, sentinels) for v in value]
+    if isinstance(value, str):
+        for sentinel, key in sentinels.items():
+            value = value.replace(sentinel, "${" + key + "}")
+    return value
 
 
 OmegaConf.register_new_resolver("run_id", run_id, replace=True)

@@ -173,7 +173,10 @@ class PopulationModule(L.LightningModule):
         return {k: v.cpu() for k, v in scorer.compute(stage).items()}
 
     def _active(self) -> torch.Tensor:
-        return torch.tensor([s == OK for s in self.status], device=self.device)
+        key = tuple(s == OK for s in self.status)
+        if getattr(self, "_active_key", None) != key:  # statuses change rarely: build once
+            self._active_key, self._active_mask = key, torch.tensor(key, device=self.device)
+        return self._active_mask
 
     # ---- training -------------------------------------------------------------------------
     def configure_optimizers(self):

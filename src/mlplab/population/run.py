@@ -27,7 +27,11 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from mlplab.config import portable_data
 from mlplab.errors import ConfigError, check
+from mlplab.models.mlp import MLP
+from mlplab.models.module import MLPModule
+from mlplab.models.optimization import check_optimization
 from mlplab.population.module import DIVERGED, PopulationBatches, PopulationModule, StackedSplit
 from mlplab.population.stacked import StackedMLP
 from mlplab.run import build
@@ -53,20 +57,32 @@ NOT_YET = {  # what a population can't do (yet): one line instead of a silent di
 }
 
 
-def _flat(cfg: DictConfig) -> dict:
-    return pd.json_normalize(OmegaConf.to_container(cfg, resolve=True), sep=".").iloc[0].to_dict()
+def _flat(data: dict) -> dict:
+    """``{"optimizer.lr": 0.01, ...}``: a config's (``portable_data``) leaves by dotted key."""
+    out: dict = {}
+
+    def walk(node, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict) and value:
+                walk(value, f"{prefix}{key}.")
+            else:
+                out[f"{prefix}{key}"] = value
+
+    walk(data, "")
+    return out
 
 
-def _differing(cfgs: list[DictConfig]) -> list[str]:
-    flats = [_flat(c) for c in cfgs]
+def _differing(flats: list[dict]) -> list[str]:
     keys = sorted(set().union(*flats))
     return [k for k in keys if any(repr(f.get(k)) != repr(flats[0].get(k)) for f in flats)]
 
 
-def check_stackable(cfgs: list[DictConfig]) -> list[str]:
-    """The keys the members differ in; a ConfigError if one of them can't be stacked."""
+def check_stackable(cfgs: list[DictConfig], flats: list[dict] | None = None) -> list[str]:
+    """The keys the members differ in; a ConfigError if one of them can't be stacked.
+    ``flats``: the configs' ``_flat`` if already known."""
     check(len(cfgs) >= 1, "population", len(cfgs), "at least one member")
-    differ = _differing(cfgs)
+    flats = flats or [_flat(portable_data(c)) for c in cfgs]
+    differ = _differing(flats)
     fixed = [k for k in differ if not k.startswith(MEMBER_KEYS) or k in SHARED]
     if fixed:
         raise ConfigError(
@@ -74,7 +90,7 @@ def check_stackable(cfgs: list[DictConfig]) -> list[str]:
             "the architecture, data, batch size and optimizer type (train them as separate "
             "populations)"
         )
-    flat = _flat(cfgs[0])
+    flat = flats[0]
     for key, what in NOT_YET.items():
         if flat.get(key):
             raise ConfigError(f"{key}={flat[key]} is not supported in a population yet ({what})")
@@ -99,18 +115,54 @@ def _stack(tensors: list[torch.Tensor], what: str) -> torch.Tensor:
 
 
 def _build_members(cfgs: list[DictConfig]):
-    """(datamodules, models): built as ``mlplab.train.train`` builds them, seed first."""
+    """(datamodules, nets, hparams): what ``mlplab.train.train`` builds, seed first.
+
+    Member 0's model is built by ``build_model`` (the template: its class, its checks); the
+    others get the same hyperparameters with their own values and a net initialised from
+    their own seed, exactly as their ``MLPModule`` would (its net is the only thing in its
+    constructor that draws random numbers), without building K LightningModules.
+    """
     cache: dict[str, L.LightningDataModule] = {}
-    datamodules, models = [], []
+    datamodules, nets, hparams = [], [], []
+    template = None
     for cfg in cfgs:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         key = json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True)
         if key not in cache:
             cache[key] = build.build_datamodule(cfg)
             cache[key].setup("fit")
-        datamodules.append(cache[key])
-        models.append(build.build_model(cfg, cache[key]))
-    return datamodules, models
+        dm = cache[key]
+        datamodules.append(dm)
+        if template is None:
+            template = build.build_model(cfg, dm)
+            check(
+                type(template) is MLPModule,
+                "model._target_",
+                cfg.model._target_,
+                "mlplab.models.MLPModule for a population (its members are stacked MLPs)",
+            )
+            nets.append(template.net)
+            hparams.append(dict(template.hparams))
+            continue
+        own = {k: v for k, v in build.container(cfg.model).items() if not k.startswith("_")}
+        hp = (
+            dict(template.hparams)
+            | build.accepted(MLPModule, own | build.model_arguments(cfg, dm))[0]
+        )
+        check(hp["l1"] >= 0, "model.l1", hp["l1"], "must be >= 0")
+        check_optimization(hp["optimizer"], hp["scheduler"])
+        nets.append(
+            MLP(
+                hp["in_features"],
+                hp["hidden_sizes"] or [],
+                hp["out_features"],
+                hp["activation"],
+                hp["dropout"],
+                hp["layer"],
+            )
+        )
+        hparams.append(hp)
+    return datamodules, nets, hparams, template
 
 
 def _member_options(cfg: DictConfig) -> dict:
@@ -137,22 +189,24 @@ def train_population(
     out_dir = Path(out_dir)
     dirs = member_dirs or [out_dir / f"member_{k:03d}" for k in range(len(cfgs))]
     check(len(dirs) == len(cfgs), "member_dirs", len(dirs), f"one dir per member ({len(cfgs)})")
-    differ = check_stackable(cfgs)
-    datamodules, models = _build_members(cfgs)
+    portable = [portable_data(c) for c in cfgs]  # resolved once: config.yaml and the rows
+    flats = [_flat(p) for p in portable]
+    differ = check_stackable(cfgs, flats)
+    datamodules, nets, hparams, template = _build_members(cfgs)
     check(
         all(dm.class_weights == datamodules[0].class_weights for dm in datamodules),
         "data.balance_classes",
         True,
         "the same class weights for every member (members' splits differ in class counts)",
     )
-    first, hp = cfgs[0], models[0].hparams
+    first, hp = cfgs[0], hparams[0]
     train = [dm.tensors["train"] for dm in datamodules]
     x, y = _stack([t[0] for t in train], "train"), _stack([t[1] for t in train], "train")
     batch_size = datamodules[0].hparams.batch_size
     batch_size = x.shape[1] if batch_size == "full" else int(batch_size)
     stopping = [(c.get("callbacks") or {}).get("early_stopping") for c in cfgs]
     module = PopulationModule(
-        StackedMLP.from_members([m.net for m in models]),
+        StackedMLP.from_members(nets),
         x,
         y,
         task=datamodules[0].task,
@@ -162,10 +216,10 @@ def train_population(
         class_weights=datamodules[0].class_weights,
         patience=[s.patience if s else None for s in stopping],
         min_delta=float(stopping[0].get("min_delta", 0.0)) if stopping[0] else 0.0,
-        num_classes=int(hp.out_features),
+        num_classes=int(hp["out_features"]),
         target_scale=(  # per member: each scales by its own training split
-            [float(m.hparams.get("target_mean") or 0.0) for m in models],
-            [float(m.hparams.get("target_std") or 1.0) for m in models],
+            [float(h.get("target_mean") or 0.0) for h in hparams],
+            [float(h.get("target_std") or 1.0) for h in hparams],
         ),
         on_epoch=on_epoch,
         scheduler=(first.get("scheduler") or {}).get("_target_"),
@@ -197,9 +251,9 @@ def train_population(
         final |= module.evaluate(_split(datamodules, "test", eval_size), "test")
     environment = run_environment()
     rows = []
-    for k, (cfg, model, dm) in enumerate(zip(cfgs, models, datamodules, strict=True)):
+    for k, (cfg, hp, dm) in enumerate(zip(cfgs, hparams, datamodules, strict=True)):
         metrics = {name: float(values[k]) for name, values in final.items()}
-        member = _Member(k, cfg, model, dm, Path(dirs[k]))
+        member = _Member(k, cfg, template, hp, dm, Path(dirs[k]), flats[k], portable[k])
         rows.append(member.write(module, metrics, differ, environment))
     summary = pd.DataFrame(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -212,9 +266,12 @@ def train_population(
 class _Member:
     k: int
     cfg: DictConfig
-    model: L.LightningModule
+    template: MLPModule  # member 0's module: written with member k's weights and hparams
+    hparams: dict
     datamodule: L.LightningDataModule
     run_dir: Path
+    flat: dict
+    portable: dict
 
     def write(self, module: PopulationModule, final: dict, differ: list[str], env: dict) -> dict:
         """The member's run dir (config, run info, best checkpoint, metrics); its summary row."""
@@ -222,17 +279,18 @@ class _Member:
         cfg = self.cfg.copy()
         OmegaConf.update(cfg, "paths.output_dir", str(run_dir), force_add=True)
         OmegaConf.update(cfg, "run_name", run_dir.name, force_add=True)
-        write_run_info(cfg, run_dir, environment=env)
-        flat = _flat(cfg)
+        write_run_info(cfg, run_dir, environment=env, data=self.portable)
+        flat = self.flat
         row = {"member": k, "run_dir": str(run_dir), "status": module.status[k]}
         row |= {key: flat.get(key) for key in differ if not key.startswith(("paths.", "run_name"))}
         row |= {"best_epoch": module.best_epoch[k], "stopped_epoch": module.stopped_epoch[k]}
         if (
             module.best_epoch[k] is not None
         ):  # the best weights, also of a member that diverged later
-            self.model.net.load_state_dict(module.member_weights(k, best=True))
+            self.template.net.load_state_dict(module.member_weights(k, best=True))
             path = run_dir / "checkpoints" / "best.ckpt"
-            write_model_checkpoint(path, self.model, self.datamodule, module.best_epoch[k])
+            epoch = module.best_epoch[k]
+            write_model_checkpoint(path, self.template, self.datamodule, epoch, self.hparams)
         if module.status[k] == DIVERGED or module.best_epoch[k] is None:
             reason = (
                 f"training diverged: a non-finite loss at epoch {module.stopped_epoch[k]}; "

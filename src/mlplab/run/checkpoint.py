@@ -70,16 +70,19 @@ def run_record(model: L.LightningModule, datamodule, epoch: int) -> dict:
     }
 
 
-def write_model_checkpoint(path: str | Path, model: L.LightningModule, datamodule, epoch: int):
+def write_model_checkpoint(
+    path: str | Path, model: L.LightningModule, datamodule, epoch: int, hparams: dict | None = None
+):
     """A checkpoint of ``model`` as Lightning's ModelCheckpoint + ``RunRecord`` write it (the
     parts ``load_checkpoint`` and ``mlplab-eval`` read), for weights trained outside a Trainer
-    of their own (a population member). Written atomically."""
+    of their own (a population member); ``hparams`` replace the model's own. Written
+    atomically."""
     checkpoint = {
         "epoch": epoch,
         "global_step": 0,
         "pytorch-lightning_version": L.__version__,
         "state_dict": model.state_dict(),
-        "hyper_parameters": dict(model.hparams),
+        "hyper_parameters": dict(model.hparams) if hparams is None else hparams,
         "datamodule_hyper_parameters": dict(datamodule.hparams),
         RECORD_KEY: run_record(model, datamodule, epoch),
     }

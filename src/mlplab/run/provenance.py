@@ -76,14 +76,17 @@ def run_environment() -> dict:
 
 
 def write_run_info(
-    cfg: DictConfig, output_dir: str | Path, environment: dict | None = None
+    cfg: DictConfig,
+    output_dir: str | Path,
+    environment: dict | None = None,
+    data: dict | None = None,
 ) -> dict:
     """Write ``config.yaml`` and ``run_info.json`` into the run dir; return the info.
 
     ``config.yaml`` is the resolved config, except that run dir and run name stay
     interpolations: ``mlplab-train rerun=<run dir>`` re-runs it
     into a new run dir (never over this one). The resolved dir and name are in the info.
-    ``environment``: ``run_environment()`` if already known.
+    ``environment``: ``run_environment()``, ``data``: ``portable_data(cfg)``, if known.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -91,7 +94,7 @@ def write_run_info(
         f"# The config of run {cfg.get('run_name')}. Re-run it (into a new run dir) with\n"
         f"#   mlplab-train rerun={out} [overrides...]\n"
     )
-    (out / "config.yaml").write_text(portable_yaml(cfg, header=header))
+    (out / "config.yaml").write_text(portable_yaml(cfg, header=header, data=data))
     info = {
         "run_name": cfg.get("run_name"),
         "output_dir": str(output_dir),
