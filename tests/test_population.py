@@ -294,7 +294,7 @@ def test_members_are_built_as_build_model_builds_them(tmp_path):
     initial weights must still be exactly ``build_model``'s."""
     import lightning as L
 
-    from mlplab.population.run import _build_members
+    from mlplab.population.members import build_members as _build_members
     from mlplab.run import build
 
     members = [

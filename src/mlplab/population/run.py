@@ -1,42 +1,39 @@
 """Train several runs' configs as one population and write each member out as a normal run.
 
 ``train_population(cfgs, out_dir)``: the configs must share the architecture, the data shape,
-the batch size and the optimizer type (they may differ in seed — weights, split and shuffle —,
-every numeric optimizer hyperparameter, dropout, L1 and early-stopping patience). Member k:
+the batch size, the optimizer and scheduler types (they may differ in seed — weights, split
+and shuffle —, cross-validation fold, every numeric optimizer and scheduler hyperparameter,
+dropout, L1 and early-stopping patience). Member k:
 
 - starts from the weights ``mlplab-train`` would build for ``cfgs[k]`` (same seeding order);
 - trains on its own split and shuffle, with its own hyperparameters (``PopulationModule``);
-- ends as ``out_dir/<member>/`` with ``config.yaml``, ``run_info.json``, ``metrics.json`` and
-  ``checkpoints/best.ckpt`` that ``mlplab-eval`` / ``mlplab-predict`` load like any run's;
-  its val metrics are those of its last weights and its test metrics those of its best
-  checkpoint, computed by ``MLPModule`` itself — the stand-alone run's numbers.
+- ends as ``out_dir/<member>/`` (or ``member_dirs[k]``) with ``config.yaml``,
+  ``run_info.json``, ``metrics.json`` and ``checkpoints/best.ckpt`` that ``mlplab-eval`` /
+  ``mlplab-predict`` load like any run's; its val metrics are those of its last weights and
+  its test metrics those of its best weights — the numbers its stand-alone run reports
+  (``population.metrics``: MLPModule's metrics, computed for all members at once).
 
-``out_dir`` gets ``summary.csv`` (one row per member), ``metrics.csv`` (epoch, member, losses).
-"""
+``out_dir`` gets ``summary.csv`` (one row per member) and ``metrics.csv`` (one row per epoch
+and member: train and val metrics)."""
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mlplab.config import portable_data
 from mlplab.errors import ConfigError, check
-from mlplab.models.mlp import MLP
-from mlplab.models.module import MLPModule
-from mlplab.models.optimization import check_optimization
-from mlplab.population.module import DIVERGED, PopulationBatches, PopulationModule, StackedSplit
+from mlplab.population.members import Member, build_members, mean_and_std  # noqa: F401
+from mlplab.population.module import PopulationBatches, PopulationModule, StackedSplit
 from mlplab.population.stacked import StackedMLP
 from mlplab.run import build
-from mlplab.run.checkpoint import write_model_checkpoint
-from mlplab.run.provenance import run_environment, write_run_info
+from mlplab.run.provenance import run_environment
+from mlplab.run.threads import apply_threads
 
 # Keys members may differ in (prefixes of flattened config keys); anything else splits them.
 MEMBER_KEYS = (
@@ -114,57 +111,6 @@ def _stack(tensors: list[torch.Tensor], what: str) -> torch.Tensor:
     return torch.stack(tensors)
 
 
-def _build_members(cfgs: list[DictConfig]):
-    """(datamodules, nets, hparams): what ``mlplab.train.train`` builds, seed first.
-
-    Member 0's model is built by ``build_model`` (the template: its class, its checks); the
-    others get the same hyperparameters with their own values and a net initialised from
-    their own seed, exactly as their ``MLPModule`` would (its net is the only thing in its
-    constructor that draws random numbers), without building K LightningModules.
-    """
-    cache: dict[str, L.LightningDataModule] = {}
-    datamodules, nets, hparams = [], [], []
-    template = None
-    for cfg in cfgs:
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        key = json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True)
-        if key not in cache:
-            cache[key] = build.build_datamodule(cfg)
-            cache[key].setup("fit")
-        dm = cache[key]
-        datamodules.append(dm)
-        if template is None:
-            template = build.build_model(cfg, dm)
-            check(
-                type(template) is MLPModule,
-                "model._target_",
-                cfg.model._target_,
-                "mlplab.models.MLPModule for a population (its members are stacked MLPs)",
-            )
-            nets.append(template.net)
-            hparams.append(dict(template.hparams))
-            continue
-        own = {k: v for k, v in build.container(cfg.model).items() if not k.startswith("_")}
-        hp = (
-            dict(template.hparams)
-            | build.accepted(MLPModule, own | build.model_arguments(cfg, dm))[0]
-        )
-        check(hp["l1"] >= 0, "model.l1", hp["l1"], "must be >= 0")
-        check_optimization(hp["optimizer"], hp["scheduler"])
-        nets.append(
-            MLP(
-                hp["in_features"],
-                hp["hidden_sizes"] or [],
-                hp["out_features"],
-                hp["activation"],
-                hp["dropout"],
-                hp["layer"],
-            )
-        )
-        hparams.append(hp)
-    return datamodules, nets, hparams, template
-
-
 def _member_options(cfg: DictConfig) -> dict:
     return {k: v for k, v in build.container(cfg.optimizer).items() if k != "_target_"}
 
@@ -192,7 +138,7 @@ def train_population(
     portable = [portable_data(c) for c in cfgs]  # resolved once: config.yaml and the rows
     flats = [_flat(p) for p in portable]
     differ = check_stackable(cfgs, flats)
-    datamodules, nets, hparams, template = _build_members(cfgs)
+    datamodules, nets, hparams, template = build_members(cfgs)
     check(
         all(dm.class_weights == datamodules[0].class_weights for dm in datamodules),
         "data.balance_classes",
@@ -226,6 +172,10 @@ def train_population(
         schedules=[build.container(c.scheduler) if c.get("scheduler") else {} for c in cfgs],
         monitor=(first.get("scheduler") or {}).get("monitor", "val/loss"),
     )
+    # threads= as a stand-alone run chooses them, for the whole population's step.
+    apply_threads(
+        first.get("threads", "auto"), sum(p.numel() for p in module.net.parameters()), batch_size
+    )
     trainer = L.Trainer(
         accelerator=first.trainer.get("accelerator", "auto"),
         devices=1,
@@ -253,65 +203,12 @@ def train_population(
     rows = []
     for k, (cfg, hp, dm) in enumerate(zip(cfgs, hparams, datamodules, strict=True)):
         metrics = {name: float(values[k]) for name, values in final.items()}
-        member = _Member(k, cfg, template, hp, dm, Path(dirs[k]), flats[k], portable[k])
+        member = Member(
+            k, cfg, template, hp, dm, Path(dirs[k]), flats[k], portable[k], not member_dirs
+        )
         rows.append(member.write(module, metrics, differ, environment))
     summary = pd.DataFrame(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary.to_csv(out_dir / "summary.csv", index=False)
     pd.DataFrame(module.history).to_csv(out_dir / "metrics.csv", index=False)
     return summary
-
-
-@dataclass
-class _Member:
-    k: int
-    cfg: DictConfig
-    template: MLPModule  # member 0's module: written with member k's weights and hparams
-    hparams: dict
-    datamodule: L.LightningDataModule
-    run_dir: Path
-    flat: dict
-    portable: dict
-
-    def write(self, module: PopulationModule, final: dict, differ: list[str], env: dict) -> dict:
-        """The member's run dir (config, run info, best checkpoint, metrics); its summary row."""
-        k, run_dir = self.k, self.run_dir
-        cfg = self.cfg.copy()
-        OmegaConf.update(cfg, "paths.output_dir", str(run_dir), force_add=True)
-        OmegaConf.update(cfg, "run_name", run_dir.name, force_add=True)
-        write_run_info(cfg, run_dir, environment=env, data=self.portable)
-        flat = self.flat
-        row = {"member": k, "run_dir": str(run_dir), "status": module.status[k]}
-        row |= {key: flat.get(key) for key in differ if not key.startswith(("paths.", "run_name"))}
-        row |= {"best_epoch": module.best_epoch[k], "stopped_epoch": module.stopped_epoch[k]}
-        if (
-            module.best_epoch[k] is not None
-        ):  # the best weights, also of a member that diverged later
-            self.template.net.load_state_dict(module.member_weights(k, best=True))
-            path = run_dir / "checkpoints" / "best.ckpt"
-            epoch = module.best_epoch[k]
-            write_model_checkpoint(path, self.template, self.datamodule, epoch, self.hparams)
-        if module.status[k] == DIVERGED or module.best_epoch[k] is None:
-            reason = (
-                f"training diverged: a non-finite loss at epoch {module.stopped_epoch[k]}; "
-                f"try a smaller learning rate than optimizer.lr={cfg.optimizer.get('lr')}"
-            )
-            (run_dir / "error.txt").write_text(f"{reason}\n")
-            return row | {"error": reason}
-        history = [h for h in module.history if h["member"] == k]
-        train = {key: v for key, v in history[-1].items() if key.startswith("train/")}
-        metrics = train | final
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        return row | metrics
-
-
-def mean_and_std(summary: pd.DataFrame) -> dict[str, float]:
-    """``metric`` → mean over the members that finished, ``metric.std`` → their spread."""
-    done = summary[summary.status != DIVERGED]
-    metrics = [c for c in summary.columns if "/" in c and c != "run_dir"]
-    out = {}
-    for key in metrics:
-        values = done[key].astype(float)
-        out[key] = float(values.mean())
-        out[f"{key}.std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
-    return out

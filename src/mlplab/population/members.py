@@ -1,0 +1,131 @@
+"""A population's members as runs: built as ``mlplab.train.train`` builds them, written out as
+the run dir a stand-alone ``mlplab-train`` leaves (config, run info, best checkpoint,
+metrics), and summarised (``mean_and_std``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from mlplab.errors import check
+from mlplab.models.mlp import MLP
+from mlplab.models.module import MLPModule
+from mlplab.models.optimization import check_optimization
+from mlplab.population.module import DIVERGED, PopulationModule
+from mlplab.run import build
+from mlplab.run.checkpoint import write_model_checkpoint
+from mlplab.run.provenance import write_run_info
+
+
+def build_members(cfgs: list[DictConfig]):
+    """(datamodules, nets, hparams): what ``mlplab.train.train`` builds, seed first.
+
+    Member 0's model is built by ``build_model`` (the template: its class, its checks); the
+    others get the same hyperparameters with their own values and a net initialised from
+    their own seed, exactly as their ``MLPModule`` would (its net is the only thing in its
+    constructor that draws random numbers), without building K LightningModules.
+    """
+    cache: dict[str, L.LightningDataModule] = {}
+    datamodules, nets, hparams = [], [], []
+    template = None
+    for cfg in cfgs:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        key = json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True)
+        if key not in cache:
+            cache[key] = build.build_datamodule(cfg)
+            cache[key].setup("fit")
+        dm = cache[key]
+        datamodules.append(dm)
+        if template is None:
+            template = build.build_model(cfg, dm)
+            check(
+                type(template) is MLPModule,
+                "model._target_",
+                cfg.model._target_,
+                "mlplab.models.MLPModule for a population (its members are stacked MLPs)",
+            )
+            nets.append(template.net)
+            hparams.append(dict(template.hparams))
+            continue
+        own = {k: v for k, v in build.container(cfg.model).items() if not k.startswith("_")}
+        hp = (
+            dict(template.hparams)
+            | build.accepted(MLPModule, own | build.model_arguments(cfg, dm))[0]
+        )
+        check(hp["l1"] >= 0, "model.l1", hp["l1"], "must be >= 0")
+        check_optimization(hp["optimizer"], hp["scheduler"])
+        nets.append(
+            MLP(
+                hp["in_features"],
+                hp["hidden_sizes"] or [],
+                hp["out_features"],
+                hp["activation"],
+                hp["dropout"],
+                hp["layer"],
+            )
+        )
+        hparams.append(hp)
+    return datamodules, nets, hparams, template
+
+
+@dataclass
+class Member:
+    k: int
+    cfg: DictConfig
+    template: MLPModule  # member 0's module: written with member k's weights and hparams
+    hparams: dict
+    datamodule: L.LightningDataModule
+    run_dir: Path
+    flat: dict
+    portable: dict
+    named: bool  # run_name = the member dir's name
+
+    def write(self, module: PopulationModule, final: dict, differ: list[str], env: dict) -> dict:
+        """The member's run dir (config, run info, best checkpoint, metrics); its summary row."""
+        k, run_dir = self.k, self.run_dir
+        cfg = self.cfg.copy()
+        OmegaConf.update(cfg, "paths.output_dir", str(run_dir), force_add=True)
+        if self.named:  # member_XXX in the population's dir; a given dir keeps the run's name
+            OmegaConf.update(cfg, "run_name", run_dir.name, force_add=True)
+        write_run_info(cfg, run_dir, environment=env, data=self.portable)
+        flat = self.flat
+        row = {"member": k, "run_dir": str(run_dir), "status": module.status[k]}
+        row |= {key: flat.get(key) for key in differ if not key.startswith(("paths.", "run_name"))}
+        row |= {"best_epoch": module.best_epoch[k], "stopped_epoch": module.stopped_epoch[k]}
+        if (
+            module.best_epoch[k] is not None
+        ):  # the best weights, also of a member that diverged later
+            self.template.net.load_state_dict(module.member_weights(k, best=True))
+            path = run_dir / "checkpoints" / "best.ckpt"
+            epoch = module.best_epoch[k]
+            write_model_checkpoint(path, self.template, self.datamodule, epoch, self.hparams)
+        if module.status[k] == DIVERGED or module.best_epoch[k] is None:
+            reason = (
+                f"training diverged: a non-finite loss at epoch {module.stopped_epoch[k]}; "
+                f"try a smaller learning rate than optimizer.lr={cfg.optimizer.get('lr')}"
+            )
+            (run_dir / "error.txt").write_text(f"{reason}\n")
+            return row | {"error": reason}
+        history = [h for h in module.history if h["member"] == k]
+        train = {key: v for key, v in history[-1].items() if key.startswith("train/")}
+        metrics = train | final
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        return row | metrics
+
+
+def mean_and_std(summary: pd.DataFrame) -> dict[str, float]:
+    """``metric`` → mean over the members that finished, ``metric.std`` → their spread."""
+    done = summary[summary.status != DIVERGED]
+    metrics = [c for c in summary.columns if "/" in c and c != "run_dir"]
+    out = {}
+    for key in metrics:
+        values = done[key].astype(float)
+        out[key] = float(values.mean())
+        out[f"{key}.std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+    return out
