@@ -2,8 +2,9 @@
 and runs ``train(cfg)`` in this process (no torch/Lightning start-up per trial).
 
 usage:
-    mlplab-sweep hparams_search=NAME [n_trials=20] [workers=4] [storage=URL] [study_name=NAME]
-                 [sweep_dir=DIR] [launcher=processes|slurm|submitit_local] [slurm.KEY=VALUE]
+    mlplab-sweep hparams_search=NAME [n_trials=20] [workers=4] [population=K] [storage=URL]
+                 [study_name=NAME] [sweep_dir=DIR] [launcher=processes|slurm|submitit_local]
+                 [slurm.KEY=VALUE]
                  [any mlplab-train overrides, applied to every trial]
     mlplab-sweep --help
 
@@ -18,6 +19,12 @@ space) is not retrained: it gets that trial's value and ``duplicate_of``.
 ``workers=N`` runs N workers on one study: local processes, or with ``launcher=slurm`` the
 tasks of one SLURM job array (submitit; ``slurm.partition=gpu slurm.timeout_min=120`` ...;
 ``launcher=submitit_local`` tries that path on this machine).
+
+``population=K`` asks Optuna for K trials at a time and trains them as one population
+(``mlplab.population``: K models in one batched step), then tells Optuna each result; trials
+whose configs can't be stacked (another architecture or optimizer type) train as separate
+populations, and those a population can't run yet (gradient clipping) one by one. See
+``mlplab.sweep.population``.
 
 A trial that raises (a diverged loss, a bad value in the search range) is recorded as FAILED
 with its reason and the search goes on. At the end the sweep dir holds ``trials.csv`` (with
@@ -48,6 +55,7 @@ from mlplab.errors import ConfigError, check, clean_exit
 from mlplab.run.preflight import CommandLine, compose_checked
 from mlplab.sweep import launch
 from mlplab.sweep.objective import Objective, compose_train, override_key
+from mlplab.sweep.population import check_population, run_populations
 from mlplab.sweep.report import print_trial, write_reports
 from mlplab.sweep.search import (
     available_searches,
@@ -95,6 +103,7 @@ def parse_args(argv: list[str]) -> tuple[DictConfig, list[str]]:
         value = cfg.get(key)
         check(value is None or value >= 0, key, value, "a whole number ≥ 0")
     check(cfg.workers >= 1, "workers", cfg.workers, "at least 1")
+    check_population(cfg.population)
     if cfg.hparams_search is None:
         raise ConfigError(
             f"hparams_search is required: one of {available_searches()} "
@@ -223,17 +232,21 @@ def _run_study(study, objective, cfg: DictConfig, argv, n_trials: int, sweep_dir
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
         if cfg.worker is not None:
             torch.set_num_threads(1)  # N workers share the CPU
-        callbacks = [print_trial]
-        if cfg.worker is not None:  # stop once all workers together reach n_trials
-            states = (*DONE, TrialState.RUNNING)
-            callbacks.append(optuna.study.MaxTrialsCallback(n_trials, states=states))
-        study.optimize(
-            objective,
-            n_trials=remaining,
-            catch=(Exception,),
-            callbacks=callbacks,
-            gc_after_trial=True,
-        )
+        # Workers stop once all of them together reach n_trials (others' running trials count).
+        states = (*DONE, TrialState.RUNNING) if cfg.worker is not None else DONE
+        if (cfg.population or 1) > 1:
+            run_populations(study, objective, cfg.population, n_trials, states)
+        else:
+            callbacks = [print_trial, objective.stop_if_fatal]
+            if cfg.worker is not None:
+                callbacks.append(optuna.study.MaxTrialsCallback(n_trials, states=states))
+            study.optimize(
+                objective,
+                n_trials=remaining,
+                catch=(Exception,),
+                callbacks=callbacks,
+                gc_after_trial=True,
+            )
         if objective.fatal is not None:
             raise objective.fatal
     elif cfg.launcher == "processes":

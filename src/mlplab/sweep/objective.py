@@ -70,7 +70,12 @@ def best_epoch_value(trial: optuna.Trial, direction: str, last: float) -> float:
     one, and the best checkpoint is what the run keeps. ``last`` when nothing was reported
     (a ``test/`` metric)."""
     frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
-    values = [v for v in frozen.intermediate_values.values() if math.isfinite(v)]
+    return best_of(frozen.intermediate_values.values(), direction, last)
+
+
+def best_of(values, direction: str, last: float) -> float:
+    """The best finite value of ``values`` (the epochs' metric); ``last`` when there is none."""
+    values = [v for v in values if math.isfinite(v)]
     if not values:
         return last
     return max(values) if direction == "maximize" else min(values)
@@ -109,32 +114,58 @@ class Objective:
         check_composes(merge_overrides(self.base, first, self.user))
 
     def __call__(self, trial: optuna.Trial) -> float:
-        overrides = merge_overrides(self.base, suggest(trial, self.params), self.user)
-        trial.set_user_attr("overrides", overrides)
-        earlier = _earlier_same(trial, overrides)
+        overrides = self.trial_overrides(trial)
+        earlier = self.repeat_of(trial, overrides)
         if earlier is not None:  # Optuna's FAQ pattern for finite spaces: don't retrain
-            trial.set_user_attr(
-                "duplicate_of", earlier.user_attrs.get("duplicate_of", earlier.number)
-            )
             if earlier.state == TrialState.PRUNED:
                 raise optuna.TrialPruned()
             return earlier.value
+        return self.train_trial(trial, overrides)
+
+    def trial_overrides(self, trial: optuna.Trial) -> list[str]:
+        """The trial's train overrides (search file, suggestions, command line), recorded."""
+        overrides = merge_overrides(self.base, suggest(trial, self.params), self.user)
+        trial.set_user_attr("overrides", overrides)
+        return overrides
+
+    def repeat_of(self, trial: optuna.Trial, overrides: list[str]) -> FrozenTrial | None:
+        """The finished trial this one repeats (recorded as ``duplicate_of``), or None."""
+        earlier = _earlier_same(trial, overrides)
+        if earlier is not None:
+            trial.set_user_attr(
+                "duplicate_of", earlier.user_attrs.get("duplicate_of", earlier.number)
+            )
+        return earlier
+
+    def train_trial(self, trial: optuna.Trial, overrides: list[str]) -> float:
+        """``train()`` the trial's config; a failure is recorded with its reason and re-raised."""
         try:
             return self._run(trial, overrides)
         except optuna.TrialPruned:
             raise
         except BaseException as err:  # Optuna records FAIL (catch=...); we record why
-            reason = fail_reason(err)
-            trial.set_user_attr("fail_reason", reason)
-            print(f"trial {trial.number} failed: {reason}", flush=True)
-            if isinstance(err, MissingMetric):
-                self.fatal = err
-                trial.study.stop()
+            self.record_failure(trial, err)
             raise
 
-    def _run(self, trial: optuna.Trial, overrides: list[str]) -> float:
-        global _active_trial
-        out = self.sweep_dir / f"trial_{trial.number}"
+    def record_failure(self, trial: optuna.Trial, err: BaseException) -> None:
+        """``fail_reason`` and one line; a MissingMetric makes the whole sweep stop."""
+        reason = fail_reason(err)
+        trial.set_user_attr("fail_reason", reason)
+        print(f"trial {trial.number} failed: {reason}", flush=True)
+        if isinstance(err, MissingMetric):
+            self.fatal = err
+
+    def stop_if_fatal(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """A ``study.optimize`` callback: stop after a trial that says the sweep can't run."""
+        if self.fatal is not None:
+            study.stop()
+
+    def trial_dir(self, trial: optuna.Trial) -> Path:
+        return self.sweep_dir / f"trial_{trial.number}"
+
+    def trial_config(self, trial: optuna.Trial, overrides: list[str]) -> DictConfig:
+        """The train config of the trial, writing into its own ``trial_<number>`` dir."""
+        out = self.trial_dir(trial)
         run = [f"paths.output_dir={out}", "task_name=sweep", f"run_name=trial_{trial.number}"]
         cfg = compose_train([*overrides, *run])
         with open_dict(cfg):
@@ -146,6 +177,12 @@ class Objective:
             }
             if (cfg.get("logger") or {}).get("wandb") is not None:
                 cfg.logger.wandb.group = cfg.logger.wandb.group or self.study_name
+        return cfg
+
+    def _run(self, trial: optuna.Trial, overrides: list[str]) -> float:
+        global _active_trial
+        out = self.trial_dir(trial)
+        cfg = self.trial_config(trial, overrides)
         _active_trial = trial
         try:
             metrics = train(cfg)  # which finishes its tracking run: one per trial

@@ -1,0 +1,285 @@
+"""``mlplab-sweep population=K``: ask Optuna for K trials at a time, train them as one
+population (``mlplab.population.run.train_population``) and tell Optuna each member's result.
+
+A trial is the one the sweep trains alone: the same overrides and config, the same
+``trial_<number>`` dir and value (the best epoch's metric, reported after each validation). A
+member the pruner prunes stops (PRUNED); one that diverges FAILs with the reason, the others go
+on; a repeat of a finished trial or of one in the same batch is not trained (``duplicate_of``).
+Trials that can't be stacked (they differ outside ``MEMBER_KEYS``, or in optimizer type) train as
+separate populations, one after another (each in ``<sweep_dir>/population_<first trial>``, the
+trials' ``population`` attribute); what a population can't do yet (``NOT_YET``), or a group it
+refuses before training, trains one by one as without ``population``.
+
+``study.optimize`` records a heartbeat only for the trial it runs; here every asked trial has one
+until it is told, so the K RUNNING trials of a killed worker go stale and a later run fails them,
+as it fails a killed one-by-one worker's trial.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import math
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+
+import optuna
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import FrozenTrial, TrialState
+
+from mlplab.errors import ConfigError, DivergedError, check
+from mlplab.run.console import silence_known_noise
+from mlplab.sweep.objective import MissingMetric, Objective, best_of, fail_reason
+from mlplab.sweep.report import print_trial
+
+
+def check_population(size) -> None:
+    """``population=`` is unset or a whole number ≥ 1 (1: one trial at a time, as without it)."""
+    ok = size is None or (type(size) is int and size >= 1)
+    check(ok, "population", size, "a whole number ≥ 1 (trials trained at once as one population)")
+
+
+@dataclass
+class Job:
+    """An asked trial to train; ``copies``: later trials of the batch with its config."""
+
+    trial: optuna.Trial
+    overrides: list[str]
+    cfg: DictConfig
+    copies: list[optuna.Trial] = field(default_factory=list)
+
+
+def run_populations(
+    study: optuna.Study, objective: Objective, size: int, n_trials: int, states: tuple
+) -> None:
+    """Ask ≤ ``size`` trials, train and tell them, until ``n_trials`` trials of the study are in
+    ``states`` (finished ones; for workers, other workers' running ones too)."""
+    silence_known_noise()  # as train() does for each trial
+    while objective.fatal is None:
+        left = n_trials - len(study.get_trials(deepcopy=False, states=states))
+        if left <= 0:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # what study.optimize does before a trial
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")  # see heartbeats
+            trials = [study.ask() for _ in range(min(size, left))]
+        tell = Teller(study)
+        try:
+            with heartbeats(trials):
+                _run_batch(objective, trials, tell)
+        except BaseException as err:  # Ctrl-C, a lost storage: don't leave them RUNNING
+            for trial in trials:
+                if trial.number not in tell.told:
+                    with suppress(Exception):
+                        trial.set_user_attr("fail_reason", fail_reason(err))
+                        tell(trial, state=TrialState.FAIL)
+            raise
+        gc.collect()
+
+
+class Teller:
+    """Tells Optuna a trial's result once and prints its line (what ``optimize`` does)."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study, self.told = study, {}
+
+    def __call__(self, trial, value=None, state=TrialState.COMPLETE) -> None:
+        self.told[trial.number] = self.study.tell(trial, value, state=state)
+        print_trial(self.study, self.told[trial.number])
+
+    def failed(self, objective: Objective, trial: optuna.Trial, err: BaseException) -> None:
+        objective.record_failure(trial, err)
+        self(trial, state=TrialState.FAIL)
+
+    def like(self, trial: optuna.Trial, earlier: FrozenTrial) -> None:
+        """A repeat: ``earlier``'s state and value (``duplicate_of`` is set already)."""
+        if earlier.state == TrialState.FAIL:
+            trial.set_user_attr("fail_reason", earlier.user_attrs.get("fail_reason"))
+        value = earlier.value if earlier.state == TrialState.COMPLETE else None
+        self(trial, value, state=earlier.state)
+
+
+@contextmanager
+def heartbeats(trials: list[optuna.Trial]) -> Iterator[None]:
+    """Record every trial's heartbeat now and every interval, while the batch runs."""
+    storage = trials[0].storage
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if not interval:  # a storage without heartbeats (a journal file)
+        yield
+        return
+    ids = [t._trial_id for t in trials]  # the heartbeat table's key (Optuna's own id)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            for trial_id in ids:
+                storage.record_heartbeat(trial_id)
+            stop.wait(interval)
+
+    thread = threading.Thread(target=beat, name="sweep-heartbeats", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _run_batch(objective: Objective, trials: list[optuna.Trial], tell: Teller) -> None:
+    """Compose each trial's config (repeats are told at once), then train group by group."""
+    jobs: list[Job] = []
+    for trial in trials:
+        overrides = objective.trial_overrides(trial)
+        earlier = objective.repeat_of(trial, overrides)
+        if earlier is not None:
+            tell.like(trial, earlier)
+            continue
+        same = next(
+            (j for j in jobs if (j.trial.params, j.overrides) == (trial.params, overrides)), None
+        )
+        if same is not None:
+            trial.set_user_attr("duplicate_of", same.trial.number)
+            same.copies.append(trial)
+            continue
+        try:
+            jobs.append(Job(trial, overrides, objective.trial_config(trial, overrides)))
+        except Exception as err:  # noqa: BLE001 — as a trial that raises: FAIL, go on
+            tell.failed(objective, trial, err)
+    for group, stackable in _groups(jobs):
+        if objective.fatal is not None:  # the sweep stops: these are not trained
+            for job in group:
+                tell.failed(objective, job.trial, objective.fatal)
+        elif stackable:
+            _train_population(objective, group, tell)
+        else:
+            _train_alone(objective, group[0], tell)
+        for job in group:
+            for repeat in job.copies:
+                tell.like(repeat, tell.told[job.trial.number])
+
+
+def _groups(jobs: list[Job]) -> list[tuple[list[Job], bool]]:
+    """(jobs, stackable): groups equal outside ``MEMBER_KEYS`` (``SHARED`` keys included, so
+    one optimizer type each), in the order they were asked; then the jobs to train alone."""
+    from mlplab.population.run import MEMBER_KEYS, NOT_YET, SHARED
+
+    groups: dict[str, list[Job]] = {}
+    alone = []
+    for job in jobs:
+        flat = _flat(stacked(job.cfg, "population"))
+        if any(flat.get(key) for key in NOT_YET):
+            alone.append(job)
+            continue
+        fixed = {k: v for k, v in flat.items() if not k.startswith(MEMBER_KEYS) or k in SHARED}
+        groups.setdefault(repr(sorted(fixed.items())), []).append(job)
+    return [(group, True) for group in groups.values()] + [([job], False) for job in alone]
+
+
+def stacked(cfg: DictConfig, out_dir) -> DictConfig:
+    """The trial's config as its population trains it: one output dir for all members (so the
+    keys derived from it are equal; each member is still written into its trial dir), no
+    loggers (a population has none yet: its ``metrics.csv`` holds every member's losses)."""
+    cfg = copy.deepcopy(cfg)
+    OmegaConf.update(cfg, "paths.output_dir", str(out_dir), force_add=True)
+    cfg.logger = None
+    return cfg
+
+
+def _flat(cfg: DictConfig) -> dict:
+    """``{"a.b": value}``, flattened as ``check_stackable`` flattens."""
+    return pd.json_normalize(OmegaConf.to_container(cfg, resolve=True), sep=".").iloc[0].to_dict()
+
+
+def _train_alone(objective: Objective, job: Job, tell: Teller) -> None:
+    """The one-by-one path (``train()`` with the pruning callback) for an asked trial."""
+    try:
+        value = objective.train_trial(job.trial, job.overrides)
+    except optuna.TrialPruned:
+        tell(job.trial, state=TrialState.PRUNED)
+    except Exception:  # noqa: BLE001 — recorded with its reason by train_trial
+        tell(job.trial, state=TrialState.FAIL)
+    else:
+        tell(job.trial, value)
+
+
+class Reporter:
+    """``on_epoch``: each member's metric goes to its trial, as the pruning callback reports
+    after each validation; the members whose trials the pruner prunes stop."""
+
+    def __init__(self, metric: str, trials: list[optuna.Trial]) -> None:
+        self.metric, self.trials = metric, trials
+        self.values: list[dict[int, float]] = [{} for _ in trials]  # member → {epoch: value}
+        self.pruned: set[int] = set()
+        self.epochs = 0
+
+    def __call__(self, epoch: int, rows: list[dict]) -> list[int]:
+        self.epochs += 1
+        stop = []
+        for row in rows:
+            k, value = row["member"], row.get(self.metric)
+            # No per-epoch value (a test/ metric), or the member diverged in this epoch (a run
+            # alone raises before its pruning callback reports): nothing to report.
+            if value is None or not math.isfinite(row["val/loss"]):
+                continue
+            trial = self.trials[k]
+            trial.report(float(value), epoch)
+            self.values[k][epoch] = float(value)
+            if trial.should_prune():
+                self.pruned.add(k)
+                stop.append(k)
+        return stop
+
+
+def _train_population(objective: Objective, jobs: list[Job], tell: Teller) -> None:
+    from mlplab.population.run import train_population
+
+    numbers = [job.trial.number for job in jobs]
+    out_dir = objective.sweep_dir / f"population_{numbers[0]}"
+    print(f"population of {len(jobs)}: trials {', '.join(map(str, numbers))}", flush=True)
+    cfgs = [stacked(job.cfg, out_dir) for job in jobs]
+    loggers = sorted(set(jobs[0].cfg.get("logger") or {}) - {"csv"})
+    if loggers:
+        print(f"note: populations don't log to {', '.join(loggers)} (not yet)", flush=True)
+    reporter = Reporter(objective.metric, [job.trial for job in jobs])
+    try:
+        summary = train_population(
+            cfgs,
+            out_dir,
+            member_dirs=[objective.trial_dir(job.trial) for job in jobs],
+            on_epoch=reporter,
+        )
+    except Exception as err:  # noqa: BLE001 — as a trial that raises: FAIL, the sweep goes on
+        if isinstance(err, ConfigError) and reporter.epochs == 0:  # refused, nothing written
+            print(f"note: trials {numbers} train one by one: {err}", flush=True)
+            for job in jobs:
+                _train_alone(objective, job, tell)
+            return
+        for job in jobs:
+            tell.failed(objective, job.trial, err)
+        return
+    metric = objective.metric
+    missing = None
+    if metric not in summary.columns:
+        returned = sorted(c for c in summary.columns if "/" in c and c != "run_dir")
+        missing = MissingMetric(f"metric={metric!r} is invalid: train() returned {returned}")
+    for k, job in enumerate(jobs):
+        row = summary.iloc[k]
+        job.trial.set_user_attr("population", out_dir.name)
+        if k in reporter.pruned or row["status"] == "pruned":
+            tell(job.trial, state=TrialState.PRUNED)
+        elif isinstance(row.get("error"), str):  # diverged (or never a finite val/loss)
+            tell.failed(objective, job.trial, DivergedError(row["error"]))
+        elif missing is not None:
+            tell.failed(objective, job.trial, missing)
+        else:
+            value = best_of(reporter.values[k].values(), objective.direction, float(row[metric]))
+            if math.isfinite(value):
+                tell(job.trial, value)
+            else:  # as the one-by-one path: Optuna would fail it without saying why
+                err = FloatingPointError(f"{metric} was {value} in every epoch")
+                tell.failed(objective, job.trial, err)
