@@ -20,6 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from mlplab.config import CONF_DIR
+from mlplab.cv import train_cv
 from mlplab.errors import DivergedError, check, clean_exit, fail, user_error
 from mlplab.run.console import (
     describe_run,
@@ -57,6 +58,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if rank0:
         check_run_dir(output_dir, cfg.get("resume"))
     with RunLock(output_dir) if rank0 else nullcontext():
+        if cfg.get("cv") is not None:  # before seeds: cv refuses seeds= itself
+            return train_cv(cfg)
         if cfg.get("seeds") is not None:
             return train_seeds(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -206,7 +209,9 @@ def _run(cfg: DictConfig) -> None:
     if process_rank() == 0:
         # one small file per run: sweep summaries and scripts read it
         (Path(output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        if cfg.get("seeds") is not None:
+        if cfg.get("cv") is not None:
+            print_metrics(metrics, title=f"mean and std over {cfg.cv} folds (summary.csv)")
+        elif cfg.get("seeds") is not None:
             print_metrics(metrics, title=f"mean and std over {cfg.seeds} seeds (summary.csv)")
         else:
             print_metrics(metrics, sources=_metric_sources(output_dir))

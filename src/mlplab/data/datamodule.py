@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from mlplab.data.batches import BatchIterator
+from mlplab.data.folds import check_cv_args, cv_split
 from mlplab.data.preprocess import Preprocessor
 from mlplab.data.sources import load_source
 from mlplab.data.spec import SPLITS, TableSpec
@@ -91,6 +92,9 @@ class TabularDataModule(L.LightningDataModule):
         seed: seeds the split and the per-epoch shuffle.
         eval_batch_size: rows per validation/test batch.
         balance_classes: weight the loss by inverse class frequency (imbalanced classes).
+        cv_folds, cv_fold: K-fold cross-validation (``mlplab.data.folds``): the train and val
+            rows of the split are parted into K ≥ 2 folds and fold k (0 … K−1) is the val
+            split; the test split stays. Both null (the default): no cross-validation.
     """
 
     def __init__(
@@ -103,9 +107,12 @@ class TabularDataModule(L.LightningDataModule):
         seed: int = 0,
         eval_batch_size: int = 4096,
         balance_classes: bool = False,
+        cv_folds: int | None = None,
+        cv_fold: int | None = None,
     ) -> None:
         super().__init__()
         _check_args(batch_size, val_fraction, test_fraction, eval_batch_size)
+        check_cv_args(cv_folds, cv_fold)
         self.save_hyperparameters()
         self.preprocessor: Preprocessor | None = None
         self.frames: dict[str, pd.DataFrame] = {}
@@ -125,6 +132,8 @@ class TabularDataModule(L.LightningDataModule):
         else:
             parts = split_indices(df, spec, hp.val_fraction, hp.test_fraction, hp.seed)
             why = f"leaves the {{}} split of {len(df)} rows empty"
+        if hp.cv_folds is not None:  # the same test rows; train+val parted into folds
+            parts = cv_split(df, spec, parts, hp.cv_folds, hp.cv_fold, hp.seed)
         for name, rows in parts.items():
             check(len(rows) > 0, "data.source", hp.source, why.format(name))
         for name in ("val", "test"):  # R² (regression) is undefined on one row

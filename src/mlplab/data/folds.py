@@ -1,0 +1,154 @@
+"""K-fold cross-validation over the train+val rows of the seeded split; the test rows stay.
+
+    rows ─► split_indices ─► train | val | test        (test: the rows a run without CV tests on)
+         ─► pool = train ∪ val (N rows) ─► K folds of N // K rows + N mod K left-over rows
+         ─► fold k's run: val = fold k, train = every other pool row (left-overs included)
+
+``mlplab-train data.cv_folds=K data.cv_fold=k`` is fold k's run; ``mlplab-train cv=K`` trains
+all K folds as one population (``mlplab.cv``).
+
+Why left-over rows: a population stacks its members' splits into one tensor, so every member
+needs a train split of the same size and a val split of the same size. N rows only part into
+K equal folds when K divides N; the N mod K rows the seeded shuffle sets aside (a share of each
+class, like the folds) are held out by no fold and are in every member's training rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from mlplab.data.spec import TableSpec
+from mlplab.errors import check
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_cv_args(cv_folds, cv_fold) -> None:
+    """The DataModule's ``cv_folds``/``cv_fold`` pair: both null, or K ≥ 2 and k in 0..K−1."""
+    if cv_folds is None:
+        check(
+            cv_fold is None,
+            "data.cv_fold",
+            cv_fold,
+            "needs data.cv_folds (the number of folds) too; or train every fold with cv=K",
+        )
+        return
+    check(
+        _is_int(cv_folds) and cv_folds >= 2,
+        "data.cv_folds",
+        cv_folds,
+        "an integer >= 2 (the number of folds), or null for no cross-validation",
+    )
+    check(
+        _is_int(cv_fold) and 0 <= cv_fold < cv_folds,
+        "data.cv_fold",
+        cv_fold,
+        f"the held-out fold, an integer in 0..{cv_folds - 1} when data.cv_folds={cv_folds} "
+        "(cv=K trains every fold)",
+    )
+
+
+def _leftover_counts(extra: int, counts: np.ndarray, folds: int) -> np.ndarray:
+    """How many of the ``extra`` left-over rows each class gives: in proportion to its size
+    (largest remainder), but never so many that the class is missing from a fold."""
+    raw = extra * counts / counts.sum()
+    spare = counts - folds  # rows a class can give up and still have one in every fold
+    share = np.minimum(np.floor(raw).astype(int), spare)
+    # Largest remainders first; a class at its limit is passed over. Every class has ≥ K rows,
+    # so N ≥ C·K and the spare rows (N − C·K ≥ N mod K) always cover the left-overs.
+    order = np.argsort(share - raw, kind="stable")
+    turn = 0
+    while share.sum() < extra:
+        c = order[turn % len(order)]
+        if share[c] < spare[c]:
+            share[c] += 1
+        turn += 1
+    return share
+
+
+def assign_folds(codes: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """The fold (0 … K−1) of each row, or −1 for a left-over row. Stratified by ``codes``.
+
+    Each class's rows are shuffled (seeded by ``(seed, K)``); the first of them are the class's
+    share of the N mod K left-overs, the rest are dealt out in turn, class after class, to
+    folds 0, 1, …, K−1, 0, 1, … So every fold gets exactly N // K rows, and ⌊m/K⌋ or ⌈m/K⌉ of
+    a class that has m rows in the folds.
+
+    Args:
+        codes: class code (0 … C−1) of each row; all 0 for regression (plain shuffled folds).
+            Every class needs at least K rows.
+        folds: K ≥ 2.
+        seed: ``data.seed``.
+    """
+    rng = np.random.default_rng([seed, folds])
+    counts = np.bincount(codes)
+    extra = _leftover_counts(len(codes) % folds, counts, folds)
+    dealt = [rng.permutation(np.flatnonzero(codes == c))[n:] for c, n in enumerate(extra)]
+    order = np.concatenate(dealt)  # (K · (N // K),)
+    fold = np.full(len(codes), -1)
+    fold[order] = np.arange(len(order)) % folds
+    return fold
+
+
+def _check_fold_sizes(values: pd.Series, spec: TableSpec, folds: int, key: str) -> None:
+    n = len(values)
+    where = "outside the test split"
+    if spec.task == "regression":  # R² is undefined on one row
+        check(
+            n // folds >= 2,
+            key,
+            folds,
+            f"{n} rows {where} make folds of {n // folds}; regression metrics (R²) need at "
+            f"least 2 rows per fold: at most {n // 2} folds",
+        )
+        return
+    counts = values.value_counts()
+    smallest = counts.index.tolist()[int(np.argmin(counts.to_numpy()))]  # a Python value
+    check(
+        counts.min() >= folds,
+        key,
+        folds,
+        f"class {smallest!r} of {spec.target!r} has {counts.min()} rows {where} and stratified "
+        f"folds hold out at least one row of every class: at most {counts.min()} folds",
+    )
+
+
+def cv_split(
+    df: pd.DataFrame,
+    spec: TableSpec,
+    parts: dict[str, np.ndarray],
+    folds: int,
+    fold: int,
+    seed: int,
+    key: str = "data.cv_folds",
+) -> dict[str, np.ndarray]:
+    """Fold ``fold``'s train/val/test row indices: ``parts`` (``split_indices``' result) with
+    its train and val rows re-split into K folds, fold ``fold`` held out as val.
+
+    Args:
+        df, spec: the table and its columns.
+        parts: the seeded split; its test rows are kept as they are.
+        folds, fold: K and the held-out fold k.
+        seed: ``data.seed`` (the same partition for every k).
+        key: how the user spelt K, for the error messages (``data.cv_folds`` or ``cv``).
+    """
+    check(
+        not spec.split_by,
+        key,
+        folds,
+        f"this data splits its rows by its own column {spec.split_by!r} (flights: by date, so "
+        "val and test come after train); shuffled folds would undo that, so cross-validation "
+        "is not offered for it",
+    )
+    pool = np.sort(np.concatenate([parts["train"], parts["val"]]))
+    values = df[spec.target].iloc[pool]
+    _check_fold_sizes(values, spec, folds, key)
+    if spec.task == "regression":
+        codes = np.zeros(len(pool), dtype=int)
+    else:
+        codes = pd.factorize(values, sort=True)[0]
+    assigned = assign_folds(codes, folds, seed)
+    return {"train": pool[assigned != fold], "val": pool[assigned == fold], "test": parts["test"]}
