@@ -10,7 +10,7 @@ STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-install test-all lint format bench figures clean
+.PHONY: help install train test test-install test-all lint format bench bench-population figures clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ format: $(STAMP)  ## ruff autofix + format
 
 bench: $(STAMP)  ## throughput benchmark: mlplab vs raw PyTorch vs Lightning+DataLoader vs scikit-learn
 	$(PY) scripts/bench_throughput.py $(ARGS)
+
+bench-population: $(STAMP)  ## population training vs one trial after another (toy, breast_cancer, flights)
+	$(PY) scripts/bench_population.py $(ARGS)
 
 figures: $(STAMP)  ## render the lecture figures into docs/figures/
 	$(PY) scripts/make_figures.py $(ARGS)

@@ -234,9 +234,11 @@ def test_population_1_is_the_one_by_one_path(tmp_path, no_plots, count_train, mo
     assert not list((tmp_path / "sw").glob("population_*"))
 
 
-def test_what_a_population_cant_do_yet_trains_one_by_one(tmp_path, no_plots, count_train):
+@pytest.mark.parametrize("setting", ["trainer.gradient_clip_val=0.5", "cv=2"])
+def test_what_a_population_cant_do_yet_trains_one_by_one(tmp_path, no_plots, count_train, setting):
+    """Clipping can't be stacked yet; a cv= trial is a population of its own (its folds)."""
     search = _search(tmp_path, SGD_SPACE, epochs=1)
-    argv = _argv(tmp_path, search, "n_trials=2", "population=2", "trainer.gradient_clip_val=0.5")
+    argv = _argv(tmp_path, search, "n_trials=2", "population=2", setting)
     study = sweep(argv)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert count_train == ["trial_0", "trial_1"]

@@ -172,7 +172,8 @@ def _groups(jobs: list[Job]) -> list[tuple[list[Job], bool]]:
     alone = []
     for job in jobs:
         flat = _flat(stacked(job.cfg, "population"))
-        if any(flat.get(key) for key in NOT_YET):
+        # seeds=/cv= make a trial a population of its own: the one-by-one path trains it so.
+        if any(flat.get(key) for key in (*NOT_YET, "seeds", "cv")):
             alone.append(job)
             continue
         fixed = {k: v for k, v in flat.items() if not k.startswith(MEMBER_KEYS) or k in SHARED}
