@@ -190,15 +190,30 @@ def portable_data(cfg: DictConfig) -> dict:
     """``cfg`` resolved as plain data, except ``RUN_IDENTITY``: run dir and run name stay
     interpolations, and so does every value derived from them (a callback's dirpath →
     ``${paths.output_dir}/checkpoints``). The same for every run of one config."""
-    cfg = copy.deepcopy(cfg)
+    if "hydra" in cfg:  # a job's config: resolve a copy without Hydra's node
+        cfg = copy.deepcopy(cfg)
+        with read_write(cfg), open_dict(cfg):
+            cfg.pop("hydra")
     # Resolve with placeholders for the identity keys, then turn every use of a placeholder
-    # back into a reference to its key.
+    # back into a reference to its key. The placeholders go into ``cfg`` itself and come out
+    # again (a copy of a whole config costs more than resolving it: ~3 ms a run).
     sentinels = {f"__mlplab_keep_{i}__": key for i, key in enumerate(RUN_IDENTITY)}
-    with read_write(cfg), open_dict(cfg):
-        cfg.pop("hydra", None)
-        for sentinel, key in sentinels.items():
-            OmegaConf.update(cfg, key, sentinel, force_add=True)
-    data = _keep_references(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), sentinels)
+    saved = {key: _raw_value(cfg, key) for key in RUN_IDENTITY}
+    try:
+        with read_write(cfg), open_dict(cfg):
+            for sentinel, key in sentinels.items():
+                OmegaConf.update(cfg, key, sentinel, force_add=True)
+        data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    finally:
+        with read_write(cfg), open_dict(cfg):
+            for key, value in saved.items():
+                *parents, last = key.split(".")
+                node = OmegaConf.select(cfg, ".".join(parents)) if parents else cfg
+                if value is _ABSENT:
+                    node.pop(last, None)
+                else:
+                    node[last] = value
+    data = _keep_references(data, sentinels)
     for key, value in RUN_IDENTITY.items():
         *parents, last = key.split(".")
         node = data
@@ -206,6 +221,19 @@ def portable_data(cfg: DictConfig) -> dict:
             node = node[part]
         node[last] = value
     return data
+
+
+_ABSENT = object()
+
+
+def _raw_value(cfg: DictConfig, key: str):
+    """The value at dotted ``key`` as written (an interpolation stays ``${...}``), or _ABSENT."""
+    node = cfg
+    for part in key.split("."):
+        node = node._get_node(part) if isinstance(node, DictConfig) else None
+        if node is None:
+            return _ABSENT
+    return node._value()
 
 
 class _Dumper(getattr(yaml, "CDumper", yaml.Dumper)):

@@ -258,9 +258,11 @@ class Preprocessor:
             _no_empty(df, self.target, np.isnan(y))
             scaled = _scaled(df, self.target, y, self.target_mean, self.target_std)
             return torch.from_numpy(scaled).float()
-        keys = canonical(df[self.target], missing=None)
-        _no_empty(df, self.target, pd.isna(keys))
-        codes = pd.Index(canonical(self.classes)).get_indexer(keys).astype(np.int64)
+        # canonical keys are per distinct value: match those to the classes, then index rows
+        rows, keys = factorized(df[self.target])  # key of row i: keys[rows[i]] (−1 → None)
+        _no_empty(df, self.target, np.array([k is None for k in keys])[rows])
+        lookup = pd.Index(canonical(self.classes)).get_indexer(keys[:-1])
+        codes = np.append(lookup, -1).astype(np.int64)[rows]
         if (codes < 0).any():  # −1: a class the model never saw
             unseen = sorted(set(df[self.target][codes < 0].tolist()), key=str)[:10]
             raise ConfigError(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pandas as pd
 
@@ -29,11 +30,33 @@ SOURCES: dict[str, Callable[..., tuple[pd.DataFrame, TableSpec]]] = {
 }
 
 
+_SHARED: dict[str, tuple[pd.DataFrame, TableSpec]] | None = None  # see shared_sources
+
+
 def load_source(name: str, **kwargs) -> tuple[pd.DataFrame, TableSpec]:
     """Build the table of dataset ``name`` with its keyword arguments."""
     if name not in SOURCES:
         raise ConfigError(f"data.source={name!r} is invalid: expected one of {sorted(SOURCES)}")
+    key = repr((name, sorted(kwargs.items())))
+    if _SHARED is not None and key in _SHARED:
+        return _SHARED[key]
     try:
-        return SOURCES[name](**kwargs)
+        table = SOURCES[name](**kwargs)
     except TypeError as err:  # an unknown or misspelt option of that dataset
         raise ConfigError(f"data.options={kwargs!r} is invalid for source {name!r}: {err}") from err
+    if _SHARED is not None:
+        _SHARED[key] = table
+    return table
+
+
+@contextmanager
+def shared_sources() -> Iterator[None]:
+    """Inside this block each (source, options) table is built once and shared: the K
+    DataModules of a population (one per seed or fold) read one table instead of K. The
+    DataModules only read it (``df.iloc[rows]`` makes their own frames)."""
+    global _SHARED
+    outer, _SHARED = _SHARED, {} if _SHARED is None else _SHARED
+    try:
+        yield
+    finally:
+        _SHARED = outer

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import lightning as L
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import get_class
+from omegaconf import DictConfig
 
+from mlplab.data.sources import shared_sources
 from mlplab.errors import check
 from mlplab.models.mlp import MLP
 from mlplab.models.module import MLPModule
@@ -24,6 +26,11 @@ from mlplab.run.provenance import write_run_info
 
 
 def build_members(cfgs: list[DictConfig]):
+    with shared_sources():  # one table for all members' splits
+        return _build_members(cfgs)
+
+
+def _build_members(cfgs: list[DictConfig]):
     """(datamodules, nets, hparams): what ``mlplab.train.train`` builds, seed first.
 
     Member 0's model is built by ``build_model`` (the template: its class, its checks); the
@@ -36,9 +43,10 @@ def build_members(cfgs: list[DictConfig]):
     template = None
     for cfg in cfgs:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        key = json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True)
+        data = build.container(cfg.data)
+        key = json.dumps(data, sort_keys=True)
         if key not in cache:
-            cache[key] = build.build_datamodule(cfg)
+            cache[key] = _datamodule(cfg, data, datamodules[0] if datamodules else None)
             cache[key].setup("fit")
         dm = cache[key]
         datamodules.append(dm)
@@ -74,6 +82,27 @@ def build_members(cfgs: list[DictConfig]):
     return datamodules, nets, hparams, template
 
 
+def _datamodule(cfg: DictConfig, data: dict, like: L.LightningDataModule | None):
+    """``build_datamodule(cfg)``; a member whose data config has ``like``'s class and plain
+    arguments is constructed directly (Hydra's instantiate costs ~9 ms a member)."""
+    target, _ = data.pop("_target_", None), data.pop("_convert_", None)  # plain data already
+    plain = like is not None and target is not None and get_class(target) is type(like)
+    if plain and not any(str(key).startswith("_") for key in _keys(data)):
+        try:
+            return type(like)(**data)
+        except TypeError:
+            pass  # Hydra's instantiate says what is wrong, as for a stand-alone run
+    return build.build_datamodule(cfg)
+
+
+def _keys(node) -> list:
+    if isinstance(node, dict):
+        return [*node, *(k for v in node.values() for k in _keys(v))]
+    if isinstance(node, list):
+        return [k for v in node for k in _keys(v)]
+    return []
+
+
 @dataclass
 class Member:
     k: int
@@ -88,12 +117,10 @@ class Member:
 
     def write(self, module: PopulationModule, final: dict, differ: list[str], env: dict) -> dict:
         """The member's run dir (config, run info, best checkpoint, metrics); its summary row."""
-        k, run_dir = self.k, self.run_dir
-        cfg = self.cfg.copy()
-        OmegaConf.update(cfg, "paths.output_dir", str(run_dir), force_add=True)
-        if self.named:  # member_XXX in the population's dir; a given dir keeps the run's name
-            OmegaConf.update(cfg, "run_name", run_dir.name, force_add=True)
-        write_run_info(cfg, run_dir, environment=env, data=self.portable)
+        k, run_dir, cfg = self.k, self.run_dir, self.cfg
+        # member_XXX in the population's dir; a given dir keeps the run's name
+        name = run_dir.name if self.named else cfg.get("run_name")
+        write_run_info(cfg, run_dir, environment=env, data=self.portable, run_name=name)
         flat = self.flat
         row = {"member": k, "run_dir": str(run_dir), "status": module.status[k]}
         row |= {key: flat.get(key) for key in differ if not key.startswith(("paths.", "run_name"))}
@@ -101,7 +128,7 @@ class Member:
         if (
             module.best_epoch[k] is not None
         ):  # the best weights, also of a member that diverged later
-            self.template.net.load_state_dict(module.member_weights(k, best=True))
+            module.net.copy_member(k, self.template.net, module.best_state[k])
             path = run_dir / "checkpoints" / "best.ckpt"
             epoch = module.best_epoch[k]
             write_model_checkpoint(path, self.template, self.datamodule, epoch, self.hparams)

@@ -29,7 +29,9 @@ OK, STOPPED, DIVERGED, PRUNED = "ok", "stopped", "diverged", "pruned"
 
 
 class PopulationBatches:
-    """Per-epoch (K, B) row indices of the members' own shuffles (Lightning sets the epoch)."""
+    """One item per epoch: the list of (K, B) row indices of the members' own shuffles
+    (Lightning sets the epoch). ``PopulationModule.training_step`` runs the epoch's
+    mini-batches itself: one Lightning step per mini-batch cost more than the step."""
 
     def __init__(self, n_rows: int, batch_size: int, seeds: list[int]) -> None:
         self.n_rows, self.batch_size, self.seeds = n_rows, batch_size, list(seeds)
@@ -40,10 +42,10 @@ class PopulationBatches:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-self.n_rows // self.batch_size)
+        return 1
 
     def __iter__(self):
-        return iter(member_batches(self.n_rows, self.batch_size, self.seeds, self.epoch))
+        return iter([member_batches(self.n_rows, self.batch_size, self.seeds, self.epoch)])
 
 
 class StackedSplit:
@@ -110,6 +112,7 @@ class PopulationModule(L.LightningModule):
         self.register_buffer("x", x, persistent=False)
         self.register_buffer("y", y, persistent=False)
         self.register_buffer("l1", torch.tensor(l1, dtype=torch.float32), persistent=False)
+        self.has_l1 = any(v != 0 for v in l1)
         cw = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", cw, persistent=False)
         self.optimizer_target, self.member_options = optimizer, members
@@ -139,16 +142,10 @@ class PopulationModule(L.LightningModule):
 
     def member_weights(self, k: int, best: bool = True) -> dict[str, torch.Tensor]:
         """Member k's ``MLP`` state_dict: its best weights, or its last ones."""
+        mlp = self.net.member(k)
         if best:
-            with torch.no_grad():
-                last = [p.detach().clone() for p in self.net.parameters()]
-                for p, b in zip(self.net.parameters(), self.best_state[k], strict=True):
-                    p[k] = b
-                state = self.net.member(k).state_dict()
-                for p, saved in zip(self.net.parameters(), last, strict=True):
-                    p.copy_(saved)
-            return state
-        return self.net.member(k).state_dict()
+            self.net.copy_member(k, mlp, self.best_state[k])
+        return mlp.state_dict()
 
     @torch.no_grad()
     def use_best_weights(self) -> None:
@@ -188,15 +185,21 @@ class PopulationModule(L.LightningModule):
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
-    def training_step(self, index: torch.Tensor, batch_idx: int) -> None:
+    def training_step(self, batches: list[torch.Tensor], batch_idx: int) -> None:
+        """One epoch: ``batches`` are its mini-batches, (K, B) row indices each."""
         opt = self.optimizers()
         optimizer = opt.optimizer if hasattr(opt, "optimizer") else opt
+        rows = torch.arange(self.net.k, device=self.device)[:, None]  # (K, 1)
+        for index in batches:
+            self._step(opt, optimizer, rows, index)
+
+    def _step(self, opt, optimizer, rows: torch.Tensor, index: torch.Tensor) -> None:
         active = self._active()
-        rows = torch.arange(index.shape[0], device=index.device)[:, None]  # (K, 1)
         out = self.net(self.x[rows, index])  # (K, B, out): member k's rows of its own split
         y = self.y[rows, index]
         losses = member_losses(out, y, self.task, self.class_weights)
-        losses = losses + self.l1 * self.net.l1_penalty()
+        if self.has_l1:  # without L1 the term is 0 + 0·Σ|w|: skipping it changes no bit
+            losses = losses + self.l1 * self.net.l1_penalty()
         finite = torch.isfinite(losses)
         if not bool(finite[active].all()):  # a member diverged: it stops, the others go on
             for k in torch.nonzero(active & ~finite).flatten().tolist():
@@ -208,7 +211,7 @@ class PopulationModule(L.LightningModule):
         # Only active members' losses: a diverged one would put NaN into everybody's sum.
         self.manual_backward(torch.where(active, losses, 0.0).sum())
         opt.step()
-        self._train_sum += (losses.detach() * index.shape[1]).cpu()
+        self._train_sum = self._train_sum.to(losses) + losses.detach() * index.shape[1]
         self._train_rows += index.shape[1]
         self.train_scores.update(out, y)
 
@@ -233,7 +236,7 @@ class PopulationModule(L.LightningModule):
             return
         results = {k: v.cpu().tolist() for k, v in self.scores.compute("val").items()}
         self.scores.reset()
-        train = {"train/loss": (self._train_sum / max(self._train_rows, 1)).tolist()}
+        train = {"train/loss": (self._train_sum / max(self._train_rows, 1)).cpu().tolist()}
         train |= {k: v.cpu().tolist() for k, v in self.train_scores.compute().items()}
         epoch, rows = self.current_epoch, []
         monitored = (train | results).get(self.monitor)

@@ -62,6 +62,8 @@ class StackedOptimizer(torch.optim.Optimizer):
         }
         defaults |= {n: bool(options.get(n, d)) for n, d in self.FLAGS.items()}
         super().__init__(params, defaults | {"active": [True] * k})
+        self._flat: dict = {}  # _flat_state's cache: group → its (K, N) buffers
+        self._tensors: dict = {}  # _numbers' cache: group → its hyperparameters as tensors
         for shape in [tuple(p.shape) for g in self.param_groups for p in g["params"]]:
             check(shape[:1] == (k,), "param.shape", shape, f"({k}, ...), member index first")
 
@@ -106,13 +108,81 @@ class StackedOptimizer(torch.optim.Optimizer):
                 loss = closure()
         with torch.no_grad():
             for group in self.param_groups:
-                active = torch.tensor(group["active"], dtype=torch.bool)  # (K,)
+                active, hp = self._numbers(group)
                 if active.any():
-                    hp = {n: torch.tensor(group[n], dtype=torch.float64) for n in self.DEFAULTS}
-                    for p in group["params"]:
-                        if p.grad is not None:
-                            self._step_param(p, group, hp, active)
+                    params = [p for p in group["params"] if p.grad is not None]
+                    if _fusable(params):
+                        self._step_fused(params, group, hp, active)
+                        continue
+                    for p in params:
+                        self._step_param(p, group, hp, active)
         return loss
+
+    def _numbers(self, group: dict) -> tuple[Tensor, dict[str, Tensor]]:
+        """The group's ``active`` mask (K,) and hyperparameters as (K,) float64 tensors, made
+        again only when their values change (``set_lr``, ``set_active``, a scheduler)."""
+        key = (tuple(group["active"]), *(tuple(group[n]) for n in self.DEFAULTS))
+        cached = self._tensors.get(id(group))
+        if cached is None or cached[0] != key:
+            active = torch.tensor(group["active"], dtype=torch.bool)
+            hp = {n: torch.tensor(group[n], dtype=torch.float64) for n in self.DEFAULTS}
+            cached = self._tensors[id(group)] = (key, active, hp)
+        return cached[1], cached[2]
+
+    def _step_fused(self, params: list[Tensor], group: dict, hp: dict, active: Tensor) -> None:
+        """``_step_param`` for all of a group's parameters at once: one set of ops on their
+        (K, N) concatenation instead of one per tensor (a small MLP's step is all overhead).
+        The state stays per parameter under torch's names: views of the group's flat buffers."""
+        k = params[0].shape[0]
+        flat_p = torch.cat([p.detach().reshape(k, -1) for p in params], 1)
+        flat_g = torch.cat([p.grad.reshape(k, -1) for p in params], 1)
+        fused = self._flat_state(params, flat_p, hp, group)
+        if fused is None:
+            for p in params:
+                self._step_param(p, group, hp, active)
+            return
+        buffers, count = fused
+        step = count + 1
+        new_p, new_state = self._update(flat_p, flat_g, buffers, hp, step, group)
+        if not bool(active.all()):
+            keep = active.to(flat_p.device)[:, None]
+            new_p = torch.where(keep, new_p, flat_p)
+            new_state = {n: torch.where(keep, v, buffers[n]) for n, v in new_state.items()}
+        for name, value in new_state.items():
+            buffers[name].copy_(value)  # in place: the per-parameter views see it
+        for p, chunk in zip(params, new_p.split([p[0].numel() for p in params], 1), strict=True):
+            p.copy_(chunk.unflatten(1, p.shape[1:]))
+        count.copy_(torch.where(active, step, count))  # shared by the group's parameters
+
+    def _flat_state(self, params: list[Tensor], flat_p: Tensor, hp: dict, group: dict):
+        """The group's state as (K, N) buffers whose column blocks are the parameters' own
+        state tensors (views), and the members' step counts; built once, and again whenever
+        those are not views of it (``load_state_dict``, a step that left a parameter out).
+        None where the parameters' step counts differ (then they step one by one)."""
+        views = [self.state[p] for p in params]
+        cached = self._flat.get(id(group))
+        if cached is not None and cached[0] == [id(p) for p in params]:
+            flat, parts = cached[1], cached[2]
+            if all(v.get(n) is part[n] for v, part in zip(views, parts, strict=True) for n in flat):
+                return flat, views[0]["step"]
+        k = flat_p.shape[0]
+        if all(not v for v in views):  # a fresh optimizer
+            flat = self._init_buffers(flat_p, hp, group)
+            step = torch.zeros(k, dtype=torch.float64)
+        elif all(v for v in views) and all(torch.equal(v["step"], views[0]["step"]) for v in views):
+            names = [n for n in views[0] if n != "step"]
+            flat = {n: torch.cat([v[n].reshape(k, -1) for v in views], 1) for n in names}
+            step = views[0]["step"]
+        else:
+            return None
+        blocks = {n: b.split([p[0].numel() for p in params], 1) for n, b in flat.items()}
+        parts = []
+        for i, (p, state) in enumerate(zip(params, views, strict=True)):
+            part = {n: blocks[n][i].unflatten(1, p.shape[1:]) for n in flat}
+            state.update(part, step=step)
+            parts.append(part)
+        self._flat[id(group)] = ([id(p) for p in params], flat, parts)
+        return flat, step
 
     def _step_param(self, p: Tensor, group: dict, hp: dict[str, Tensor], active: Tensor) -> None:
         state = self.state[p]
@@ -138,6 +208,11 @@ class StackedOptimizer(torch.optim.Optimizer):
         """The new parameter and buffers of all members, out of place (the caller masks them).
         ``hp``: name → (K,) float64 CPU; ``step``: (K,) float64, this step's count (from 1)."""
         raise NotImplementedError
+
+
+def _fusable(params: list[Tensor]) -> bool:
+    """Several parameters of one dtype and device (one concatenation holds them)."""
+    return len(params) > 1 and len({(p.dtype, p.device) for p in params}) == 1
 
 
 def _per_member(p: Tensor, *values: Tensor) -> list[Tensor]:

@@ -145,10 +145,19 @@ class StackedMLP(nn.Module):
         args = (self.in_features, self.hidden_sizes, self.out_features, self.activation)
         mlp = _seeded_mlp(0, *args, dropout=self.rates[k])  # init overwritten below
         mlp.to(device=self.weights[0].device, dtype=self.weights[0].dtype)
-        with torch.no_grad():
-            for lin, w, b in zip(_linears(mlp), self.weights, self.biases, strict=True):
-                lin.weight.copy_(w[k].T)
-                lin.bias.copy_(b[k, 0])
+        return self.copy_member(k, mlp)
+
+    @torch.no_grad()
+    def copy_member(self, k: int, mlp: MLP, params: Sequence[torch.Tensor] | None = None) -> MLP:
+        """Copy member k's weights into ``mlp`` (a torch-layer MLP of this architecture) and
+        return it; ``params``: member k's tensors in ``parameters()`` order to copy instead
+        (e.g. its best weights, kept aside)."""
+        check(-self.k <= k < self.k, "member", k, f"an index in [0, {self.k})")
+        params = [p[k] for p in self.parameters()] if params is None else list(params)
+        n = len(self.weights)
+        for lin, w, b in zip(_linears(mlp), params[:n], params[n:], strict=True):
+            lin.weight.copy_(w.T)
+            lin.bias.copy_(b[0])
         return mlp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

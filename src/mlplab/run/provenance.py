@@ -80,23 +80,26 @@ def write_run_info(
     output_dir: str | Path,
     environment: dict | None = None,
     data: dict | None = None,
+    run_name: str | None = None,
 ) -> dict:
     """Write ``config.yaml`` and ``run_info.json`` into the run dir; return the info.
 
     ``config.yaml`` is the resolved config, except that run dir and run name stay
     interpolations: ``mlplab-train rerun=<run dir>`` re-runs it
     into a new run dir (never over this one). The resolved dir and name are in the info.
-    ``environment``: ``run_environment()``, ``data``: ``portable_data(cfg)``, if known.
+    ``environment``: ``run_environment()``, ``data``: ``portable_data(cfg)``, if known;
+    ``run_name``: the run's name where it isn't ``cfg.run_name`` (a population's member).
     """
+    run_name = cfg.get("run_name") if run_name is None else run_name
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     header = (
-        f"# The config of run {cfg.get('run_name')}. Re-run it (into a new run dir) with\n"
+        f"# The config of run {run_name}. Re-run it (into a new run dir) with\n"
         f"#   mlplab-train rerun={out} [overrides...]\n"
     )
     (out / "config.yaml").write_text(portable_yaml(cfg, header=header, data=data))
     info = {
-        "run_name": cfg.get("run_name"),
+        "run_name": run_name,
         "output_dir": str(output_dir),
         "seed": cfg.get("seed"),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
