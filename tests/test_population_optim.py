@@ -19,8 +19,8 @@ import torch
 from omegaconf import OmegaConf
 
 from mlplab.errors import ConfigError
-from mlplab.population.optim import StackedSGD
 from mlplab.population.optim_config import OPTIMIZERS, build_stacked_optimizer
+from mlplab.population.rules import StackedSGD
 
 K, N = 4, 25
 CONF = Path(__file__).resolve().parents[1] / "src" / "mlplab" / "conf" / "optimizer"

@@ -21,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from mlplab.errors import ConfigError
-from mlplab.population.optim import StackedSGD
+from mlplab.population.rules import StackedSGD
 from mlplab.population.schedule import SCHEDULERS, build_stacked_scheduler
 
 K, N = 4, 60

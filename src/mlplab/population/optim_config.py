@@ -1,7 +1,7 @@
 """Build a population optimizer from per-member configs like ``conf/optimizer/*.yaml``.
 
 ``build_stacked_optimizer(params, "torch.optim.SGD", [{"lr": 0.1}, {"lr": 0.05, "momentum": 0.9}])``
-gives the ``StackedSGD`` (``mlplab.population.optim``) of a population of two members: member k
+gives the ``StackedSGD`` (``mlplab.population.rules``) of a population of two members: member k
 is what ``torch.optim.SGD(params_k, **members[k])`` would do. Values are checked against torch's
 ranges here, where the config arrives, with a one-line ``ConfigError`` naming the member and key.
 """
@@ -13,7 +13,7 @@ import numbers
 from collections.abc import Sequence
 
 from mlplab.errors import check
-from mlplab.population.optim import (
+from mlplab.population.rules import (
     StackedAdadelta,
     StackedAdagrad,
     StackedAdam,
