@@ -189,14 +189,26 @@ class PopulationModule(L.LightningModule):
         """One epoch: ``batches`` are its mini-batches, (K, B) row indices each."""
         opt = self.optimizers()
         optimizer = opt.optimizer if hasattr(opt, "optimizer") else opt
-        rows = torch.arange(self.net.k, device=self.device)[:, None]  # (K, 1)
         for index in batches:
-            self._step(opt, optimizer, rows, index)
+            self._step(opt, optimizer, index)
 
-    def _step(self, opt, optimizer, rows: torch.Tensor, index: torch.Tensor) -> None:
+    def _rows(self, data: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``data[k, index[k]]`` for every member k: (K, B, ...) gathered in one index_select
+        (from the one shared split when ``data`` is an ``expand`` of it)."""
+        k, n = data.shape[:2]
+        if data.stride(0) == 0:
+            picked = data[0].index_select(0, index.reshape(-1))
+        else:
+            offsets = torch.arange(0, k * n, n, device=index.device)[:, None]  # (K, 1)
+            picked = data.reshape(k * n, *data.shape[2:]).index_select(
+                0, (index + offsets).reshape(-1)
+            )
+        return picked.view(*index.shape, *data.shape[2:])
+
+    def _step(self, opt, optimizer, index: torch.Tensor) -> None:
         active = self._active()
-        out = self.net(self.x[rows, index])  # (K, B, out): member k's rows of its own split
-        y = self.y[rows, index]
+        out = self.net(self._rows(self.x, index))  # (K, B, out): member k's rows of its split
+        y = self._rows(self.y, index)
         losses = member_losses(out, y, self.task, self.class_weights)
         if self.has_l1:  # without L1 the term is 0 + 0·Σ|w|: skipping it changes no bit
             losses = losses + self.l1 * self.net.l1_penalty()
