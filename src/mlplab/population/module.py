@@ -7,7 +7,8 @@ optimizer step updates every active member. Validation scores every member on th
 split each epoch with the pooling ``MLPModule`` uses (batch means weighted by rows, or Σw_y for
 class-weighted cross-entropy), keeps each member's best weights (lowest val/loss, what
 ``ModelCheckpoint`` keeps) and stops members early one by one (``EarlyStopping``'s rule): a
-stopped or diverged member's weights and optimizer state stop changing.
+stopped or diverged member's weights and optimizer state stop changing. Its checkpoint keeps
+the per-member state that ``resume=auto`` needs (``population.resume``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from mlplab.population.metrics import MemberScores, TrainScores
 from mlplab.population.optim_config import build_stacked_optimizer
+from mlplab.population.resume import STATE_KEY, load_member_state, member_state
 from mlplab.population.schedule import build_stacked_scheduler
 from mlplab.population.stacked import StackedMLP, member_batches, member_losses
 
@@ -29,7 +31,8 @@ OK, STOPPED, DIVERGED, PRUNED = "ok", "stopped", "diverged", "pruned"
 
 
 class PopulationBatches:
-    """Per-epoch (K, B) row indices of the members' own shuffles (Lightning sets the epoch)."""
+    """Per-epoch (K, B) row indices of the members' own shuffles. Lightning sets the epoch, but
+    a resumed fit makes the first iterator before it does: the shuffle is drawn lazily."""
 
     def __init__(self, n_rows: int, batch_size: int, seeds: list[int]) -> None:
         self.n_rows, self.batch_size, self.seeds = n_rows, batch_size, list(seeds)
@@ -43,7 +46,7 @@ class PopulationBatches:
         return -(-self.n_rows // self.batch_size)
 
     def __iter__(self):
-        return iter(member_batches(self.n_rows, self.batch_size, self.seeds, self.epoch))
+        yield from member_batches(self.n_rows, self.batch_size, self.seeds, self.epoch)
 
 
 class StackedSplit:
@@ -222,6 +225,10 @@ class PopulationModule(L.LightningModule):
         self._train_rows = 0
         self.train_scores.reset()
 
+    def on_train_start(self) -> None:
+        if all(s != OK for s in self.status):  # resumed after every member had stopped
+            self.trainer.should_stop = True
+
     # ---- validation -----------------------------------------------------------------------
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch  # (K, B, D), (K, B): each member's own val rows
@@ -270,3 +277,10 @@ class PopulationModule(L.LightningModule):
         self._wait[k] += 1
         if self._wait[k] >= self.patience[k]:
             self.status[k], self.stopped_epoch[k] = STOPPED, epoch
+
+    # ---- checkpoint -----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[STATE_KEY] = member_state(self)  # what the weights and optimizer don't hold
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        load_member_state(self, checkpoint[STATE_KEY])

@@ -1,0 +1,191 @@
+"""A population's own checkpoint: ``train_population(..., resume=True)`` continues a killed
+population to exactly the outputs of an uninterrupted one, and a checkpoint that can't be
+continued is refused in one line before anything is written."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from mlplab.config import compose_run
+from mlplab.errors import ConfigError
+from mlplab.population.module import PopulationModule
+from mlplab.population.run import train_population
+from mlplab.run.rundir import check_run_dir
+from tests.test_population import BASE
+
+CKPT = Path("checkpoints") / "population.ckpt"
+STOP = ["regularization=early_stopping", "callbacks.early_stopping.min_delta=0.5"]
+# Member 2 diverges in its first step; member 3 stops after epoch 1 (no epoch improves the
+# val loss by min_delta=0.5); members 0 and 1 train on, with their own dropout masks.
+MEMBERS = [
+    ["seed=1", "optimizer.lr=0.1", "model.dropout=0.1", "callbacks.early_stopping.patience=99"],
+    ["seed=2", "optimizer.lr=0.05", "model.dropout=0.2", "callbacks.early_stopping.patience=99"],
+    ["seed=3", "optimizer.lr=1e30", "model.dropout=0.1", "callbacks.early_stopping.patience=99"],
+    ["seed=4", "optimizer.lr=0.1", "model.dropout=0.1", "callbacks.early_stopping.patience=1"],
+]
+SCHEDULES = {
+    "sgd-step": [
+        "optimizer=sgd",
+        "optimizer.momentum=0.9",
+        "scheduler=step",
+        "scheduler.step_size=2",
+    ],
+    "adam-plateau": ["optimizer=adam", "scheduler=plateau", "scheduler.patience=0"],
+}
+
+
+def _cfgs(out_dir, *extra: str, members=MEMBERS):
+    return [compose_run(out_dir, *BASE, "threads=1", *STOP, *extra, *m) for m in members]
+
+
+def _kill_at(epoch: int):
+    """An ``on_epoch`` hook that stops the process the way a crash would, after validation of
+    ``epoch``: its history rows exist in memory only, its checkpoint was never written."""
+
+    def hook(e, rows):
+        if e == epoch:
+            raise KeyError("simulated kill")
+        return []
+
+    return hook
+
+
+def _outputs(out_dir: Path) -> dict:
+    """What a population leaves: its tables and every member's files (weights as tensors)."""
+    out = {
+        "summary": pd.read_csv(out_dir / "summary.csv").drop(columns="run_dir"),
+        "history": pd.read_csv(out_dir / "metrics.csv"),
+    }
+    for member in sorted(p for p in out_dir.iterdir() if p.name.startswith("member_")):
+        for name in ("metrics.json", "error.txt"):
+            if (member / name).is_file():
+                out[f"{member.name}/{name}"] = (member / name).read_text()
+        best = member / "checkpoints" / "best.ckpt"
+        if best.is_file():
+            raw = torch.load(best, weights_only=True)
+            out[f"{member.name}/best"] = (raw["epoch"], raw["state_dict"])
+    return out
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    pd.testing.assert_frame_equal(a.pop("summary"), b.pop("summary"), check_exact=True)
+    pd.testing.assert_frame_equal(a.pop("history"), b.pop("history"), check_exact=True)
+    for key, value in a.items():
+        if key.endswith("/best"):
+            assert value[0] == b[key][0], key
+            for name, tensor in value[1].items():
+                assert torch.equal(tensor, b[key][1][name]), f"{key} {name}"
+        else:
+            assert value == b[key], key
+
+
+def _files(root: Path) -> dict:
+    """Every file under ``root`` but Hydra's start-up files: size and modification time."""
+    return {
+        p: (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"
+    }
+
+
+# ---- train_population(..., resume=True) --------------------------------------------------------
+@pytest.mark.parametrize("schedule", SCHEDULES.values(), ids=SCHEDULES.keys())
+def test_a_killed_population_resumes_to_the_uninterrupted_result(tmp_path, schedule):
+    whole = train_population(_cfgs(tmp_path / "whole", *schedule), tmp_path / "whole")
+    assert list(whole.status) == ["ok", "ok", "diverged", "stopped"]
+    assert whole.stopped_epoch[3] == 1  # stopped before the kill: its status must survive
+
+    out = tmp_path / "killed"
+    with pytest.raises(KeyError, match="simulated kill"):  # resume=True, no checkpoint: fresh
+        train_population(_cfgs(out, *schedule), out, on_epoch=_kill_at(3), resume=True)
+    saved = torch.load(out / CKPT, weights_only=True)  # loads safely, no pickled objects
+    assert saved["epoch"] == 2 and saved["population"]["status"][2:] == ["diverged", "stopped"]
+    assert not list((out / "checkpoints").glob("*.tmp"))  # written atomically
+    assert not (out / "summary.csv").exists()
+
+    train_population(_cfgs(out, *schedule), out, resume=True)
+    _assert_same(_outputs(tmp_path / "whole"), _outputs(out))
+
+
+@pytest.mark.parametrize(
+    "stop", [[], ["callbacks.early_stopping.patience=1"]], ids=["max-epochs", "all-stopped"]
+)
+def test_a_finished_population_resumed_trains_nothing_and_writes_the_same(
+    tmp_path, monkeypatch, stop
+):
+    """The checkpoint of the last epoch (or of the epoch the last member stopped in) is the
+    end: resuming trains no step and rewrites the outputs as they were."""
+    members = [[f"seed={s}", "optimizer.lr=0.05", *stop] for s in (1, 2)]
+    cfgs = _cfgs(tmp_path / "pop", "trainer.max_epochs=4", members=members)
+    train_population(cfgs, tmp_path / "pop")
+    before = _outputs(tmp_path / "pop")
+    epoch = torch.load(tmp_path / "pop" / CKPT, weights_only=True)["epoch"]
+    assert epoch == (1 if stop else 3)
+
+    def no_step(self, *args):
+        raise AssertionError("a finished population trained again")
+
+    monkeypatch.setattr(PopulationModule, "training_step", no_step)
+    train_population(cfgs, tmp_path / "pop", resume=True)
+    _assert_same(before, _outputs(tmp_path / "pop"))
+    assert torch.load(tmp_path / "pop" / CKPT, weights_only=True)["epoch"] == epoch
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A 2-member population, 2 epochs (copied by each test that damages it)."""
+    out = tmp_path_factory.mktemp("trained") / "pop"
+    members = [["seed=1", "optimizer.lr=0.1"], ["seed=2", "optimizer.lr=0.05"]]
+    train_population(_cfgs(out, "trainer.max_epochs=2", members=members), out)
+    return out
+
+
+def _members(*lrs: float) -> list[list[str]]:
+    return [[f"seed={k + 1}", f"optimizer.lr={lr}"] for k, lr in enumerate(lrs)]
+
+
+@pytest.mark.parametrize(
+    ("lrs", "damage", "message"),
+    [
+        ((0.1, 0.05), "truncate", "is invalid: the file is damaged or truncated"),
+        ((0.1, 0.05), "not-population", "is not a population checkpoint mlplab can continue"),
+        ((0.1, 0.05, 0.2), None, "holds a population of 2 members, this run has 3"),
+        (
+            (0.1, 0.01),
+            None,
+            "member 1 was trained with optimizer.lr=0.05 (now 0.01)",
+        ),
+    ],
+)
+def test_a_checkpoint_that_cant_be_continued_is_one_error_and_writes_nothing(
+    trained, tmp_path, lrs, damage, message
+):
+    out = tmp_path / "pop"
+    shutil.copytree(trained, out)
+    path = out / CKPT
+    if damage == "truncate":  # as a copy cut short, or a disk that filled up
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "not-population":  # a normal run's checkpoint put in its place
+        torch.save({"epoch": 1, "state_dict": {}}, path)
+    before = _files(out)
+    cfgs = _cfgs(out, "trainer.max_epochs=2", members=_members(*lrs))
+    with pytest.raises(ConfigError, match=re.escape(message)) as error:
+        train_population(cfgs, out, resume=True)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+    assert _files(out) == before
+    if damage == "truncate":  # said before Hydra starts too, with the way out
+        with pytest.raises(ConfigError, match=f"delete {path} to train the population again"):
+            check_run_dir(out, "auto")
+
+
+def test_a_dir_holding_a_population_is_refused_without_resume(trained):
+    with pytest.raises(ConfigError, match="already holds a run: .* add resume=auto"):
+        check_run_dir(trained, None)
+    check_run_dir(trained, "auto")
