@@ -1,11 +1,17 @@
-"""A population's own checkpoint: ``train_population(..., resume=True)`` continues a killed
-population to exactly the outputs of an uninterrupted one, and a checkpoint that can't be
-continued is refused in one line before anything is written."""
+"""A population's own checkpoint: ``resume=auto`` continues a killed population (``seeds=N``,
+``cv=K``, ``hydra/launcher=population``) to exactly the outputs of an uninterrupted one, and a
+checkpoint that can't be continued is refused in one line before anything is written."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -15,9 +21,12 @@ import torch
 from mlplab.config import compose_run
 from mlplab.errors import ConfigError
 from mlplab.population.module import PopulationModule
+from mlplab.population.resume import refuse_ckpt_path
 from mlplab.population.run import train_population
 from mlplab.run.rundir import check_run_dir
+from mlplab.train import main as train_main
 from tests.test_population import BASE
+from tests.test_population_launcher import _sweep, _sweep_dir
 
 CKPT = Path("checkpoints") / "population.ckpt"
 STOP = ["regularization=early_stopping", "callbacks.early_stopping.min_delta=0.5"]
@@ -38,6 +47,7 @@ SCHEDULES = {
     ],
     "adam-plateau": ["optimizer=adam", "scheduler=plateau", "scheduler.patience=0"],
 }
+QUIET_CLI = ["logger=csv", "trainer.enable_progress_bar=false", "print_config=false", "threads=1"]
 
 
 def _cfgs(out_dir, *extra: str, members=MEMBERS):
@@ -185,7 +195,175 @@ def test_a_checkpoint_that_cant_be_continued_is_one_error_and_writes_nothing(
             check_run_dir(out, "auto")
 
 
+def test_ckpt_path_is_refused_with_the_way_to_resume():
+    with pytest.raises(ConfigError, match="ckpt_path='x.ckpt' is invalid: not set with cv=") as e:
+        refuse_ckpt_path("x.ckpt", "cv=")
+    assert "checkpoints/population.ckpt in its dir), add resume=auto instead" in str(e.value)
+    refuse_ckpt_path(None, "cv=")
+
+
 def test_a_dir_holding_a_population_is_refused_without_resume(trained):
     with pytest.raises(ConfigError, match="already holds a run: .* add resume=auto"):
         check_run_dir(trained, None)
     check_run_dir(trained, "auto")
+
+
+# ---- the command line: seeds=N, cv=K, hydra/launcher=population ---------------------------------
+def _cli(tmp_path, monkeypatch, *args: str) -> int:
+    """``mlplab-train BASE ARGS`` in this process, logs under tmp_path; the exit code."""
+    monkeypatch.delenv("MLPLAB_RUN_ID", raising=False)
+    monkeypatch.setattr(sys, "argv", ["mlplab-train"])
+    try:
+        train_main([*BASE, *QUIET_CLI, f"paths.log_dir={tmp_path}", *args])
+    except SystemExit as exit_info:
+        return exit_info.code
+    return 0
+
+
+def _crash_at(monkeypatch, epoch: int) -> None:
+    """Every population in this process crashes after validating ``epoch`` (until undone)."""
+    original = PopulationModule.on_validation_epoch_end
+
+    def crash(self):
+        original(self)
+        if self.current_epoch == epoch:
+            raise KeyError("simulated kill")
+
+    monkeypatch.setattr(PopulationModule, "on_validation_epoch_end", crash)
+
+
+@pytest.mark.parametrize("population", [["seeds=3"], ["cv=3"]], ids=["seeds", "cv"])
+def test_cli_resume_auto_continues_a_killed_population(tmp_path, monkeypatch, capfd, population):
+    args = [*population, "optimizer=sgd", "optimizer.lr=0.1", "optimizer.momentum=0.9"]
+    assert _cli(tmp_path, monkeypatch, *args, "run_name=whole") == 0
+    with monkeypatch.context() as crashing:
+        _crash_at(crashing, 2)
+        assert _cli(tmp_path, crashing, *args, "run_name=p") != 0
+    run_dir = tmp_path / "train" / "p"
+    assert torch.load(run_dir / CKPT, weights_only=True)["epoch"] == 1
+    capfd.readouterr()
+
+    assert _cli(tmp_path, monkeypatch, *args, "run_name=p") == 2  # never written over
+    err = capfd.readouterr().err
+    assert "already holds a run" in err and "add resume=auto" in err
+
+    assert _cli(tmp_path, monkeypatch, *args, "run_name=p", "resume=auto") == 0
+    assert f"population: resuming from {run_dir / CKPT} (after epoch 1)" in capfd.readouterr().out
+    whole = tmp_path / "train" / "whole"
+    _assert_same(_outputs(whole), _outputs(run_dir))
+    assert (run_dir / "metrics.json").read_text() == (whole / "metrics.json").read_text()
+
+    # Run again when finished: nothing trains, the same results are written.
+    assert _cli(tmp_path, monkeypatch, *args, "run_name=p", "resume=auto") == 0
+    assert json.loads((run_dir / "metrics.json").read_text()) == json.loads(
+        (whole / "metrics.json").read_text()
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["seeds=3", "seed=1"], "holds a population of 2 members, this run has 3"),
+        (["seeds=2", "seed=7"], "member 0 was trained with data.seed=1 (now 7), seed=1 (now 7)"),
+        (["seeds=2", "seed=1", "model.dropout=0.5"], "member 0 was trained with model.dropout"),
+        (
+            ["cv=2", "seed=1"],
+            "member 0 was trained with data.cv_fold=None (now 0), data.cv_folds=None (now 2)",
+        ),
+        (["seeds=2", "seed=1", "damaged"], "population checkpoint '"),
+    ],
+)
+def test_cli_resume_of_other_members_or_a_damaged_file_is_one_error_line(
+    tmp_path, monkeypatch, capfd, args, named
+):
+    assert _cli(tmp_path, monkeypatch, "seeds=2", "seed=1", "run_name=p") == 0
+    run_dir = tmp_path / "train" / "p"
+    if "damaged" in args:
+        args = [a for a in args if a != "damaged"]
+        (run_dir / CKPT).write_bytes(b"PK\x03\x04 cut short")
+    before = _files(tmp_path)
+    capfd.readouterr()
+    code = _cli(tmp_path, monkeypatch, *args, "run_name=p", "resume=auto")
+    err = capfd.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1, err[-1500:]
+    assert named in errors[0] and str(run_dir / CKPT) in errors[0], errors[0]
+    assert "Traceback" not in err
+    assert _files(tmp_path) == before
+
+
+def test_launcher_resume_auto_continues_killed_populations(tmp_path, monkeypatch, capfd):
+    grid = ["optimizer=sgd", "optimizer.lr=0.05,0.1", "seed=1,2"]
+    assert _sweep(tmp_path / "whole", monkeypatch, *grid) == 0
+    with monkeypatch.context() as crashing:
+        _crash_at(crashing, 3)
+        assert _sweep(tmp_path / "b", crashing, *grid) != 0
+    sweep = _sweep_dir(tmp_path / "b")
+    assert torch.load(sweep / "population_0" / CKPT, weights_only=True)["epoch"] == 2
+    capfd.readouterr()
+    assert _sweep(tmp_path / "b", monkeypatch, *grid) == 2  # a killed sweep is not reused
+    assert "add resume=auto" in capfd.readouterr().err
+    assert _sweep(tmp_path / "b", monkeypatch, *grid, "resume=auto") == 0
+    assert "population: resuming from" in capfd.readouterr().out
+    whole = _sweep_dir(tmp_path / "whole")
+    _assert_same(_outputs(whole / "population_0"), _outputs(sweep / "population_0"))
+    for job in range(4):
+        metrics = json.loads((sweep / str(job) / "metrics.json").read_text())
+        assert metrics == json.loads((whole / str(job) / "metrics.json").read_text()), job
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert list(summary.status) == ["ok"] * 4
+
+
+# ---- kill -9 ---------------------------------------------------------------------------------
+DRIVER = """
+import sys, time
+from mlplab.population.module import PopulationModule
+from mlplab.population.resume import refuse_ckpt_path
+end = PopulationModule.on_train_epoch_end
+def slow(self):  # slow epochs, so the kill lands mid-training
+    end(self)
+    time.sleep(0.3)
+PopulationModule.on_train_epoch_end = slow
+from mlplab.train import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+def test_a_population_killed_with_sigkill_resumes_to_the_uninterrupted_result(
+    tmp_path, monkeypatch
+):
+    args = ["seeds=3", "trainer.max_epochs=12", "model.dropout=0.2", "scheduler=cosine"]
+    args += ["scheduler.T_max=12"]
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("MLPLAB_RUN_ID", None)
+    cli = [*BASE, *QUIET_CLI, f"paths.log_dir={tmp_path}", *args, "run_name=p"]
+    proc = subprocess.Popen(
+        [sys.executable, str(driver), *cli],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    run_dir = tmp_path / "train" / "p"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            ckpt = run_dir / CKPT
+            if ckpt.is_file() and torch.load(ckpt, weights_only=True)["epoch"] >= 3:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the population ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (run_dir / "summary.csv").exists()
+
+    assert _cli(tmp_path, monkeypatch, *args, "run_name=p", "resume=auto") == 0
+    assert _cli(tmp_path, monkeypatch, *args, "run_name=whole") == 0
+    whole = tmp_path / "train" / "whole"
+    _assert_same(_outputs(whole), _outputs(run_dir))
+    assert (run_dir / "metrics.json").read_text() == (whole / "metrics.json").read_text()

@@ -20,7 +20,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 
-from mlplab.errors import ConfigError
+from mlplab.errors import ConfigError, check
 from mlplab.run.checkpoint import read_checkpoint
 from mlplab.run.rundir import POPULATION_CHECKPOINT as CHECKPOINT
 from mlplab.run.rundir import population_hint
@@ -135,3 +135,14 @@ def find_checkpoint(out_dir: str | Path, flats: list[dict]) -> tuple[Path, dict]
                 f"what it learnt with those; {fresh}"
             )
     return path, raw
+
+
+def refuse_ckpt_path(value, where: str) -> None:
+    """``ckpt_path=`` names one run's checkpoint: a population continues from its own."""
+    check(
+        not value,
+        "ckpt_path",
+        value,
+        f"not set with {where}: a population continues from its own checkpoint "
+        f"({CHECKPOINT} in its dir), add resume=auto instead",
+    )
