@@ -174,7 +174,7 @@ def test_cv_cli_reports_mean_and_std(tmp_path, monkeypatch, capsys):
         ([*MOONS, "cv=200"], "cv=200 is invalid: class 0 of 'green' has 120 rows"),
         (["data=grades", "data.options.n_samples=20", "cv=30"], "cv=30 is invalid: 16 rows"),
         ([*MOONS, "cv=3", "seeds=2"], "cv=3 and seeds=2 can't be combined"),
-        ([*MOONS, "cv=3", "resume=auto", "run_name=r"], "resume='auto' is invalid"),
+        ([*MOONS, "cv=3", "ckpt_path=x.ckpt"], "ckpt_path='x.ckpt' is invalid: not set with cv="),
         ([*MOONS, "cv=3", "data.cv_fold=1"], "data.cv_fold=1 is invalid: null with cv=3"),
         ([*MOONS, "cv=11", "data.balance_classes=true"], "data.balance_classes=True is invalid"),
         ([*MOONS, "data.cv_fold=1"], "data.cv_fold=1 is invalid: needs data.cv_folds"),

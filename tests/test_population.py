@@ -258,7 +258,7 @@ def test_members_must_share_the_scheduler_type_and_monitor(tmp_path):
         (["seeds=abc"], "seeds='abc'"),
         (["seeds=true"], "seeds=True"),
         (["seeds=1.5"], "seeds=1.5"),
-        (["seeds=2", "resume=auto", "run_name=r"], "resume='auto'"),
+        (["seeds=2", "ckpt_path=x.ckpt"], "ckpt_path='x.ckpt' is invalid: not set with seeds="),
     ],
 )
 def test_bad_seeds_is_one_error_line(args, named, tmp_path, monkeypatch, capfd):

@@ -150,7 +150,7 @@ def test_a_population_that_cant_start_fails_its_jobs_only(tmp_path, monkeypatch,
     [
         (["trainer.devices=2"], "trainer.devices=2 is invalid: one device per job"),
         (["seeds=2"], "seeds=2 is invalid"),
-        (["resume=auto"], "resume='auto' is invalid"),
+        (["ckpt_path=x.ckpt"], "from its own checkpoint, add resume=auto"),
         (["hydra.launcher.max_members=0"], "hydra.launcher.max_members=0 is invalid"),
     ],
 )

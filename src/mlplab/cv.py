@@ -38,8 +38,10 @@ def check_cv(cfg: DictConfig) -> tuple[int, int]:
             f"cv={k} and seeds={cfg.seeds} can't be combined: each seed has its own split, so "
             "the seeds would not share a test split or folds; run cv=K once per seed=S instead"
         )
-    for key in ("resume", "ckpt_path"):  # a population has no checkpoint of its own yet
-        check(not cfg.get(key), key, cfg.get(key), "not set with cv= (no population resume yet)")
+    if cfg.get("ckpt_path"):
+        from mlplab.population.resume import refuse_ckpt_path
+
+        refuse_ckpt_path(cfg.ckpt_path, "cv=")
     data = cfg.data
     check("cv_folds" in data, "cv", k, "needs data with cv_folds (mlplab.data.TabularDataModule)")
     for key in ("cv_folds", "cv_fold"):
@@ -78,13 +80,17 @@ def cv_members(cfg: DictConfig) -> list[DictConfig]:
 
 def train_cv(cfg: DictConfig) -> dict[str, float]:
     """``cv=K``: the K folds as one population, each a run dir inside this one. Returns the
-    mean and std (``<metric>.std``) of every metric over the folds that trained."""
-    from mlplab.population.run import mean_and_std, train_population
+    mean and std (``<metric>.std``) of every metric over the folds that trained. ``resume=auto``
+    continues the population from its checkpoint (``population.resume``)."""
+    from mlplab.population.run import mean_and_std, resume_point, train_population
     from mlplab.run.provenance import write_run_info
 
     held_out, leftover = check_cv(cfg)
-    write_run_info(cfg, cfg.paths.output_dir)  # rerun=<this dir> cross-validates again
-    summary = train_population(cv_members(cfg), cfg.paths.output_dir)
+    members, out_dir, resume = cv_members(cfg), cfg.paths.output_dir, cfg.get("resume") == "auto"
+    if resume:  # a checkpoint that can't be continued: one line before anything is written
+        resume_point(members, out_dir)
+    write_run_info(cfg, out_dir)  # rerun=<this dir> cross-validates again
+    summary = train_population(members, out_dir, resume=resume)
     failed = summary[summary.status == "diverged"]
     rows = "row" if leftover == 1 else "rows"
     extra = f", {leftover} left-over {rows} held out by none" if leftover else ""

@@ -112,8 +112,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def train_seeds(cfg: DictConfig) -> dict[str, float]:
     """``seeds=N``: seeds ``seed … seed+N−1`` of this config as one population (weights, split
-    and shuffle differ); each is a run dir inside this one. Returns mean and std per metric."""
-    from mlplab.population.run import mean_and_std, train_population
+    and shuffle differ); each is a run dir inside this one. Returns mean and std per metric.
+    ``resume=auto`` continues the population from its checkpoint (``population.resume``)."""
+    from mlplab.population.resume import refuse_ckpt_path
+    from mlplab.population.run import mean_and_std, resume_point, train_population
 
     n = cfg.seeds
     check(
@@ -122,16 +124,18 @@ def train_seeds(cfg: DictConfig) -> dict[str, float]:
         n,
         "an integer >= 1 (the number of seeds trained as one population)",
     )
-    for key in ("resume", "ckpt_path"):  # a population has no checkpoint of its own yet
-        check(not cfg.get(key), key, cfg.get(key), "not set with seeds= (no population resume yet)")
+    refuse_ckpt_path(cfg.get("ckpt_path"), "seeds=")
     members = []
     for i in range(n):
         member = cfg.copy()
         member.seed = cfg.seed + i
         member.seeds = None
         members.append(member)
-    write_run_info(cfg, cfg.paths.output_dir)  # rerun=<this dir> trains the population again
-    summary = train_population(members, cfg.paths.output_dir)
+    out_dir, resume = cfg.paths.output_dir, cfg.get("resume") == "auto"
+    if resume:  # a checkpoint that can't be continued: one line before anything is written
+        resume_point(members, out_dir)
+    write_run_info(cfg, out_dir)  # rerun=<this dir> trains the population again
+    summary = train_population(members, out_dir, resume=resume)
     failed = summary[summary.status == "diverged"]
     ok = len(summary) - len(failed)
     print(f"population: {ok} of {len(summary)} seeds trained ({cfg.seed}..{cfg.seed + n - 1})")

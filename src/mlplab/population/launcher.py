@@ -13,8 +13,9 @@ another, never mixed; jobs with what a population can't do yet (``NOT_YET``) run
 plain jobs. A failed job is reported as ``mlplab-train`` reports one in a multirun: its
 ``error.txt``, an ``error: job N: ...`` line and a COMPLETED JobReturn holding None (a FAILED
 one makes Hydra's sweeper re-raise it: a traceback and no summary). Bad input for the whole
-sweep (``trainer.devices=2``, ``seeds=N``, ``resume=auto``) is one ``error:`` line before
-anything trains, and the sweep dir Hydra made for it is removed.
+sweep (``trainer.devices=2``, ``seeds=N``, ``ckpt_path=``) is one ``error:`` line before
+anything trains, and the sweep dir Hydra made for it is removed. ``resume=auto`` continues each
+population from its checkpoint (``population_<i>/checkpoints/population.ckpt``).
 """
 
 from __future__ import annotations
@@ -126,8 +127,8 @@ def _flatten(node, prefix: str = "") -> dict:
 def _check_job(job: Job) -> None:
     """What no job of a population sweep may ask for: one line naming the key."""
     cfg = job.cfg
-    for key in ("resume", "ckpt_path"):
-        check(not cfg.get(key), key, cfg.get(key), f"not set with {WHY} (no population resume yet)")
+    own = f"not set with {WHY}: a population continues from its own checkpoint, add resume=auto"
+    check(not cfg.get("ckpt_path"), "ckpt_path", cfg.get("ckpt_path"), own)
     seeds = f"not set with {WHY} (it makes the populations): sweep seed=0,1,2,... instead"
     check(cfg.get("seeds") is None, "seeds", cfg.get("seeds"), seeds)
     trainer = cfg.trainer
@@ -136,7 +137,7 @@ def _check_job(job: Job) -> None:
     check("ddp" not in strategy, "trainer.strategy", strategy, one)
     check(devices in (1, "auto", None), "trainer.devices", devices, one)
     check((trainer.get("num_nodes") or 1) == 1, "trainer.num_nodes", trainer.get("num_nodes"), one)
-    check_run_dir(job.dir, None)  # never write over a run
+    check_run_dir(job.dir, cfg.get("resume"))  # never write over a run, unless resumed
 
 
 def plan(jobs: list[Job], max_members: int | None, sweep_dir: Path) -> list[tuple[list, str]]:
@@ -223,6 +224,7 @@ def _run_population(launcher, jobs: list[Job], sweep_dir: Path) -> dict[int, Job
                     [job.stacked(out_dir) for job in jobs],
                     out_dir,
                     member_dirs=[job.dir for job in jobs],
+                    resume=jobs[0].cfg.get("resume") == "auto",
                 )
                 statuses = dict(zip((j.num for j in jobs), summary.status, strict=True))
             except Exception as err:

@@ -7,7 +7,8 @@ optimizer step updates every active member. Validation scores every member on th
 split each epoch with the pooling ``MLPModule`` uses (batch means weighted by rows, or Σw_y for
 class-weighted cross-entropy), keeps each member's best weights (lowest val/loss, what
 ``ModelCheckpoint`` keeps) and stops members early one by one (``EarlyStopping``'s rule): a
-stopped or diverged member's weights and optimizer state stop changing.
+stopped or diverged member's weights and optimizer state stop changing. Its checkpoint keeps
+the per-member state that ``resume=auto`` needs (``population.resume``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from mlplab.population.metrics import MemberScores, TrainScores
 from mlplab.population.optim_config import build_stacked_optimizer
+from mlplab.population.resume import STATE_KEY, load_member_state, member_state
 from mlplab.population.schedule import build_stacked_scheduler
 from mlplab.population.stacked import StackedMLP, member_batches, member_losses
 
@@ -29,9 +31,10 @@ OK, STOPPED, DIVERGED, PRUNED = "ok", "stopped", "diverged", "pruned"
 
 
 class PopulationBatches:
-    """One item per epoch: the list of (K, B) row indices of the members' own shuffles
-    (Lightning sets the epoch). ``PopulationModule.training_step`` runs the epoch's
-    mini-batches itself: one Lightning step per mini-batch cost more than the step."""
+    """One item per epoch: the list of (K, B) row indices of the members' own shuffles.
+    ``PopulationModule.training_step`` runs the epoch's mini-batches itself (one Lightning step
+    per mini-batch cost more than the step). Lightning sets the epoch, but a resumed fit makes
+    the first iterator before it does: the shuffle is drawn lazily."""
 
     def __init__(self, n_rows: int, batch_size: int, seeds: list[int]) -> None:
         self.n_rows, self.batch_size, self.seeds = n_rows, batch_size, list(seeds)
@@ -45,7 +48,7 @@ class PopulationBatches:
         return 1
 
     def __iter__(self):
-        return iter([member_batches(self.n_rows, self.batch_size, self.seeds, self.epoch)])
+        yield member_batches(self.n_rows, self.batch_size, self.seeds, self.epoch)
 
 
 class StackedSplit:
@@ -140,13 +143,6 @@ class PopulationModule(L.LightningModule):
     def _member_state(self, k: int) -> list[torch.Tensor]:
         return [p.detach()[k].clone() for p in self.net.parameters()]
 
-    def member_weights(self, k: int, best: bool = True) -> dict[str, torch.Tensor]:
-        """Member k's ``MLP`` state_dict: its best weights, or its last ones."""
-        mlp = self.net.member(k)
-        if best:
-            self.net.copy_member(k, mlp, self.best_state[k])
-        return mlp.state_dict()
-
     @torch.no_grad()
     def use_best_weights(self) -> None:
         """Put every member's best weights into ``net`` (its last ones are gone after this)."""
@@ -237,6 +233,10 @@ class PopulationModule(L.LightningModule):
         self._train_rows = 0
         self.train_scores.reset()
 
+    def on_train_start(self) -> None:
+        if all(s != OK for s in self.status):  # resumed after every member had stopped
+            self.trainer.should_stop = True
+
     # ---- validation -----------------------------------------------------------------------
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch  # (K, B, D), (K, B): each member's own val rows
@@ -285,3 +285,10 @@ class PopulationModule(L.LightningModule):
         self._wait[k] += 1
         if self._wait[k] >= self.patience[k]:
             self.status[k], self.stopped_epoch[k] = STOPPED, epoch
+
+    # ---- checkpoint -----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[STATE_KEY] = member_state(self)  # what the weights and optimizer don't hold
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        load_member_state(self, checkpoint[STATE_KEY])

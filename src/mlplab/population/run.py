@@ -14,7 +14,8 @@ dropout, L1 and early-stopping patience). Member k:
   (``population.metrics``: MLPModule's metrics, computed for all members at once).
 
 ``out_dir`` gets ``summary.csv`` (one row per member) and ``metrics.csv`` (one row per epoch
-and member: train and val metrics)."""
+and member: train and val metrics), and ``checkpoints/population.ckpt`` after every epoch:
+``resume=True`` continues from it (``population.resume``)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,15 @@ from mlplab.config import portable_data
 from mlplab.errors import ConfigError, check
 from mlplab.population.members import Member, build_members, mean_and_std  # noqa: F401
 from mlplab.population.module import PopulationBatches, PopulationModule, StackedSplit
+from mlplab.population.resume import (
+    PopulationCheckpoint,
+    checkpoint_path,
+    find_checkpoint,
+    fingerprint,
+)
 from mlplab.population.stacked import StackedMLP
 from mlplab.run import build
+from mlplab.run.checkpoint import AtomicCheckpointIO
 from mlplab.run.provenance import run_environment
 from mlplab.run.threads import apply_threads
 
@@ -122,22 +130,32 @@ def _split(datamodules, name: str, batch_size: int) -> StackedSplit:
     )
 
 
+def resume_point(cfgs: list[DictConfig], out_dir: str | Path) -> tuple[Path, dict] | None:
+    """``find_checkpoint`` for these configs: what ``train_population(..., resume=True)``
+    continues from, checked (one ConfigError line) before the caller writes anything."""
+    return find_checkpoint(out_dir, [_flat(portable_data(c)) for c in cfgs])
+
+
 def train_population(
     cfgs: list[DictConfig],
     out_dir: str | Path,
     member_dirs: list[Path] | None = None,
     on_epoch: Callable[[int, list[dict]], Iterable[int]] | None = None,
+    resume: bool = False,
 ) -> pd.DataFrame:
     """Train ``cfgs`` as one population; returns the summary (one row per member).
 
     Member k is written into ``member_dirs[k]`` (default ``out_dir/member_<k>``); ``on_epoch``
-    is ``PopulationModule``'s hook (report each epoch's metrics, prune members)."""
+    is ``PopulationModule``'s hook (report each epoch's metrics, prune members). ``resume``:
+    continue from ``out_dir``'s population checkpoint when there is one (a ConfigError before
+    anything is written if it is damaged or of other members), else start fresh."""
     out_dir = Path(out_dir)
     dirs = member_dirs or [out_dir / f"member_{k:03d}" for k in range(len(cfgs))]
     check(len(dirs) == len(cfgs), "member_dirs", len(dirs), f"one dir per member ({len(cfgs)})")
     portable = [portable_data(c) for c in cfgs]  # resolved once: config.yaml and the rows
     flats = [_flat(p) for p in portable]
     differ = check_stackable(cfgs, flats)
+    start = find_checkpoint(out_dir, flats) if resume else None
     datamodules, nets, hparams, template = build_members(cfgs)
     check(
         all(dm.class_weights == datamodules[0].class_weights for dm in datamodules),
@@ -183,16 +201,21 @@ def train_population(
         check_val_every_n_epoch=first.trainer.get("check_val_every_n_epoch", 1),
         num_sanity_val_steps=0,
         logger=False,
-        enable_checkpointing=False,
+        callbacks=[PopulationCheckpoint(checkpoint_path(out_dir), [fingerprint(f) for f in flats])],
+        plugins=[AtomicCheckpointIO()],  # a kill mid-write leaves the previous checkpoint whole
         enable_progress_bar=False,
         enable_model_summary=False,
     )
     eval_size = int(datamodules[0].hparams.eval_batch_size)
     seeds = [int(dm.hparams.seed) for dm in datamodules]
+    if start is not None:
+        print(f"population: resuming from {start[0]} (after epoch {start[1]['epoch']})", flush=True)
     trainer.fit(
         module,
         train_dataloaders=PopulationBatches(x.shape[1], batch_size, seeds),
         val_dataloaders=_split(datamodules, "val", eval_size),
+        ckpt_path=None if start is None else str(start[0]),
+        weights_only=True,
     )
     # What a stand-alone run reports: val of its last weights, test of its best checkpoint.
     final = module.evaluate(_split(datamodules, "val", eval_size), "val")

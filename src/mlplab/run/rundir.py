@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover
     fcntl = None
 
 LOCK_NAME = ".lock"
+POPULATION_CHECKPOINT = Path("checkpoints") / "population.ckpt"  # mlplab.population.resume
 RERUN_FLAGS = ("--config-dir", "-cd", "--config-name", "-cn")
 
 
@@ -72,6 +73,12 @@ def check_run_dir(run_dir: str | Path, resume: str | None) -> None:
     last = run_dir / "checkpoints" / "last.ckpt"
     if resume == "auto" and last.is_file() and not zipfile.is_zipfile(last):
         raise ConfigError(f"resume=auto: checkpoint {str(last)!r} is invalid: {damaged_hint(last)}")
+    population = run_dir / POPULATION_CHECKPOINT
+    if resume == "auto" and population.is_file() and not zipfile.is_zipfile(population):
+        raise ConfigError(
+            f"resume=auto: population checkpoint {str(population)!r} is invalid: the file is "
+            f"damaged or truncated; {population_hint(population)}"
+        )
     if resume != "auto" and holds_run(run_dir):
         raise ConfigError(
             f"run dir {run_dir} already holds a run: choose another run_name (or leave it "
@@ -86,6 +93,11 @@ def damaged_hint(last: Path) -> str:
         "writing it): delete it to start this run over, or continue from the best checkpoint "
         f"with ckpt_path={last.parent / 'best.ckpt'}"
     )
+
+
+def population_hint(path: Path) -> str:
+    """What to do about a damaged population checkpoint."""
+    return f"delete {path} to train the population again from the start"
 
 
 def check_sweep_dir(sweep_dir: str | Path, resume: str | None) -> None:

@@ -1,0 +1,396 @@
+"""A population's own checkpoint: ``resume=auto`` continues a killed population (``seeds=N``,
+``cv=K``, ``hydra/launcher=population``) to exactly the outputs of an uninterrupted one, and a
+checkpoint that can't be continued is refused in one line before anything is written."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from mlplab.config import compose_run
+from mlplab.errors import ConfigError
+from mlplab.population.module import PopulationModule
+from mlplab.population.resume import refuse_ckpt_path
+from mlplab.population.run import train_population
+from mlplab.run.rundir import check_run_dir
+from mlplab.train import main as train_main
+from tests.test_population import BASE
+from tests.test_population_launcher import _sweep, _sweep_dir
+
+CKPT = Path("checkpoints") / "population.ckpt"
+STOP = ["regularization=early_stopping", "callbacks.early_stopping.min_delta=0.5"]
+# Member 2 diverges in its first step; member 3 stops after epoch 1 (no epoch improves the
+# val loss by min_delta=0.5); members 0 and 1 train on, with their own dropout masks.
+MEMBERS = [
+    ["seed=1", "optimizer.lr=0.1", "model.dropout=0.1", "callbacks.early_stopping.patience=99"],
+    ["seed=2", "optimizer.lr=0.05", "model.dropout=0.2", "callbacks.early_stopping.patience=99"],
+    ["seed=3", "optimizer.lr=1e30", "model.dropout=0.1", "callbacks.early_stopping.patience=99"],
+    ["seed=4", "optimizer.lr=0.1", "model.dropout=0.1", "callbacks.early_stopping.patience=1"],
+]
+SCHEDULES = {
+    "sgd-step": [
+        "optimizer=sgd",
+        "optimizer.momentum=0.9",
+        "scheduler=step",
+        "scheduler.step_size=2",
+    ],
+    "adam-plateau": ["optimizer=adam", "scheduler=plateau", "scheduler.patience=0"],
+}
+QUIET_CLI = ["logger=csv", "trainer.enable_progress_bar=false", "print_config=false", "threads=1"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _save_every_epoch():
+    """These tests kill populations after epoch e and expect its checkpoint: save every epoch
+    (the default saves every 10 s; ``test_checkpoints_are_saved_every_so_many_seconds``)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("mlplab.population.resume.CHECKPOINT_EVERY_S", 0.0)
+        yield
+
+
+def _cfgs(out_dir, *extra: str, members=MEMBERS):
+    return [compose_run(out_dir, *BASE, "threads=1", *STOP, *extra, *m) for m in members]
+
+
+def _kill_at(epoch: int):
+    """An ``on_epoch`` hook that stops the process the way a crash would, after validation of
+    ``epoch``: its history rows exist in memory only, its checkpoint was never written."""
+
+    def hook(e, rows):
+        if e == epoch:
+            raise KeyError("simulated kill")
+        return []
+
+    return hook
+
+
+def _outputs(out_dir: Path) -> dict:
+    """What a population leaves: its tables and every member's files (weights as tensors)."""
+    out = {
+        "summary": pd.read_csv(out_dir / "summary.csv").drop(columns="run_dir"),
+        "history": pd.read_csv(out_dir / "metrics.csv"),
+    }
+    for member in sorted(p for p in out_dir.iterdir() if p.name.startswith("member_")):
+        for name in ("metrics.json", "error.txt"):
+            if (member / name).is_file():
+                out[f"{member.name}/{name}"] = (member / name).read_text()
+        best = member / "checkpoints" / "best.ckpt"
+        if best.is_file():
+            raw = torch.load(best, weights_only=True)
+            out[f"{member.name}/best"] = (raw["epoch"], raw["state_dict"])
+    return out
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    pd.testing.assert_frame_equal(a.pop("summary"), b.pop("summary"), check_exact=True)
+    pd.testing.assert_frame_equal(a.pop("history"), b.pop("history"), check_exact=True)
+    for key, value in a.items():
+        if key.endswith("/best"):
+            assert value[0] == b[key][0], key
+            for name, tensor in value[1].items():
+                assert torch.equal(tensor, b[key][1][name]), f"{key} {name}"
+        else:
+            assert value == b[key], key
+
+
+def _files(root: Path) -> dict:
+    """Every file under ``root`` but Hydra's start-up files: size and modification time."""
+    return {
+        p: (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"
+    }
+
+
+# ---- train_population(..., resume=True) --------------------------------------------------------
+@pytest.mark.parametrize("schedule", SCHEDULES.values(), ids=SCHEDULES.keys())
+def test_a_killed_population_resumes_to_the_uninterrupted_result(tmp_path, schedule):
+    whole = train_population(_cfgs(tmp_path / "whole", *schedule), tmp_path / "whole")
+    assert list(whole.status) == ["ok", "ok", "diverged", "stopped"]
+    assert whole.stopped_epoch[3] == 1  # stopped before the kill: its status must survive
+
+    out = tmp_path / "killed"
+    with pytest.raises(KeyError, match="simulated kill"):  # resume=True, no checkpoint: fresh
+        train_population(_cfgs(out, *schedule), out, on_epoch=_kill_at(3), resume=True)
+    saved = torch.load(out / CKPT, weights_only=True)  # loads safely, no pickled objects
+    assert saved["epoch"] == 2 and saved["population"]["status"][2:] == ["diverged", "stopped"]
+    assert not list((out / "checkpoints").glob("*.tmp"))  # written atomically
+    assert not (out / "summary.csv").exists()
+
+    train_population(_cfgs(out, *schedule), out, resume=True)
+    _assert_same(_outputs(tmp_path / "whole"), _outputs(out))
+
+
+def test_checkpoints_are_saved_every_so_many_seconds(tmp_path, monkeypatch):
+    """With a long interval: a save after the first epoch, none until the last; a kill at
+    epoch 3 resumes from epoch 0 and still ends as the uninterrupted run."""
+    monkeypatch.setattr("mlplab.population.resume.CHECKPOINT_EVERY_S", 3600.0)
+    schedule = SCHEDULES["sgd-step"]
+    out = tmp_path / "killed"
+    with pytest.raises(KeyError, match="simulated kill"):
+        train_population(_cfgs(out, *schedule), out, on_epoch=_kill_at(3), resume=True)
+    assert torch.load(out / CKPT, weights_only=True)["epoch"] == 0
+    train_population(_cfgs(out, *schedule), out, resume=True)
+    assert torch.load(out / CKPT, weights_only=True)["epoch"] == 5  # the last epoch: saved
+    whole = train_population(_cfgs(tmp_path / "whole", *schedule), tmp_path / "whole")
+    assert list(whole.status) == ["ok", "ok", "diverged", "stopped"]
+    _assert_same(_outputs(tmp_path / "whole"), _outputs(out))
+
+
+@pytest.mark.parametrize(
+    "stop", [[], ["callbacks.early_stopping.patience=1"]], ids=["max-epochs", "all-stopped"]
+)
+def test_a_finished_population_resumed_trains_nothing_and_writes_the_same(
+    tmp_path, monkeypatch, stop
+):
+    """The checkpoint of the last epoch (or of the epoch the last member stopped in) is the
+    end: resuming trains no step and rewrites the outputs as they were."""
+    members = [[f"seed={s}", "optimizer.lr=0.05", *stop] for s in (1, 2)]
+    cfgs = _cfgs(tmp_path / "pop", "trainer.max_epochs=4", members=members)
+    train_population(cfgs, tmp_path / "pop")
+    before = _outputs(tmp_path / "pop")
+    epoch = torch.load(tmp_path / "pop" / CKPT, weights_only=True)["epoch"]
+    assert epoch == (1 if stop else 3)
+
+    def no_step(self, *args):
+        raise AssertionError("a finished population trained again")
+
+    monkeypatch.setattr(PopulationModule, "training_step", no_step)
+    train_population(cfgs, tmp_path / "pop", resume=True)
+    _assert_same(before, _outputs(tmp_path / "pop"))
+    assert torch.load(tmp_path / "pop" / CKPT, weights_only=True)["epoch"] == epoch
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A 2-member population, 2 epochs (copied by each test that damages it)."""
+    out = tmp_path_factory.mktemp("trained") / "pop"
+    members = [["seed=1", "optimizer.lr=0.1"], ["seed=2", "optimizer.lr=0.05"]]
+    train_population(_cfgs(out, "trainer.max_epochs=2", members=members), out)
+    return out
+
+
+def _members(*lrs: float) -> list[list[str]]:
+    return [[f"seed={k + 1}", f"optimizer.lr={lr}"] for k, lr in enumerate(lrs)]
+
+
+@pytest.mark.parametrize(
+    ("lrs", "damage", "message"),
+    [
+        ((0.1, 0.05), "truncate", "is invalid: the file is damaged or truncated"),
+        ((0.1, 0.05), "not-population", "is not a population checkpoint mlplab can continue"),
+        ((0.1, 0.05, 0.2), None, "holds a population of 2 members, this run has 3"),
+        (
+            (0.1, 0.01),
+            None,
+            "member 1 was trained with optimizer.lr=0.05 (now 0.01)",
+        ),
+    ],
+)
+def test_a_checkpoint_that_cant_be_continued_is_one_error_and_writes_nothing(
+    trained, tmp_path, lrs, damage, message
+):
+    out = tmp_path / "pop"
+    shutil.copytree(trained, out)
+    path = out / CKPT
+    if damage == "truncate":  # as a copy cut short, or a disk that filled up
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "not-population":  # a normal run's checkpoint put in its place
+        torch.save({"epoch": 1, "state_dict": {}}, path)
+    before = _files(out)
+    cfgs = _cfgs(out, "trainer.max_epochs=2", members=_members(*lrs))
+    with pytest.raises(ConfigError, match=re.escape(message)) as error:
+        train_population(cfgs, out, resume=True)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+    assert _files(out) == before
+    if damage == "truncate":  # said before Hydra starts too, with the way out
+        with pytest.raises(ConfigError, match=f"delete {path} to train the population again"):
+            check_run_dir(out, "auto")
+
+
+def test_ckpt_path_is_refused_with_the_way_to_resume():
+    with pytest.raises(ConfigError, match="ckpt_path='x.ckpt' is invalid: not set with cv=") as e:
+        refuse_ckpt_path("x.ckpt", "cv=")
+    assert "checkpoints/population.ckpt in its dir), add resume=auto instead" in str(e.value)
+    refuse_ckpt_path(None, "cv=")
+
+
+def test_a_dir_holding_a_population_is_refused_without_resume(trained):
+    with pytest.raises(ConfigError, match="already holds a run: .* add resume=auto"):
+        check_run_dir(trained, None)
+    check_run_dir(trained, "auto")
+
+
+# ---- the command line: seeds=N, cv=K, hydra/launcher=population ---------------------------------
+def _cli(tmp_path, monkeypatch, *args: str) -> int:
+    """``mlplab-train BASE ARGS`` in this process, logs under tmp_path; the exit code."""
+    monkeypatch.delenv("MLPLAB_RUN_ID", raising=False)
+    monkeypatch.setattr(sys, "argv", ["mlplab-train"])
+    try:
+        train_main([*BASE, *QUIET_CLI, f"paths.log_dir={tmp_path}", *args])
+    except SystemExit as exit_info:
+        return exit_info.code
+    return 0
+
+
+def _crash_at(monkeypatch, epoch: int) -> None:
+    """Every population in this process crashes after validating ``epoch`` (until undone)."""
+    original = PopulationModule.on_validation_epoch_end
+
+    def crash(self):
+        original(self)
+        if self.current_epoch == epoch:
+            raise KeyError("simulated kill")
+
+    monkeypatch.setattr(PopulationModule, "on_validation_epoch_end", crash)
+
+
+@pytest.mark.parametrize("population", [["seeds=3"], ["cv=3"]], ids=["seeds", "cv"])
+def test_cli_resume_auto_continues_a_killed_population(tmp_path, monkeypatch, capfd, population):
+    args = [*population, "optimizer=sgd", "optimizer.lr=0.1", "optimizer.momentum=0.9"]
+    assert _cli(tmp_path, monkeypatch, *args, "run_name=whole") == 0
+    with monkeypatch.context() as crashing:
+        _crash_at(crashing, 2)
+        assert _cli(tmp_path, crashing, *args, "run_name=p") != 0
+    run_dir = tmp_path / "train" / "p"
+    assert torch.load(run_dir / CKPT, weights_only=True)["epoch"] == 1
+    capfd.readouterr()
+
+    assert _cli(tmp_path, monkeypatch, *args, "run_name=p") == 2  # never written over
+    err = capfd.readouterr().err
+    assert "already holds a run" in err and "add resume=auto" in err
+
+    assert _cli(tmp_path, monkeypatch, *args, "run_name=p", "resume=auto") == 0
+    assert f"population: resuming from {run_dir / CKPT} (after epoch 1)" in capfd.readouterr().out
+    whole = tmp_path / "train" / "whole"
+    _assert_same(_outputs(whole), _outputs(run_dir))
+    assert (run_dir / "metrics.json").read_text() == (whole / "metrics.json").read_text()
+
+    # Run again when finished: nothing trains, the same results are written.
+    assert _cli(tmp_path, monkeypatch, *args, "run_name=p", "resume=auto") == 0
+    assert json.loads((run_dir / "metrics.json").read_text()) == json.loads(
+        (whole / "metrics.json").read_text()
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["seeds=3", "seed=1"], "holds a population of 2 members, this run has 3"),
+        (["seeds=2", "seed=7"], "member 0 was trained with data.seed=1 (now 7), seed=1 (now 7)"),
+        (["seeds=2", "seed=1", "model.dropout=0.5"], "member 0 was trained with model.dropout"),
+        (
+            ["cv=2", "seed=1"],
+            "member 0 was trained with data.cv_fold=None (now 0), data.cv_folds=None (now 2)",
+        ),
+        (["seeds=2", "seed=1", "damaged"], "population checkpoint '"),
+    ],
+)
+def test_cli_resume_of_other_members_or_a_damaged_file_is_one_error_line(
+    tmp_path, monkeypatch, capfd, args, named
+):
+    assert _cli(tmp_path, monkeypatch, "seeds=2", "seed=1", "run_name=p") == 0
+    run_dir = tmp_path / "train" / "p"
+    if "damaged" in args:
+        args = [a for a in args if a != "damaged"]
+        (run_dir / CKPT).write_bytes(b"PK\x03\x04 cut short")
+    before = _files(tmp_path)
+    capfd.readouterr()
+    code = _cli(tmp_path, monkeypatch, *args, "run_name=p", "resume=auto")
+    err = capfd.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1, err[-1500:]
+    assert named in errors[0] and str(run_dir / CKPT) in errors[0], errors[0]
+    assert "Traceback" not in err
+    assert _files(tmp_path) == before
+
+
+def test_launcher_resume_auto_continues_killed_populations(tmp_path, monkeypatch, capfd):
+    grid = ["optimizer=sgd", "optimizer.lr=0.05,0.1", "seed=1,2"]
+    assert _sweep(tmp_path / "whole", monkeypatch, *grid) == 0
+    with monkeypatch.context() as crashing:
+        _crash_at(crashing, 3)
+        assert _sweep(tmp_path / "b", crashing, *grid) != 0
+    sweep = _sweep_dir(tmp_path / "b")
+    assert torch.load(sweep / "population_0" / CKPT, weights_only=True)["epoch"] == 2
+    capfd.readouterr()
+    assert _sweep(tmp_path / "b", monkeypatch, *grid) == 2  # a killed sweep is not reused
+    assert "add resume=auto" in capfd.readouterr().err
+    assert _sweep(tmp_path / "b", monkeypatch, *grid, "resume=auto") == 0
+    assert "population: resuming from" in capfd.readouterr().out
+    whole = _sweep_dir(tmp_path / "whole")
+    _assert_same(_outputs(whole / "population_0"), _outputs(sweep / "population_0"))
+    for job in range(4):
+        metrics = json.loads((sweep / str(job) / "metrics.json").read_text())
+        assert metrics == json.loads((whole / str(job) / "metrics.json").read_text()), job
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert list(summary.status) == ["ok"] * 4
+
+
+# ---- kill -9 ---------------------------------------------------------------------------------
+DRIVER = """
+import sys, time
+import mlplab.population.resume
+from mlplab.population.module import PopulationModule
+mlplab.population.resume.CHECKPOINT_EVERY_S = 0.0  # a save every epoch: the kill waits for one
+from mlplab.population.resume import refuse_ckpt_path
+end = PopulationModule.on_train_epoch_end
+def slow(self):  # slow epochs, so the kill lands mid-training
+    end(self)
+    time.sleep(0.3)
+PopulationModule.on_train_epoch_end = slow
+from mlplab.train import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+def test_a_population_killed_with_sigkill_resumes_to_the_uninterrupted_result(
+    tmp_path, monkeypatch
+):
+    args = ["seeds=3", "trainer.max_epochs=12", "model.dropout=0.2", "scheduler=cosine"]
+    args += ["scheduler.T_max=12"]
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("MLPLAB_RUN_ID", None)
+    cli = [*BASE, *QUIET_CLI, f"paths.log_dir={tmp_path}", *args, "run_name=p"]
+    proc = subprocess.Popen(
+        [sys.executable, str(driver), *cli],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    run_dir = tmp_path / "train" / "p"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            ckpt = run_dir / CKPT
+            if ckpt.is_file() and torch.load(ckpt, weights_only=True)["epoch"] >= 3:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the population ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (run_dir / "summary.csv").exists()
+
+    assert _cli(tmp_path, monkeypatch, *args, "run_name=p", "resume=auto") == 0
+    assert _cli(tmp_path, monkeypatch, *args, "run_name=whole") == 0
+    whole = tmp_path / "train" / "whole"
+    _assert_same(_outputs(whole), _outputs(run_dir))
+    assert (run_dir / "metrics.json").read_text() == (whole / "metrics.json").read_text()
