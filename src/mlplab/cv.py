@@ -79,12 +79,13 @@ def cv_members(cfg: DictConfig) -> list[DictConfig]:
 def train_cv(cfg: DictConfig) -> dict[str, float]:
     """``cv=K``: the K folds as one population, each a run dir inside this one. Returns the
     mean and std (``<metric>.std``) of every metric over the folds that trained."""
-    from mlplab.population.run import mean_and_std, train_population
+    from mlplab.population.chunks import train_in_chunks
+    from mlplab.population.run import mean_and_std
     from mlplab.run.provenance import write_run_info
 
     held_out, leftover = check_cv(cfg)
     write_run_info(cfg, cfg.paths.output_dir)  # rerun=<this dir> cross-validates again
-    summary = train_population(cv_members(cfg), cfg.paths.output_dir)
+    summary = train_in_chunks(cv_members(cfg), cfg.paths.output_dir)  # chunks: memory
     failed = summary[summary.status == "diverged"]
     rows = "row" if leftover == 1 else "rows"
     extra = f", {leftover} left-over {rows} held out by none" if leftover else ""

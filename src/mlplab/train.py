@@ -113,7 +113,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def train_seeds(cfg: DictConfig) -> dict[str, float]:
     """``seeds=N``: seeds ``seed … seed+N−1`` of this config as one population (weights, split
     and shuffle differ); each is a run dir inside this one. Returns mean and std per metric."""
-    from mlplab.population.run import mean_and_std, train_population
+    from mlplab.population.chunks import train_in_chunks
+    from mlplab.population.run import mean_and_std
 
     n = cfg.seeds
     check(
@@ -131,7 +132,7 @@ def train_seeds(cfg: DictConfig) -> dict[str, float]:
         member.seeds = None
         members.append(member)
     write_run_info(cfg, cfg.paths.output_dir)  # rerun=<this dir> trains the population again
-    summary = train_population(members, cfg.paths.output_dir)
+    summary = train_in_chunks(members, cfg.paths.output_dir)  # in chunks when memory is short
     failed = summary[summary.status == "diverged"]
     ok = len(summary) - len(failed)
     print(f"population: {ok} of {len(summary)} seeds trained ({cfg.seed}..{cfg.seed + n - 1})")

@@ -147,6 +147,7 @@ def plan(jobs: list[Job], max_members: int | None, sweep_dir: Path) -> list[tupl
     for job in jobs:
         _check_job(job)
     # Imports Lightning (seconds): after the checks, so bad input answers at once.
+    from mlplab.population.chunks import chunks
     from mlplab.population.run import MEMBER_KEYS, NOT_YET, SHARED, check_stackable
 
     groups: dict[str, tuple[list, str]] = {}
@@ -159,9 +160,10 @@ def plan(jobs: list[Job], max_members: int | None, sweep_dir: Path) -> list[tupl
         why = ", ".join(f"{k}={job.flat[k]} ({w})" for k, w in NOT_YET.items() if job.flat.get(k))
         groups.setdefault(repr(sorted(fixed, key=lambda kv: kv[0])), ([], why))[0].append(job)
     planned = []
-    for group, why in groups.values():
-        size = len(group) if why or max_members is None else max_members
-        planned += [(group[i : i + size], why) for i in range(0, len(group), size)]
+    for group, why in groups.values():  # chunks of <= max_members that fit in memory
+        cfgs = [job.stacked(sweep_dir) for job in group]
+        parts = chunks(cfgs, max_members) if not why else [range(len(group))]
+        planned += [([group[i] for i in part], why) for part in parts]
     for group, why in planned:
         if not why:
             check_stackable([job.stacked(sweep_dir) for job in group])
