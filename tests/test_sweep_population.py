@@ -234,6 +234,20 @@ def test_population_1_is_the_one_by_one_path(tmp_path, no_plots, count_train, mo
     assert not list((tmp_path / "sw").glob("population_*"))
 
 
+def test_wandb_one_run_per_population_in_the_studys_group(tmp_path, no_plots, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    quiet = [o for o in QUIET if not o.startswith("logger=")]
+    search = _search(tmp_path, SGD_SPACE, epochs=2)
+    argv = [search, f"sweep_dir={tmp_path / 'sw'}", *quiet, "study_name=grp", "logger=wandb"]
+    study = sweep([*argv, "n_trials=2", "population=2"])
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    (run,) = (tmp_path / "sw").glob("population_*/wandb/offline-run-*/*.wandb")
+    record = run.read_bytes()
+    assert b"grp" in record and b"val/loss/member_000" in record and b"member_001" in record
+    assert not list((tmp_path / "sw").glob("trial_*/wandb"))  # no run per trial
+    assert OmegaConf.load(tmp_path / "sw" / "trial_1" / "config.yaml").logger.wandb.group == "grp"
+
+
 @pytest.mark.parametrize("setting", ["trainer.gradient_clip_val=0.5", "cv=2"])
 def test_what_a_population_cant_do_yet_trains_one_by_one(tmp_path, no_plots, count_train, setting):
     """Clipping can't be stacked yet; a cv= trial is a population of its own (its folds)."""

@@ -81,16 +81,15 @@ def cv_members(cfg: DictConfig) -> list[DictConfig]:
 def train_cv(cfg: DictConfig) -> dict[str, float]:
     """``cv=K``: the K folds as one population, each a run dir inside this one. Returns the
     mean and std (``<metric>.std``) of every metric over the folds that trained. ``resume=auto``
-    continues the population from its checkpoint (``population.resume``)."""
-    from mlplab.population.run import mean_and_std, resume_point, train_population
-    from mlplab.run.provenance import write_run_info
+    continues the population from its checkpoint (``population.resume``); folds that don't fit
+    in memory at once train in chunks (``population.chunks``)."""
+    from mlplab.population.chunks import train_in_chunks
+    from mlplab.population.run import mean_and_std
 
     held_out, leftover = check_cv(cfg)
-    members, out_dir, resume = cv_members(cfg), cfg.paths.output_dir, cfg.get("resume") == "auto"
-    if resume:  # a checkpoint that can't be continued: one line before anything is written
-        resume_point(members, out_dir)
-    write_run_info(cfg, out_dir)  # rerun=<this dir> cross-validates again
-    summary = train_population(members, out_dir, resume=resume)
+    # rerun=<this dir> cross-validates again (run info written once resume is checked)
+    resume = cfg.get("resume") == "auto"
+    summary = train_in_chunks(cv_members(cfg), cfg.paths.output_dir, resume=resume, run_info=cfg)
     failed = summary[summary.status == "diverged"]
     rows = "row" if leftover == 1 else "rows"
     extra = f", {leftover} left-over {rows} held out by none" if leftover else ""

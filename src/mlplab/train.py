@@ -113,9 +113,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def train_seeds(cfg: DictConfig) -> dict[str, float]:
     """``seeds=N``: seeds ``seed … seed+N−1`` of this config as one population (weights, split
     and shuffle differ); each is a run dir inside this one. Returns mean and std per metric.
-    ``resume=auto`` continues the population from its checkpoint (``population.resume``)."""
+    ``resume=auto`` continues the population from its checkpoint (``population.resume``).
+    Members that don't fit in memory at once train in chunks (``population.chunks``)."""
+    from mlplab.population.chunks import train_in_chunks
     from mlplab.population.resume import refuse_ckpt_path
-    from mlplab.population.run import mean_and_std, resume_point, train_population
+    from mlplab.population.run import mean_and_std
 
     n = cfg.seeds
     check(
@@ -131,11 +133,9 @@ def train_seeds(cfg: DictConfig) -> dict[str, float]:
         member.seed = cfg.seed + i
         member.seeds = None
         members.append(member)
-    out_dir, resume = cfg.paths.output_dir, cfg.get("resume") == "auto"
-    if resume:  # a checkpoint that can't be continued: one line before anything is written
-        resume_point(members, out_dir)
-    write_run_info(cfg, out_dir)  # rerun=<this dir> trains the population again
-    summary = train_population(members, out_dir, resume=resume)
+    # rerun=<this dir> trains the population again (run info written once resume is checked)
+    resume = cfg.get("resume") == "auto"
+    summary = train_in_chunks(members, cfg.paths.output_dir, resume=resume, run_info=cfg)
     failed = summary[summary.status == "diverged"]
     ok = len(summary) - len(failed)
     print(f"population: {ok} of {len(summary)} seeds trained ({cfg.seed}..{cfg.seed + n - 1})")

@@ -7,16 +7,15 @@ Each job is composed as Hydra's basic launcher composes it (its ``hydra.job.num`
 ``<sweep dir>/<job num>``, its ``${hydra:...}`` values) and ends as a normal job dir
 (``.hydra/``, config, metrics or ``error.txt``), so ``SweepSummary`` writes the sweep's
 ``summary.csv`` as for any launcher; population i's own files are in ``population_<i>/``.
-Jobs equal outside what members may differ in (``check_stackable``'s rule) form one
-population, at most ``hydra.launcher.max_members`` jobs each; different groups train one after
-another, never mixed; jobs with what a population can't do yet (``NOT_YET``) run one by one as
-plain jobs. A failed job is reported as ``mlplab-train`` reports one in a multirun: its
-``error.txt``, an ``error: job N: ...`` line and a COMPLETED JobReturn holding None (a FAILED
-one makes Hydra's sweeper re-raise it: a traceback and no summary). Bad input for the whole
-sweep (``trainer.devices=2``, ``seeds=N``, ``ckpt_path=``) is one ``error:`` line before
-anything trains, and the sweep dir Hydra made for it is removed. ``resume=auto`` continues each
-population from its checkpoint (``population_<i>/checkpoints/population.ckpt``).
-"""
+Jobs equal outside what members may differ in (``check_stackable``'s rule) form populations
+of at most ``hydra.launcher.max_members`` that fit in memory (``population.chunks``), trained
+one after another, never mixed; jobs with what a population can't do yet (``NOT_YET``) run
+one by one as plain jobs. A failed job is reported as ``mlplab-train`` reports one in a
+multirun: its ``error.txt``, an ``error: job N: ...`` line and a COMPLETED JobReturn holding
+None (a FAILED one makes Hydra's sweeper re-raise it: a traceback, no summary). Bad input
+for the whole sweep (``trainer.devices=2``, ``seeds=N``, ``ckpt_path=``) is one ``error:``
+line before anything trains (its sweep dir removed). ``resume=auto`` continues each
+population from its checkpoint (``population_<i>/checkpoints/``)."""
 
 from __future__ import annotations
 
@@ -148,6 +147,7 @@ def plan(jobs: list[Job], max_members: int | None, sweep_dir: Path) -> list[tupl
     for job in jobs:
         _check_job(job)
     # Imports Lightning (seconds): after the checks, so bad input answers at once.
+    from mlplab.population.chunks import chunks
     from mlplab.population.run import MEMBER_KEYS, NOT_YET, SHARED, check_stackable
 
     groups: dict[str, tuple[list, str]] = {}
@@ -160,12 +160,12 @@ def plan(jobs: list[Job], max_members: int | None, sweep_dir: Path) -> list[tupl
         why = ", ".join(f"{k}={job.flat[k]} ({w})" for k, w in NOT_YET.items() if job.flat.get(k))
         groups.setdefault(repr(sorted(fixed, key=lambda kv: kv[0])), ([], why))[0].append(job)
     planned = []
-    for group, why in groups.values():
-        size = len(group) if why or max_members is None else max_members
-        planned += [(group[i : i + size], why) for i in range(0, len(group), size)]
-    for group, why in planned:
-        if not why:
-            check_stackable([job.stacked(sweep_dir) for job in group])
+    for group, why in groups.values():  # chunks of <= max_members that fit in memory
+        cfgs = [job.stacked(sweep_dir) for job in group]
+        if not why:  # the whole group stacks, so every chunk of it does
+            check_stackable(cfgs)
+        parts = chunks(cfgs, max_members) if not why else [range(len(group))]
+        planned += [([group[i] for i in part], why) for part in parts]
     return planned
 
 

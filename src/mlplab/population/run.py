@@ -14,8 +14,10 @@ dropout, L1 and early-stopping patience). Member k:
   (``population.metrics``: MLPModule's metrics, computed for all members at once).
 
 ``out_dir`` gets ``summary.csv`` (one row per member) and ``metrics.csv`` (one row per epoch
-and member: train and val metrics), and ``checkpoints/population.ckpt`` after every epoch:
-``resume=True`` continues from it (``population.resume``)."""
+and member: train and val metrics), ``checkpoints/population.ckpt`` (after the first epoch,
+every 10 s and after the last: ``resume=True`` continues from it, ``population.resume``), and
+``learning_curves.png`` and one wandb run for the whole population when the members' config
+asks for them (``population.tracking``)."""
 
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from mlplab.population.resume import (
     fingerprint,
 )
 from mlplab.population.stacked import StackedMLP
+from mlplab.population.tracking import PopulationTracker, closes_trackers
 from mlplab.run import build
 from mlplab.run.checkpoint import AtomicCheckpointIO
 from mlplab.run.provenance import run_environment
@@ -55,6 +58,7 @@ MEMBER_KEYS = (
     "callbacks.early_stopping.patience",
     "paths.",
     "run_name",
+    "logger.wandb.name",  # one wandb run per population, named after its dir
 )
 SHARED = ("optimizer._target_", "scheduler._target_", "scheduler.monitor")  # one per population
 NOT_YET = {  # what a population can't do (yet): one line instead of a silent difference
@@ -136,19 +140,22 @@ def resume_point(cfgs: list[DictConfig], out_dir: str | Path) -> tuple[Path, dic
     return find_checkpoint(out_dir, [_flat(portable_data(c)) for c in cfgs])
 
 
+@closes_trackers
 def train_population(
     cfgs: list[DictConfig],
     out_dir: str | Path,
     member_dirs: list[Path] | None = None,
     on_epoch: Callable[[int, list[dict]], Iterable[int]] | None = None,
     resume: bool = False,
+    tracker: PopulationTracker | None = None,
 ) -> pd.DataFrame:
     """Train ``cfgs`` as one population; returns the summary (one row per member).
 
     Member k is written into ``member_dirs[k]`` (default ``out_dir/member_<k>``); ``on_epoch``
     is ``PopulationModule``'s hook (report each epoch's metrics, prune members). ``resume``:
     continue from ``out_dir``'s population checkpoint when there is one (a ConfigError before
-    anything is written if it is damaged or of other members), else start fresh."""
+    anything is written if it is damaged or of other members), else start fresh. ``tracker``:
+    the figure and wandb run (``population.tracking``; default: this population's own)."""
     out_dir = Path(out_dir)
     dirs = member_dirs or [out_dir / f"member_{k:03d}" for k in range(len(cfgs))]
     check(len(dirs) == len(cfgs), "member_dirs", len(dirs), f"one dir per member ({len(cfgs)})")
@@ -164,6 +171,7 @@ def train_population(
         "the same class weights for every member (members' splits differ in class counts)",
     )
     first, hp = cfgs[0], hparams[0]
+    tracker = tracker or PopulationTracker(cfgs, out_dir)
     train = [dm.tensors["train"] for dm in datamodules]
     x, y = _stack([t[0] for t in train], "train"), _stack([t[1] for t in train], "train")
     batch_size = datamodules[0].hparams.batch_size
@@ -185,7 +193,7 @@ def train_population(
             [float(h.get("target_mean") or 0.0) for h in hparams],
             [float(h.get("target_std") or 1.0) for h in hparams],
         ),
-        on_epoch=on_epoch,
+        on_epoch=tracker.on_epoch(on_epoch),
         scheduler=(first.get("scheduler") or {}).get("_target_"),
         schedules=[build.container(c.scheduler) if c.get("scheduler") else {} for c in cfgs],
         monitor=(first.get("scheduler") or {}).get("monitor", "val/loss"),
@@ -234,4 +242,5 @@ def train_population(
     out_dir.mkdir(parents=True, exist_ok=True)
     summary.to_csv(out_dir / "summary.csv", index=False)
     pd.DataFrame(module.history).to_csv(out_dir / "metrics.csv", index=False)
+    tracker.done(module.history, summary)
     return summary

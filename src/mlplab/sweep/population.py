@@ -166,6 +166,7 @@ def _run_batch(objective: Objective, trials: list[optuna.Trial], tell: Teller) -
 def _groups(jobs: list[Job]) -> list[tuple[list[Job], bool]]:
     """(jobs, stackable): groups equal outside ``MEMBER_KEYS`` (``SHARED`` keys included, so
     one optimizer type each), in the order they were asked; then the jobs to train alone."""
+    from mlplab.population.chunks import chunks
     from mlplab.population.run import MEMBER_KEYS, NOT_YET, SHARED
 
     groups: dict[str, list[Job]] = {}
@@ -178,16 +179,19 @@ def _groups(jobs: list[Job]) -> list[tuple[list[Job], bool]]:
             continue
         fixed = {k: v for k, v in flat.items() if not k.startswith(MEMBER_KEYS) or k in SHARED}
         groups.setdefault(repr(sorted(fixed.items())), []).append(job)
-    return [(group, True) for group in groups.values()] + [([job], False) for job in alone]
+    parts = []
+    for group in groups.values():  # each in chunks that fit in memory (population.chunks)
+        cfgs = [stacked(job.cfg, "population") for job in group]
+        parts += [([group[i] for i in part], True) for part in chunks(cfgs)]
+    return parts + [([job], False) for job in alone]
 
 
 def stacked(cfg: DictConfig, out_dir) -> DictConfig:
     """The trial's config as its population trains it: one output dir for all members (so the
-    keys derived from it are equal; each member is still written into its trial dir), no
-    loggers (a population has none yet: its ``metrics.csv`` holds every member's losses)."""
+    keys derived from it are equal; each member is still written into its trial dir). Its
+    loggers: one wandb run for the population (``population.tracking``), its ``metrics.csv``."""
     cfg = copy.deepcopy(cfg)
     OmegaConf.update(cfg, "paths.output_dir", str(out_dir), force_add=True)
-    cfg.logger = None
     return cfg
 
 
@@ -243,7 +247,7 @@ def _train_population(objective: Objective, jobs: list[Job], tell: Teller) -> No
     out_dir = objective.sweep_dir / f"population_{numbers[0]}"
     print(f"population of {len(jobs)}: trials {', '.join(map(str, numbers))}", flush=True)
     cfgs = [stacked(job.cfg, out_dir) for job in jobs]
-    loggers = sorted(set(jobs[0].cfg.get("logger") or {}) - {"csv"})
+    loggers = sorted(set(jobs[0].cfg.get("logger") or {}) - {"csv", "wandb"})
     if loggers:
         print(f"note: populations don't log to {', '.join(loggers)} (not yet)", flush=True)
     reporter = Reporter(objective.metric, [job.trial for job in jobs])

@@ -1,0 +1,138 @@
+"""A population's tracking outputs: one learning-curves figure of every member, one wandb run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from mlplab.config import compose_run
+from mlplab.figures.plots import PIXELS
+from mlplab.figures.population import plot_population_curves
+from mlplab.population import tracking
+from mlplab.population.run import train_population
+
+BASE = [
+    "data=moons",
+    "data.options.n_samples=300",
+    "trainer.max_epochs=4",
+    "callbacks.decision_boundary=null",
+    "optimizer=sgd",
+]
+# the last one diverges in its first step: a member without a single epoch to draw
+MEMBERS = [
+    ["seed=1", "optimizer.lr=0.1"],
+    ["seed=2", "optimizer.lr=0.3"],
+    ["seed=3", "optimizer.lr=1e9"],
+]
+
+
+def _population(out_dir, *overrides: str, on_epoch=None) -> pd.DataFrame:
+    base = [o for o in BASE if "callbacks=none" not in overrides or "callbacks." not in o]
+    cfgs = [compose_run(out_dir, *base, *overrides, *m) for m in MEMBERS]
+    return train_population(cfgs, out_dir, on_epoch=on_epoch)
+
+
+def _png_size(path) -> tuple[int, int]:
+    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    height, width = imread(path).shape[:2]
+    return width, height
+
+
+def test_learning_curves_of_every_member_follow_the_figure_switch(tmp_path):
+    summary = _population(tmp_path / "on")  # callbacks.learning_curves is on by default
+    assert list(summary.status) == ["ok", "ok", "diverged"]
+    assert _png_size(tmp_path / "on" / "learning_curves.png") == PIXELS
+    _population(tmp_path / "off", "callbacks.learning_curves=null")
+    assert (tmp_path / "off" / "summary.csv").is_file()
+    assert not (tmp_path / "off" / "learning_curves.png").exists()
+    _population(tmp_path / "none", "callbacks=none")
+    assert not (tmp_path / "none" / "learning_curves.png").exists()
+
+
+def test_the_figure_shows_ended_members_and_scales_to_many(tmp_path):
+    """Stopped, pruned and diverged members end with a marker; > 10 members: a colour bar."""
+    rows = [
+        {"epoch": e, "member": m, "train/loss": 1 / (e + 1 + m), "val/loss": 1 / (e + 1)}
+        for m in range(12)
+        for e in range(8 if m % 3 else 3)
+    ]
+    rows[1]["val/loss"] = float("nan")  # a NaN inside a curve: a gap, not a crash
+    ended = {0: ("stopped", 2), 3: ("pruned", 2), 6: ("diverged", 2), 12: ("diverged", 0)}
+    path = plot_population_curves(pd.DataFrame(rows), tmp_path / "many.png", ended=ended)
+    assert _png_size(path) == PIXELS
+    few = plot_population_curves(pd.DataFrame(rows[:8]), tmp_path / "few.png")
+    assert _png_size(few) == PIXELS
+
+
+@pytest.mark.slow
+def test_figures_off_never_import_the_figure_code(tmp_path):
+    """The benchmark's setting (figures off) pays for no figure code. (matplotlib itself is
+    imported by torchmetrics, which Lightning imports, whatever the figure switch says.)"""
+    code = (
+        "import sys\n"
+        "from mlplab.config import compose_run\n"
+        "from mlplab.population.run import train_population\n"
+        f"out = {str(tmp_path / 'pop')!r}\n"
+        f"over = {[*BASE, 'callbacks.learning_curves=null', 'trainer.max_epochs=1']!r}\n"
+        "train_population([compose_run(out, *over, f'seed={s}') for s in (1, 2)], out)\n"
+        "drawn = [m for m in sys.modules if m.startswith('mlplab.figures')]\n"
+        "assert not drawn, drawn\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _offline_run(out_dir):
+    runs = list((out_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, runs  # one run for the whole population
+    return runs[0], next(runs[0].glob("*.wandb")).read_bytes()
+
+
+def test_one_wandb_run_per_population_with_every_members_metrics(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
+    out = tmp_path / "pop"
+    summary = _population(out, "logger=wandb")
+    run, record = _offline_run(out)
+    assert not list(out.glob("member_*/wandb"))  # no run per member
+    assert (out / "wandb_id").read_text() in run.name
+    for k in (0, 1):  # the members that trained: each epoch's metrics under their number
+        for key in ("train/loss", "val/loss", "val/acc"):
+            assert f"{key}/member_{k:03d}".encode() in record
+    assert b"curves/val/loss" in record and b"learning_curves" in record
+    assert b"varying" in record and b"optimizer.lr" in record  # config: what differs
+    assert tmp_path.name.encode() in record  # the group: the population dir's parent
+    tables = run / "files" / "media" / "table"
+    table = json.loads(next(tables.glob("summary_*.table.json")).read_text())
+    assert len(table["data"]) == 3 and "status" in table["columns"]
+    assert table["data"][2][table["columns"].index("status")] == "diverged"
+    assert tracking._OPEN == [] and len(summary) == 3
+
+
+def test_the_wandb_run_is_finished_when_training_fails(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
+    import wandb
+
+    finished = []
+    finish = wandb.Run.finish
+
+    def spy(run, exit_code=None):
+        finished.append(exit_code)
+        finish(run, exit_code)
+
+    monkeypatch.setattr(wandb.Run, "finish", spy)
+
+    def fails(epoch, rows):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        _population(tmp_path / "pop", "logger=wandb", on_epoch=fails)
+    assert finished == [1] and tracking._OPEN == []
+    _offline_run(tmp_path / "pop")
+    assert wandb.run is None  # nothing left open for the next run in this process
