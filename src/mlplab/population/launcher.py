@@ -117,12 +117,6 @@ def _prepare(launcher, overrides: Sequence[str], num: int) -> Job:
     return Job(num, config, task, cfg, Path(config.hydra.runtime.output_dir))
 
 
-def _flatten(node, prefix: str = "") -> dict:
-    if not (isinstance(node, dict) and node):
-        return {prefix[:-1]: node}
-    return {k: v for key, val in node.items() for k, v in _flatten(val, f"{prefix}{key}.").items()}
-
-
 def _check_job(job: Job) -> None:
     """What no job of a population sweep may ask for: one line naming the key."""
     cfg = job.cfg
@@ -148,11 +142,11 @@ def plan(jobs: list[Job], max_members: int | None, sweep_dir: Path) -> list[tupl
         _check_job(job)
     # Imports Lightning (seconds): after the checks, so bad input answers at once.
     from mlplab.population.chunks import chunks
-    from mlplab.population.run import MEMBER_KEYS, NOT_YET, SHARED, check_stackable
+    from mlplab.population.run import MEMBER_KEYS, NOT_YET, SHARED, _flat, check_stackable
 
     groups: dict[str, tuple[list, str]] = {}
     for job in jobs:
-        job.flat = _flatten(OmegaConf.to_container(job.stacked(sweep_dir), resolve=True))
+        job.flat = _flat(OmegaConf.to_container(job.stacked(sweep_dir), resolve=True))
         # check_stackable's rule: what members may not differ in decides the group
         fixed = [
             (k, v) for k, v in job.flat.items() if not k.startswith(MEMBER_KEYS) or k in SHARED

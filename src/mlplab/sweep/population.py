@@ -27,7 +27,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 import optuna
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
@@ -197,7 +196,9 @@ def stacked(cfg: DictConfig, out_dir) -> DictConfig:
 
 def _flat(cfg: DictConfig) -> dict:
     """``{"a.b": value}``, flattened as ``check_stackable`` flattens."""
-    return pd.json_normalize(OmegaConf.to_container(cfg, resolve=True), sep=".").iloc[0].to_dict()
+    from mlplab.population.run import _flat as flatten
+
+    return flatten(OmegaConf.to_container(cfg, resolve=True))
 
 
 def _train_alone(objective: Objective, job: Job, tell: Teller) -> None:
