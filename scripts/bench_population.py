@@ -11,11 +11,12 @@ process (no subprocess start-up: the fastest way to run trials one by one) with 
 then write ``metrics.json``; figures and wandb off. Population: ``train_population`` on the same
 configs, writing each member's run dir (config, run info, metrics.json, best.ckpt) and the
 population's metrics.csv (a ``member`` column). Wall time runs from the first trial's start to
-the last result written. Both sides must agree: the largest difference in a member's test/loss
-is printed (float32 summation order differs: batched vs one-by-one matrix products).
-
-On a CUDA machine the same cases also run on the GPU (``--device cuda``, or ``all``).
-The last line is one JSON object with every number.
+the last result written (config composition included on both sides). The population side runs
+``--repeats`` times (fresh dirs) and reports the median: a run of a few seconds on a shared VM
+can land in a slow phase that the sequential side's minute averages out. Both sides must agree:
+the largest difference in a member's test/loss is printed (float32 summation order differs:
+batched vs one-by-one matrix products). On a CUDA machine the same cases also run on the GPU
+(``--device cuda``, or ``all``). The last line is one JSON object with every number.
 """
 
 from __future__ import annotations
@@ -81,11 +82,14 @@ def run_case(name: str, args, root: Path, device: str) -> dict:
         alone.append(metrics)
     sequential = time.perf_counter() - start
 
-    out = root / f"{name}-{device}-population"
-    start = time.perf_counter()
-    cfgs = compose_runs(out, [[*common, *member_overrides(k)] for k in range(members)])
-    summary = train_population(cfgs, out)
-    population = time.perf_counter() - start
+    times = []
+    for rep in range(args.repeats):  # the median: one short run can land in a slow second
+        out = root / f"{name}-{device}-population-{rep}"
+        start = time.perf_counter()
+        cfgs = compose_runs(out, [[*common, *member_overrides(k)] for k in range(members)])
+        summary = train_population(cfgs, out)
+        times.append(time.perf_counter() - start)
+    population = float(np.median(times))
 
     ok = summary.status != "diverged"
     diff = max(
@@ -97,6 +101,7 @@ def run_case(name: str, args, root: Path, device: str) -> dict:
         "members": members,
         "sequential_s": round(sequential, 3),
         "population_s": round(population, 3),
+        "population_runs_s": [round(t, 3) for t in times],
         "speedup": round(sequential / population, 2),
         "trials_per_hour_sequential": round(members / sequential * 3600),
         "trials_per_hour_population": round(members / population * 3600),
@@ -112,6 +117,7 @@ def main() -> None:
     parser.add_argument("--flights-sample", type=float, default=0.25)
     parser.add_argument("--flights-epochs", type=int, default=3)
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
+    parser.add_argument("--repeats", type=int, default=3, help="population runs (median)")
     args = parser.parse_args()
     silence_known_noise()
     torch.set_num_threads(1)

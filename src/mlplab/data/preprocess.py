@@ -261,7 +261,7 @@ class Preprocessor:
         # canonical keys are per distinct value: match those to the classes, then index rows
         rows, keys = factorized(df[self.target])  # key of row i: keys[rows[i]] (−1 → None)
         _no_empty(df, self.target, np.array([k is None for k in keys])[rows])
-        lookup = pd.Index(canonical(self.classes)).get_indexer(keys[:-1])
+        lookup = self._class_index().get_indexer(keys[:-1])
         codes = np.append(lookup, -1).astype(np.int64)[rows]
         if (codes < 0).any():  # −1: a class the model never saw
             unseen = sorted(set(df[self.target][codes < 0].tolist()), key=str)[:10]
@@ -271,6 +271,14 @@ class Preprocessor:
             )
         t = torch.from_numpy(codes)
         return t.float() if self.task == "binary" else t
+
+    def _class_index(self) -> pd.Index:
+        """The classes' canonical keys, made once (``targets`` runs once per split)."""
+        cached = self.__dict__.get("_classes_index")
+        if cached is None or cached[0] != self.classes:
+            cached = (list(self.classes), pd.Index(canonical(self.classes)))
+            self.__dict__["_classes_index"] = cached  # not a field: state_dict leaves it out
+        return cached[1]
 
     def inverse_target(self, y: torch.Tensor) -> torch.Tensor:
         """Regression predictions back in the target's own units."""
