@@ -235,6 +235,26 @@ def test_members_schedule_their_learning_rates_like_stand_alone_runs(tmp_path, s
         assert summary.iloc[k].best_epoch == best_epoch
 
 
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_members_clip_gradients_like_stand_alone_runs(tmp_path, algorithm):
+    """Per-member trainer.gradient_clip_val (0: none) with a large learning rate, so the
+    clipping changes every member's path; each ends with its own run's numbers."""
+    clips = [0.05, 0.0, 0.5] if algorithm == "norm" else [0.01, 0.0, 0.1]
+    members = [
+        [f"seed={k}", "optimizer=sgd", "optimizer.lr=0.5", f"trainer.gradient_clip_val={c}"]
+        for k, c in enumerate(clips)
+    ]
+    shared = [*BASE, f"trainer.gradient_clip_algorithm={algorithm}"]
+    summary = _population(tmp_path, *members, base=shared)
+    assert list(summary.status) == ["ok"] * 3
+    unclipped = _population(tmp_path / "unclipped", *[m[:-1] for m in members], base=shared)
+    assert summary["test/loss"][0] != pytest.approx(unclipped["test/loss"][0], abs=1e-4)
+    for k, overrides in enumerate(members):
+        alone, best_epoch = _alone(tmp_path, f"alone{k}", *overrides, base=shared)
+        _same(summary.iloc[k].to_dict(), alone)
+        assert summary.iloc[k]["best_epoch"] == best_epoch
+
+
 def test_members_must_share_the_scheduler_type_and_monitor(tmp_path):
     with pytest.raises(ConfigError, match="differ in scheduler._target_"):
         check_stackable(
@@ -320,6 +340,13 @@ def test_bad_member_optimizer_values_are_one_error(tmp_path):
         for s, lr in ((1, 0.01), (2, -1.0))
     ]
     with pytest.raises(ConfigError, match="lr"):
+        train_population(cfgs, tmp_path / "pop")
+    assert not (tmp_path / "pop").exists()
+    cfgs = [
+        compose_run(tmp_path, *BASE, f"seed={s}", f"trainer.gradient_clip_val={clip}")
+        for s, clip in ((1, 0.5), (2, -1.0))
+    ]
+    with pytest.raises(ConfigError, match=r"^trainer.gradient_clip_val=-1.0 is invalid"):
         train_population(cfgs, tmp_path / "pop")
     assert not (tmp_path / "pop").exists()
 

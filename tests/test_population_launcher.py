@@ -107,18 +107,19 @@ def test_jobs_that_cant_stack_are_separate_populations(tmp_path, monkeypatch):
     assert set(pd.read_csv(sweep / "summary.csv").status) == {"ok"}
 
 
-def test_max_members_and_plain_runs_for_what_cant_be_stacked_yet(tmp_path, monkeypatch, capsys):
-    """Gradient clipping isn't in populations yet: those jobs run one by one as plain runs."""
+def test_max_members_splits_a_group_and_clipping_members_stack(tmp_path, monkeypatch, capsys):
+    """Members differ in gradient clipping too; max_members=2 makes two populations of 2."""
     args = ["trainer.max_epochs=2", "trainer.gradient_clip_val=0,0.5", "seed=1,2"]
-    code = _sweep(tmp_path, monkeypatch, *args, "hydra.launcher.max_members=1")
+    code = _sweep(tmp_path, monkeypatch, *args, "hydra.launcher.max_members=2")
     assert code == 0
     sweep = _sweep_dir(tmp_path)
     assert sorted(p.name for p in sweep.glob("population_*")) == ["population_0", "population_1"]
-    assert "a plain run" in capsys.readouterr().out
+    assert "a plain run" not in capsys.readouterr().out
     for num in range(4):
-        overrides, _ = _job(tmp_path, num)
-        plain = (sweep / str(num) / "checkpoints" / "last.ckpt").is_file()  # populations: none
-        assert plain == (overrides["trainer.gradient_clip_val"] == "0.5"), num
+        overrides, metrics = _job(tmp_path, num)
+        assert not (sweep / str(num) / "checkpoints" / "last.ckpt").is_file()  # a member
+        own = [f"{key}={overrides[key]}" for key in ("trainer.gradient_clip_val", "seed")]
+        _same(metrics, _alone(tmp_path, str(num), "trainer.max_epochs=2", *own))
     assert set(pd.read_csv(sweep / "summary.csv").status) == {"ok"}
 
 

@@ -248,15 +248,23 @@ def test_wandb_one_run_per_population_in_the_studys_group(tmp_path, no_plots, mo
     assert OmegaConf.load(tmp_path / "sw" / "trial_1" / "config.yaml").logger.wandb.group == "grp"
 
 
-@pytest.mark.parametrize("setting", ["trainer.gradient_clip_val=0.5", "cv=2"])
-def test_what_a_population_cant_do_yet_trains_one_by_one(tmp_path, no_plots, count_train, setting):
-    """Clipping can't be stacked yet; a cv= trial is a population of its own (its folds)."""
+def test_a_cv_trial_trains_one_by_one(tmp_path, no_plots, count_train):
+    """A cv= trial is a population of its own (its folds): trials go one by one."""
     search = _search(tmp_path, SGD_SPACE, epochs=1)
-    argv = _argv(tmp_path, search, "n_trials=2", "population=2", setting)
+    argv = _argv(tmp_path, search, "n_trials=2", "population=2", "cv=2")
     study = sweep(argv)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert count_train == ["trial_0", "trial_1"]
     assert not list((tmp_path / "sw").glob("population_*"))
+
+
+def test_clipping_trials_stack(tmp_path, no_plots, count_train):
+    search = _search(tmp_path, SGD_SPACE, epochs=1)
+    argv = _argv(tmp_path, search, "n_trials=2", "population=2", "trainer.gradient_clip_val=0.5")
+    study = sweep(argv)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert count_train == []  # no trial trained alone
+    assert list((tmp_path / "sw").glob("population_*"))
 
 
 def test_a_missing_metric_stops_the_sweep_with_one_line(tmp_path, capsys):

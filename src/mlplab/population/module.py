@@ -19,11 +19,12 @@ from collections.abc import Callable, Iterable
 import lightning as L
 import torch
 
+from mlplab.population.clip import clip_members, clip_values
 from mlplab.population.metrics import MemberScores, TrainScores
 from mlplab.population.optim_config import build_stacked_optimizer
 from mlplab.population.resume import STATE_KEY, load_member_state, member_state
 from mlplab.population.schedule import build_stacked_scheduler
-from mlplab.population.stacked import StackedMLP, member_batches, member_losses
+from mlplab.population.stacked import StackedMLP, gather_rows, member_batches, member_losses
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -88,6 +89,7 @@ class PopulationModule(L.LightningModule):
         scheduler, schedules: the learning-rate scheduler's ``_target_`` (shared) and each
             member's numbers; stepped once an epoch after validation, as ``MLPModule`` does
             (ReduceLROnPlateau on ``monitor`` of that epoch's validation).
+        clip: each member's ``trainer.gradient_clip_val`` (0: none) and the shared algorithm.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class PopulationModule(L.LightningModule):
         scheduler: str | None = None,
         schedules: list[dict] | None = None,
         monitor: str = "val/loss",
+        clip: tuple[list[float], str] | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -116,6 +119,9 @@ class PopulationModule(L.LightningModule):
         self.register_buffer("y", y, persistent=False)
         self.register_buffer("l1", torch.tensor(l1, dtype=torch.float32), persistent=False)
         self.has_l1 = any(v != 0 for v in l1)
+        values, self.clip_algorithm = clip if clip else ([0.0] * net.k, "norm")
+        self.register_buffer("clip", clip_values(values, self.clip_algorithm), persistent=False)
+        self.has_clip = any(v > 0 for v in values)
         cw = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", cw, persistent=False)
         self.optimizer_target, self.member_options = optimizer, members
@@ -169,6 +175,7 @@ class PopulationModule(L.LightningModule):
         key = tuple(s == OK for s in self.status)
         if getattr(self, "_active_key", None) != key:  # statuses change rarely: build once
             self._active_key, self._active_mask = key, torch.tensor(key, device=self.device)
+            self._inactive = ~self._active_mask
         return self._active_mask
 
     # ---- training -------------------------------------------------------------------------
@@ -188,36 +195,27 @@ class PopulationModule(L.LightningModule):
         for index in batches:
             self._step(opt, optimizer, index)
 
-    def _rows(self, data: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """``data[k, index[k]]`` for every member k: (K, B, ...) gathered in one index_select
-        (from the one shared split when ``data`` is an ``expand`` of it)."""
-        k, n = data.shape[:2]
-        if data.stride(0) == 0:
-            picked = data[0].index_select(0, index.reshape(-1))
-        else:
-            offsets = torch.arange(0, k * n, n, device=index.device)[:, None]  # (K, 1)
-            picked = data.reshape(k * n, *data.shape[2:]).index_select(
-                0, (index + offsets).reshape(-1)
-            )
-        return picked.view(*index.shape, *data.shape[2:])
-
     def _step(self, opt, optimizer, index: torch.Tensor) -> None:
         active = self._active()
-        out = self.net(self._rows(self.x, index))  # (K, B, out): member k's rows of its split
-        y = self._rows(self.y, index)
+        out = self.net(gather_rows(self.x, index))  # (K, B, out): member k's rows of its split
+        y = gather_rows(self.y, index)
         losses = member_losses(out, y, self.task, self.class_weights)
         if self.has_l1:  # without L1 the term is 0 + 0·Σ|w|: skipping it changes no bit
             losses = losses + self.l1 * self.net.l1_penalty()
         finite = torch.isfinite(losses)
-        if not bool(finite[active].all()):  # a member diverged: it stops, the others go on
+        if not bool((finite | self._inactive).all()):  # a member diverged: it stops, others go on
             for k in torch.nonzero(active & ~finite).flatten().tolist():
                 self.status[k] = DIVERGED
                 self.stopped_epoch[k] = self.current_epoch
             active = self._active()
-        optimizer.set_active(active)
-        opt.zero_grad(set_to_none=True)
+        if optimizer.param_groups[0]["active"] != list(self._active_key):
+            optimizer.set_active(active)
+        for p in self.net.parameters():  # opt.zero_grad(set_to_none=True), without its ~0.1 ms
+            p.grad = None
         # Only active members' losses: a diverged one would put NaN into everybody's sum.
         self.manual_backward(torch.where(active, losses, 0.0).sum())
+        if self.has_clip:  # per member, as MLPModule clips (population.clip)
+            clip_members(self.net, self.clip, self.clip_algorithm)
         opt.step()
         self._train_sum = self._train_sum.to(losses) + losses.detach() * index.shape[1]
         self._train_rows += index.shape[1]

@@ -3,7 +3,7 @@
 ``train_population(cfgs, out_dir)``: the configs must share the architecture, the data shape,
 the batch size, the optimizer and scheduler types (they may differ in seed — weights, split
 and shuffle —, cross-validation fold, every numeric optimizer and scheduler hyperparameter,
-dropout, L1 and early-stopping patience). Member k:
+dropout, L1, early-stopping patience and gradient clipping value). Member k:
 
 - starts from the weights ``mlplab-train`` would build for ``cfgs[k]`` (same seeding order);
 - trains on its own split and shuffle, with its own hyperparameters (``PopulationModule``);
@@ -56,14 +56,18 @@ MEMBER_KEYS = (
     "model.dropout",
     "model.l1",
     "callbacks.early_stopping.patience",
+    "trainer.gradient_clip_val",
     "paths.",
     "run_name",
     "logger.wandb.name",  # one wandb run per population, named after its dir
 )
-SHARED = ("optimizer._target_", "scheduler._target_", "scheduler.monitor")  # one per population
-NOT_YET = {  # what a population can't do (yet): one line instead of a silent difference
-    "trainer.gradient_clip_val": "gradient clipping",
-}
+SHARED = (  # one per population
+    "optimizer._target_",
+    "scheduler._target_",
+    "scheduler.monitor",
+    "trainer.gradient_clip_algorithm",
+)
+NOT_YET: dict[str, str] = {}  # what a population can't do (yet): {key: what}, refused in a line
 
 
 def _flat(data: dict) -> dict:
@@ -197,6 +201,10 @@ def train_population(
         scheduler=(first.get("scheduler") or {}).get("_target_"),
         schedules=[build.container(c.scheduler) if c.get("scheduler") else {} for c in cfgs],
         monitor=(first.get("scheduler") or {}).get("monitor", "val/loss"),
+        clip=(
+            [float(c.trainer.get("gradient_clip_val") or 0.0) for c in cfgs],
+            first.trainer.get("gradient_clip_algorithm") or "norm",
+        ),
     )
     # threads= as a stand-alone run chooses them, for the whole population's step.
     apply_threads(
