@@ -92,11 +92,11 @@ def run_case(name: str, args, root: Path, device: str) -> dict:
     population = float(np.median(times))
 
     ok = summary.status != "diverged"
-    diff = max(
+    diffs = [
         abs(a["test/loss"] - p)
         for a, p, good in zip(alone, summary["test/loss"], ok, strict=True)
         if good
-    )
+    ]
     return {
         "members": members,
         "sequential_s": round(sequential, 3),
@@ -105,7 +105,10 @@ def run_case(name: str, args, root: Path, device: str) -> dict:
         "speedup": round(sequential / population, 2),
         "trials_per_hour_sequential": round(members / sequential * 3600),
         "trials_per_hour_population": round(members / population * 3600),
-        "max_test_loss_diff": float(f"{diff:.3g}"),
+        # float32 summation order differs (batched vs one-by-one products); long high-lr runs
+        # amplify it: the median shows the typical member, the max the most chaotic one
+        "max_test_loss_diff": float(f"{max(diffs):.3g}"),
+        "median_test_loss_diff": float(f"{float(np.median(diffs)):.3g}"),
     }
 
 
@@ -135,7 +138,8 @@ def main() -> None:
                     f"{r['sequential_s']:7.2f} s ({r['trials_per_hour_sequential']:>7} trials/h) "
                     f"| population {r['population_s']:6.2f} s "
                     f"({r['trials_per_hour_population']:>8} trials/h) | {r['speedup']:6.1f}x "
-                    f"| max |test/loss diff| {r['max_test_loss_diff']:.1e}",
+                    f"| |test/loss diff| max {r['max_test_loss_diff']:.1e} "
+                    f"median {r['median_test_loss_diff']:.1e}",
                     flush=True,
                 )
     first = next(iter(results.values()))
