@@ -1,7 +1,8 @@
 """A population's own checkpoint, so that ``resume=auto`` continues a killed population.
 
-``<out dir>/checkpoints/population.ckpt`` is written at the end of every epoch (atomically: a
-kill mid-write leaves the previous one whole) by ``PopulationCheckpoint``, with Lightning's own
+``<out dir>/checkpoints/population.ckpt`` is written after the first epoch, every
+``CHECKPOINT_EVERY_S`` seconds and after the last (atomically: a kill mid-write leaves the
+previous one whole) by ``PopulationCheckpoint``, with Lightning's own
 checkpointing: the stacked weights, the optimizer and scheduler state, the epoch and step, the
 ``PopulationModule``'s per-member state (its ``on_save_checkpoint``) and the members' configs —
 what they learn from, so a resume with other members is refused (``find_checkpoint``) instead of
