@@ -194,6 +194,7 @@ def test_a_diverging_member_fails_alone(tmp_path):
         ("model.hidden_sizes=[8]", "differ in model.hidden_sizes"),
         ("optimizer=adam", "differ in optimizer._target_"),
         ("data.batch_size=8", "differ in data.batch_size"),
+        ("trainer.gradient_clip_algorithm=value", "differ in trainer.gradient_clip_algorithm"),
     ],
 )
 def test_members_that_cant_be_stacked_are_refused(tmp_path, other, message):
@@ -279,6 +280,10 @@ def test_members_must_share_the_scheduler_type_and_monitor(tmp_path):
         (["seeds=true"], "seeds=True"),
         (["seeds=1.5"], "seeds=1.5"),
         (["seeds=2", "ckpt_path=x.ckpt"], "ckpt_path='x.ckpt' is invalid: not set with seeds="),
+        # a bad member value is found while the members are built: still nothing written
+        (["seeds=2", "optimizer.lr=-1"], "optimizer.lr=-1 is invalid"),
+        (["seeds=2", "trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1"),
+        (["cv=2", "trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1"),
     ],
 )
 def test_bad_seeds_is_one_error_line(args, named, tmp_path, monkeypatch, capfd):

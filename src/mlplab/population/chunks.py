@@ -203,7 +203,7 @@ def train_in_chunks(
     ``summary.csv`` and ``metrics.csv`` hold every member trained so far. ``resume``: each
     chunk continues from its checkpoint (all are checked first: a ConfigError line before
     anything is written). ``run_info``: the population's own config, written into ``out_dir``
-    once those checks pass (``write_run_info``)."""
+    once the first chunk's members are built and checked (``write_run_info``)."""
     from mlplab.population.run import _flat, check_stackable, resume_point, train_population
     from mlplab.run.provenance import write_run_info
 
@@ -213,10 +213,15 @@ def train_in_chunks(
     homes = [out_dir] if len(parts) == 1 else [out_dir / f"chunk_{i}" for i in range(len(parts))]
     for part, home in zip(parts, homes, strict=True) if resume else ():
         resume_point([cfgs[k] for k in part], home)
-    if run_info is not None:
-        write_run_info(run_info, out_dir)
+    written = []
+
+    def before_fit() -> None:  # the first chunk built: write the population's run info
+        if run_info is not None and not written:
+            write_run_info(run_info, out_dir)
+            written.append(True)
+
     if len(parts) == 1:
-        return train_population(cfgs, out_dir, resume=resume)
+        return train_population(cfgs, out_dir, resume=resume, before_fit=before_fit)
     flats = [_flat(portable_data(c)) for c in cfgs]
     varying = [k for k in differ if not k.startswith(("paths.", "run_name"))]
     tracker = PopulationTracker(cfgs, out_dir)
@@ -224,7 +229,9 @@ def train_in_chunks(
     for part, home in zip(parts, homes, strict=True):
         dirs = [out_dir / f"member_{k:03d}" for k in part]
         members = [_named(cfgs[k], d.name) for k, d in zip(part, dirs, strict=True)]
-        summary = train_population(members, home, dirs, tracker=tracker.chunk(part), resume=resume)
+        summary = train_population(
+            members, home, dirs, tracker=tracker.chunk(part), resume=resume, before_fit=before_fit
+        )
         # what varies in the whole population, also where this chunk's members agree
         summary = summary.drop(columns=[k for k in varying if k in summary], errors="ignore")
         for j, key in enumerate(varying):

@@ -152,6 +152,7 @@ def train_population(
     on_epoch: Callable[[int, list[dict]], Iterable[int]] | None = None,
     resume: bool = False,
     tracker: PopulationTracker | None = None,
+    before_fit: Callable[[], None] | None = None,
 ) -> pd.DataFrame:
     """Train ``cfgs`` as one population; returns the summary (one row per member).
 
@@ -159,7 +160,9 @@ def train_population(
     is ``PopulationModule``'s hook (report each epoch's metrics, prune members). ``resume``:
     continue from ``out_dir``'s population checkpoint when there is one (a ConfigError before
     anything is written if it is damaged or of other members), else start fresh. ``tracker``:
-    the figure and wandb run (``population.tracking``; default: this population's own)."""
+    the figure and wandb run (``population.tracking``; default: this population's own).
+    ``before_fit``: called once the members are built and checked, before training (the
+    caller's own files, e.g. the run info of ``seeds=N``: a bad member value writes nothing)."""
     out_dir = Path(out_dir)
     dirs = member_dirs or [out_dir / f"member_{k:03d}" for k in range(len(cfgs))]
     check(len(dirs) == len(cfgs), "member_dirs", len(dirs), f"one dir per member ({len(cfgs)})")
@@ -226,6 +229,8 @@ def train_population(
     seeds = [int(dm.hparams.seed) for dm in datamodules]
     if start is not None:
         print(f"population: resuming from {start[0]} (after epoch {start[1]['epoch']})", flush=True)
+    if before_fit is not None:  # every member is built and checked: nothing half-written
+        before_fit()
     trainer.fit(
         module,
         train_dataloaders=PopulationBatches(x.shape[1], batch_size, seeds),
