@@ -136,3 +136,40 @@ def test_the_wandb_run_is_finished_when_training_fails(tmp_path, monkeypatch):
     assert finished == [1] and tracking._OPEN == []
     _offline_run(tmp_path / "pop")
     assert wandb.run is None  # nothing left open for the next run in this process
+
+
+def test_a_resumed_population_logs_on_in_its_wandb_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
+    monkeypatch.setattr("mlplab.population.resume.CHECKPOINT_EVERY_S", 0.0)  # every epoch
+    import wandb
+
+    inits, logged = [], []
+    init, log = wandb.init, tracking.PopulationTracker.log
+
+    def spy_init(**kwargs):
+        inits.append(kwargs)
+        return init(**kwargs)
+
+    def spy_log(tracker, epoch, rows, members=None):
+        log(tracker, epoch, rows, members)
+        logged.append((len(inits), epoch))  # (the run it went to, epoch)
+
+    monkeypatch.setattr(wandb, "init", spy_init)
+    monkeypatch.setattr(tracking.PopulationTracker, "log", spy_log)
+
+    def killed(epoch, rows):  # a crash after epoch 2's validation: its checkpoint is epoch 1's
+        if epoch == 2:
+            raise KeyError("simulated kill")
+        return []
+
+    out = tmp_path / "pop"
+    cfgs = [compose_run(out, *BASE, "logger=wandb", *m) for m in MEMBERS]
+    with pytest.raises(KeyError, match="simulated kill"):
+        train_population(cfgs, out, on_epoch=killed, resume=True)
+    summary = train_population(cfgs, out, resume=True)
+    # the same run (id of the population dir) continued, from the first epoch not saved
+    assert [kw["id"] for kw in inits] == [(out / "wandb_id").read_text()] * 2
+    assert [kw["resume"] for kw in inits] == ["allow", "allow"]
+    assert logged == [(1, 0), (1, 1), (1, 2), (2, 2), (2, 3)]
+    assert list(summary.status) == ["ok", "ok", "diverged"] and tracking._OPEN == []

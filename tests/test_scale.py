@@ -307,3 +307,20 @@ def test_two_nodes_with_torchrun(tmp_path):
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in logs[1]
     metrics = _metrics(tmp_path / "train" / "nodes")
     assert {"test/acc", "test/loss"} <= set(metrics)
+
+
+def test_the_startup_heap_is_frozen_once_and_later_garbage_still_collected():
+    import gc
+
+    from mlplab.run import heap
+
+    heap.freeze_startup_heap()
+    frozen = gc.get_freeze_count()
+    assert frozen > 100_000  # torch and Lightning are imported here: their objects
+    later = [[] for _ in range(1000)]
+    heap.freeze_startup_heap()
+    assert gc.get_freeze_count() == frozen  # once per process: later objects stay collectable
+    cycle: list = [later]
+    cycle.append(cycle)
+    del cycle, later
+    assert gc.collect() >= 1  # the cycle made after the freeze is found

@@ -140,13 +140,12 @@ def _available_ram() -> int | None:
         return None
 
 
-def _groups(cfgs: list[DictConfig]) -> list[list[int]]:
+def _groups(flats: list[dict]) -> list[list[int]]:
     """Indices of the configs in stackable groups (equal outside ``MEMBER_KEYS``), in order."""
-    from mlplab.population.run import MEMBER_KEYS, SHARED, _flat
+    from mlplab.population.run import MEMBER_KEYS, SHARED
 
     groups: dict[str, list[int]] = {}
-    for i, cfg in enumerate(cfgs):
-        flat = _flat(portable_data(cfg))
+    for i, flat in enumerate(flats):
         fixed = sorted((k, repr(v)) for k, v in flat.items() if not k.startswith(MEMBER_KEYS))
         fixed += [(k, repr(flat.get(k))) for k in SHARED]
         groups.setdefault(repr(fixed), []).append(i)
@@ -173,14 +172,20 @@ def _fitting(cfgs: list[DictConfig]) -> int:
     return min(fit, len(cfgs))
 
 
-def chunks(cfgs: list[DictConfig], max_members: int | None = None) -> list[list[int]]:
+def chunks(
+    cfgs: list[DictConfig], max_members: int | None = None, flats: list[dict] | None = None
+) -> list[list[int]]:
     """The configs' indices in populations to train one after another: stackable groups (in
     order of their first member), each split into consecutive chunks of at most
-    ``max_members`` members that also fit under ``memory_bound``."""
+    ``max_members`` members that also fit under ``memory_bound``. ``flats``: the configs
+    flattened (``run._flat(portable_data(cfg))``), when the caller has them."""
+    from mlplab.population.run import _flat
+
     ok = max_members is None or (type(max_members) is int and max_members >= 1)
     check(ok, "max_members", max_members, "null or an integer >= 1 (members per population)")
+    flats = flats or [_flat(portable_data(c)) for c in cfgs]
     out = []
-    for group in _groups(cfgs):
+    for group in _groups(flats):
         size = _fitting([cfgs[i] for i in group])
         size = min(size, max_members or size)
         out += [group[i : i + size] for i in range(0, len(group), size)]
@@ -204,15 +209,18 @@ def train_in_chunks(
     chunk continues from its checkpoint (all are checked first: a ConfigError line before
     anything is written). ``run_info``: the population's own config, written into ``out_dir``
     once the first chunk's members are built and checked (``write_run_info``)."""
-    from mlplab.population.run import _flat, check_stackable, resume_point, train_population
+    from mlplab.population.resume import find_checkpoint
+    from mlplab.population.run import _flat, check_stackable, train_population
     from mlplab.run.provenance import write_run_info
 
-    differ = check_stackable(cfgs)  # one population, refused as before when it isn't
-    parts = chunks(cfgs, max_members)
+    portable = [portable_data(c) for c in cfgs]  # resolved once for every step below
+    flats = [_flat(p) for p in portable]
+    differ = check_stackable(cfgs, flats)  # one population, refused as before when it isn't
+    parts = chunks(cfgs, max_members, flats)
     out_dir = Path(out_dir)
     homes = [out_dir] if len(parts) == 1 else [out_dir / f"chunk_{i}" for i in range(len(parts))]
     for part, home in zip(parts, homes, strict=True) if resume else ():
-        resume_point([cfgs[k] for k in part], home)
+        find_checkpoint(home, [flats[k] for k in part])
     written = []
 
     def before_fit() -> None:  # the first chunk built: write the population's run info
@@ -221,16 +229,23 @@ def train_in_chunks(
             written.append(True)
 
     if len(parts) == 1:
-        return train_population(cfgs, out_dir, resume=resume, before_fit=before_fit)
-    flats = [_flat(portable_data(c)) for c in cfgs]
+        return train_population(
+            cfgs, out_dir, resume=resume, before_fit=before_fit, portable=portable
+        )
     varying = [k for k in differ if not k.startswith(("paths.", "run_name"))]
-    tracker = PopulationTracker(cfgs, out_dir)
+    tracker = PopulationTracker(cfgs, out_dir, flats)
     done = []
     for part, home in zip(parts, homes, strict=True):
         dirs = [out_dir / f"member_{k:03d}" for k in part]
         members = [_named(cfgs[k], d.name) for k, d in zip(part, dirs, strict=True)]
         summary = train_population(
-            members, home, dirs, tracker=tracker.chunk(part), resume=resume, before_fit=before_fit
+            members,
+            home,
+            dirs,
+            tracker=tracker.chunk(part),
+            resume=resume,
+            before_fit=before_fit,
+            portable=[portable[k] for k in part],  # run_name stays a reference in it
         )
         # what varies in the whole population, also where this chunk's members agree
         summary = summary.drop(columns=[k for k in varying if k in summary], errors="ignore")

@@ -41,6 +41,7 @@ from hydra.core.utils import (
 )
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
 
+from mlplab.config import portable_data
 from mlplab.errors import check, fail, user_error
 from mlplab.run.console import one_console_handler, silence_known_noise
 from mlplab.run.rundir import RunLock, check_run_dir
@@ -156,9 +157,10 @@ def plan(jobs: list[Job], max_members: int | None, sweep_dir: Path) -> list[tupl
     planned = []
     for group, why in groups.values():  # chunks of <= max_members that fit in memory
         cfgs = [job.stacked(sweep_dir) for job in group]
+        flats = [_flat(portable_data(c)) for c in cfgs] if not why else []
         if not why:  # the whole group stacks, so every chunk of it does
-            check_stackable(cfgs)
-        parts = chunks(cfgs, max_members) if not why else [range(len(group))]
+            check_stackable(cfgs, flats)
+        parts = chunks(cfgs, max_members, flats) if not why else [range(len(group))]
         planned += [([group[i] for i in part], why) for part in parts]
     return planned
 

@@ -43,6 +43,7 @@ from mlplab.population.stacked import StackedMLP
 from mlplab.population.tracking import PopulationTracker, closes_trackers
 from mlplab.run import build
 from mlplab.run.checkpoint import AtomicCheckpointIO
+from mlplab.run.heap import freeze_startup_heap
 from mlplab.run.provenance import run_environment
 from mlplab.run.threads import apply_threads
 
@@ -153,6 +154,7 @@ def train_population(
     resume: bool = False,
     tracker: PopulationTracker | None = None,
     before_fit: Callable[[], None] | None = None,
+    portable: list[dict] | None = None,
 ) -> pd.DataFrame:
     """Train ``cfgs`` as one population; returns the summary (one row per member).
 
@@ -162,11 +164,13 @@ def train_population(
     anything is written if it is damaged or of other members), else start fresh. ``tracker``:
     the figure and wandb run (``population.tracking``; default: this population's own).
     ``before_fit``: called once the members are built and checked, before training (the
-    caller's own files, e.g. the run info of ``seeds=N``: a bad member value writes nothing)."""
+    caller's own files, e.g. the run info of ``seeds=N``: a bad member value writes nothing).
+    ``portable``: ``portable_data`` of each config, when the caller has resolved them already."""
+    freeze_startup_heap()  # a 64-member population would set off full collections of torch
     out_dir = Path(out_dir)
     dirs = member_dirs or [out_dir / f"member_{k:03d}" for k in range(len(cfgs))]
     check(len(dirs) == len(cfgs), "member_dirs", len(dirs), f"one dir per member ({len(cfgs)})")
-    portable = [portable_data(c) for c in cfgs]  # resolved once: config.yaml and the rows
+    portable = portable or [portable_data(c) for c in cfgs]  # resolved once: config, rows
     flats = [_flat(p) for p in portable]
     differ = check_stackable(cfgs, flats)
     start = find_checkpoint(out_dir, flats) if resume else None
@@ -178,7 +182,7 @@ def train_population(
         "the same class weights for every member (members' splits differ in class counts)",
     )
     first, hp = cfgs[0], hparams[0]
-    tracker = tracker or PopulationTracker(cfgs, out_dir)
+    tracker = tracker or PopulationTracker(cfgs, out_dir, flats)
     train = [dm.tensors["train"] for dm in datamodules]
     x, y = _stack([t[0] for t in train], "train"), _stack([t[1] for t in train], "train")
     batch_size = datamodules[0].hparams.batch_size

@@ -92,8 +92,10 @@ class PopulationTracker:
     member, members numbered in the whole population), ``run`` (the wandb run, or None),
     ``figure`` (the PNG written, or None)."""
 
-    def __init__(self, cfgs: list[DictConfig], out_dir: str | Path) -> None:
-        self.cfgs, self.out_dir = cfgs, Path(out_dir)
+    def __init__(
+        self, cfgs: list[DictConfig], out_dir: str | Path, flats: list[dict] | None = None
+    ) -> None:
+        self.cfgs, self.out_dir, self._flats = cfgs, Path(out_dir), flats
         self.figure_file = _figure_file(cfgs[0])
         self.wandb = _wandb_node(cfgs[0])
         self.history: list[dict] = []
@@ -148,6 +150,7 @@ class PopulationTracker:
             name=self.out_dir.name,
             group=node.get("group") or self.out_dir.resolve().parent.name,
             id=_wandb_id(str(self.out_dir)),  # one id per population dir, as per run dir
+            resume="allow",  # a resumed population logs on in its run (as Lightning's logger)
             dir=str(node.get("save_dir") or self.out_dir),
             job_type=node.get("job_type"),
             tags=node.get("tags") or None,
@@ -164,10 +167,11 @@ class PopulationTracker:
 
     @functools.cached_property
     def varying(self) -> tuple[list[dict], list[str]]:
-        """The members' configs flattened (``{"optimizer.lr": ...}``), the keys they differ in."""
+        """The members' configs flattened (``{"optimizer.lr": ...}``; the caller's ``flats``
+        when it has them), the keys they differ in."""
         from mlplab.population.run import _differing, _flat
 
-        flats = [_flat(portable_data(c)) for c in self.cfgs]
+        flats = self._flats or [_flat(portable_data(c)) for c in self.cfgs]
         return flats, _differing(flats)
 
     # ---- after training -------------------------------------------------------------------
