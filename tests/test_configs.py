@@ -71,3 +71,48 @@ def test_option_composes_and_instantiates(option: Path, tmp_path):
 def test_optimizer_files_state_their_lr(option):
     text = (CONF / "optimizer" / f"{option}.yaml").read_text()
     assert "lr:" in text, "torch and Keras defaults differ: every optimizer states its lr"
+
+
+def test_interpolation_parses_are_cached_and_resolve_as_fresh_ones(tmp_path, monkeypatch):
+    import omegaconf.base
+    from omegaconf import OmegaConf
+    from omegaconf.errors import GrammarParseError
+
+    from mlplab.config import compose_run, portable_data
+
+    parse = omegaconf.base.parse
+    assert hasattr(parse, "cache_info")  # importing mlplab.config turned the cache on
+    cfg = compose_run(tmp_path / "run", "seed=7", "data=moons")
+    before = parse.cache_info().hits
+    cached = portable_data(cfg)
+    assert parse.cache_info().hits > before and cached["data"]["seed"] == 7
+    monkeypatch.setattr(omegaconf.base, "parse", parse.__wrapped__)  # OmegaConf's own
+    assert portable_data(cfg) == cached
+    monkeypatch.undo()
+
+    node = OmegaConf.create({"a": "${b}", "b": 1, "c": 2, "d": "x_${b}"})
+    assert (node.a, node.d) == (1, "x_1")
+    node.a, node.b = "${c}", 5  # the string decides the tree; values are read at resolution
+    assert (node.a, node.d) == (2, "x_5")
+    for _ in range(2):  # a string that doesn't parse raises every time (errors aren't kept)
+        with pytest.raises(GrammarParseError):
+            OmegaConf.to_container(OmegaConf.create({"e": "${oops"}), resolve=True)
+
+
+def test_portable_yaml_written_entry_by_entry_is_the_whole_dump(tmp_path):
+    import yaml
+
+    from mlplab import config
+
+    cfg = None  # the data below stands for a resolved config
+    for value in (1, 1.0, True, "1", "true", None, [1, "2"], {}, {"a": []}, "ü ${x}", 1e-05):
+        data = {"seed": 3, "x": value, "model": {"hidden_sizes": [16, 16], "name": "mlp"}}
+        whole = yaml.dump(
+            data,
+            default_flow_style=False,
+            allow_unicode=True,
+            sort_keys=False,
+            Dumper=config._Dumper,
+        )
+        text = config.portable_yaml(cfg, data=data)
+        assert text.endswith(whole) and yaml.safe_load(text)["x"] == value, value

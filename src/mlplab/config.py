@@ -31,6 +31,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf, open_dict, read_write
 from omegaconf._utils import OmegaConfDumper
 from omegaconf.errors import OmegaConfBaseException
 
+from mlplab.run.parses import cache_interpolation_parses
+
 # The configs ship inside the package, so a wheel or a git-URL install has them too
 # (``conf/`` at the top of the repository is a link to this folder).
 CONF_DIR = str(resources.files("mlplab") / "conf")
@@ -252,10 +254,28 @@ def portable_yaml(cfg: DictConfig, header: str = "", data: dict | None = None) -
     means, and a re-run gets its own run dir."""
     data = portable_data(cfg) if data is None else data
     defaults = "defaults:\n  - train_schema\n  - hydra: default\n  - _self_\n\n"
-    text = yaml.dump(
-        data, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=_Dumper
-    )
-    return header + defaults + text
+    return header + defaults + "".join(_yaml_entry(key, value) for key, value in data.items())
+
+
+_ENTRIES: dict[tuple[str, str], str] = {}
+
+
+def _yaml_entry(key: str, value) -> str:
+    """``yaml.dump({key: value})``: a top-level entry of a block-style mapping is written
+    alone, so the entries joined are the whole dump. Kept by ``repr`` (which tells 1, 1.0,
+    True and "1" apart): a population's members share most of theirs (~1 ms a member)."""
+    memo = (key, repr(value))
+    if memo not in _ENTRIES:
+        if len(_ENTRIES) > 512:
+            _ENTRIES.clear()
+        _ENTRIES[memo] = yaml.dump(
+            {key: value},
+            default_flow_style=False,
+            allow_unicode=True,
+            sort_keys=False,
+            Dumper=_Dumper,
+        )
+    return _ENTRIES[memo]
 
 
 def _keep_references(value, sentinels: dict[str, str]):
@@ -269,6 +289,7 @@ def _keep_references(value, sentinels: dict[str, str]):
     return value
 
 
+cache_interpolation_parses()  # every member of a population resolves the same strings
 OmegaConf.register_new_resolver("run_id", run_id, replace=True)
 OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
