@@ -6,7 +6,8 @@ Three cases (the issue's): toy = 64 configs on moons ([16, 16], 20 epochs); brea
 64 configs ([64, 64]); flights = 8 configs ([256, 256], batch 512). The configs vary the
 learning rate, Adam's betas and weight decay, and the seed (weights, split and shuffle).
 
-Sequential: what ``mlplab-sweep`` does per trial — compose the config, ``train(cfg)`` in this
+Sequential: what ``mlplab-sweep`` does per trial — compose the config (its ``Composer``: Hydra
+composes once, each trial's values are applied to a copy), ``train(cfg)`` in this
 process (no subprocess start-up: the fastest way to run trials one by one) with the CSV logger,
 then write ``metrics.json``; figures and wandb off. Population: ``train_population`` on the same
 configs, writing each member's run dir (config, run info, metrics.json, best.ckpt) and the
@@ -30,9 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlplab.config import compose_run, compose_runs
+from mlplab.composer import Composer, compose_runs
+from mlplab.config import QUIET
 from mlplab.population.run import train_population
 from mlplab.run.console import silence_known_noise
+from mlplab.run.heap import freeze_startup_heap
 from mlplab.sweep.objective import TRIAL_DEFAULTS
 from mlplab.train import train
 
@@ -73,11 +76,14 @@ def run_case(name: str, args, root: Path, device: str) -> dict:
         ]
     common = [*COMMON, *base, *extra]
 
+    freeze_startup_heap()  # as mlplab-sweep does before its first trial
     start = time.perf_counter()
+    composer = Composer("train")  # as the sweep composes its trials (Objective.compose)
     alone = []
     for k in range(members):
         out = root / f"{name}-{device}-alone" / f"trial_{k}"
-        metrics = train(compose_run(out, *common, *member_overrides(k)))
+        lines = [f"paths.output_dir={out}", *QUIET, *common, *member_overrides(k)]
+        metrics = train(composer(lines, shared=[*QUIET, *common]))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         alone.append(metrics)
     sequential = time.perf_counter() - start

@@ -361,7 +361,7 @@ def test_compose_runs_equals_composing_each_member(tmp_path):
     and a member whose override can't apply as a value gets Hydra's own error."""
     from omegaconf import OmegaConf
 
-    from mlplab.config import compose_runs
+    from mlplab.composer import compose_runs
 
     members = [
         ["seed=3", "optimizer=adam", "optimizer.lr=0.01", "optimizer.betas=[0.8,0.99]"],

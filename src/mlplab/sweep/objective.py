@@ -12,6 +12,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, open_dict
 from optuna.trial import FrozenTrial, TrialState
 
+from mlplab.composer import Composer
 from mlplab.config import compose_config
 from mlplab.errors import ConfigError
 from mlplab.run.preflight import CommandLine, compose_checked
@@ -103,6 +104,7 @@ class Objective:
         self.user = overrides
         self.params = search.get("params") or {}
         self.fatal: ConfigError | None = None  # set when the whole sweep must stop
+        self.compose = Composer("train")  # Hydra composes once per set of group choices
 
     def check(self) -> None:
         """Every override a trial will get composes (each parameter at its first value)."""
@@ -167,7 +169,7 @@ class Objective:
         """The train config of the trial, writing into its own ``trial_<number>`` dir."""
         out = self.trial_dir(trial)
         run = [f"paths.output_dir={out}", "task_name=sweep", f"run_name=trial_{trial.number}"]
-        cfg = compose_train([*overrides, *run])
+        cfg = self.compose([*overrides, *run], shared=[*self.base, *self.user])
         with open_dict(cfg):
             if cfg.get("callbacks") is None:
                 cfg.callbacks = {}
