@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import optuna
 import pandas as pd
 import pytest
+import torch
 import yaml
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from mlplab.population import run as population_run
-from mlplab.sweep import cli, launch, objective, report
+from mlplab.sweep import cli, launch, objective, report, retry
 from mlplab.sweep.cli import sweep
 from mlplab.sweep.objective import compose_train
 from mlplab.train import train
@@ -289,39 +292,60 @@ def test_bad_population_is_one_error_line(tmp_path, monkeypatch, capsys, value):
     assert not (tmp_path / "sw").exists() and not (tmp_path / "logs").exists()
 
 
-# The first run, killed (kill -9) while its second population trains: a wrapper around
-# train_population writes a marker after that population's first epoch, then sleeps.
+# A sweep killed (kill -9) while its second population trains: a wrapper around
+# train_population writes a marker once that population has reported epoch 1 (so its
+# checkpoint of epoch 0 is written), then sleeps. Trial 4 is pruned at epoch 0 (PruneTrial4).
 STALL = """
 import sys, time
 from pathlib import Path
+import optuna
 import mlplab.population.run as run
+import mlplab.sweep.cli as cli
 
+class PruneTrial4(optuna.pruners.BasePruner):
+    def prune(self, study, trial):
+        return trial.number == 4
+
+cli.make_pruner = lambda spec: PruneTrial4()
 real, calls, marker = run.train_population, [], Path(sys.argv[1])
 
-def stalling(cfgs, out_dir, member_dirs=None, on_epoch=None):
+def stalling(cfgs, out_dir, on_epoch=None, **kwargs):
     calls.append(out_dir)
     def hook(epoch, rows):
         stop = on_epoch(epoch, rows)
-        if len(calls) == 2:
+        if len(calls) == 2 and epoch == 1:
             marker.write_text(str(out_dir))
             time.sleep(600)
         return stop
-    return real(cfgs, out_dir, member_dirs=member_dirs, on_epoch=hook)
+    return real(cfgs, out_dir, on_epoch=hook, **kwargs)
 
 run.train_population = stalling
-from mlplab.sweep.cli import main
-main(sys.argv[2:])
+cli.main(sys.argv[2:])
 """
 
 
-def test_a_killed_population_resumes(tmp_path, monkeypatch):
-    argv = _argv(tmp_path, _search(tmp_path, SGD_SPACE), "n_trials=8", "population=3")
-    marker = tmp_path / "stalled"
+class PruneTrial4(optuna.pruners.BasePruner):
+    """STALL's pruner, for the runs in this process: trial 4 stops at its first report."""
+
+    def prune(self, study, trial) -> bool:
+        return trial.number == 4
+
+
+KILLED_ARGS = ("n_trials=8", "population=3")
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    """(dir, search argument, kill time): ``dir/sw`` is the sweep dir of ``mlplab-sweep
+    n_trials=8 population=3`` killed (kill -9) in its second population, after epoch 1."""
+    root = tmp_path_factory.mktemp("killed")
+    search = _search(root, SGD_SPACE)
+    marker = root / "stalled"
     env = {k: v for k, v in os.environ.items() if k != "MLPLAB_RUN_ID"} | {"OMP_NUM_THREADS": "1"}
-    with open(tmp_path / "first.log", "w") as log:
+    with open(root / "first.log", "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-c", STALL, str(marker), *argv],
-            cwd=tmp_path,
+            [sys.executable, "-c", STALL, str(marker), *_argv(root, search, *KILLED_ARGS)],
+            cwd=root,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -330,36 +354,213 @@ def test_a_killed_population_resumes(tmp_path, monkeypatch):
             deadline = time.monotonic() + 240
             while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.1)
-            assert marker.exists(), (tmp_path / "first.log").read_text()[-3000:]
+            assert marker.exists(), (root / "first.log").read_text()[-3000:]
         finally:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
-    states = [t.state for t in _study(tmp_path).trials]
-    assert states == [TrialState.COMPLETE] * 3 + [TrialState.RUNNING] * 3  # K left RUNNING
+    return root, search, time.monotonic()
 
-    # The same command again; its storage treats a heartbeat older than 1 s as a dead worker.
+
+@pytest.fixture(scope="module")
+def uninterrupted(killed, tmp_path_factory):
+    """The same command run without a kill, in a dir of its own."""
+    root = tmp_path_factory.mktemp("whole")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli, "make_pruner", lambda spec: PruneTrial4())
+        mp.setattr(report, "_save_plots", lambda *args: None)
+        return sweep(_argv(root, killed[1], *KILLED_ARGS)).trials, root / "sw"
+
+
+def _rerun_killed(tmp_path, killed, monkeypatch, *args: str) -> list[str]:
+    """Copy the killed sweep into ``tmp_path/sw``; the argv that runs it again, with a storage
+    that treats a heartbeat older than 1 s as a dead worker (past it: sqlite counts seconds)."""
+    root, search, killed_at = killed
+    shutil.copytree(root / "sw", tmp_path / "sw")
     monkeypatch.setattr(launch, "HEARTBEAT_S", 1)
     monkeypatch.setattr(launch, "GRACE_S", 1)
-    time.sleep(3)  # past the grace period (sqlite's clock counts whole seconds)
-    study = sweep(argv)
+    monkeypatch.setattr(cli, "make_pruner", lambda spec: PruneTrial4())
+    time.sleep(max(0.0, killed_at + 3 - time.monotonic()))
+    return _argv(tmp_path, search, *(args or KILLED_ARGS))
+
+
+def _metrics(sweep_dir, number: int) -> dict:
+    return json.loads((sweep_dir / f"trial_{number}" / "metrics.json").read_text())
+
+
+def test_a_killed_population_goes_on_from_its_checkpoint(
+    tmp_path, killed, uninterrupted, no_plots, monkeypatch, capsys
+):
+    before = _study(killed[0]).trials
+    assert [t.state for t in before] == [TrialState.COMPLETE] * 3 + [TrialState.RUNNING] * 3
+    ckpt = killed[0] / "sw" / "population_3" / "checkpoints" / "population.ckpt"
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 0  # epoch 1 was not saved
+    # The killed trials had reported epoch 1 too (trial 4: pruned at epoch 0).
+    assert [list(t.intermediate_values) for t in before[3:]] == [[0, 1], [0], [0, 1]]
+    whole, whole_dir = uninterrupted
+    # The seeded sampler asks the same params in both runs.
+    assert [t.params for t in whole[:6]] == [t.params for t in before]
+
+    study = sweep(_rerun_killed(tmp_path, killed, monkeypatch))
+    out = capsys.readouterr().out
     trials = study.trials
-    assert [t.number for t in trials] == list(range(8))  # n_trials in all, none more
-    assert [t.state for t in trials] == (
-        [TrialState.COMPLETE] * 3 + [TrialState.FAIL] * 3 + [TrialState.COMPLETE] * 2
-    )
-    assert [t.user_attrs.get("population") for t in trials[6:]] == ["population_6"] * 2
-    assert len({tuple(sorted(t.params.items())) for t in trials}) == 8  # no params repeated
-    for t in trials[3:6]:  # killed after epoch 0: its report is kept, no metrics were written
-        assert list(t.intermediate_values) == [0]
-        assert not (tmp_path / "sw" / f"trial_{t.number}" / "metrics.json").exists()
-    for t in trials:
-        if t.state == TrialState.COMPLETE:
-            metrics = tmp_path / "sw" / f"trial_{t.number}" / "metrics.json"
-            assert json.loads(metrics.read_text())["val/loss"] >= t.value - 1e-6
+    assert len(trials) == 11
+    assert [t.state for t in trials[:6]] == [TrialState.COMPLETE] * 3 + [TrialState.FAIL] * 3
+    retries = trials[6:9]  # exactly the killed trials, with their params, in population_3
+    assert [t.user_attrs["resumes"] for t in retries] == [3, 4, 5]
+    assert [t.params for t in retries] == [t.params for t in trials[3:6]]
+    assert [t.user_attrs["population"] for t in retries] == ["population_3"] * 3
+    assert "population of 3: trials 6, 7, 8 (retries of 3, 4, 5, on from population_3)" in out
+    assert f"population: resuming from {tmp_path / 'sw' / 'population_3'}" in out
+    assert "note:" not in out
+    assert "3 trials done, 5 to run (3 of them retries of killed trials)" in out
+    assert "failed 3× worker killed, retried  (trials 3 as 6, 4 as 7, 5 as 8)" in out
+    # ... and end as the uninterrupted sweep's trials 3-5: values, every epoch's report, files.
+    for t, w in zip(retries, whole[3:6], strict=True):
+        assert t.state == w.state
+        assert t.value == pytest.approx(w.value, abs=1e-6)
+        assert list(t.intermediate_values) == list(w.intermediate_values)
+        assert t.intermediate_values == pytest.approx(w.intermediate_values, abs=1e-6)
+        rows, whole_rows = _member_rows(tmp_path, t), _member_rows(whole_dir.parent, w)
+        assert list(rows.epoch) == list(whole_rows.epoch)
+        assert list(rows["val/loss"]) == pytest.approx(list(whole_rows["val/loss"]), abs=1e-6)
+        ours, theirs = _metrics(tmp_path / "sw", t.number), _metrics(whole_dir, w.number)
+        assert set(ours) == set(theirs)
+        for key, value in theirs.items():
+            assert ours[key] == pytest.approx(value, abs=1e-6), key
+    assert [t.state for t in retries] == [
+        TrialState.COMPLETE,
+        TrialState.PRUNED,
+        TrialState.COMPLETE,
+    ]
+    assert list(retries[0].intermediate_values) == [0, 1, 2]
+    # n_trials: 3 + 3 retries + 2 new count; the killed trials don't.
+    assert [t.state for t in trials[9:]] == [TrialState.COMPLETE] * 2
+    assert [t.user_attrs["population"] for t in trials[9:]] == ["population_9"] * 2
+    assert retry.counted(study, cli.DONE) == 8 and cli.remaining_trials(study, 8) == 0
     table = pd.read_csv(tmp_path / "sw" / "trials.csv")
-    assert list(table.state) == [s.name for s in (t.state for t in trials)]
+    assert list(table.fail_reason[3:6]) == [
+        f"worker killed; resumed as trial {n} (from population_3's checkpoint)" for n in (6, 7, 8)
+    ]
+    assert list(table.resumes[6:9]) == [3, 4, 5] and table.resumes.isna().sum() == 8
+    assert sweep(_argv(tmp_path, killed[1], *KILLED_ARGS)).trials == trials  # nothing to run
+
+
+def _assert_retried_from_the_start(tmp_path, study, uninterrupted, tol: float = 1e-6) -> None:
+    """The killed trials 3-5 were retried as 6-8, from the start in new dirs, and end as the
+    uninterrupted sweep's (6 and 8; 7 is not trial 4, so PruneTrial4 lets it finish)."""
+    trials, (whole, whole_dir) = study.trials, uninterrupted
+    assert len(trials) == 11
+    retries = trials[6:9]
+    assert [t.user_attrs["resumes"] for t in retries] == [3, 4, 5]
+    assert [t.params for t in retries] == [t.params for t in trials[3:6]]
+    assert [t.state for t in retries] == [TrialState.COMPLETE] * 3
+    assert "population_3" not in {t.user_attrs["population"] for t in trials[6:]}
+    for t, w in zip(retries, whole[3:6], strict=True):
+        assert list(t.intermediate_values) == [0, 1, 2]  # every epoch trained again
+        assert t.intermediate_values[0] == pytest.approx(w.intermediate_values[0], abs=tol)
+        if w.state == TrialState.COMPLETE:
+            assert t.value == pytest.approx(w.value, abs=tol)
+            assert t.intermediate_values == pytest.approx(w.intermediate_values, abs=tol)
+            assert _metrics(tmp_path / "sw", t.number) == pytest.approx(
+                _metrics(whole_dir, w.number), abs=tol
+            )
+    assert retry.counted(study, cli.DONE) == 8 and cli.remaining_trials(study, 8) == 0
+    table = pd.read_csv(tmp_path / "sw" / "trials.csv")
+    assert list(table.fail_reason[3:6]) == [
+        f"worker killed; retried as trial {n} (from the start)" for n in (6, 7, 8)
+    ]
+
+
+def _notes(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("note:")]
+
+
+def test_a_damaged_checkpoint_retries_from_the_start(
+    tmp_path, killed, uninterrupted, no_plots, monkeypatch, capsys
+):
+    argv = _rerun_killed(tmp_path, killed, monkeypatch)
+    ckpt = tmp_path / "sw" / "population_3" / "checkpoints" / "population.ckpt"
+    ckpt.write_bytes(ckpt.read_bytes()[:300])  # cut short
+    study = sweep(argv)
+    (note,) = _notes(capsys.readouterr().out)
+    assert note.startswith("note: trials 6, 7, 8 train from the start: population checkpoint="), (
+        note
+    )
+    assert "population_3/checkpoints/population.ckpt' is invalid: the file is damaged" in note
+    assert study.trials[6].user_attrs["population"] == "population_6"
+    _assert_retried_from_the_start(tmp_path, study, uninterrupted)
+
+
+def test_a_checkpoint_gone_after_the_retries_were_asked_for(
+    tmp_path, killed, uninterrupted, no_plots, monkeypatch, capsys
+):
+    """Another worker failed the killed trials and enqueued their retries; then the
+    population's checkpoint is deleted. Failing stale trials again enqueues nothing more."""
+    argv = _rerun_killed(tmp_path, killed, monkeypatch)
+    url = f"sqlite:///{tmp_path / 'sw' / 'study.db'}"
+    storage = launch.open_storage(url, retry.RetryKilled(tmp_path / "sw"))
+    other = optuna.load_study(study_name="pop", storage=storage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for _ in range(2):
+            optuna.storages.fail_stale_trials(other)
+    assert [t.state for t in other.trials[3:]] == [TrialState.FAIL] * 3 + [TrialState.WAITING] * 3
+    (tmp_path / "sw" / "population_3" / "checkpoints" / "population.ckpt").unlink()
+    study = sweep(argv)
+    (note,) = _notes(capsys.readouterr().out)
+    assert note == "note: trials 6, 7, 8 train from the start: population_3 has no checkpoint"
+    _assert_retried_from_the_start(tmp_path, study, uninterrupted)
+
+
+def test_a_checkpoint_deleted_before_the_rerun_leaves_nothing_to_go_on_from(
+    tmp_path, killed, no_plots, monkeypatch, capsys
+):
+    """As a killed one-by-one trial: FAIL (counted), not retried."""
+    argv = _rerun_killed(tmp_path, killed, monkeypatch)
+    (tmp_path / "sw" / "population_3" / "checkpoints" / "population.ckpt").unlink()
+    study = sweep(argv)
+    assert _notes(capsys.readouterr().out) == []
+    trials = study.trials
+    assert [t.state for t in trials[3:6]] == [TrialState.FAIL] * 3
+    assert len(trials) == 8 and not any("resumes" in t.user_attrs for t in trials)
+    assert [t.state for t in trials[6:]] == [TrialState.COMPLETE] * 2
+    table = pd.read_csv(tmp_path / "sw" / "trials.csv")
     assert list(table.fail_reason[3:6]) == [report.NO_REASON] * 3
-    assert sweep(argv).trials == trials  # complete: a third run trains nothing
+
+
+def test_another_population_size_retries_from_the_start(
+    tmp_path, killed, uninterrupted, no_plots, monkeypatch, capsys
+):
+    """population=2 on the rerun: the 3 retries can't all be one population of 2; they train
+    from the start (never with new trials), and the sweep ends as with population=3."""
+    study = sweep(_rerun_killed(tmp_path, killed, monkeypatch, "n_trials=8", "population=2"))
+    out = capsys.readouterr().out
+    assert [n.split(":")[1] for n in _notes(out)] == [
+        " trials 6, 7 train from the start",
+        " trials 8 train from the start",
+    ]
+    assert "holds a population of 3 members, this run has 2" in _notes(out)[0]
+    assert "population of 2: trials 6, 7 (retries of 3, 4)\n" in out
+    places = [t.user_attrs["population"] for t in study.trials[6:]]
+    assert places == ["population_6"] * 2 + ["population_8", "population_9", "population_10"]
+    _assert_retried_from_the_start(tmp_path, study, uninterrupted)
+
+
+def test_a_changed_config_retries_from_the_start(tmp_path, killed, no_plots, monkeypatch, capsys):
+    """The rerun's command line changes what the members learn from: not continued."""
+    argv = _rerun_killed(tmp_path, killed, monkeypatch)
+    study = sweep([*argv, "model.dropout=0.1"])
+    (note,) = _notes(capsys.readouterr().out)
+    assert note.startswith("note: trials 6, 7, 8 train from the start: "), note
+    assert "member 0 was trained with model.dropout=0.0 (now 0.1)" in note, note
+    trials = study.trials
+    assert [t.user_attrs["resumes"] for t in trials[6:9]] == [3, 4, 5]
+    assert [t.user_attrs["population"] for t in trials[6:]] == ["population_6"] * 3 + [
+        "population_9"
+    ] * 2
+    assert all(list(t.intermediate_values) == [0, 1, 2] for t in trials[6:])
+    assert [t.state for t in trials[6:]] == [TrialState.COMPLETE] * 5
+    assert cli.remaining_trials(study, 8) == 0
 
 
 @pytest.mark.slow

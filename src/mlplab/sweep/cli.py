@@ -23,8 +23,11 @@ tasks of one SLURM job array (submitit; ``slurm.partition=gpu slurm.timeout_min=
 ``population=K`` asks Optuna for K trials at a time and trains them as one population
 (``mlplab.population``: K models in one batched step), then tells Optuna each result; trials
 whose configs can't be stacked (another architecture or optimizer type) train as separate
-populations, and those a population can't run yet (gradient clipping) one by one. See
-``mlplab.sweep.population``.
+populations, and those with ``cv=``/``seeds=`` one by one. See ``mlplab.sweep.population``.
+A worker killed mid-population (kill -9, preemption): the same command again fails its trials
+once their heartbeat is 2 minutes old, and retries those whose population wrote a checkpoint as
+new trials with the same params that go on from it; a retried trial doesn't count towards
+``n_trials``, its retry does (``mlplab.sweep.retry``). Other killed trials FAIL and count.
 
 A trial that raises (a diverged loss, a bad value in the search range) is recorded as FAILED
 with its reason and the search goes on. At the end the sweep dir holds ``trials.csv`` (with
@@ -57,6 +60,7 @@ from mlplab.sweep import launch
 from mlplab.sweep.objective import Objective, compose_train, override_key
 from mlplab.sweep.population import check_population, run_populations
 from mlplab.sweep.report import print_trial, write_reports
+from mlplab.sweep.retry import RESUMES, RetryKilled, counted
 from mlplab.sweep.search import (
     available_searches,
     check_search,
@@ -164,14 +168,16 @@ def sweep(argv: list[str]) -> optuna.Study:
     objective = Objective(search, overrides, cfg.study_name, sweep_dir)
     if cfg.worker is None:  # workers: the command that started them has checked
         objective.check()
-    storage = launch.open_user_storage(cfg.storage) if cfg.storage else None
+    # population=K: a killed worker's trials are retried from their population's checkpoint.
+    on_stale = RetryKilled(sweep_dir) if (cfg.population or 1) > 1 else None
+    storage = launch.open_user_storage(cfg.storage, on_stale) if cfg.storage else None
     for key in fixed:
         print(f"note: {key} is fixed on the command line, so it is not searched")
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own one line per trial instead
     fresh = not sweep_dir.exists()
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    storage = storage or launch.open_storage(f"sqlite:///{sweep_dir / 'study.db'}")
+    storage = storage or launch.open_storage(f"sqlite:///{sweep_dir / 'study.db'}", on_stale)
     study, n_history = _load_study(storage, cfg, search, pruner)
     try:
         _run_study(study, objective, cfg, argv, n_trials, sweep_dir)
@@ -202,7 +208,7 @@ def _load_study(storage, cfg: DictConfig, search: DictConfig, pruner) -> tuple[o
         search.direction,
         f"study {cfg.study_name!r} in this storage was made to {direction}",
     )
-    with warnings.catch_warnings():  # trials of killed runs → FAIL, counted as done
+    with warnings.catch_warnings():  # trials of killed runs → FAIL (retried: on_stale)
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
     n_history = len(study.get_trials(deepcopy=False))
@@ -214,15 +220,21 @@ def _load_study(storage, cfg: DictConfig, search: DictConfig, pruner) -> tuple[o
 
 
 def remaining_trials(study: optuna.Study, n_trials: int) -> int:
-    """``n_trials`` is the study's total: finished trials (failed ones too) count."""
-    return max(n_trials - len(study.get_trials(deepcopy=False, states=DONE)), 0)
+    """``n_trials`` is the study's total: finished trials (failed ones too) count, except a
+    killed trial that was retried (its retry counts)."""
+    return max(n_trials - counted(study, DONE), 0)
 
 
 def _run_study(study, objective, cfg: DictConfig, argv, n_trials: int, sweep_dir: Path) -> None:
-    done = len(study.get_trials(deepcopy=False, states=DONE))
+    done = counted(study, DONE)
     remaining = remaining_trials(study, n_trials)
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    retries = sum(RESUMES in t.user_attrs for t in waiting)
+    again = f" ({min(retries, remaining)} of them retries of killed trials)" if retries else ""
     if cfg.worker is None:
-        print(f"study {cfg.study_name}: {done} trials done, {remaining} to run → {sweep_dir}")
+        print(
+            f"study {cfg.study_name}: {done} trials done, {remaining} to run{again} → {sweep_dir}"
+        )
     if not remaining:
         return
     if cfg.worker is not None or (cfg.launcher == "processes" and cfg.workers == 1):

@@ -1,13 +1,18 @@
-"""Where trials run: the study's storage, ``workers=N`` local processes, or the tasks of one
-SLURM job array (submitit) whose defaults come from ``conf/hydra/launcher/slurm.yaml`` — the
-same settings ``mlplab-train -m hydra/launcher=slurm`` uses."""
+"""Where trials run: the study's storage (with the heartbeats that tell a killed worker's
+trials), ``workers=N`` local processes, or the tasks of one SLURM job array (submitit) whose
+defaults come from ``conf/hydra/launcher/slurm.yaml`` — the same settings
+``mlplab-train -m hydra/launcher=slurm`` uses."""
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import subprocess
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -56,8 +61,18 @@ def submitit_parameters() -> list[str]:
     return sorted(valid)
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An RDB URL (sqlite waits for locks held by other workers), or a ``*.journal`` file."""
+# Optuna 4.9 renamed RDBStorage's failed_trial_callback (deprecated since, gone in 6.0).
+_STALE_CALLBACK = (
+    "heartbeat_stale_trial_callback"
+    if "heartbeat_stale_trial_callback" in inspect.signature(optuna.storages.RDBStorage).parameters
+    else "failed_trial_callback"
+)
+
+
+def open_storage(url: str, on_stale=None) -> optuna.storages.BaseStorage:
+    """An RDB URL (sqlite waits for locks held by other workers), or a ``*.journal`` file.
+    ``on_stale(study, trial)``: called once for each trial of a killed worker, when a run
+    fails it (``fail_stale_trials``; a journal file has no heartbeats: never)."""
     if url.endswith(".journal"):
         from optuna.storages.journal import JournalFileBackend
 
@@ -68,11 +83,15 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9; we know
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
-            url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+            url,
+            engine_kwargs=kwargs,
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S,
+            **{_STALE_CALLBACK: on_stale},
         )
 
 
-def open_user_storage(url: str) -> optuna.storages.BaseStorage:
+def open_user_storage(url: str, on_stale=None) -> optuna.storages.BaseStorage:
     check(
         url.endswith(".journal") or "://" in url,
         "storage",
@@ -80,10 +99,36 @@ def open_user_storage(url: str) -> optuna.storages.BaseStorage:
         "an Optuna storage URL (sqlite:///path/study.db, postgresql://...) or a *.journal file",
     )
     try:
-        return open_storage(url)
+        return open_storage(url, on_stale)
     except Exception as err:  # noqa: BLE001 — a URL the user gave: one line says what failed
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ConfigError(f"storage={url!r} is invalid: {type(err).__name__}: {first}") from None
+
+
+@contextmanager
+def heartbeats(trials: list[optuna.Trial]) -> Iterator[None]:
+    """Record every trial's heartbeat now and every interval, while the batch runs."""
+    storage = trials[0].storage
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if not interval:  # a storage without heartbeats (a journal file)
+        yield
+        return
+    ids = [t._trial_id for t in trials]  # the heartbeat table's key (Optuna's own id)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            for trial_id in ids:
+                storage.record_heartbeat(trial_id)
+            stop.wait(interval)
+
+    thread = threading.Thread(target=beat, name="sweep-heartbeats", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def check_launcher(launcher: str, slurm: dict) -> None:

@@ -12,7 +12,9 @@ refuses before training, trains one by one as without ``population``.
 
 ``study.optimize`` records a heartbeat only for the trial it runs; here every asked trial has one
 until it is told, so the K RUNNING trials of a killed worker go stale and a later run fails them,
-as it fails a killed one-by-one worker's trial.
+as it fails a killed one-by-one worker's trial. A trial records its ``population`` (and
+``member``) when its population starts, so that a later run retries the killed trials of a
+population that has a checkpoint and goes on from it (``mlplab.sweep.retry``).
 """
 
 from __future__ import annotations
@@ -20,10 +22,8 @@ from __future__ import annotations
 import copy
 import gc
 import math
-import threading
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import optuna
@@ -32,6 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mlplab.errors import ConfigError, DivergedError, check
 from mlplab.run.console import silence_known_noise
+from mlplab.sweep import launch, retry
 from mlplab.sweep.objective import MissingMetric, Objective, best_of, fail_reason
 from mlplab.sweep.report import print_trial
 
@@ -50,16 +51,18 @@ class Job:
     overrides: list[str]
     cfg: DictConfig
     copies: list[optuna.Trial] = field(default_factory=list)
+    resumes: FrozenTrial | None = None  # a retry: the killed trial it goes on from
 
 
 def run_populations(
     study: optuna.Study, objective: Objective, size: int, n_trials: int, states: tuple
 ) -> None:
     """Ask ≤ ``size`` trials, train and tell them, until ``n_trials`` trials of the study are in
-    ``states`` (finished ones; for workers, other workers' running ones too)."""
+    ``states`` (finished ones; for workers, other workers' running ones too; ``retry.counted``).
+    Stale trials are failed (and retried, ``retry.RetryKilled``) before each batch."""
     silence_known_noise()  # as train() does for each trial
     while objective.fatal is None:
-        left = n_trials - len(study.get_trials(deepcopy=False, states=states))
+        left = n_trials - retry.counted(study, states)
         if left <= 0:
             return
         with warnings.catch_warnings():
@@ -69,7 +72,7 @@ def run_populations(
             trials = [study.ask() for _ in range(min(size, left))]
         tell = Teller(study)
         try:
-            with heartbeats(trials):
+            with launch.heartbeats(trials):
                 _run_batch(objective, trials, tell)
         except BaseException as err:  # Ctrl-C, a lost storage: don't leave them RUNNING
             for trial in trials:
@@ -103,35 +106,10 @@ class Teller:
         self(trial, value, state=earlier.state)
 
 
-@contextmanager
-def heartbeats(trials: list[optuna.Trial]) -> Iterator[None]:
-    """Record every trial's heartbeat now and every interval, while the batch runs."""
-    storage = trials[0].storage
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    if not interval:  # a storage without heartbeats (a journal file)
-        yield
-        return
-    ids = [t._trial_id for t in trials]  # the heartbeat table's key (Optuna's own id)
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.is_set():
-            for trial_id in ids:
-                storage.record_heartbeat(trial_id)
-            stop.wait(interval)
-
-    thread = threading.Thread(target=beat, name="sweep-heartbeats", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
 def _run_batch(objective: Objective, trials: list[optuna.Trial], tell: Teller) -> None:
     """Compose each trial's config (repeats are told at once), then train group by group."""
     jobs: list[Job] = []
+    killed = retry.predecessors(trials)
     for trial in trials:
         overrides = objective.trial_overrides(trial)
         earlier = objective.repeat_of(trial, overrides)
@@ -146,7 +124,8 @@ def _run_batch(objective: Objective, trials: list[optuna.Trial], tell: Teller) -
             same.copies.append(trial)
             continue
         try:
-            jobs.append(Job(trial, overrides, objective.trial_config(trial, overrides)))
+            cfg = objective.trial_config(trial, overrides)
+            jobs.append(Job(trial, overrides, cfg, resumes=killed.get(trial.number)))
         except Exception as err:  # noqa: BLE001 — as a trial that raises: FAIL, go on
             tell.failed(objective, trial, err)
     for group, stackable in _groups(jobs):
@@ -164,7 +143,8 @@ def _run_batch(objective: Objective, trials: list[optuna.Trial], tell: Teller) -
 
 def _groups(jobs: list[Job]) -> list[tuple[list[Job], bool]]:
     """(jobs, stackable): groups equal outside ``MEMBER_KEYS`` (``SHARED`` keys included, so
-    one optimizer type each), in the order they were asked; then the jobs to train alone."""
+    one optimizer type each), in the order they were asked; then the jobs to train alone.
+    Retries of one killed population are a group of their own, in its members' order."""
     from mlplab.population.chunks import chunks
     from mlplab.population.run import MEMBER_KEYS, NOT_YET, SHARED
 
@@ -177,9 +157,12 @@ def _groups(jobs: list[Job]) -> list[tuple[list[Job], bool]]:
             alone.append(job)
             continue
         fixed = {k: v for k, v in flat.items() if not k.startswith(MEMBER_KEYS) or k in SHARED}
-        groups.setdefault(repr(sorted(fixed.items())), []).append(job)
+        old = retry.old_population(job.resumes)
+        groups.setdefault(repr((old, sorted(fixed.items()))), []).append(job)
     parts = []
     for group in groups.values():  # each in chunks that fit in memory (population.chunks)
+        if group[0].resumes is not None:
+            group.sort(key=lambda job: retry.member_order(job.resumes))
         cfgs = [stacked(job.cfg, "population") for job in group]
         parts += [([group[i] for i in part], True) for part in chunks(cfgs)]
     return parts + [([job], False) for job in alone]
@@ -245,23 +228,44 @@ def _train_population(objective: Objective, jobs: list[Job], tell: Teller) -> No
     from mlplab.population.run import train_population
 
     numbers = [job.trial.number for job in jobs]
-    out_dir = objective.sweep_dir / f"population_{numbers[0]}"
-    print(f"population of {len(jobs)}: trials {', '.join(map(str, numbers))}", flush=True)
+    killed = [job.resumes for job in jobs]
+    resume = retry.go_on_from(
+        objective.sweep_dir, killed, numbers, lambda d: [stacked(job.cfg, d) for job in jobs]
+    )
+    out_dir, epoch = resume or (objective.sweep_dir / f"population_{numbers[0]}", None)
+    olds = ", ".join(str(old.number) for old in killed if old is not None)
+    on = f", on from {out_dir.name}" if epoch is not None else ""
+    again = f" (retries of {olds}{on})" if olds else ""
+    print(f"population of {len(jobs)}: trials {', '.join(map(str, numbers))}{again}", flush=True)
     cfgs = [stacked(job.cfg, out_dir) for job in jobs]
     loggers = sorted(set(jobs[0].cfg.get("logger") or {}) - {"csv", "wandb"})
     if loggers:
         print(f"note: populations don't log to {', '.join(loggers)} (not yet)", flush=True)
     reporter = Reporter(objective.metric, [job.trial for job in jobs])
+    started: list[bool] = []
+
+    def start() -> None:  # the members are built and checked: the population starts
+        started.append(True)
+        _record_population(jobs, out_dir.name)  # so that a killed trial can be retried
+        if epoch is not None:
+            reporter.values = retry.report_history(reporter.trials, killed, epoch)
+
     try:
         summary = train_population(
             cfgs,
             out_dir,
             member_dirs=[objective.trial_dir(job.trial) for job in jobs],
             on_epoch=reporter,
+            resume=epoch is not None,
+            before_fit=start,
         )
     except Exception as err:  # noqa: BLE001 — as a trial that raises: FAIL, the sweep goes on
-        if isinstance(err, ConfigError) and reporter.epochs == 0:  # refused, nothing written
+        # Refused: nothing written, nothing reported (a resume reports its history at start).
+        refused = reporter.epochs == 0 and (epoch is None or not started)
+        if isinstance(err, ConfigError) and refused:
             print(f"note: trials {numbers} train one by one: {err}", flush=True)
+            if started:
+                _record_population(jobs, None)
             for job in jobs:
                 _train_alone(objective, job, tell)
             return
@@ -275,7 +279,6 @@ def _train_population(objective: Objective, jobs: list[Job], tell: Teller) -> No
         missing = MissingMetric(f"metric={metric!r} is invalid: train() returned {returned}")
     for k, job in enumerate(jobs):
         row = summary.iloc[k]
-        job.trial.set_user_attr("population", out_dir.name)
         if k in reporter.pruned or row["status"] == "pruned":
             tell(job.trial, state=TrialState.PRUNED)
         elif isinstance(row.get("error"), str):  # diverged (or never a finite val/loss)
@@ -289,3 +292,11 @@ def _train_population(objective: Objective, jobs: list[Job], tell: Teller) -> No
             else:  # as the one-by-one path: Optuna would fail it without saying why
                 err = FloatingPointError(f"{metric} was {value} in every epoch")
                 tell.failed(objective, job.trial, err)
+
+
+def _record_population(jobs: list[Job], name: str | None) -> None:
+    """Each trial's ``population`` dir (None: not one) and its ``member`` index there."""
+    for k, job in enumerate(jobs):
+        for trial in (job.trial, *job.copies):
+            trial.set_user_attr("population", name)
+            trial.set_user_attr("member", None if name is None else k)

@@ -1,5 +1,6 @@
-"""What a sweep leaves behind: ``trials.csv`` (with each failure's reason and each repeat's
-original), ``best.yaml`` (re-runnable), ``best_params.yaml``, two plots, and the summary."""
+"""What a sweep leaves behind: ``trials.csv`` (with each failure's reason, each repeat's
+original and each retry's killed trial), ``best.yaml`` (re-runnable), ``best_params.yaml``, two
+plots, and the summary."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from mlplab.config import compose_config, portable_yaml
+from mlplab.sweep.retry import RESUMES, retries
 
 # A FAIL without a recorded reason: its worker never got to say why (heartbeat timed out).
 NO_REASON = "no reason recorded (its worker was killed or lost contact)"
@@ -23,8 +25,9 @@ def print_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     value = "" if trial.value is None else f"{trial.value:.4g}"
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
     params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
-    same = trial.user_attrs.get("duplicate_of")
+    same, killed = trial.user_attrs.get("duplicate_of"), trial.user_attrs.get(RESUMES)
     note = f"  (same params as trial {same}: not retrained)" if same is not None else ""
+    note += f"  (retry of killed trial {killed})" if killed is not None else ""
     print(
         f"trial {trial.number:>3} {trial.state.name:<8} {value:>9} {seconds:6.1f}s  {params}{note}",
         flush=True,
@@ -35,8 +38,16 @@ def _short(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def trial_fail_reason(trial: FrozenTrial) -> str:
-    return trial.user_attrs.get("fail_reason") or NO_REASON
+def trial_fail_reason(trial: FrozenTrial, retry: FrozenTrial | None = None) -> str:
+    """Its recorded reason; for a killed trial that was retried (``retry``), what became of it:
+    resumed from its population's checkpoint, retried from the start, or not run yet."""
+    if retry is None:
+        return trial.user_attrs.get("fail_reason") or NO_REASON
+    where = retry.user_attrs.get("population")
+    if where is not None and where == trial.user_attrs.get("population"):
+        return f"worker killed; resumed as trial {retry.number} (from {where}'s checkpoint)"
+    how = "" if where is None else " (from the start)"
+    return f"worker killed; retried as trial {retry.number}{how}"
 
 
 def write_reports(study: optuna.Study, search: DictConfig, sweep_dir: Path) -> None:
@@ -49,8 +60,13 @@ def write_reports(study: optuna.Study, search: DictConfig, sweep_dir: Path) -> N
     by_number = {t.number: t for t in trials}
     duplicate_of = [by_number[n].user_attrs.get("duplicate_of") for n in df["number"]]
     df["duplicate_of"] = pd.array(duplicate_of, dtype="Int64")
+    resumes = [by_number[n].user_attrs.get(RESUMES) for n in df["number"]]
+    df["resumes"] = pd.array(resumes, dtype="Int64")
+    retried = retries(trials)
     df["fail_reason"] = [
-        trial_fail_reason(by_number[n]) if by_number[n].state == TrialState.FAIL else None
+        trial_fail_reason(by_number[n], retried.get(n))
+        if by_number[n].state == TrialState.FAIL
+        else None
         for n in df["number"]
     ]
     df.to_csv(sweep_dir / "trials.csv", index=False)
@@ -113,12 +129,15 @@ def _print_summary(trials, search: DictConfig, sweep_dir: Path, top: int = 5) ->
     if repeats:
         line += f" ({repeats} repeated an earlier trial's params: not retrained)"
     print(f"\n{len(trials)} trials: {line}")
-    failed = defaultdict(list)
+    failed, retried = defaultdict(list), retries(trials)
     for t in trials:
-        if t.state == TrialState.FAIL:
+        if t.state == TrialState.FAIL and t.number not in retried:
             failed[trial_fail_reason(t)].append(str(t.number))
     for reason, numbers in failed.items():
         print(f"  failed {len(numbers)}× {reason}  (trials {', '.join(numbers)})")
+    if retried:  # not counted towards n_trials
+        pairs = ", ".join(f"{n} as {t.number}" for n, t in sorted(retried.items()))
+        print(f"  failed {len(retried)}× worker killed, retried  (trials {pairs})")
     complete = [
         t for t in trials if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs
     ]

@@ -1,0 +1,112 @@
+"""A killed ``mlplab-sweep population=K`` goes on from its populations' checkpoints.
+
+A worker killed mid-population (kill -9, SLURM preemption) leaves its K trials RUNNING. The next
+run fails them once their heartbeat is stale (``optuna.storages.fail_stale_trials``, which every
+worker calls on start and before each batch), and ``RetryKilled`` — the storage's callback for
+those trials, run only by the worker that failed each one, so once — enqueues a retry of each
+whose population dir holds a population checkpoint: a WAITING trial with its params and
+``resumes`` = its number, which ``study.ask`` hands out before any new point.
+
+The batch's retries of one population train together (``sweep.population._groups``: the old dir
+is part of the key, so they never mix with new trials), in the old dir from its checkpoint
+(``train_population(..., resume=True)``), each first given the killed trial's reports up to the
+checkpoint's epoch: the pruner and the trial's value see every epoch. Retries that don't match
+the checkpoint (another ``population=``, part of them asked, a changed config, a damaged file)
+train from the start in a new dir, with one ``note:`` line. A retried FAIL does not count
+towards ``n_trials`` (``counted``): its retry does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from omegaconf import DictConfig
+from optuna.trial import FrozenTrial
+
+from mlplab.errors import ConfigError
+from mlplab.run.rundir import POPULATION_CHECKPOINT
+
+RESUMES = "resumes"  # user attr of a retry: the number of the killed trial it continues
+
+
+class RetryKilled:
+    """The storage's callback for a trial failed as stale: a retry, if there is a checkpoint."""
+
+    def __init__(self, sweep_dir: Path) -> None:
+        self.sweep_dir = sweep_dir
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        name = trial.user_attrs.get("population")  # set when its population started
+        if name and (self.sweep_dir / name / POPULATION_CHECKPOINT).is_file():
+            study.enqueue_trial(trial.params, user_attrs={RESUMES: trial.number})
+
+
+def retries(trials: list[FrozenTrial]) -> dict[int, FrozenTrial]:
+    """``{killed trial's number: its retry}``."""
+    return {t.user_attrs[RESUMES]: t for t in trials if RESUMES in t.user_attrs}
+
+
+def counted(study: optuna.Study, states: tuple) -> int:
+    """The study's trials in ``states`` that count towards ``n_trials``: a killed trial that
+    was retried counts as its retry."""
+    trials = study.get_trials(deepcopy=False)
+    retried = retries(trials)
+    return sum(t.state in states and t.number not in retried for t in trials)
+
+
+def predecessors(trials: list[optuna.Trial]) -> dict[int, FrozenTrial]:
+    """``{retry's number: the killed trial it resumes}`` for the batch's retries."""
+    wanted = {t.number: t.user_attrs[RESUMES] for t in trials if RESUMES in t.user_attrs}
+    if not wanted:
+        return {}
+    by_number = {t.number: t for t in trials[0].study.get_trials(deepcopy=False)}
+    return {n: by_number[old] for n, old in wanted.items()}
+
+
+def old_population(killed: FrozenTrial | None) -> str | None:
+    """The population dir a retry's killed trial trained in (None: not a retry)."""
+    return None if killed is None else killed.user_attrs.get("population")
+
+
+def member_order(killed: FrozenTrial) -> int:
+    """Its member index in that population: the checkpoint's order of members."""
+    return killed.user_attrs.get("member", -1)
+
+
+def go_on_from(
+    sweep_dir: Path, killed: list, numbers: list[int], stack: Callable[[Path], list[DictConfig]]
+) -> tuple[Path, int] | None:
+    """Where the trials ``numbers`` go on from: the population dir of the ``killed`` trials they
+    retry and its checkpoint's epoch, when their configs (``stack(dir)``: trained into ``dir``)
+    fit its members. Else None (train from the start), with one ``note:`` line when they are
+    retries."""
+    from mlplab.population.run import resume_point
+
+    old = old_population(killed[0])  # the group's key (sweep.population._groups)
+    if old is None:
+        return None
+    old_dir = sweep_dir / old
+    try:
+        start = resume_point(stack(old_dir), old_dir)
+        why = f"{old} has no checkpoint" if start is None else None
+    except ConfigError as err:  # the checkpoint's own words, less the train command's prefix
+        start, why = None, str(err).removeprefix("resume=auto: ")
+    if start is None:
+        trials = ", ".join(map(str, numbers))
+        print(f"note: trials {trials} train from the start: {why}", flush=True)
+        return None
+    return old_dir, int(start[1]["epoch"])
+
+
+def report_history(trials: list[optuna.Trial], killed: list[FrozenTrial], epoch: int) -> list:
+    """Report each killed trial's values of the epochs up to ``epoch`` (the checkpoint's) into
+    its retry; returns them, ``[{epoch: value}]`` per trial."""
+    history = []
+    for trial, old in zip(trials, killed, strict=True):
+        values = {step: v for step, v in sorted(old.intermediate_values.items()) if step <= epoch}
+        for step, value in values.items():
+            trial.report(value, step)
+        history.append(values)
+    return history
