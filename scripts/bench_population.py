@@ -118,9 +118,60 @@ def run_case(name: str, args, root: Path, device: str) -> dict:
     }
 
 
+SWEEP_SEARCH = """
+metric: val/loss
+direction: minimize
+sampler: {name: random, seed: 1}
+pruner: {name: none}
+overrides: [data=moons, "model.hidden_sizes=[16,16]", trainer.max_epochs=20, optimizer=adam,
+            callbacks.learning_curves=null, callbacks.decision_boundary=null, threads=1]
+params:
+  optimizer.lr: {type: float, low: 3.0e-4, high: 3.0e-2, log: true}
+  optimizer.betas: {type: categorical, choices: ["[0.8,0.99]", "[0.9,0.999]", "[0.95,0.999]"]}
+  optimizer.weight_decay: {type: categorical, choices: [0.0, 1.0e-4, 1.0e-3]}
+  seed: {type: int, low: 0, high: 100000}
+"""
+
+
+def run_sweep(args, root: Path) -> dict:
+    """The toy case through ``mlplab-sweep`` itself (in this process, its sqlite study, Optuna's
+    ask/report/tell for every trial and epoch, its reports): ``n_trials`` trials one by one vs
+    ``population=n_trials``. No pruner, so both sides train every trial to the end."""
+    from contextlib import redirect_stdout
+    from io import StringIO
+
+    from mlplab.sweep.cli import sweep
+
+    search = root / "sweep_toy.yaml"
+    search.write_text(SWEEP_SEARCH)
+    n = args.toy_members
+
+    def once(name: str, *extra: str) -> float:
+        argv = [f"hparams_search={search}", f"n_trials={n}", f"sweep_dir={root / name}"]
+        start = time.perf_counter()
+        with redirect_stdout(StringIO()):
+            study = sweep([*argv, "study_name=bench", "trainer.accelerator=cpu", *extra])
+        seconds = time.perf_counter() - start
+        assert sum(t.state.name == "COMPLETE" for t in study.trials) >= n - 2, name
+        return seconds
+
+    sequential = once("sweep-alone")
+    times = [once(f"sweep-population-{rep}", f"population={n}") for rep in range(args.repeats)]
+    population = float(np.median(times))
+    return {
+        "members": n,
+        "sequential_s": round(sequential, 3),
+        "population_s": round(population, 3),
+        "population_runs_s": [round(t, 3) for t in times],
+        "speedup": round(sequential / population, 2),
+        "trials_per_hour_sequential": round(n / sequential * 3600),
+        "trials_per_hour_population": round(n / population * 3600),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=sorted(CASES), action="append")
+    parser.add_argument("--only", choices=[*sorted(CASES), "sweep"], action="append")
     parser.add_argument("--toy-members", type=int, default=64)
     parser.add_argument("--bc-members", type=int, default=64)
     parser.add_argument("--flights-sample", type=float, default=0.25)
@@ -136,16 +187,26 @@ def main() -> None:
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="mlplab-bench-population-") as tmp:
         for device in devices:
-            for name in args.only or list(CASES):
-                r = run_case(name, args, Path(tmp), device)
+            for name in args.only or [*CASES, "sweep"]:
+                if name == "sweep" and device != "cpu":
+                    continue
+                r = (
+                    run_sweep(args, Path(tmp))
+                    if name == "sweep"
+                    else run_case(name, args, Path(tmp), device)
+                )
                 results[f"{name}_{device}"] = r
                 print(
                     f"{name:14s} {device:4s} {r['members']:3d} configs: one by one "
                     f"{r['sequential_s']:7.2f} s ({r['trials_per_hour_sequential']:>7} trials/h) "
                     f"| population {r['population_s']:6.2f} s "
                     f"({r['trials_per_hour_population']:>8} trials/h) | {r['speedup']:6.1f}x "
-                    f"| |test/loss diff| max {r['max_test_loss_diff']:.1e} "
-                    f"median {r['median_test_loss_diff']:.1e}",
+                    + (
+                        f"| |test/loss diff| max {r['max_test_loss_diff']:.1e} "
+                        f"median {r['median_test_loss_diff']:.1e}"
+                        if "max_test_loss_diff" in r
+                        else "| mlplab-sweep itself, Optuna included"
+                    ),
                     flush=True,
                 )
     first = next(iter(results.values()))

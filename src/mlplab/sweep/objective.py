@@ -130,9 +130,18 @@ class Objective:
         trial.set_user_attr("overrides", overrides)
         return overrides
 
-    def repeat_of(self, trial: optuna.Trial, overrides: list[str]) -> FrozenTrial | None:
-        """The finished trial this one repeats (recorded as ``duplicate_of``), or None."""
-        earlier = _earlier_same(trial, overrides)
+    @staticmethod
+    def finished(study: optuna.Study) -> list[FrozenTrial]:
+        """The study's trials a new one may repeat (COMPLETE or PRUNED)."""
+        return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+    def repeat_of(
+        self, trial: optuna.Trial, overrides: list[str], finished: list | None = None
+    ) -> FrozenTrial | None:
+        """The finished trial this one repeats (recorded as ``duplicate_of``), or None.
+        ``finished``: ``self.finished(study)``, when the caller has it (a population's batch)."""
+        finished = self.finished(trial.study) if finished is None else finished
+        earlier = _earlier_same(trial, overrides, finished)
         if earlier is not None:
             trial.set_user_attr(
                 "duplicate_of", earlier.user_attrs.get("duplicate_of", earlier.number)
@@ -202,11 +211,8 @@ class Objective:
         return value
 
 
-def _earlier_same(trial: optuna.Trial, overrides: list[str]) -> FrozenTrial | None:
-    """The latest finished trial with this trial's params and overrides (so the same config)."""
-    finished = trial.study.get_trials(
-        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
-    )
+def _earlier_same(trial: optuna.Trial, overrides: list[str], finished: list) -> FrozenTrial | None:
+    """The latest of ``finished`` with this trial's params and overrides (the same config)."""
     for t in reversed(finished):
         if t.params == trial.params and t.user_attrs.get("overrides") == overrides:
             return t

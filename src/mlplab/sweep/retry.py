@@ -18,11 +18,9 @@ towards ``n_trials`` (``counted``): its retry does.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import optuna
-from omegaconf import DictConfig
 from optuna.trial import FrozenTrial
 
 from mlplab.errors import ConfigError
@@ -76,20 +74,20 @@ def member_order(killed: FrozenTrial) -> int:
 
 
 def go_on_from(
-    sweep_dir: Path, killed: list, numbers: list[int], stack: Callable[[Path], list[DictConfig]]
+    sweep_dir: Path, killed: list, numbers: list[int], flats: list[dict]
 ) -> tuple[Path, int] | None:
     """Where the trials ``numbers`` go on from: the population dir of the ``killed`` trials they
-    retry and its checkpoint's epoch, when their configs (``stack(dir)``: trained into ``dir``)
-    fit its members. Else None (train from the start), with one ``note:`` line when they are
-    retries."""
-    from mlplab.population.run import resume_point
+    retry and its checkpoint's epoch, when their configs (``flats``: flattened
+    ``portable_data``, the same in any dir) fit its members. Else None (train from the start),
+    with one ``note:`` line when they are retries."""
+    from mlplab.population.resume import find_checkpoint
 
     old = old_population(killed[0])  # the group's key (sweep.population._groups)
     if old is None:
         return None
     old_dir = sweep_dir / old
     try:
-        start = resume_point(stack(old_dir), old_dir)
+        start = find_checkpoint(old_dir, flats)
         why = f"{old} has no checkpoint" if start is None else None
     except ConfigError as err:  # the checkpoint's own words, less the train command's prefix
         start, why = None, str(err).removeprefix("resume=auto: ")
