@@ -136,7 +136,8 @@ params:
 def run_sweep(args, root: Path) -> dict:
     """The toy case through ``mlplab-sweep`` itself (in this process, its sqlite study, Optuna's
     ask/report/tell for every trial and epoch, its reports): ``n_trials`` trials one by one vs
-    ``population=n_trials``. No pruner, so both sides train every trial to the end."""
+    ``population=n_trials``. No pruner, so both sides train every trial to the end.
+    ``--sweep-storage journal``: both sides on an Optuna journal file instead of sqlite."""
     from contextlib import redirect_stdout
     from io import StringIO
 
@@ -148,6 +149,8 @@ def run_sweep(args, root: Path) -> dict:
 
     def once(name: str, *extra: str) -> float:
         argv = [f"hparams_search={search}", f"n_trials={n}", f"sweep_dir={root / name}"]
+        if args.sweep_storage == "journal":  # Optuna's journal file: no SQL, no heartbeats
+            argv.append(f"storage={root / name}.journal")
         start = time.perf_counter()
         with redirect_stdout(StringIO()):
             study = sweep([*argv, "study_name=bench", "trainer.accelerator=cpu", *extra])
@@ -178,6 +181,7 @@ def main() -> None:
     parser.add_argument("--flights-epochs", type=int, default=3)
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     parser.add_argument("--repeats", type=int, default=3, help="population runs (median)")
+    parser.add_argument("--sweep-storage", choices=["sqlite", "journal"], default="sqlite")
     args = parser.parse_args()
     silence_known_noise()
     torch.set_num_threads(1)
