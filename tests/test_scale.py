@@ -324,3 +324,39 @@ def test_the_startup_heap_is_frozen_once_and_later_garbage_still_collected():
     cycle.append(cycle)
     del cycle, later
     assert gc.collect() >= 1  # the cycle made after the freeze is found
+
+
+def test_heap_frozen_unfreezes_what_it_froze_and_leaves_a_frozen_heap_alone():
+    import gc
+
+    from mlplab.run import heap
+
+    before = gc.get_freeze_count()
+    gc.unfreeze()  # this process may have frozen its heap for good (an earlier test's sweep)
+    try:
+        with heap.heap_frozen():
+            frozen = gc.get_freeze_count()
+            assert frozen > 100_000  # torch's objects among them
+            with heap.heap_frozen():  # nested: the outer one owns the freeze
+                pass
+            assert gc.get_freeze_count() == frozen
+            cycle: list = []
+            cycle.append(cycle)
+            del cycle
+            assert gc.collect() >= 1  # made inside: still collected
+        assert gc.get_freeze_count() == 0  # nothing of the caller's stays frozen
+
+        @heap.heap_frozen()
+        def counted() -> int:
+            return gc.get_freeze_count()
+
+        assert counted() > 100_000 and counted() > 100_000 and gc.get_freeze_count() == 0
+        gc.freeze()  # frozen for good (freeze_startup_heap): heap_frozen leaves it so
+        held = gc.get_freeze_count()
+        with heap.heap_frozen():
+            pass
+        assert gc.get_freeze_count() == held
+    finally:
+        gc.unfreeze()
+        if before:
+            gc.freeze()

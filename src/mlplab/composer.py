@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mlplab.config import CONF_DIR, QUIET, compose_config
+from mlplab.run.heap import heap_frozen
 
 _NUMBER = re.compile(
     r"(?P<key>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)="
@@ -81,6 +82,7 @@ class Composer:
         return self._parsed[line]
 
 
+@heap_frozen()  # 64 configs' objects would set off full collections of torch's
 def compose_runs(
     output_dir: str | Path, members: Sequence[Sequence[str]], quiet: bool = True
 ) -> list[DictConfig]:

@@ -43,7 +43,7 @@ from mlplab.population.stacked import StackedMLP
 from mlplab.population.tracking import PopulationTracker, closes_trackers
 from mlplab.run import build
 from mlplab.run.checkpoint import AtomicCheckpointIO
-from mlplab.run.heap import freeze_startup_heap
+from mlplab.run.heap import heap_frozen
 from mlplab.run.provenance import run_environment
 from mlplab.run.threads import apply_threads
 
@@ -146,6 +146,7 @@ def resume_point(cfgs: list[DictConfig], out_dir: str | Path) -> tuple[Path, dic
 
 
 @closes_trackers
+@heap_frozen()  # a 64-member population would set off full collections of torch's objects
 def train_population(
     cfgs: list[DictConfig],
     out_dir: str | Path,
@@ -166,7 +167,6 @@ def train_population(
     ``before_fit``: called once the members are built and checked, before training (the
     caller's own files, e.g. the run info of ``seeds=N``: a bad member value writes nothing).
     ``portable``: ``portable_data`` of each config, when the caller has resolved them already."""
-    freeze_startup_heap()  # a 64-member population would set off full collections of torch
     out_dir = Path(out_dir)
     dirs = member_dirs or [out_dir / f"member_{k:03d}" for k in range(len(cfgs))]
     check(len(dirs) == len(cfgs), "member_dirs", len(dirs), f"one dir per member ({len(cfgs)})")
