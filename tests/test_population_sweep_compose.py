@@ -2,20 +2,26 @@
 
 Every job's whole config (the hydra node included, its node types and flags, its resolver
 cache) must equal Hydra's own ``load_sweep_config``; what the fast path can't do exactly is
-composed by Hydra, and a bad job raises Hydra's own error.
+composed by Hydra, and a bad job raises Hydra's own error. The population launcher writes
+each job's ``.hydra/`` files and ``JobReturn`` as Hydra's ``run_job`` does.
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from hydra import initialize_config_dir
+from hydra._internal.callbacks import Callbacks
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.types import RunMode
-from omegaconf import Container, OmegaConf
+from hydra.core.utils import run_job
+from hydra.types import HydraContext, RunMode
+from omegaconf import Container, OmegaConf, open_dict
 
 from mlplab.config import CONF_DIR
+from mlplab.population.jobs import as_job, job_return, prepare, save_hydra_files
 from mlplab.population.sweep_compose import SweepComposer, install
 
 SWEEP = [
@@ -156,3 +162,33 @@ def test_install_wraps_this_loader_once(hydra_app):
     assert isinstance(composer, SweepComposer) and loader.load_sweep_config is composer
     other = type(loader)(config_search_path=loader.config_search_path)  # another run's
     assert not isinstance(other.load_sweep_config, SweepComposer)
+
+
+def test_job_files_and_return_are_run_jobs(hydra_app, tmp_path):
+    """``.hydra/{config,hydra,overrides}.yaml`` and ``JobReturn.hydra_cfg`` byte for byte."""
+    master = _master(hydra_app, tmp_path)
+    loader = hydra_app.config_loader
+    context = HydraContext(config_loader=loader, callbacks=Callbacks())
+    job, num = _batch(SWEEP)[5], 5
+    config = loader.load_sweep_config(master, job)
+    with open_dict(config):
+        config.hydra.job.id = config.hydra.job.num = num
+    dirs = ("hydra.sweep.dir", "hydra.sweep.subdir")
+    ret = run_job(lambda cfg: None, config, *dirs, context, configure_logging=False)
+    files = sorted((tmp_path / str(num) / ".hydra").iterdir())
+    hydras = {p.name: p.read_text() for p in files}
+    for p in files:
+        p.unlink()
+
+    install(loader)
+    ours = prepare(SimpleNamespace(hydra_context=context, config=master), job, num)
+    save_hydra_files(ours)
+    assert {p.name: p.read_text() for p in files} == hydras
+    assert len(hydras) == 3
+    (ours.dir / "metrics.json").write_text('{"test/acc": 0.5}')
+    with as_job(ours.view):
+        ours_ret = job_return(ours, "ok", None)
+    assert ours_ret.overrides == ret.overrides == job
+    assert ours_ret.return_value == {"test/acc": 0.5}
+    assert OmegaConf.to_yaml(ours_ret.hydra_cfg) == OmegaConf.to_yaml(ret.hydra_cfg)
+    assert _nodes(ours_ret.hydra_cfg) == _nodes(ret.hydra_cfg)
