@@ -14,6 +14,7 @@ import zipfile
 import pandas as pd
 import pytest
 import yaml
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
 from mlplab.train import main as train_main
 from mlplab.train import train
@@ -59,9 +60,25 @@ def _same(job: dict, alone: dict) -> None:
         assert job[key] == pytest.approx(alone[key], abs=1e-5), key
 
 
+def _count_hydra_job_compositions(monkeypatch) -> list:
+    """Hydra's own ``load_sweep_config`` calls from now on (one list item each)."""
+    calls, hydras = [], ConfigLoaderImpl.load_sweep_config
+
+    def counted(self, master_config, sweep_overrides):
+        calls.append(list(sweep_overrides))
+        return hydras(self, master_config, sweep_overrides)
+
+    monkeypatch.setattr(ConfigLoaderImpl, "load_sweep_config", counted)
+    return calls
+
+
 def test_a_grid_trains_as_one_population_equal_to_stand_alone_runs(tmp_path, monkeypatch):
+    composed = _count_hydra_job_compositions(monkeypatch)
     code = _sweep(tmp_path, monkeypatch, "optimizer.lr=0.01,0.1", "seed=1,2")
     assert code == 0
+    # the sweeper's check and the launcher share one composed base (was 8 compositions)
+    assert len(composed) == 1
+    assert not [line for line in composed[0] if line.startswith(("optimizer.lr=", "seed="))]
     sweep = _sweep_dir(tmp_path)
     summary = pd.read_csv(sweep / "summary.csv")
     assert list(summary.job) == [0, 1, 2, 3] and set(summary.status) == {"ok"}

@@ -48,9 +48,14 @@ class PopulationLauncher(Launcher):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
+        from mlplab.population.sweep_compose import install
+
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
+        # Before the sweeper checks the batch: it composes each job through this same loader
+        # (hydra_context is shared), then launch() composes them again.
+        install(hydra_context.config_loader)
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int

@@ -4,7 +4,8 @@
 
 trains the 9 jobs as ONE population (``train_population``: one process, stacked weights).
 Each job is composed as Hydra's basic launcher composes it (its ``hydra.job.num``, its dir
-``<sweep dir>/<job num>``, its ``${hydra:...}`` values) and ends as a normal job dir
+``<sweep dir>/<job num>``, its ``${hydra:...}`` values: ``population.jobs``; Hydra composes
+once per set of group choices: ``population.sweep_compose``) and ends as a normal job dir
 (``.hydra/``, config, metrics or ``error.txt``), so ``SweepSummary`` writes the sweep's
 ``summary.csv`` as for any launcher; population i's own files are in ``population_<i>/``.
 Jobs equal outside what members may differ in (``check_stackable``'s rule) form populations
@@ -19,103 +20,29 @@ population from its checkpoint (``population_<i>/checkpoints/``)."""
 
 from __future__ import annotations
 
-import copy
-import json
-import os
 import shutil
 import sys
 from collections.abc import Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import (
-    JobReturn,
-    JobRuntime,
-    JobStatus,
-    configure_log,
-    env_override,
-    run_job,
-    setup_globals,
-)
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
+from hydra.core.utils import JobReturn, configure_log, env_override, run_job, setup_globals
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from mlplab.config import portable_data
 from mlplab.errors import check, fail, user_error
+from mlplab.population.jobs import (
+    Job,
+    as_job,
+    copy_config,
+    job_return,
+    prepare,
+    save_hydra_files,
+)
 from mlplab.run.console import one_console_handler, silence_known_noise
 from mlplab.run.rundir import RunLock, check_run_dir
-from mlplab.sweep.multirun import ERROR_FILE
 
 WHY = "hydra/launcher=population"
-
-
-@dataclass
-class Job:
-    """One job of the sweep: its Hydra config and its task config, resolved for its dir."""
-
-    num: int
-    config: DictConfig  # the whole config (hydra node included) of this job
-    task: DictConfig  # without the hydra node, as Hydra saves it (.hydra/config.yaml)
-    cfg: DictConfig  # the task config with this job's ${hydra:...} values pinned
-    dir: Path
-    flat: dict | None = None
-
-    def stacked(self, out_dir: Path) -> DictConfig:
-        """The config the population trains: one output dir for all members, so the keys
-        derived from it are equal (train_population writes each member into its job dir)."""
-        cfg = copy.deepcopy(self.cfg)
-        OmegaConf.update(cfg, "paths.output_dir", str(out_dir), force_add=True)
-        return cfg
-
-
-@contextmanager
-def _as_job(config: DictConfig):
-    """HydraConfig is this job's while inside (``${hydra:...}`` resolves to its values)."""
-    hydra, before = HydraConfig.instance(), HydraConfig.instance().cfg
-    hydra.set_config(config)
-    try:
-        yield
-    finally:
-        hydra.cfg = before
-
-
-def _pin_hydra(cfg: DictConfig) -> DictConfig:
-    """``cfg`` with every value that uses ``${hydra:...}`` replaced by its current value; all
-    other interpolations (``${paths.output_dir}/checkpoints``) stay references."""
-
-    def pin(node, path: str):
-        if isinstance(node, dict):
-            return {k: pin(v, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
-        if isinstance(node, list):
-            return [pin(v, f"{path}[{i}]") for i, v in enumerate(node)]
-        if isinstance(node, str) and "${hydra:" in node:
-            value = OmegaConf.select(cfg, path)
-            if isinstance(value, DictConfig | ListConfig):
-                value = OmegaConf.to_container(value, resolve=True)
-            return value
-        return node
-
-    return OmegaConf.create(pin(OmegaConf.to_container(cfg, resolve=False), ""))
-
-
-def _prepare(launcher, overrides: Sequence[str], num: int) -> Job:
-    """Compose job ``num`` as Hydra's basic launcher and ``run_job`` do, without running it."""
-    loader = launcher.hydra_context.config_loader
-    config = loader.load_sweep_config(launcher.config, list(overrides))
-    with open_dict(config):
-        config.hydra.job.id = num
-        config.hydra.job.num = num
-    with _as_job(config):
-        job_dir = Path(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir))
-        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
-            config.hydra.runtime.output_dir = os.path.abspath(job_dir)
-        HydraConfig.instance().set_config(config)
-        task = copy.deepcopy(config)
-        with read_write(task), open_dict(task):
-            del task["hydra"]
-        cfg = _pin_hydra(task)
-    return Job(num, config, task, cfg, Path(config.hydra.runtime.output_dir))
 
 
 def _check_job(job: Job) -> None:
@@ -146,8 +73,9 @@ def plan(jobs: list[Job], max_members: int | None, sweep_dir: Path) -> list[tupl
     from mlplab.population.run import MEMBER_KEYS, NOT_YET, SHARED, _flat, check_stackable
 
     groups: dict[str, tuple[list, str]] = {}
+    stacked = {job.num: job.stacked(sweep_dir) for job in jobs}  # read here, never changed
     for job in jobs:
-        job.flat = _flat(OmegaConf.to_container(job.stacked(sweep_dir), resolve=True))
+        job.flat = _flat(OmegaConf.to_container(stacked[job.num], resolve=True))
         # check_stackable's rule: what members may not differ in decides the group
         fixed = [
             (k, v) for k, v in job.flat.items() if not k.startswith(MEMBER_KEYS) or k in SHARED
@@ -156,7 +84,7 @@ def plan(jobs: list[Job], max_members: int | None, sweep_dir: Path) -> list[tupl
         groups.setdefault(repr(sorted(fixed, key=lambda kv: kv[0])), ([], why))[0].append(job)
     planned = []
     for group, why in groups.values():  # chunks of <= max_members that fit in memory
-        cfgs = [job.stacked(sweep_dir) for job in group]
+        cfgs = [stacked[job.num] for job in group]
         flats = [_flat(portable_data(c)) for c in cfgs] if not why else []
         if not why:  # the whole group stacks, so every chunk of it does
             check_stackable(cfgs, flats)
@@ -172,7 +100,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [_prepare(launcher, o, initial_job_idx + i) for i, o in enumerate(job_overrides)]
+    jobs = [prepare(launcher, o, initial_job_idx + i) for i, o in enumerate(job_overrides)]
     try:
         check(not config.hydra.job.chdir, "hydra.job.chdir", True, f"false with {WHY}")
         groups = plan(jobs, launcher.max_members, sweep_dir)
@@ -210,8 +138,8 @@ def _run_population(launcher, jobs: list[Job], sweep_dir: Path) -> dict[int, Job
     with ExitStack() as held:
         for job in jobs:
             held.enter_context(RunLock(job.dir))
-            _save_hydra_files(job)
-            with _as_job(job.config):
+            save_hydra_files(job)
+            with as_job(job.view):
                 callbacks.on_job_start(config=job.config, task_function=launcher.task_function)
         _configure_job_log(jobs[0].config, out_dir)
         with env_override(jobs[0].config.hydra.job.env_set):
@@ -234,59 +162,23 @@ def _run_population(launcher, jobs: list[Job], sweep_dir: Path) -> dict[int, Job
                 )
     returns = {}
     for job in jobs:
-        with _as_job(job.config):
-            returns[job.num] = _job_return(job, statuses.get(job.num), failure)
+        with as_job(job.view):
+            returns[job.num] = job_return(job, statuses.get(job.num), failure)
             callbacks.on_job_end(config=job.config, job_return=returns[job.num])
     done = sum(r.return_value is not None for r in returns.values())
     print(f"population {index}: {done} of {len(jobs)} jobs trained ({out_dir})", flush=True)
     return returns
 
 
-def _overrides(job: Job) -> list[str]:
-    return list(OmegaConf.to_container(job.config.hydra.overrides.task))
-
-
-def _save_hydra_files(job: Job) -> None:
-    """``<job dir>/.hydra/``: what ``run_job`` saves (SweepSummary reads overrides.yaml)."""
-    subdir = job.config.hydra.output_subdir
-    if subdir is None:
-        return
-    out = job.dir / str(subdir)
-    out.mkdir(parents=True, exist_ok=True)
-    with _as_job(job.config):
-        hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)
-    files = {"config.yaml": job.task, "hydra.yaml": hydra_cfg, "overrides.yaml": _overrides(job)}
-    for name, node in files.items():
-        (out / name).write_text(OmegaConf.to_yaml(node), encoding="utf-8")
-
-
 def _configure_job_log(config: DictConfig, out_dir: Path) -> None:
     """Hydra's job logging for a population: its ``train.log`` goes into ``out_dir``."""
-    config = copy.deepcopy(config)
+    config = copy_config(config)
     with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
         config.hydra.runtime.output_dir = str(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     configure_log(config.hydra.job_logging, config.hydra.verbose)
     one_console_handler()
     silence_known_noise()
-
-
-def _job_return(job: Job, status: str | None, failure: Exception | None) -> JobReturn:
-    """The JobReturn ``run_job`` would give for this job (its metrics; None if it failed)."""
-    ret = JobReturn(overrides=_overrides(job), cfg=job.cfg, working_dir=os.getcwd())
-    ret.hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)
-    ret.task_name = JobRuntime.instance().get("name")
-    ret.status = JobStatus.COMPLETED
-    metrics, error = job.dir / "metrics.json", job.dir / ERROR_FILE
-    if metrics.is_file():
-        ret.return_value = json.loads(metrics.read_text())
-    elif failure is not None:  # already said once for the whole population
-        error.write_text(" ".join(str(failure).split()) + "\n")
-    else:
-        if not error.is_file():
-            error.write_text(f"the population ended this job without results ({status})\n")
-        print(f"error: job {job.num}: {error.read_text().strip()}", file=sys.stderr, flush=True)
-    return ret
 
 
 def _remove_stub(sweep_dir: Path) -> None:
