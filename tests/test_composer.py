@@ -51,6 +51,10 @@ TRIALS = [
     ["optimizer=adam", "trainer.max_epochs=5", "optimizer.lr=0.01", "trainer.max_epochs=2"],
     ["data=wine", "model.hidden_sizes=[8]", "trainer.max_epochs=2", "+trainer.max_steps=9"],
     ["trainer.max_epochs=2", "paths.output_dir=/tmp/x", "run_name=trial_7", "task_name=sweep"],
+    # a value, then a config override of the same key Hydra applies in command-line order
+    ["optimizer.lr=0.1", "++optimizer.lr=0.2", "trainer.max_epochs=2"],
+    ["+trainer.max_steps=5", "trainer.max_steps=7", "trainer.max_epochs=2"],
+    ["optimizer.lr=0.3", "optimizer=sgd", "trainer.max_epochs=2"],  # a group: composed first
 ]
 
 
@@ -62,6 +66,7 @@ def test_configs_are_hydras_also_with_shared_lines_set_again():
             fast = composer(trial, shared)
             slow = compose_config("train", trial)
             assert OmegaConf.to_container(fast) == OmegaConf.to_container(slow), trial
+    assert composer(TRIALS[6], shared).optimizer.lr == 0.2  # as Hydra: the later line wins
     fast = composer(TRIALS[0], shared)
     fast.optimizer.lr = 0.5  # each config is its own copy
     assert composer(TRIALS[0], shared).optimizer.lr == 0.01

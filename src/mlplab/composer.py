@@ -48,20 +48,22 @@ class Composer:
     def __init__(self, config_name: str = "train") -> None:
         self.config_name = config_name
         self._parser = OverridesParser.create()
-        self._parsed: dict[str, tuple[Override, bool]] = {}  # line → (override, plain value)
+        self._parsed: dict[str, tuple[Override, bool, bool]] = {}  # line → parse(line)
         self._bases: dict[tuple[str, ...], bytes] = {}
 
     def __call__(self, overrides: Sequence[str], shared: Iterable[str] = ()) -> DictConfig:
         parsed = [(line, *self.parse(line)) for line in overrides]
         shared = set(shared)
-        own = {o.key_or_group for line, o, _ in parsed if line not in shared}
+        own = {o.key_or_group for line, o, *_ in parsed if line not in shared}
         # (line, override, applied after Hydra): plain values, but shared ones go to the base
         parts = [
-            (line, o, plain and (line not in shared or o.key_or_group in own))
-            for line, o, plain in parsed
+            (line, o, plain and (line not in shared or o.key_or_group in own), ordered)
+            for line, o, plain, ordered in parsed
         ]
-        values = [o for _, o, after in parts if after]
-        base = tuple(line for line, _, after in parts if not after)
+        if reordered([(o.key_or_group, after, ordered) for _, o, after, ordered in parts]):
+            return compose_config(self.config_name, list(overrides))
+        values = [o for _, o, after, _ in parts if after]
+        base = tuple(line for line, _, after, _ in parts if not after)
         if base not in self._bases:
             self._bases[base] = pickle.dumps(compose_config(self.config_name, list(base)))
         cfg = pickle.loads(self._bases[base])  # a deep copy (OmegaConf pickles): 0.4 ms
@@ -72,14 +74,34 @@ class Composer:
             return compose_config(self.config_name, list(overrides))
         return cfg
 
-    def parse(self, line: str) -> tuple[Override, bool]:
-        """The line's ``Override`` and whether it is a plain value (applied after Hydra)."""
+    def parse(self, line: str) -> tuple[Override, bool, bool]:
+        """The line's ``Override``, whether it is a plain value (applied after Hydra), and
+        whether Hydra applies it in command-line order with the plain values (a config
+        override, not a group choice: ``defaults_list.Overrides``' split)."""
         if line not in self._parsed:
             if len(self._parsed) > MEMO:
                 self._parsed.clear()
             override = parse_override(self._parser, line)
-            self._parsed[line] = (override, _plain_value(override))
+            group = _is_group(override.key_or_group)
+            ordered = isinstance(override.value(), dict) or not group
+            self._parsed[line] = (override, _plain_value(override), ordered)
         return self._parsed[line]
+
+
+def reordered(lines: list[tuple[str, bool, bool]]) -> bool:
+    """``(key, applied after Hydra, ordered)`` per line: whether a value applied after Hydra
+    comes before a config override of the same key (or of a key inside it, or around it) that
+    Hydra composes: Hydra applies that value first, the fast path last (then Hydra composes)."""
+    for i, (key, after, _) in enumerate(lines):
+        if after:
+            for other, other_after, ordered in lines[i + 1 :]:
+                if ordered and not other_after and _overlap(key, other):
+                    return True
+    return False
+
+
+def _overlap(a: str, b: str) -> bool:
+    return a == b or a.startswith(f"{b}.") or b.startswith(f"{a}.")
 
 
 @heap_frozen()  # 64 configs' objects would set off full collections of torch's
@@ -120,5 +142,9 @@ def _plain_value(override: Override) -> bool:
         and override.package is None
         and not override.is_sweep_override()
         and not key.startswith("hydra")
-        and not (Path(CONF_DIR) / key.replace(".", "/")).is_dir()
+        and not _is_group(key)
     )
+
+
+def _is_group(key: str) -> bool:
+    return (Path(CONF_DIR) / key.replace(".", "/")).is_dir()

@@ -33,7 +33,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
 
-from mlplab.composer import MEMO, _plain_value, parse_override
+from mlplab.composer import MEMO, _plain_value, parse_override, reordered
 
 
 class SweepComposer:
@@ -65,7 +65,7 @@ class SweepComposer:
         parsed = [self._parse(line) for line in [*hydra_lines, *sweep]]
         if master.hydra.searchpath or any(o.key_or_group == "hydra.searchpath" for o, *_ in parsed):
             return None
-        if _reordered([(o.key_or_group, plain, ordered) for o, plain, ordered in parsed]):
+        if reordered([(o.key_or_group, plain, ordered) for o, plain, ordered in parsed]):
             return None
         values = [o for o, plain, _ in parsed if plain]
         base = [line for line in sweep if not self._parse(line)[1]]
@@ -100,21 +100,6 @@ class SweepComposer:
             ordered = isinstance(o.value(), dict) or not group
             self._lines[line] = (o, plain, ordered)
         return self._lines[line]
-
-
-def _reordered(lines: list[tuple[str, bool, bool]]) -> bool:
-    """Whether a plain value comes before a config override of the same key (or of a key
-    inside it, or around it): Hydra applies that plain value first, the fast path last."""
-    for i, (key, plain, _) in enumerate(lines):
-        if plain:
-            for other, other_plain, ordered in lines[i + 1 :]:
-                if ordered and not other_plain and _overlap(key, other):
-                    return True
-    return False
-
-
-def _overlap(a: str, b: str) -> bool:
-    return a == b or a.startswith(f"{b}.") or b.startswith(f"{a}.")
 
 
 def install(loader) -> None:
