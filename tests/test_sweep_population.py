@@ -15,6 +15,7 @@ import sys
 import time
 import warnings
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -251,14 +252,56 @@ def test_wandb_one_run_per_population_in_the_studys_group(tmp_path, no_plots, mo
     assert OmegaConf.load(tmp_path / "sw" / "trial_1" / "config.yaml").logger.wandb.group == "grp"
 
 
-def test_a_cv_trial_trains_one_by_one(tmp_path, no_plots, count_train):
-    """A cv= trial is a population of its own (its folds): trials go one by one."""
-    search = _search(tmp_path, SGD_SPACE, epochs=1)
-    argv = _argv(tmp_path, search, "n_trials=2", "population=2", "cv=2")
-    study = sweep(argv)
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
-    assert count_train == ["trial_0", "trial_1"]
-    assert not list((tmp_path / "sw").glob("population_*"))
+@pytest.mark.parametrize("replicate", ["cv=3", "seeds=2"])
+def test_cv_and_seeds_trials_stack_their_members_across_trials(
+    tmp_path, no_plots, count_train, replicate
+):
+    """A cv=/seeds= trial is a population of its own (folds, seeds): a batch trains all its
+    trials' members as one population, and each trial ends with the value and the files it
+    has when the sweep trains it alone."""
+    search = _search(tmp_path, SGD_SPACE, epochs=2)
+    (tmp_path / "alone").mkdir()
+    alone = sweep(_argv(tmp_path / "alone", search, "n_trials=3", replicate))
+    assert count_train == ["trial_0", "trial_1", "trial_2"]
+    count_train.clear()
+    (tmp_path / "pop").mkdir()
+    study = sweep(_argv(tmp_path / "pop", search, "n_trials=3", "population=3", replicate))
+    assert count_train == []  # no trial trained alone
+    k = 3 if replicate == "cv=3" else 2
+    pops = list((tmp_path / "pop" / "sw").glob("population_*"))
+    assert [p.name for p in pops] == ["population_0"]
+    assert len(pd.read_csv(pops[0] / "summary.csv")) == 3 * k  # every trial's members at once
+    for a, b in zip(alone.trials, study.trials, strict=True):
+        assert a.params == b.params  # the seeded sampler drew the same trials
+        assert b.state == TrialState.COMPLETE and abs(a.value - b.value) < 1e-6
+        one, many = (tmp_path / d / "sw" / f"trial_{b.number}" for d in ("alone", "pop"))
+        ones, manys = (json.loads((d / "metrics.json").read_text()) for d in (one, many))
+        assert ones.keys() == manys.keys() and "val/loss.std" in manys
+        for key, value in ones.items():
+            assert manys[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
+        for name in ("summary.csv", "metrics.csv"):
+            x, y = pd.read_csv(one / name), pd.read_csv(many / name)
+            assert list(x.columns) == list(y.columns) and len(x) == len(y), name
+            numbers = [c for c in x.columns if c != "run_dir" and x[c].dtype.kind == "f"]
+            assert np.allclose(x[numbers], y[numbers], atol=1e-6, equal_nan=True), name
+        assert (many / "config.yaml").is_file() and (many / "run_info.json").is_file()
+        for m in range(k):
+            assert (many / f"member_{m:03d}" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_a_cv_trial_its_check_refuses_fails_alone_and_the_others_stack(tmp_path, no_plots):
+    space = {**SGD_SPACE, "cv": {"type": "categorical", "choices": [2, 500]}}
+    search = _search(tmp_path, space, epochs=1)
+    study = sweep(_argv(tmp_path, search, "n_trials=6", "population=6"))
+    bad = [t for t in study.trials if t.params["cv"] == 500]
+    good = [t for t in study.trials if t.params["cv"] == 2]
+    assert bad and good  # the seeded sampler drew both
+    for t in bad:  # more folds than the smallest class has rows: check_cv refuses, with why
+        assert t.state == TrialState.FAIL
+        assert t.user_attrs["fail_reason"].startswith("ConfigError: cv=500 is invalid")
+    assert all(t.state == TrialState.COMPLETE for t in good)
+    summary = pd.read_csv(tmp_path / "sw" / f"population_{good[0].number}" / "summary.csv")
+    assert len(summary) == 2 * len(good)  # the good trials' folds, as one population
 
 
 def test_clipping_trials_stack(tmp_path, no_plots, count_train):

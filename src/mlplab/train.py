@@ -120,19 +120,8 @@ def train_seeds(cfg: DictConfig) -> dict[str, float]:
     from mlplab.population.run import mean_and_std
 
     n = cfg.seeds
-    check(
-        isinstance(n, int) and not isinstance(n, bool) and n >= 1,
-        "seeds",
-        n,
-        "an integer >= 1 (the number of seeds trained as one population)",
-    )
     refuse_ckpt_path(cfg.get("ckpt_path"), "seeds=")
-    members = []
-    for i in range(n):
-        member = cfg.copy()
-        member.seed = cfg.seed + i
-        member.seeds = None
-        members.append(member)
+    members = seed_members(cfg)
     # rerun=<this dir> trains the population again (run info written once resume is checked)
     resume = cfg.get("resume") == "auto"
     summary = train_in_chunks(members, cfg.paths.output_dir, resume=resume, run_info=cfg)
@@ -142,6 +131,24 @@ def train_seeds(cfg: DictConfig) -> dict[str, float]:
     for _, row in failed.iterrows():
         print(f"  member {row.member} (seed {row.seed}): {row.error}", flush=True)
     return mean_and_std(summary)
+
+
+def seed_members(cfg: DictConfig) -> list[DictConfig]:
+    """The N configs of ``cfg``'s ``seeds=N``: seeds ``seed … seed+N−1``, ``seeds=null``."""
+    n = cfg.seeds
+    check(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 1,
+        "seeds",
+        n,
+        "an integer >= 1 (the number of seeds trained as one population)",
+    )
+    members = []
+    for i in range(n):
+        member = cfg.copy()
+        member.seed = cfg.seed + i
+        member.seeds = None
+        members.append(member)
+    return members
 
 
 def _container(node) -> dict:

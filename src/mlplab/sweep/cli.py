@@ -23,7 +23,8 @@ tasks of one SLURM job array (submitit; ``slurm.partition=gpu slurm.timeout_min=
 ``population=K`` asks Optuna for K trials at a time and trains them as one population
 (``mlplab.population``: K models in one batched step), then tells Optuna each result; trials
 whose configs can't be stacked (another architecture or optimizer type) train as separate
-populations, and those with ``cv=``/``seeds=`` one by one. See ``mlplab.sweep.population``.
+populations; trials with ``cv=``/``seeds=`` (each a population of its folds or seeds) stack all
+their members as one population. See ``mlplab.sweep.population``.
 A worker killed mid-population (kill -9, preemption): the same command again fails its trials
 once their heartbeat is 2 minutes old, and retries those whose population wrote a checkpoint as
 new trials with the same params that go on from it; a retried trial doesn't count towards

@@ -8,7 +8,8 @@ on; a repeat of a finished trial or of one in the same batch is not trained (``d
 Trials that can't be stacked (they differ outside ``MEMBER_KEYS``, or in optimizer type) train as
 separate populations, one after another (each in ``<sweep_dir>/population_<first trial>``, the
 trials' ``population`` attribute); what a population can't do yet (``NOT_YET``), or a group it
-refuses before training, trains one by one as without ``population``.
+refuses before training, trains one by one as without ``population``. Trials with ``cv=`` or
+``seeds=`` (a population of its own each) stack all their members (``sweep.replicates``).
 
 ``study.optimize`` records a heartbeat only for the trial it runs; here every asked trial has one
 until it is told, so the K RUNNING trials of a killed worker go stale and a later run fails them,
@@ -35,6 +36,7 @@ from mlplab.errors import ConfigError, DivergedError, check
 from mlplab.run.console import silence_known_noise
 from mlplab.sweep import launch, retry
 from mlplab.sweep.objective import MissingMetric, Objective, best_of, fail_reason
+from mlplab.sweep.replicates import train_replicates
 from mlplab.sweep.tell import Reporter, Teller
 
 
@@ -115,12 +117,14 @@ def _run_batch(objective: Objective, trials: list[optuna.Trial], tell: Teller) -
             jobs.append(job)
         except Exception as err:  # noqa: BLE001 — as a trial that raises: FAIL, go on
             tell.failed(objective, trial, err)
-    for group, stackable in _groups(jobs):
+    for group, kind in _groups(jobs):
         if objective.fatal is not None:  # the sweep stops: these are not trained
             for job in group:
                 tell.failed(objective, job.trial, objective.fatal)
-        elif stackable:
+        elif kind == "population":
             _train_population(objective, group, tell)
+        elif kind == "replicates":
+            train_replicates(objective, group, tell, stacked)
         else:
             _train_alone(objective, group[0], tell)
         for job in group:
@@ -128,22 +132,28 @@ def _run_batch(objective: Objective, trials: list[optuna.Trial], tell: Teller) -
                 tell.like(repeat, tell.told[job.trial.number])
 
 
-def _groups(jobs: list[Job]) -> list[tuple[list[Job], bool]]:
-    """(jobs, stackable): groups equal outside ``MEMBER_KEYS`` (``SHARED`` keys included, so
-    one optimizer type each), in the order they were asked; then the jobs to train alone.
+def _groups(jobs: list[Job]) -> list[tuple[list[Job], str]]:
+    """(jobs, kind): groups equal outside ``MEMBER_KEYS`` (``SHARED`` keys included, so
+    one optimizer type each), in the order they were asked (kind "population"); then the
+    trials that are populations of their own (``cv=``/``seeds=``: "replicates", one group per
+    such config, ``sweep.replicates``); then the jobs to train alone.
     Retries of one killed population are a group of their own, in its members' order."""
     from mlplab.population.chunks import chunks
     from mlplab.population.run import MEMBER_KEYS, NOT_YET, SHARED
 
     groups: dict[str, list[Job]] = {}
+    replicates: dict[str, list[Job]] = {}
     alone = []
     for job in jobs:
         flat = job.flat
-        # seeds=/cv= make a trial a population of its own: the one-by-one path trains it so.
-        if any(flat.get(key) for key in (*NOT_YET, "seeds", "cv")):
+        if any(flat.get(key) for key in NOT_YET):
             alone.append(job)
             continue
         fixed = {k: v for k, v in flat.items() if not k.startswith(MEMBER_KEYS) or k in SHARED}
+        if flat.get("seeds") is not None or flat.get("cv") is not None:
+            # a population of its own (folds, seeds): its members stack with theirs
+            replicates.setdefault(repr(sorted(fixed.items())), []).append(job)
+            continue
         old = retry.old_population(job.resumes)
         groups.setdefault(repr((old, sorted(fixed.items()))), []).append(job)
     parts = []
@@ -151,10 +161,11 @@ def _groups(jobs: list[Job]) -> list[tuple[list[Job], bool]]:
         if group[0].resumes is not None:
             group.sort(key=lambda job: retry.member_order(job.resumes))
         parts += [
-            ([group[i] for i in part], True)
+            ([group[i] for i in part], "population")
             for part in chunks([job.cfg for job in group], None, [job.flat for job in group])
         ]
-    return parts + [([job], False) for job in alone]
+    parts += [(group, "replicates") for group in replicates.values()]  # chunked by members
+    return parts + [([job], "alone") for job in alone]
 
 
 def stacked(cfg: DictConfig, out_dir) -> DictConfig:

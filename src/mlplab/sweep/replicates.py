@@ -1,0 +1,126 @@
+"""Trials that are populations of their own (``cv=K``: its K folds; ``seeds=N``: its N seeds),
+stacked across a ``mlplab-sweep population=K`` batch.
+
+Alone, such a trial is ``train(cfg)``: one population of its members, written into its trial
+dir (``mlplab.cv.train_cv``, ``mlplab.train.train_seeds``). In a batch, the trials that stack
+(one architecture, data and optimizer type: ``sweep.population._groups``) train all their
+members as ONE population, in chunks that fit in memory; then each trial dir holds what the
+trial alone leaves there: ``member_000`` … (each member's run dir), the run info
+(``config.yaml``, ``run_info.json``), ``summary.csv`` (a row per member), ``metrics.csv`` (its
+members' epochs) and ``metrics.json`` (mean and std over the members that trained); its value
+is the mean of the metric, as alone (no per-epoch reports: such a trial is judged by its mean
+at the end). A trial its checks refuse (``check_cv``) fails alone, with the reason. A killed
+batch's trials fail as a killed trial trained alone does (they are not retried: their
+population isn't one of trials). ``tests/test_sweep_population.py`` checks the trials' values
+and files against the same sweep one trial at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from mlplab.errors import ConfigError
+from mlplab.sweep.objective import MissingMetric, Objective
+from mlplab.sweep.tell import Teller
+
+
+def members_of(cfg: DictConfig) -> list[DictConfig]:
+    """The member configs the trial trains alone: its folds (``cv=``) or seeds (``seeds=``)."""
+    from mlplab.cv import check_cv, cv_members
+    from mlplab.population.resume import refuse_ckpt_path
+    from mlplab.train import seed_members
+
+    if cfg.get("cv") is not None:
+        check_cv(cfg)
+        return cv_members(cfg)
+    refuse_ckpt_path(cfg.get("ckpt_path"), "seeds=")
+    return seed_members(cfg)
+
+
+def train_replicates(objective: Objective, jobs: list, tell: Teller, stacked) -> None:
+    """Train the ``jobs`` (``sweep.population.Job``s whose trials have ``cv=``/``seeds=``) as one
+    population of all their members and tell each trial its mean. ``stacked(cfg, dir)``: a
+    member's config as a population in ``dir`` trains it."""
+    from mlplab.population.chunks import _named, chunks
+    from mlplab.population.run import train_population
+
+    members, owner, ok = [], [], []
+    for job in jobs:
+        try:
+            own = members_of(job.cfg)
+        except Exception as err:  # noqa: BLE001 — as the trial alone: FAIL with the reason
+            tell.failed(objective, job.trial, err)
+            continue
+        for k, member in enumerate(own):
+            members.append(_named(member, f"member_{k:03d}"))  # its name alone
+            owner.append((len(ok), k))
+        ok.append(job)
+    if not ok:
+        return
+    numbers = [job.trial.number for job in ok]
+    out_dir = objective.sweep_dir / f"population_{numbers[0]}"
+    print(
+        f"population of {len(members)}: the members of trials {', '.join(map(str, numbers))}",
+        flush=True,
+    )
+    parts = chunks(members)
+    homes = [out_dir] if len(parts) == 1 else [out_dir / f"chunk_{i}" for i in range(len(parts))]
+    rows, history = {}, []
+    try:
+        for part, home in zip(parts, homes, strict=True):
+            dirs = [objective.trial_dir(ok[owner[i][0]].trial) / members[i].run_name for i in part]
+            summary = train_population([stacked(members[i], home) for i in part], home, dirs)
+            for j, i in enumerate(part):
+                rows[i] = summary.iloc[j].to_dict() | {"member": owner[i][1]}
+            epochs = pd.read_csv(home / "metrics.csv")
+            epochs["member"] = [part[m] for m in epochs["member"]]  # the batch's numbering
+            history.append(epochs)
+    except Exception as err:  # noqa: BLE001 — as a trial that raises: FAIL, the sweep goes on
+        if isinstance(err, ConfigError) and not rows:  # refused, nothing written
+            print(f"note: trials {numbers} train one by one: {err}", flush=True)
+            from mlplab.sweep.population import _train_alone
+
+            for job in ok:
+                _train_alone(objective, job, tell)
+            return
+        for job in ok:
+            tell.failed(objective, job.trial, err)
+        return
+    history = pd.concat(history, ignore_index=True)
+    for t, job in enumerate(ok):
+        mine = [i for i in range(len(members)) if owner[i][0] == t]
+        _tell(objective, job, tell, pd.DataFrame([rows[i] for i in mine]), history, mine)
+
+
+def _tell(objective, job, tell: Teller, summary, history, mine: list[int]) -> None:
+    """The trial's own files, as ``train(cfg)`` writes them for it alone, and its result."""
+    from mlplab.population.run import mean_and_std
+    from mlplab.run.provenance import write_run_info
+
+    out = Path(objective.trial_dir(job.trial))
+    write_run_info(job.cfg, out)
+    # the columns of what varies: the trial's own (its folds, seeds), not the whole batch's
+    columns = list(summary.columns)
+    varied = columns[columns.index("status") + 1 : columns.index("best_epoch")]
+    summary = summary.drop(columns=[c for c in varied if summary[c].map(repr).nunique() < 2])
+    summary.to_csv(out / "summary.csv", index=False)
+    epochs = history[history["member"].isin(mine)].copy()
+    epochs["member"] = epochs["member"].map({i: k for k, i in enumerate(mine)})
+    epochs.sort_values(["epoch", "member"], kind="stable").to_csv(out / "metrics.csv", index=False)
+    metrics = mean_and_std(summary)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    metric = objective.metric
+    if metric not in metrics:
+        returned = sorted(metrics)
+        err = MissingMetric(f"metric={metric!r} is invalid: train() returned {returned}")
+        tell.failed(objective, job.trial, err)
+    elif not math.isfinite(metrics[metric]):  # every member diverged
+        err = FloatingPointError(f"{metric} was {metrics[metric]} in every epoch")
+        tell.failed(objective, job.trial, err)
+    else:
+        tell(job.trial, metrics[metric])
