@@ -252,13 +252,18 @@ def test_wandb_one_run_per_population_in_the_studys_group(tmp_path, no_plots, mo
     assert OmegaConf.load(tmp_path / "sw" / "trial_1" / "config.yaml").logger.wandb.group == "grp"
 
 
-@pytest.mark.parametrize("replicate", ["cv=3", "seeds=2"])
+@pytest.mark.parametrize("replicate", ["cv=3", "seeds=2", "cv=3 in chunks of 4"])
 def test_cv_and_seeds_trials_stack_their_members_across_trials(
-    tmp_path, no_plots, count_train, replicate
+    tmp_path, no_plots, count_train, monkeypatch, replicate
 ):
     """A cv=/seeds= trial is a population of its own (folds, seeds): a batch trains all its
-    trials' members as one population, and each trial ends with the value and the files it
-    has when the sweep trains it alone."""
+    trials' members as one population (in chunks when they don't fit at once), and each trial
+    ends with the value and the files it has when the sweep trains it alone."""
+    if replicate.endswith("chunks of 4"):  # 9 members: 4 + 4 + 1, a trial's folds split
+        from mlplab.population import chunks as chunking
+
+        monkeypatch.setattr(chunking, "_fitting", lambda cfgs: min(4, len(cfgs)))
+        replicate = "cv=3"
     search = _search(tmp_path, SGD_SPACE, epochs=2)
     (tmp_path / "alone").mkdir()
     alone = sweep(_argv(tmp_path / "alone", search, "n_trials=3", replicate))
@@ -270,7 +275,8 @@ def test_cv_and_seeds_trials_stack_their_members_across_trials(
     k = 3 if replicate == "cv=3" else 2
     pops = list((tmp_path / "pop" / "sw").glob("population_*"))
     assert [p.name for p in pops] == ["population_0"]
-    assert len(pd.read_csv(pops[0] / "summary.csv")) == 3 * k  # every trial's members at once
+    homes = sorted(pops[0].glob("chunk_*")) or pops  # every trial's members, at once or not
+    assert sum(len(pd.read_csv(h / "summary.csv")) for h in homes) == 3 * k
     for a, b in zip(alone.trials, study.trials, strict=True):
         assert a.params == b.params  # the seeded sampler drew the same trials
         assert b.state == TrialState.COMPLETE and abs(a.value - b.value) < 1e-6

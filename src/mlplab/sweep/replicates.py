@@ -46,8 +46,9 @@ def train_replicates(objective: Objective, jobs: list, tell: Teller, stacked) ->
     """Train the ``jobs`` (``sweep.population.Job``s whose trials have ``cv=``/``seeds=``) as one
     population of all their members and tell each trial its mean. ``stacked(cfg, dir)``: a
     member's config as a population in ``dir`` trains it."""
+    from mlplab.config import portable_data
     from mlplab.population.chunks import _named, chunks
-    from mlplab.population.run import train_population
+    from mlplab.population.run import _flat, train_population
 
     members, owner, ok = [], [], []
     for job in jobs:
@@ -70,11 +71,14 @@ def train_replicates(objective: Objective, jobs: list, tell: Teller, stacked) ->
     )
     parts = chunks(members)
     homes = [out_dir] if len(parts) == 1 else [out_dir / f"chunk_{i}" for i in range(len(parts))]
-    rows, history = {}, []
+    rows, history, varied = {}, [], []  # varied: the summaries' columns of what varies
     try:
         for part, home in zip(parts, homes, strict=True):
             dirs = [objective.trial_dir(ok[owner[i][0]].trial) / members[i].run_name for i in part]
             summary = train_population([stacked(members[i], home) for i in part], home, dirs)
+            columns = list(summary.columns)
+            columns = columns[columns.index("status") + 1 : columns.index("best_epoch")]
+            varied += [c for c in columns if c not in varied]
             for j, i in enumerate(part):
                 rows[i] = summary.iloc[j].to_dict() | {"member": owner[i][1]}
             epochs = pd.read_csv(home / "metrics.csv")
@@ -92,9 +96,23 @@ def train_replicates(objective: Objective, jobs: list, tell: Teller, stacked) ->
             tell.failed(objective, job.trial, err)
         return
     history = pd.concat(history, ignore_index=True)
+    for i, row in rows.items():  # a chunk where a key didn't vary has no column of it
+        if any(c not in row for c in varied):
+            flat = _flat(portable_data(members[i]))
+            rows[i] = row | {c: flat.get(c) for c in varied if c not in row}
     for t, job in enumerate(ok):
         mine = [i for i in range(len(members)) if owner[i][0] == t]
-        _tell(objective, job, tell, pd.DataFrame([rows[i] for i in mine]), history, mine)
+        _tell(objective, job, tell, _summary([rows[i] for i in mine], varied), history, mine)
+
+
+def _summary(rows: list[dict], varied: list[str]) -> pd.DataFrame:
+    """The trial's rows as its population alone writes them: after member, run dir and status
+    the columns of what varies among ITS members (folds, seeds), not among the batch's."""
+    table = pd.DataFrame(rows)
+    own = [c for c in varied if c in table and table[c].map(repr).nunique() > 1]
+    head = ["member", "run_dir", "status", *own]
+    rest = [c for c in table.columns if c not in head and c not in varied]
+    return table[head + rest]
 
 
 def _tell(objective, job, tell: Teller, summary, history, mine: list[int]) -> None:
@@ -104,10 +122,6 @@ def _tell(objective, job, tell: Teller, summary, history, mine: list[int]) -> No
 
     out = Path(objective.trial_dir(job.trial))
     write_run_info(job.cfg, out)
-    # the columns of what varies: the trial's own (its folds, seeds), not the whole batch's
-    columns = list(summary.columns)
-    varied = columns[columns.index("status") + 1 : columns.index("best_epoch")]
-    summary = summary.drop(columns=[c for c in varied if summary[c].map(repr).nunique() < 2])
     summary.to_csv(out / "summary.csv", index=False)
     epochs = history[history["member"].isin(mine)].copy()
     epochs["member"] = epochs["member"].map({i: k for k, i in enumerate(mine)})
