@@ -95,7 +95,6 @@ def run_case(name: str, args, root: Path, device: str) -> dict:
         cfgs = compose_runs(out, [[*common, *member_overrides(k)] for k in range(members)])
         summary = train_population(cfgs, out)
         times.append(time.perf_counter() - start)
-    population = float(np.median(times))
 
     ok = summary.status != "diverged"
     diffs = [
@@ -103,14 +102,7 @@ def run_case(name: str, args, root: Path, device: str) -> dict:
         for a, p, good in zip(alone, summary["test/loss"], ok, strict=True)
         if good
     ]
-    return {
-        "members": members,
-        "sequential_s": round(sequential, 3),
-        "population_s": round(population, 3),
-        "population_runs_s": [round(t, 3) for t in times],
-        "speedup": round(sequential / population, 2),
-        "trials_per_hour_sequential": round(members / sequential * 3600),
-        "trials_per_hour_population": round(members / population * 3600),
+    return _timings(members, sequential, times) | {
         # float32 summation order differs (batched vs one-by-one products); long high-lr runs
         # amplify it: the median shows the typical member, the max the most chaotic one
         "max_test_loss_diff": float(f"{max(diffs):.3g}"),
@@ -160,15 +152,20 @@ def run_sweep(args, root: Path) -> dict:
 
     sequential = once("sweep-alone")
     times = [once(f"sweep-population-{rep}", f"population={n}") for rep in range(args.repeats)]
+    return _timings(n, sequential, times)
+
+
+def _timings(members: int, sequential: float, times: list[float]) -> dict:
+    """The side-by-side numbers of a case: the population's median of its runs."""
     population = float(np.median(times))
     return {
-        "members": n,
+        "members": members,
         "sequential_s": round(sequential, 3),
         "population_s": round(population, 3),
         "population_runs_s": [round(t, 3) for t in times],
         "speedup": round(sequential / population, 2),
-        "trials_per_hour_sequential": round(n / sequential * 3600),
-        "trials_per_hour_population": round(n / population * 3600),
+        "trials_per_hour_sequential": round(members / sequential * 3600),
+        "trials_per_hour_population": round(members / population * 3600),
     }
 
 

@@ -24,6 +24,7 @@ import yaml
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from mlplab.errors import ConfigError
 from mlplab.population import run as population_run
 from mlplab.sweep import cli, launch, objective, report, retry
 from mlplab.sweep.cli import sweep
@@ -308,6 +309,24 @@ def test_a_cv_trial_its_check_refuses_fails_alone_and_the_others_stack(tmp_path,
     assert all(t.state == TrialState.COMPLETE for t in good)
     summary = pd.read_csv(tmp_path / "sw" / f"population_{good[0].number}" / "summary.csv")
     assert len(summary) == 2 * len(good)  # the good trials' folds, as one population
+
+
+def test_replicates_a_population_refuses_train_one_by_one(
+    tmp_path, no_plots, count_train, monkeypatch
+):
+    real = population_run.train_population
+
+    def refused(cfgs, *args, **kwargs):  # the batch's 4 folds refused; a trial's own 2 train
+        if len(cfgs) > 2:
+            raise ConfigError("model.layer='x' is invalid: the same for every member")
+        return real(cfgs, *args, **kwargs)
+
+    monkeypatch.setattr(population_run, "train_population", refused)
+    search = _search(tmp_path, SGD_SPACE, epochs=1)
+    study = sweep(_argv(tmp_path, search, "n_trials=2", "population=2", "cv=2"))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert count_train == ["trial_0", "trial_1"]  # each alone: train() with its own folds
+    assert not list((tmp_path / "sw").glob("population_*"))
 
 
 def test_clipping_trials_stack(tmp_path, no_plots, count_train):

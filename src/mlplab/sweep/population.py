@@ -226,15 +226,9 @@ def _train_population(objective: Objective, jobs: list[Job], tell: Teller) -> No
     except Exception as err:  # noqa: BLE001 — as a trial that raises: FAIL, the sweep goes on
         # Refused: nothing written, nothing reported (a resume reports its history at start).
         refused = reporter.epochs == 0 and (epoch is None or not started)
-        if isinstance(err, ConfigError) and refused:
-            print(f"note: trials {numbers} train one by one: {err}", flush=True)
-            if started:
-                _record_population(jobs, None)
-            for job in jobs:
-                _train_alone(objective, job, tell)
-            return
-        for job in jobs:
-            tell.failed(objective, job.trial, err)
+        if refused and started:
+            _record_population(jobs, None)
+        fall_back(objective, jobs, tell, err, refused)
         return
     metric = objective.metric
     missing = None
@@ -256,6 +250,19 @@ def _train_population(objective: Objective, jobs: list[Job], tell: Teller) -> No
             else:  # as the one-by-one path: Optuna would fail it without saying why
                 err = FloatingPointError(f"{metric} was {value} in every epoch")
                 tell.failed(objective, job.trial, err)
+
+
+def fall_back(objective: Objective, jobs: list[Job], tell: Teller, err: Exception, refused) -> None:
+    """A population that raised: refused before anything was written (a ConfigError), its
+    trials train one by one; else each FAILs with the error and the sweep goes on."""
+    if isinstance(err, ConfigError) and refused:
+        numbers = [job.trial.number for job in jobs]
+        print(f"note: trials {numbers} train one by one: {err}", flush=True)
+        for job in jobs:
+            _train_alone(objective, job, tell)
+        return
+    for job in jobs:
+        tell.failed(objective, job.trial, err)
 
 
 def _record_population(jobs: list[Job], name: str | None) -> None:

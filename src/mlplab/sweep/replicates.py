@@ -24,7 +24,6 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from mlplab.errors import ConfigError
 from mlplab.sweep.objective import MissingMetric, Objective
 from mlplab.sweep.tell import Teller
 
@@ -85,15 +84,9 @@ def train_replicates(objective: Objective, jobs: list, tell: Teller, stacked) ->
             epochs["member"] = [part[m] for m in epochs["member"]]  # the batch's numbering
             history.append(epochs)
     except Exception as err:  # noqa: BLE001 — as a trial that raises: FAIL, the sweep goes on
-        if isinstance(err, ConfigError) and not rows:  # refused, nothing written
-            print(f"note: trials {numbers} train one by one: {err}", flush=True)
-            from mlplab.sweep.population import _train_alone
+        from mlplab.sweep.population import fall_back
 
-            for job in ok:
-                _train_alone(objective, job, tell)
-            return
-        for job in ok:
-            tell.failed(objective, job.trial, err)
+        fall_back(objective, ok, tell, err, refused=not rows)  # refused: nothing written
         return
     history = pd.concat(history, ignore_index=True)
     for i, row in rows.items():  # a chunk where a key didn't vary has no column of it
