@@ -21,96 +21,16 @@ The state is a dict of lists, floats and strings, so it travels inside a Lightni
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
 
-from mlplab.data.cells import MISSING, canonical, factorized, to_numbers
+from mlplab.data import numbers
+from mlplab.data.cells import MISSING, canonical, factorized
 from mlplab.data.spec import TableSpec, unstandardize
 from mlplab.errors import ConfigError
-
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-# ---- numbers: finite, and small enough to standardize ---------------------------------------
-def row_of(df: pd.DataFrame, position: int) -> int:
-    """1-based data row of ``df.iloc[position]``: its index label + 1 (a split keeps the loaded
-    table's labels), or ``position + 1`` where the index isn't made of integers."""
-    label = df.index[position]
-    is_int = isinstance(label, int | np.integer) and not isinstance(label, bool | np.bool_)
-    return int(label) + 1 if is_int else position + 1
-
-
-def _shown(value) -> str:
-    """A cell as a message shows it: 'text' quoted, numbers plain (inf, 1e+308)."""
-    return repr(value.item() if isinstance(value, np.generic) else value)
-
-
-def _numeric(df: pd.DataFrame, column: str, where: str = "", lenient: bool = False) -> np.ndarray:
-    """Column as finite float64 (NaN for missing). Text that isn't a number is an error, or
-    missing for a ``lenient`` column; a non-finite number is always an error."""
-    values, bad = to_numbers(df[column])
-    if bad.any() and not lenient:
-        i = int(np.flatnonzero(bad)[0])
-        raise ConfigError(
-            f"column {column!r}{where} has non-numeric value {_shown(df[column].iloc[i])} "
-            f"(row {row_of(df, i)})"
-        )
-    infinite = np.isinf(values)
-    if infinite.any():
-        i = int(np.flatnonzero(infinite)[0])
-        raise ConfigError(
-            f"column {column!r}{where} has non-finite value {_shown(df[column].iloc[i])} "
-            f"(row {row_of(df, i)}): numbers must be finite (leave the cell empty if unknown)"
-        )
-    return values
-
-
-def _as_float32(df: pd.DataFrame, column: str, x: np.ndarray) -> np.ndarray:
-    """``x`` rounded to float32 (and back to float64), refusing values float32 can't hold."""
-    with np.errstate(over="ignore"):
-        rounded = x.astype(np.float32)
-    if np.isinf(rounded).any():
-        raise _overflow(df, column, x, "float32 (its type in training)")
-    return rounded.astype(np.float64)
-
-
-def _overflow(df: pd.DataFrame, column: str, values: np.ndarray, what: str) -> ConfigError:
-    """The error for a column whose statistics or scaled values overflow: names its largest
-    value (where the overflow comes from) and that value's row."""
-    i = int(np.nanargmax(np.abs(values)))
-    return ConfigError(
-        f"column {column!r} has value {_shown(df[column].iloc[i])} (row {row_of(df, i)}) "
-        f"too large to standardize: {what} overflows; rescale the column (e.g. other units)"
-    )
-
-
-def _scaled(df: pd.DataFrame, column: str, x: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """``(x − mean) / std``, refusing a result that doesn't fit in float32 (the model input)."""
-    with np.errstate(all="ignore"):
-        z = (x - mean) / std
-    too_big = ~(np.abs(z) <= FLOAT32_MAX)
-    if too_big.any():
-        i = int(np.flatnonzero(too_big)[0])
-        raise ConfigError(
-            f"column {column!r} has value {_shown(df[column].iloc[i])} (row {row_of(df, i)}) "
-            f"too large to standardize: (x − {mean:.6g}) / {std:.6g} overflows float32"
-        )
-    return z
-
-
-def _statistics(df: pd.DataFrame, column: str, x: np.ndarray) -> tuple[float, float, float]:
-    """(mean, std, median) of a column's non-missing values; (0, 1, 0) when it has none."""
-    if np.isnan(x).all():
-        return 0.0, 1.0, 0.0  # an all-missing column: imputed to 0, never scaled away
-    with np.errstate(all="ignore"):
-        mean, std, median = float(np.nanmean(x)), float(np.nanstd(x)), float(np.nanmedian(x))
-    if not (math.isfinite(mean) and math.isfinite(std)):
-        raise _overflow(df, column, x, "its mean or standard deviation")
-    return mean, std if std > 0 else 1.0, median  # a constant column → 0, not NaN
 
 
 # ---- the fitted preprocessor ----------------------------------------------------------------
@@ -148,8 +68,8 @@ class Preprocessor:
         lenient = [c for c in spec.lenient if c in spec.numeric]
         stats, indicators = [], []
         for column in spec.numeric:
-            x = _numeric(train, column, lenient=column in lenient)  # (N,)
-            stats.append(_statistics(train, column, x))
+            x = numbers.numeric(train, column, lenient=column in lenient)  # (N,)
+            stats.append(numbers.statistics(train, column, x))
             if np.isnan(x).any():
                 indicators.append(column)
         mean, std, median = ([s[i] for s in stats] for i in range(3))
@@ -171,9 +91,9 @@ class Preprocessor:
     @staticmethod
     def _fit_target(train: pd.DataFrame, spec: TableSpec) -> dict:
         if spec.task == "regression":
-            y = _numeric(train, spec.target, " (the target)")
+            y = numbers.numeric(train, spec.target, " (the target)")
             _no_empty(train, spec.target, np.isnan(y))
-            mean, std, _ = _statistics(train, spec.target, y)
+            mean, std, _ = numbers.statistics(train, spec.target, y)
             return {"target_mean": mean, "target_std": std}
         y = train[spec.target]
         keys = canonical(y, missing=None)
@@ -232,12 +152,12 @@ class Preprocessor:
         out = np.zeros((n, self.n_features), dtype=np.float32)  # one buffer, no temporaries
         missing = {}
         for j, column in enumerate(self.numeric):
-            x = _numeric(df, column, lenient=column in self.lenient)  # (N,)
+            x = numbers.numeric(df, column, lenient=column in self.lenient)  # (N,)
             if column in self.float32:
-                x = _as_float32(df, column, x)
+                x = numbers.as_float32(df, column, x)
             missing[column] = np.isnan(x)
             x = np.where(missing[column], self.median[j], x)
-            out[:, j] = _scaled(df, column, x, self.mean[j], self.std[j])
+            out[:, j] = numbers.scaled(df, column, x, self.mean[j], self.std[j])
         for j, column in enumerate(self.indicators):
             out[:, k + j] = missing[column]
         offset, rows = k + m, np.arange(n)
@@ -254,10 +174,10 @@ class Preprocessor:
         """(N,) targets: float32 for binary/regression, int64 class indices for multiclass."""
         self.check_columns(df, with_target=True)
         if self.task == "regression":
-            y = _numeric(df, self.target, " (the target)")
+            y = numbers.numeric(df, self.target, " (the target)")
             _no_empty(df, self.target, np.isnan(y))
-            scaled = _scaled(df, self.target, y, self.target_mean, self.target_std)
-            return torch.from_numpy(scaled).float()
+            z = numbers.scaled(df, self.target, y, self.target_mean, self.target_std)
+            return torch.from_numpy(z).float()
         # canonical keys are per distinct value: match those to the classes, then index rows
         rows, keys = factorized(df[self.target])  # key of row i: keys[rows[i]] (−1 → None)
         _no_empty(df, self.target, np.array([k is None for k in keys])[rows])
@@ -296,7 +216,7 @@ def _no_empty(df: pd.DataFrame, target: str, empty: np.ndarray) -> None:
     if empty.any():
         raise ConfigError(
             f"target {target!r} has {int(empty.sum())} empty value(s) "
-            f"(first at row {row_of(df, int(np.flatnonzero(empty)[0]))})"
+            f"(first at row {numbers.row_of(df, int(np.flatnonzero(empty)[0]))})"
         )
 
 

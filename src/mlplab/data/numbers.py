@@ -1,0 +1,96 @@
+"""Numeric columns as the model reads them: finite numbers, standardized into float32.
+
+An ``inf`` cell, or a value so large that the mean, the standard deviation or the standardized
+float32 input overflows, is a ConfigError naming the column, the row and the value. Rows in
+messages are 1-based data rows of the loaded table: a frame's index label + 1 (split frames
+keep the table's labels; files are read with a RangeIndex). Used by ``Preprocessor``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from mlplab.data.cells import to_numbers
+from mlplab.errors import ConfigError
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def row_of(df: pd.DataFrame, position: int) -> int:
+    """1-based data row of ``df.iloc[position]``: its index label + 1 (a split keeps the loaded
+    table's labels), or ``position + 1`` where the index isn't made of integers."""
+    label = df.index[position]
+    is_int = isinstance(label, int | np.integer) and not isinstance(label, bool | np.bool_)
+    return int(label) + 1 if is_int else position + 1
+
+
+def shown(value) -> str:
+    """A cell as a message shows it: 'text' quoted, numbers plain (inf, 1e+308)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def numeric(df: pd.DataFrame, column: str, where: str = "", lenient: bool = False) -> np.ndarray:
+    """Column as finite float64 (NaN for missing). Text that isn't a number is an error, or
+    missing for a ``lenient`` column; a non-finite number is always an error."""
+    values, bad = to_numbers(df[column])
+    if bad.any() and not lenient:
+        i = int(np.flatnonzero(bad)[0])
+        raise ConfigError(
+            f"column {column!r}{where} has non-numeric value {shown(df[column].iloc[i])} "
+            f"(row {row_of(df, i)})"
+        )
+    infinite = np.isinf(values)
+    if infinite.any():
+        i = int(np.flatnonzero(infinite)[0])
+        raise ConfigError(
+            f"column {column!r}{where} has non-finite value {shown(df[column].iloc[i])} "
+            f"(row {row_of(df, i)}): numbers must be finite (leave the cell empty if unknown)"
+        )
+    return values
+
+
+def as_float32(df: pd.DataFrame, column: str, x: np.ndarray) -> np.ndarray:
+    """``x`` rounded to float32 (and back to float64), refusing values float32 can't hold."""
+    with np.errstate(over="ignore"):
+        rounded = x.astype(np.float32)
+    if np.isinf(rounded).any():
+        raise overflow(df, column, x, "float32 (its type in training)")
+    return rounded.astype(np.float64)
+
+
+def overflow(df: pd.DataFrame, column: str, values: np.ndarray, what: str) -> ConfigError:
+    """The error for a column whose statistics or scaled values overflow: names its largest
+    value (where the overflow comes from) and that value's row."""
+    i = int(np.nanargmax(np.abs(values)))
+    return ConfigError(
+        f"column {column!r} has value {shown(df[column].iloc[i])} (row {row_of(df, i)}) "
+        f"too large to standardize: {what} overflows; rescale the column (e.g. other units)"
+    )
+
+
+def scaled(df: pd.DataFrame, column: str, x: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """``(x − mean) / std``, refusing a result that doesn't fit in float32 (the model input)."""
+    with np.errstate(all="ignore"):
+        z = (x - mean) / std
+    too_big = ~(np.abs(z) <= FLOAT32_MAX)
+    if too_big.any():
+        i = int(np.flatnonzero(too_big)[0])
+        raise ConfigError(
+            f"column {column!r} has value {shown(df[column].iloc[i])} (row {row_of(df, i)}) "
+            f"too large to standardize: (x − {mean:.6g}) / {std:.6g} overflows float32"
+        )
+    return z
+
+
+def statistics(df: pd.DataFrame, column: str, x: np.ndarray) -> tuple[float, float, float]:
+    """(mean, std, median) of a column's non-missing values; (0, 1, 0) when it has none."""
+    if np.isnan(x).all():
+        return 0.0, 1.0, 0.0  # an all-missing column: imputed to 0, never scaled away
+    with np.errstate(all="ignore"):
+        mean, std, median = float(np.nanmean(x)), float(np.nanstd(x)), float(np.nanmedian(x))
+    if not (math.isfinite(mean) and math.isfinite(std)):
+        raise overflow(df, column, x, "its mean or standard deviation")
+    return mean, std if std > 0 else 1.0, median  # a constant column → 0, not NaN
