@@ -64,10 +64,8 @@ def train_replicates(objective: Objective, jobs: list, tell: Teller, stacked) ->
         return
     numbers = [job.trial.number for job in ok]
     out_dir = objective.sweep_dir / f"population_{numbers[0]}"
-    print(
-        f"population of {len(members)}: the members of trials {', '.join(map(str, numbers))}",
-        flush=True,
-    )
+    trials = f"trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"
+    print(f"population of {len(members)}: the members of {trials}", flush=True)
     parts = chunks(members)
     homes = [out_dir] if len(parts) == 1 else [out_dir / f"chunk_{i}" for i in range(len(parts))]
     rows, history, varied = {}, [], []  # varied: the summaries' columns of what varies
