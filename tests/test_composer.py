@@ -81,3 +81,16 @@ def test_a_value_that_doesnt_apply_gets_hydras_own_error(bad):
     with pytest.raises(type(hydra.value)) as ours:
         Composer("train")(["seed=1", bad])
     assert str(ours.value) == str(hydra.value)
+
+
+def test_kept_bases_are_bounded(monkeypatch):
+    import mlplab.composer as composer_module
+
+    monkeypatch.setattr(composer_module, "BASES", 2)
+    composer = Composer("train")
+    for steps in range(1, 5):  # an added key swept: every config its own base
+        trial = ["trainer.max_epochs=2", f"+trainer.max_steps={steps}"]
+        fast = composer(trial)
+        assert fast.trainer.max_steps == steps and len(composer._bases) <= 2
+        slow = compose_config("train", trial)
+        assert OmegaConf.to_container(fast) == OmegaConf.to_container(slow)

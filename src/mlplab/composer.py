@@ -36,6 +36,7 @@ _NUMBER = re.compile(
     re.ASCII,
 )
 MEMO = 20_000  # parsed override lines kept (a sweep's trials bring a few new ones each)
+BASES = 256  # composed bases kept (~10 KB each): one per set of group choices seen
 
 
 class Composer:
@@ -65,6 +66,8 @@ class Composer:
         values = [o for _, o, after, _ in parts if after]
         base = tuple(line for line, _, after, _ in parts if not after)
         if base not in self._bases:
+            if len(self._bases) >= BASES:  # a sweep over an added key: each trial a base
+                self._bases.clear()
             self._bases[base] = pickle.dumps(compose_config(self.config_name, list(base)))
         cfg = pickle.loads(self._bases[base])  # a deep copy (OmegaConf pickles): 0.4 ms
         try:
