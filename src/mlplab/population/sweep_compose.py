@@ -33,7 +33,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
 
-from mlplab.composer import MEMO, _plain_value, parse_override, reordered
+from mlplab.composer import BASES, MEMO, _plain_value, parse_override, reordered
 
 
 class SweepComposer:
@@ -71,6 +71,8 @@ class SweepComposer:
         base = [line for line in sweep if not self._parse(line)[1]]
         key = (master.hydra.job.config_name, os.getcwd(), tuple(hydra_lines), tuple(base))
         if key not in self._bases:
+            if len(self._bases) >= BASES:  # a grid over an added key: each job a base
+                self._bases.clear()
             self.composed += 1
             self._bases[key] = pickle.dumps(self.hydra_load(master, base))
         cfg = pickle.loads(self._bases[key])  # a deep copy (OmegaConf pickles): ~1 ms
