@@ -37,19 +37,19 @@ def numeric(df: pd.DataFrame, column: str, where: str = "", lenient: bool = Fals
     missing for a ``lenient`` column; a non-finite number is always an error."""
     values, bad = to_numbers(df[column])
     if bad.any() and not lenient:
-        i = int(np.flatnonzero(bad)[0])
-        raise ConfigError(
-            f"column {column!r}{where} has non-numeric value {shown(df[column].iloc[i])} "
-            f"(row {row_of(df, i)})"
-        )
+        raise cell_error(df, column, bad, f"{where} has non-numeric value {{}}", "")
     infinite = np.isinf(values)
     if infinite.any():
-        i = int(np.flatnonzero(infinite)[0])
-        raise ConfigError(
-            f"column {column!r}{where} has non-finite value {shown(df[column].iloc[i])} "
-            f"(row {row_of(df, i)}): numbers must be finite (leave the cell empty if unknown)"
-        )
+        why = ": numbers must be finite (leave the cell empty if unknown)"
+        raise cell_error(df, column, infinite, f"{where} has non-finite value {{}}", why)
     return values
+
+
+def cell_error(df: pd.DataFrame, column: str, where: np.ndarray, what: str, why: str):
+    """``column 'x'<what, with the first cell of where> (row N)<why>`` as a ConfigError."""
+    i = int(np.flatnonzero(where)[0])
+    cell = shown(df[column].iloc[i])
+    return ConfigError(f"column {column!r}{what.format(cell)} (row {row_of(df, i)}){why}")
 
 
 def as_float32(df: pd.DataFrame, column: str, x: np.ndarray) -> np.ndarray:
@@ -77,11 +77,8 @@ def scaled(df: pd.DataFrame, column: str, x: np.ndarray, mean: float, std: float
         z = (x - mean) / std
     too_big = ~(np.abs(z) <= FLOAT32_MAX)
     if too_big.any():
-        i = int(np.flatnonzero(too_big)[0])
-        raise ConfigError(
-            f"column {column!r} has value {shown(df[column].iloc[i])} (row {row_of(df, i)}) "
-            f"too large to standardize: (x − {mean:.6g}) / {std:.6g} overflows float32"
-        )
+        why = f" too large to standardize: (x − {mean:.6g}) / {std:.6g} overflows float32"
+        raise cell_error(df, column, too_big, " has value {}", why)
     return z
 
 
