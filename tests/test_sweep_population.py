@@ -7,6 +7,7 @@ trial's value, state and run dir are what the one-by-one sweep (and a stand-alon
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -309,6 +310,29 @@ def test_a_cv_trial_its_check_refuses_fails_alone_and_the_others_stack(tmp_path,
     assert all(t.state == TrialState.COMPLETE for t in good)
     summary = pd.read_csv(tmp_path / "sw" / f"population_{good[0].number}" / "summary.csv")
     assert len(summary) == 2 * len(good)  # the good trials' folds, as one population
+
+
+def test_a_replicates_trial_whose_folds_all_diverge_fails_and_the_others_dont_see_it(
+    tmp_path, no_plots
+):
+    space = {
+        "optimizer.lr": {"type": "categorical", "choices": [0.05, 1.0e30]},
+        "seed": {"type": "int", "low": 0, "high": 1000},
+    }
+    search = _search(tmp_path, space, epochs=1)
+    study = sweep(_argv(tmp_path, search, "n_trials=4", "population=4", "cv=2"))
+    bad = [t for t in study.trials if t.params["optimizer.lr"] > 1]
+    good = [t for t in study.trials if t.params["optimizer.lr"] < 1]
+    assert bad and good  # the seeded sampler drew both, into one batch
+    for t in bad:  # every fold diverged: no mean to report, as the trial alone
+        assert t.state == TrialState.FAIL
+        assert t.user_attrs["fail_reason"].startswith("FloatingPointError: val/loss was nan")
+        table = pd.read_csv(tmp_path / "sw" / f"trial_{t.number}" / "summary.csv")
+        assert list(table.status) == ["diverged"] * 2 and table.error.notna().all()
+    for t in good:
+        assert t.state == TrialState.COMPLETE and math.isfinite(t.value)
+        table = pd.read_csv(tmp_path / "sw" / f"trial_{t.number}" / "summary.csv")
+        assert "error" not in table and list(table.status) == ["ok"] * 2
 
 
 def test_replicates_a_population_refuses_train_one_by_one(

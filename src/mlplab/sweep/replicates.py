@@ -103,6 +103,8 @@ def _summary(rows: list[dict], varied: list[str]) -> pd.DataFrame:
     own = [c for c in varied if c in table and table[c].map(repr).nunique() > 1]
     head = ["member", "run_dir", "status", *own]
     rest = [c for c in table.columns if c not in head and c not in varied]
+    if "error" in table and table["error"].isna().all():  # another trial's member diverged
+        rest.remove("error")
     return table[head + rest]
 
 
