@@ -326,13 +326,14 @@ def test_the_startup_heap_is_frozen_once_and_later_garbage_still_collected():
     assert gc.collect() >= 1  # the cycle made after the freeze is found
 
 
-def test_heap_frozen_unfreezes_what_it_froze_and_leaves_a_frozen_heap_alone():
+def test_heap_frozen_unfreezes_what_it_froze_and_leaves_a_frozen_heap_alone(monkeypatch):
     import gc
 
     from mlplab.run import heap
 
     before = gc.get_freeze_count()
     gc.unfreeze()  # this process may have frozen its heap for good (an earlier test's sweep)
+    monkeypatch.setattr(heap, "_frozen", False)
     try:
         with heap.heap_frozen():
             frozen = gc.get_freeze_count()
@@ -351,10 +352,15 @@ def test_heap_frozen_unfreezes_what_it_froze_and_leaves_a_frozen_heap_alone():
             return gc.get_freeze_count()
 
         assert counted() > 100_000 and counted() > 100_000 and gc.get_freeze_count() == 0
-        gc.freeze()  # frozen for good (freeze_startup_heap): heap_frozen leaves it so
+        with pytest.raises(ZeroDivisionError), heap.heap_frozen():
+            1 / 0  # noqa: B018
+        assert gc.get_freeze_count() == 0 and counted() > 100_000  # an error unfroze it too
+        heap.freeze_startup_heap()  # frozen for good: heap_frozen leaves it so
         held = gc.get_freeze_count()
+        assert held > 100_000
         with heap.heap_frozen():
-            pass
+            with heap.heap_frozen():
+                pass
         assert gc.get_freeze_count() == held
     finally:
         gc.unfreeze()
