@@ -339,6 +339,32 @@ def test_members_are_built_as_build_model_builds_them(tmp_path):
             assert torch.equal(a, b), name
 
 
+def test_member_seeding_leaves_the_random_state_of_seeding_each_and_refuses_bad_seeds(tmp_path):
+    """Members before the last seed only torch's CPU generator (what their build draws from):
+    afterwards Python's, numpy's and torch's generators are where seeding every member with
+    ``seed_everything`` leaves them, and a seed out of its bounds is still its error."""
+    import random
+
+    import lightning as L
+    import numpy as np
+
+    from mlplab.population.members import build_members as _build_members
+    from mlplab.run import build
+
+    cfgs = [compose_run(tmp_path, *BASE, f"seed={s}") for s in (5, 6, 7)]
+    _build_members(cfgs)
+    after = (random.random(), float(np.random.rand()), torch.rand(1).item())
+    for cfg in cfgs:  # what the build did before: a full seeding per member
+        L.seed_everything(cfg.seed, verbose=False)
+        dm = build.build_datamodule(cfg)
+        dm.setup("fit")
+        build.build_model(cfg, dm)
+    assert after == (random.random(), float(np.random.rand()), torch.rand(1).item())
+    cfgs[1].seed = 2**33
+    with pytest.raises(ValueError, match="not in bounds"):
+        _build_members(cfgs)
+
+
 def test_bad_member_optimizer_values_are_one_error(tmp_path):
     cfgs = [
         compose_run(tmp_path, *BASE, f"seed={s}", "optimizer=adam", f"optimizer.lr={lr}")

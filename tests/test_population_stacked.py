@@ -97,6 +97,14 @@ def test_from_members_and_member_round_trip_bit_exact(hidden):
     again = StackedMLP.from_members([stacked.member(k) for k in range(3)])
     for a, b in zip(again.parameters(), stacked.parameters(), strict=True):
         assert torch.equal(a, b)
+    # members' dtype kept; the stack holds copies, not the members' own tensors
+    wide_members = [copy.deepcopy(m).double() for m in members]
+    wide = StackedMLP.from_members(wide_members)
+    assert all(p.dtype == torch.float64 and p.is_leaf for p in wide.parameters())
+    before = next(wide.parameters())[0].clone()
+    with torch.no_grad():
+        next(wide_members[0].parameters()).add_(1.0)
+    assert torch.equal(next(wide.parameters())[0], before)
 
 
 def test_from_members_refuses_mixed_architectures_and_bad_values():

@@ -97,6 +97,11 @@ class StackedMLP(nn.Module):
         args = (in_features, list(hidden_sizes), out_features, activation)
         # MLP validates every value (naming the config key); its init is the members' init.
         members = [_seeded_mlp(s, *args, dropout=p) for s, p in zip(seeds, rates, strict=True)]
+        self._stack(members, rates, *args)
+
+    def _stack(self, members: Sequence[MLP], rates: list, *args) -> None:
+        """Hold ``members``' weights (copies) and their architecture ``args``."""
+        in_features, hidden_sizes, out_features, activation = args
         layers = [_linears(m) for m in members]
         self.weights = nn.ParameterList(
             torch.stack([lin.weight.detach().T for lin in layer_k]).contiguous()  # (K, in, out)
@@ -128,16 +133,12 @@ class StackedMLP(nn.Module):
         shared = [{k: v for k, v in a.items() if k != "dropout"} for a in archs]
         check(all(s == shared[0] for s in shared), "members", shared, "one architecture")
         rates = [a["dropout"] for a in archs]
-        # Seeds are placeholders: every weight is overwritten below.
-        stacked = cls(**shared[0], dropout=rates, seeds=[0] * len(members))
-        layers = [_linears(m) for m in members]
-        stacked.to(device=layers[0][0].weight.device, dtype=layers[0][0].weight.dtype)
-        with torch.no_grad():
-            stacks = zip(stacked.weights, stacked.biases, zip(*layers, strict=True), strict=True)
-            for w, b, layer_k in stacks:
-                w.copy_(torch.stack([lin.weight.T for lin in layer_k]))
-                b.copy_(torch.stack([lin.bias[None] for lin in layer_k]))
-        return stacked
+        first = shared[0]
+        stacked = cls.__new__(cls)  # no K stand-in MLPs to build and throw away
+        nn.Module.__init__(stacked)
+        args = (first["in_features"], first["hidden_sizes"], first["out_features"])
+        stacked._stack(members, rates, *args, first["activation"])
+        return stacked.to(device=stacked.weights[0].device)  # the dropout rates buffer too
 
     def member(self, k: int) -> MLP:
         """Member k as a plain ``MLP`` (same device and dtype, weights copied, not shared)."""
