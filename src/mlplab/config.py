@@ -27,7 +27,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict, read_write
 from omegaconf._utils import OmegaConfDumper
 
-from mlplab.run.parses import cache_interpolation_parses
+from mlplab.run.parses import cache_interpolation_parses, to_plain
 
 # The configs ship inside the package, so a wheel or a git-URL install has them too
 # (``conf/`` at the top of the repository is a link to this folder).
@@ -154,7 +154,7 @@ def portable_data(cfg: DictConfig) -> dict:
         with read_write(cfg), open_dict(cfg):
             for sentinel, key in sentinels.items():
                 OmegaConf.update(cfg, key, sentinel, force_add=True)
-        data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        data = to_plain(cfg, enum_to_str=True)
     finally:
         with read_write(cfg), open_dict(cfg):
             for key, value in saved.items():

@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mlplab.config import CONF_DIR
 from mlplab.cv import train_cv
@@ -29,6 +29,7 @@ from mlplab.run.console import (
     print_metrics,
     silence_known_noise,
 )
+from mlplab.run.parses import to_plain
 from mlplab.run.preflight import normalize_argv, preflight
 from mlplab.run.provenance import write_run_info
 from mlplab.run.rundir import RunLock, check_run_dir, expand_rerun, process_rank, remove_stub
@@ -152,7 +153,7 @@ def seed_members(cfg: DictConfig) -> list[DictConfig]:
 
 
 def _container(node) -> dict:
-    return OmegaConf.to_container(node, resolve=True)
+    return to_plain(node)
 
 
 def _experiment() -> str | None:

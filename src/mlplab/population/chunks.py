@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from mlplab.config import portable_data
 from mlplab.errors import MlplabError, check
 from mlplab.population.tracking import PopulationTracker, closes_trackers
+from mlplab.run.parses import to_plain
 
 BYTES = 4  # float32 everywhere
 CPU_SHARE = 0.5  # of MemAvailable: the rest for the OS, other processes, Python and pandas
@@ -109,7 +110,7 @@ def _footprint(cfgs: list[DictConfig]) -> Footprint:
 
     datamodule = build_datamodule(cfgs[0])
     datamodule.setup("fit")
-    keys = {json.dumps(OmegaConf.to_container(c.data, resolve=True), sort_keys=True) for c in cfgs}
+    keys = {json.dumps(to_plain(c.data), sort_keys=True) for c in cfgs}
     return footprint(cfgs[0], datamodule, shared_split=len(keys) == 1)
 
 

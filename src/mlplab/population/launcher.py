@@ -27,7 +27,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from hydra.core.utils import JobReturn, configure_log, env_override, run_job, setup_globals
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, open_dict, read_write
 
 from mlplab.config import portable_data
 from mlplab.errors import check, fail, user_error
@@ -40,6 +40,7 @@ from mlplab.population.jobs import (
     save_hydra_files,
 )
 from mlplab.run.console import one_console_handler, silence_known_noise
+from mlplab.run.parses import to_plain
 from mlplab.run.rundir import RunLock, check_run_dir
 
 WHY = "hydra/launcher=population"
@@ -75,7 +76,7 @@ def plan(jobs: list[Job], max_members: int | None, sweep_dir: Path) -> list[tupl
     groups: dict[str, tuple[list, str]] = {}
     stacked = {job.num: job.stacked(sweep_dir) for job in jobs}  # read here, never changed
     for job in jobs:
-        job.flat = _flat(OmegaConf.to_container(stacked[job.num], resolve=True))
+        job.flat = _flat(to_plain(stacked[job.num]))
         # check_stackable's rule: what members may not differ in decides the group
         fixed = [
             (k, v) for k, v in job.flat.items() if not k.startswith(MEMBER_KEYS) or k in SHARED

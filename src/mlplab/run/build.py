@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlplab.errors import ConfigError, check, user_error
 from mlplab.run.checkpoint import AtomicCheckpointIO, RunRecord, read_checkpoint
+from mlplab.run.parses import to_plain
 from mlplab.run.progress import ProgressBar
 from mlplab.run.rundir import damaged_hint
 from mlplab.run.trackers import CSVLogger
@@ -25,7 +26,7 @@ CLIP_KEYS = ("gradient_clip_val", "gradient_clip_algorithm")
 
 
 def container(node) -> dict | None:
-    return OmegaConf.to_container(node, resolve=True) if node is not None else None
+    return to_plain(node) if node is not None else None
 
 
 def instantiate_checked(node, **kwargs):
