@@ -14,10 +14,12 @@ name isn't there (another OmegaConf), nothing is patched and everything works as
 from __future__ import annotations
 
 import functools
+import re
 from enum import Enum
 
 import omegaconf.base
 from omegaconf import MISSING, Container, DictConfig, ListConfig, Node, OmegaConf
+from omegaconf.nodes import AnyNode, BooleanNode, FloatNode, IntegerNode, StringNode
 
 SIZE = 512  # distinct strings kept; a train config has nine
 
@@ -66,7 +68,14 @@ def _plain(conf: Container, enum_to_str: bool):
 
 
 def _value(node: Node, enum_to_str: bool):
+    if type(node) in _PLAIN_NODES:  # most leaves: read the value, no method calls
+        value = node.__dict__["_val"]
+        if not (type(value) is str and "${" in value):  # OmegaConf's interpolation test
+            return value.name if enum_to_str and isinstance(value, Enum) else value
     if node._is_interpolation():
+        simple = _simple(node)
+        if simple is not _NOT_SIMPLE:
+            return simple
         node = node._dereference_node()
     if isinstance(node, Container):
         return _plain(node, enum_to_str)
@@ -74,3 +83,63 @@ def _value(node: Node, enum_to_str: bool):
     if enum_to_str and isinstance(value, Enum):
         return value.name
     return value
+
+
+# value nodes that hold their value as it is (an EnumNode checks its type: OmegaConf's way)
+_PLAIN_NODES = frozenset({AnyNode, StringNode, IntegerNode, FloatNode, BooleanNode})
+
+
+_NOT_SIMPLE = object()
+_KEY = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
+_TEMPLATE = re.compile(rf"(?:[^$\\{{}}]|\$\{{{_KEY}\}})*")  # text without $ \ { } and ${a.b}
+_REFERENCE = re.compile(rf"\$\{{({_KEY})\}}")
+
+
+def _simple(node: Node):
+    """The value of an interpolation node that only references absolute keys (``${seed}``,
+    ``${paths.output_dir}/checkpoints``), found by walking from the root; ``_NOT_SIMPLE`` for
+    anything else (resolvers, relative keys, escapes, a typed node, a missing or unusual target),
+    which OmegaConf resolves."""
+    text = node.__dict__["_val"]
+    if type(node) not in (AnyNode, StringNode) or not _TEMPLATE.fullmatch(text):
+        return _NOT_SIMPLE
+    whole = _REFERENCE.fullmatch(text)
+    if whole is not None:  # "${a.b}": the target's value itself (an AnyNode converts nothing)
+        if type(node) is not AnyNode:
+            return _NOT_SIMPLE
+        target = _target(node, whole[1])
+        if target is None:
+            return _NOT_SIMPLE
+        return target
+    parts = []
+    for piece in re.split(r"(\$\{[^}]*\})", text):
+        if not piece.startswith("${"):
+            parts.append(piece)
+            continue
+        value = _target(node, piece[2:-1])
+        if type(value) not in (str, int, float, bool):  # OmegaConf's str() of other things
+            return _NOT_SIMPLE
+        parts.append(str(value))
+    return "".join(parts)
+
+
+def _target(node: Node, key: str):
+    """The plain value at absolute ``key`` (resolved if it interpolates), or None."""
+    current = node._get_root()
+    for part in key.split("."):
+        if type(current) is not DictConfig or current._is_none() or current._is_missing():
+            return None
+        if current._is_interpolation():
+            return None
+        current = current.__dict__["_content"].get(part)
+        if current is None:
+            return None
+    if isinstance(current, Container):
+        return None  # a container: OmegaConf hands back the node (rare in a train config)
+    if type(current) in _PLAIN_NODES:
+        value = current.__dict__["_val"]
+        if type(value) is str and ("${" in value or value == MISSING):
+            simple = _simple(current) if "${" in value else _NOT_SIMPLE
+            return None if simple is _NOT_SIMPLE else simple
+        return value if value is not None and not isinstance(value, Enum) else None
+    return None
