@@ -21,8 +21,11 @@ class StackedSGD(StackedOptimizer):
     BUFFERS = ("momentum_buffer",)
 
     def _update(self, p, grad, state, hp, step, group):
-        neg_lr, mu, undamped, wd = _per_member(
-            p, -hp["lr"], hp["momentum"], 1 - hp["dampening"], hp["weight_decay"]
+        neg_lr, mu, undamped, wd = self._static(
+            p,
+            hp,
+            group,
+            lambda: (-hp["lr"], hp["momentum"], 1 - hp["dampening"], hp["weight_decay"]),
         )
         fresh = _per_member(p, (step == 1) | (hp["momentum"] == 0))[0].bool()
         g = torch.addcmul(grad, p, wd)
@@ -41,9 +44,9 @@ class StackedAdam(StackedOptimizer):
 
     def _update(self, p, grad, state, hp, step, group):
         b1, b2, lr, wd = hp["beta1"], hp["beta2"], hp["lr"], hp["weight_decay"]
-        step_size, bc2_sqrt = lr / (1 - b1**step), (1 - b2**step).sqrt()
-        decay, wd, w1, b2, w2, step_size, bc2_sqrt, eps = _per_member(
-            p, 1 - lr * wd, wd, 1 - b1, b2, 1 - b2, step_size, bc2_sqrt, hp["eps"]
+        step_size, bc2_sqrt = _per_member(p, lr / (1 - b1**step), (1 - b2**step).sqrt())
+        decay, wd, w1, b2, w2, eps = self._static(
+            p, hp, group, lambda: (1 - lr * wd, wd, 1 - b1, b2, 1 - b2, hp["eps"])
         )
         if self.DECOUPLED:
             p, g = p * decay, grad
@@ -70,8 +73,11 @@ class StackedAdadelta(StackedOptimizer):
     BUFFERS = ("square_avg", "acc_delta")
 
     def _update(self, p, grad, state, hp, step, group):
-        neg_lr, rho, w, eps, wd = _per_member(
-            p, -hp["lr"], hp["rho"], 1 - hp["rho"], hp["eps"], hp["weight_decay"]
+        neg_lr, rho, w, eps, wd = self._static(
+            p,
+            hp,
+            group,
+            lambda: (-hp["lr"], hp["rho"], 1 - hp["rho"], hp["eps"], hp["weight_decay"]),
         )
         g = torch.addcmul(grad, p, wd)
         v = torch.addcmul(state["square_avg"] * rho, w * g, g)
@@ -98,8 +104,8 @@ class StackedAdagrad(StackedOptimizer):
         return {"sum": torch.zeros_like(p) + init}
 
     def _update(self, p, grad, state, hp, step, group):
-        clr = hp["lr"] / (1 + (step - 1) * hp["lr_decay"])
-        clr, wd, eps = _per_member(p, clr, hp["weight_decay"], hp["eps"])
+        (clr,) = _per_member(p, hp["lr"] / (1 + (step - 1) * hp["lr_decay"]))
+        wd, eps = self._static(p, hp, group, lambda: (hp["weight_decay"], hp["eps"]))
         g = torch.addcmul(grad, p, wd)
         s = torch.addcmul(state["sum"], g, g)
         return p - clr * g / (s.sqrt() + eps), {"sum": s}
@@ -118,10 +124,16 @@ class StackedRMSprop(StackedOptimizer):
         return {name: torch.zeros_like(p) for name in self.BUFFERS + extra}
 
     def _update(self, p, grad, state, hp, step, group):
-        lr, alpha, w, eps, wd, mu = _per_member(
-            p, hp["lr"], hp["alpha"], 1 - hp["alpha"], hp["eps"], hp["weight_decay"], hp["momentum"]
+        lr, alpha, w, eps, wd, mu, has_momentum = self._static(
+            p,
+            hp,
+            group,
+            lambda: (
+                *(hp["lr"], hp["alpha"], 1 - hp["alpha"], hp["eps"]),
+                *(hp["weight_decay"], hp["momentum"], hp["momentum"] > 0),
+            ),
         )
-        has_momentum = _per_member(p, hp["momentum"] > 0)[0].bool()
+        has_momentum = has_momentum.bool()
         g = torch.addcmul(grad, p, wd)
         v = torch.addcmul(state["square_avg"] * alpha, w * g, g)
         new = {"square_avg": v}
