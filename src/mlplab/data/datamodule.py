@@ -15,7 +15,7 @@ import torch
 from mlplab.data.batches import BatchIterator
 from mlplab.data.folds import check_cv_args, cv_split
 from mlplab.data.preprocess import Preprocessor
-from mlplab.data.sources import load_source
+from mlplab.data.sources import load_source, parsed_table
 from mlplab.data.spec import SPLITS, TableSpec
 from mlplab.errors import check
 from mlplab.models.grouped import counts_training_steps
@@ -145,13 +145,18 @@ class TabularDataModule(L.LightningDataModule):
                 "metrics (R²) need at least 2 — use more rows or a larger fraction",
             )
         self.frames = {name: df.iloc[rows] for name, rows in parts.items()}
+        table = parsed_table(df)  # a population's shared table: parsed once for all members
+        columns = {n: table.rows(self.frames[n], r) for n, r in parts.items()} if table else {}
         if self.preprocessor is None:  # a checkpoint's state (load_state_dict) wins
-            self.preprocessor = Preprocessor.fit(self.frames["train"], spec)
-        self._build_tensors()
+            self.preprocessor = Preprocessor.fit(self.frames["train"], spec, columns.get("train"))
+        self._build_tensors(columns)
 
-    def _build_tensors(self) -> None:
-        pre = self._fitted()
-        self.tensors = {n: (pre.features(f), pre.targets(f)) for n, f in self.frames.items()}
+    def _build_tensors(self, columns: dict | None = None) -> None:
+        pre, columns = self._fitted(), columns or {}
+        self.tensors = {
+            n: (pre.features(f, columns.get(n)), pre.targets(f, columns.get(n)))
+            for n, f in self.frames.items()
+        }
         self._on_device.clear()
 
     @property

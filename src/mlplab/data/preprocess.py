@@ -28,7 +28,8 @@ import pandas as pd
 import torch
 
 from mlplab.data import numbers
-from mlplab.data.cells import MISSING, canonical, factorized
+from mlplab.data.cells import MISSING, canonical
+from mlplab.data.columns import Columns
 from mlplab.data.spec import TableSpec, unstandardize
 from mlplab.errors import ConfigError
 
@@ -64,11 +65,16 @@ class Preprocessor:
     float32: list[str] = field(default_factory=list)
 
     @classmethod
-    def fit(cls, train: pd.DataFrame, spec: TableSpec) -> Preprocessor:
+    def fit(
+        cls, train: pd.DataFrame, spec: TableSpec, columns: Columns | None = None
+    ) -> Preprocessor:
+        """Fitted on ``train``; ``columns``: where its cells are read parsed (its own cells
+        by default; a population's splits read a shared table's parse, ``data.columns``)."""
+        columns = columns or Columns(train)
         lenient = [c for c in spec.lenient if c in spec.numeric]
         stats, indicators = [], []
         for column in spec.numeric:
-            x = numbers.numeric(train, column, lenient=column in lenient)  # (N,)
+            x = columns.numeric(column, lenient=column in lenient)  # (N,)
             stats.append(numbers.statistics(train, column, x))
             if np.isnan(x).any():
                 indicators.append(column)
@@ -82,21 +88,21 @@ class Preprocessor:
             median=median,
             indicators=indicators,
             categorical=list(spec.categorical),
-            categories=[sorted(set(canonical(train[c]))) for c in spec.categorical],
+            categories=[sorted(set(columns.canonical(c))) for c in spec.categorical],
             lenient=lenient,
-            float32=[c for c in spec.numeric if train[c].dtype == np.float32],
+            float32=[c for c in spec.numeric if columns.is_float32(c)],
         )
-        return cls(**state, **cls._fit_target(train, spec))
+        return cls(**state, **cls._fit_target(train, spec, columns))
 
     @staticmethod
-    def _fit_target(train: pd.DataFrame, spec: TableSpec) -> dict:
+    def _fit_target(train: pd.DataFrame, spec: TableSpec, columns: Columns) -> dict:
         if spec.task == "regression":
-            y = numbers.numeric(train, spec.target, " (the target)")
+            y = columns.numeric(spec.target, " (the target)")
             _no_empty(train, spec.target, np.isnan(y))
             mean, std, _ = numbers.statistics(train, spec.target, y)
             return {"target_mean": mean, "target_std": std}
         y = train[spec.target]
-        keys = canonical(y, missing=None)
+        keys = columns.canonical(spec.target, missing=None)
         _no_empty(train, spec.target, pd.isna(keys))
         # one class per canonical key ("3" and 3.0 are one), labelled by its first spelling
         _, first = np.unique(keys.astype(str), return_index=True)
@@ -145,14 +151,15 @@ class Preprocessor:
                 f"(it has {list(df.columns)[:20]})"
             )
 
-    def features(self, df: pd.DataFrame) -> torch.Tensor:
-        """(N, n_features) float32 model input."""
+    def features(self, df: pd.DataFrame, columns: Columns | None = None) -> torch.Tensor:
+        """(N, n_features) float32 model input (``columns``: as in ``fit``)."""
         self.check_columns(df)
+        columns = columns or Columns(df)
         n, k, m = len(df), len(self.numeric), len(self.indicators)
         out = np.zeros((n, self.n_features), dtype=np.float32)  # one buffer, no temporaries
         missing = {}
         for j, column in enumerate(self.numeric):
-            x = numbers.numeric(df, column, lenient=column in self.lenient)  # (N,)
+            x = columns.numeric(column, lenient=column in self.lenient)  # (N,)
             if column in self.float32:
                 x = numbers.as_float32(df, column, x)
             missing[column] = np.isnan(x)
@@ -162,7 +169,7 @@ class Preprocessor:
             out[:, k + j] = missing[column]
         offset, rows = k + m, np.arange(n)
         for column, cats in zip(self.categorical, self.categories, strict=True):
-            codes, keys = factorized(df[column])
+            codes, keys = columns.factorized(column)
             known = pd.Index(cats).get_indexer([MISSING if k is None else k for k in keys])
             slots = known[codes]  # the key's slot per row; −1: never seen in training
             slots[slots < 0] = len(cats)  # unseen in training → the unknown slot
@@ -170,16 +177,17 @@ class Preprocessor:
             offset += len(cats) + 1
         return torch.from_numpy(out)
 
-    def targets(self, df: pd.DataFrame) -> torch.Tensor:
+    def targets(self, df: pd.DataFrame, columns: Columns | None = None) -> torch.Tensor:
         """(N,) targets: float32 for binary/regression, int64 class indices for multiclass."""
         self.check_columns(df, with_target=True)
+        columns = columns or Columns(df)
         if self.task == "regression":
-            y = numbers.numeric(df, self.target, " (the target)")
+            y = columns.numeric(self.target, " (the target)")
             _no_empty(df, self.target, np.isnan(y))
             z = numbers.scaled(df, self.target, y, self.target_mean, self.target_std)
             return torch.from_numpy(z).float()
         # canonical keys are per distinct value: match those to the classes, then index rows
-        rows, keys = factorized(df[self.target])  # key of row i: keys[rows[i]] (−1 → None)
+        rows, keys = columns.factorized(self.target)  # key of row i: keys[rows[i]] (−1 → None)
         _no_empty(df, self.target, np.array([k is None for k in keys])[rows])
         lookup = self._class_index().get_indexer(keys[:-1])
         codes = np.append(lookup, -1).astype(np.int64)[rows]

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import pandas as pd
 
 from mlplab.data import flights, tabular, toy
+from mlplab.data.columns import ParsedTable
 from mlplab.data.spec import TableSpec
 from mlplab.errors import ConfigError
 
@@ -31,6 +32,7 @@ SOURCES: dict[str, Callable[..., tuple[pd.DataFrame, TableSpec]]] = {
 
 
 _SHARED: dict[str, tuple[pd.DataFrame, TableSpec]] | None = None  # see shared_sources
+_PARSED: dict[int, ParsedTable] = {}  # id(shared table) → its parse, while it is shared
 
 
 def load_source(name: str, **kwargs) -> tuple[pd.DataFrame, TableSpec]:
@@ -60,3 +62,15 @@ def shared_sources() -> Iterator[None]:
         yield
     finally:
         _SHARED = outer
+        if outer is None:
+            _PARSED.clear()
+
+
+def parsed_table(df: pd.DataFrame) -> ParsedTable | None:
+    """The parse of ``df`` shared by the splits of all DataModules inside ``shared_sources``
+    (``data.columns``); None for a table that isn't shared (each DataModule parses its own)."""
+    if _SHARED is None or not any(df is table for table, _ in _SHARED.values()):
+        return None
+    if id(df) not in _PARSED:
+        _PARSED[id(df)] = ParsedTable(df)
+    return _PARSED[id(df)]
