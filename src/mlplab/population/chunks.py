@@ -36,7 +36,7 @@ BYTES = 4  # float32 everywhere
 CPU_SHARE = 0.5  # of MemAvailable: the rest for the OS, other processes, Python and pandas
 GPU_SHARE = 0.8  # of the free CUDA memory: the allocator's fragmentation, CUDA's workspaces
 # Tensors shaped like a parameter, per member: the weight, its gradient, the best weights the
-# module keeps (best_state), and the vectorized optimizer step's temporaries (torch.where).
+# module keeps (best_stacked), and the vectorized optimizer step's temporaries (torch.where).
 PARAMETER_COPIES = 3
 STEP_TEMPORARIES = 2
 # Per hidden (and output) unit and training row: the pre-activation and the activation kept for

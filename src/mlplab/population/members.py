@@ -141,7 +141,7 @@ class Member:
         if (
             module.best_epoch[k] is not None
         ):  # the best weights, also of a member that diverged later
-            module.net.copy_member(k, self.template.net, module.best_state[k])
+            module.net.copy_member(k, self.template.net, module.best_weights(k))
             path = run_dir / "checkpoints" / "best.ckpt"
             epoch = module.best_epoch[k]
             write_model_checkpoint(path, self.template, self.datamodule, epoch, self.hparams)

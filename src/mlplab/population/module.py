@@ -138,7 +138,8 @@ class PopulationModule(L.LightningModule):
         self.best_loss = [float("inf")] * k
         self.best_epoch: list[int | None] = [None] * k
         self.stopped_epoch: list[int | None] = [None] * k
-        self.best_state = [self._member_state(i) for i in range(k)]
+        # the members' best weights, stacked per parameter (K, ...) as the net holds them
+        self.best_stacked = [p.detach().clone() for p in net.parameters()]
         self._wait = [0] * k
         self._es_best = [float("inf")] * k
         self.history: list[dict] = []  # one row per (epoch, member)
@@ -146,14 +147,26 @@ class PopulationModule(L.LightningModule):
         self._train_rows = 0
 
     # ---- members --------------------------------------------------------------------------
-    def _member_state(self, k: int) -> list[torch.Tensor]:
-        return [p.detach()[k].clone() for p in self.net.parameters()]
+    def best_weights(self, k: int) -> list[torch.Tensor]:
+        """Member k's best weights, one tensor per parameter in ``net.parameters()`` order."""
+        return [best[k] for best in self.best_stacked]
+
+    @torch.no_grad()
+    def _keep_best(self, members: list[int]) -> None:
+        """Keep the net's current weights of ``members`` as their best (one op a parameter)."""
+        if not members:
+            return
+        improved = torch.zeros(self.net.k, dtype=torch.bool)
+        improved[members] = True
+        for i, p in enumerate(self.net.parameters()):
+            mask = improved.to(p.device).view(-1, *[1] * (p.dim() - 1))
+            self.best_stacked[i] = torch.where(mask, p.detach(), self.best_stacked[i].to(p))
 
     @torch.no_grad()
     def use_best_weights(self) -> None:
         """Put every member's best weights into ``net`` (its last ones are gone after this)."""
-        for i, p in enumerate(self.net.parameters()):
-            p.copy_(torch.stack([state[i] for state in self.best_state]).to(p))
+        for p, best in zip(self.net.parameters(), self.best_stacked, strict=True):
+            p.copy_(best.to(p))
 
     @torch.no_grad()
     def evaluate(self, split: StackedSplit, stage: str) -> dict[str, torch.Tensor]:
@@ -248,7 +261,7 @@ class PopulationModule(L.LightningModule):
         self.scores.reset()
         train = {"train/loss": (self._train_sum / max(self._train_rows, 1)).cpu().tolist()}
         train |= {k: v.cpu().tolist() for k, v in self.train_scores.compute().items()}
-        epoch, rows = self.current_epoch, []
+        epoch, rows, improved = self.current_epoch, [], []
         monitored = (train | results).get(self.monitor)
         self._monitored = monitored if monitored is not None else None
         for k in range(self.net.k):
@@ -264,8 +277,9 @@ class PopulationModule(L.LightningModule):
                 continue
             if loss < self.best_loss[k]:  # ModelCheckpoint(mode=min): strictly better
                 self.best_loss[k], self.best_epoch[k] = loss, epoch
-                self.best_state[k] = self._member_state(k)
+                improved.append(k)
             self._early_stop(k, loss, epoch)
+        self._keep_best(improved)
         if self.on_epoch is not None:
             for k in self.on_epoch(epoch, rows):
                 if self.status[k] == OK:

@@ -53,7 +53,7 @@ def member_state(module) -> dict:
     ``on_save_checkpoint``): each member's status, best and early-stopping numbers and best
     weights (stacked per parameter), the history and the RNG that dropout draws from."""
     state = {name: list(getattr(module, name)) for name in MEMBER_STATE}
-    state["best_state"] = [torch.stack(ws) for ws in zip(*module.best_state, strict=True)]
+    state["best_state"] = list(module.best_stacked)
     state["history"] = _columns(module.history)
     state["rng"] = torch.get_rng_state()  # dropout masks go on as if never stopped
     return state
@@ -63,8 +63,7 @@ def load_member_state(module, state: dict) -> None:
     """Restore ``member_state`` into ``module`` (its ``on_load_checkpoint``)."""
     for name in MEMBER_STATE:
         setattr(module, name, list(state[name]))
-    stacked = (t.unbind(0) for t in state["best_state"])
-    module.best_state = [list(ws) for ws in zip(*stacked, strict=True)]
+    module.best_stacked = list(state["best_state"])
     module.history = _rows(state["history"])
     torch.set_rng_state(state["rng"])
 
