@@ -152,8 +152,8 @@ class Member:
             )
             (run_dir / "error.txt").write_text(f"{reason}\n")
             return row | {"error": reason}
-        history = [h for h in module.history if h["member"] == k]
-        train = {key: v for key, v in history[-1].items() if key.startswith("train/")}
+        last = next(h for h in reversed(module.history) if h["member"] == k)  # its last epoch
+        train = {key: v for key, v in last.items() if key.startswith("train/")}
         metrics = train | final
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         return row | metrics
