@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--flights-sample", type=float, default=0.25)
     parser.add_argument("--flights-epochs", type=int, default=3)
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
-    parser.add_argument("--repeats", type=int, default=3, help="population runs (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="population runs (median)")
     parser.add_argument("--sweep-storage", choices=["sqlite", "journal"], default="sqlite")
     args = parser.parse_args()
     silence_known_noise()
