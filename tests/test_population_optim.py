@@ -19,6 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from mlplab.errors import ConfigError
+from mlplab.population.optim import _packed
 from mlplab.population.optim_config import OPTIMIZERS, build_stacked_optimizer
 from mlplab.population.rules import StackedSGD
 
@@ -109,10 +110,21 @@ def _members(case: str) -> tuple[str, list[dict]]:
     return target, [{key: values[k] for key, values in columns.items()} for k in range(K)]
 
 
-def _stacked_params(seed: int = 0) -> list[torch.Tensor]:
-    """Random float32 weights (K, 5, 3) and biases (K, 1, 3), as leaves."""
+def _stacked_params(seed: int = 0, packed: bool = False) -> list[torch.Tensor]:
+    """Random float32 weights (K, 5, 3) and biases (K, 1, 3), as leaves; ``packed``: views
+    of one (K, 18) tensor, as ``StackedMLP`` keeps its parameters (the optimizer steps that
+    tensor, ``optim._packed``)."""
     gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(K, *shape, generator=gen).requires_grad_() for shape in [(5, 3), (1, 3)]]
+    params = [torch.randn(K, *shape, generator=gen) for shape in [(5, 3), (1, 3)]]
+    if not packed:
+        return [p.requires_grad_() for p in params]
+    flat = torch.cat([p.reshape(K, -1) for p in params], 1)
+    views = [flat[:, :15].unflatten(1, (5, 3)), flat[:, 15:].unflatten(1, (1, 3))]
+    params = [torch.nn.Parameter(torch.empty(0)) for _ in views]
+    for p, view in zip(params, views, strict=True):
+        p.data = view
+    assert _packed(params) is not None
+    return params
 
 
 _gen = torch.Generator().manual_seed(1)
@@ -158,10 +170,11 @@ def _max_diff(stacked: list[torch.Tensor], own: list[torch.Tensor], k: int) -> f
     return max((p[k] - q).abs().max().item() for p, q in zip(stacked, own, strict=True))
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["tensors", "packed"])
 @pytest.mark.parametrize("case", CASES)
-def test_matches_torch_member_by_member(case):
+def test_matches_torch_member_by_member(case, packed):
     target, members = _members(case)
-    params = _stacked_params()
+    params = _stacked_params(packed=packed)
     refs = [_torch_member(target, members[k], params, k) for k in range(K)]
     start = params[0].detach().clone()
     opt = build_stacked_optimizer(params, target, members)
@@ -179,11 +192,12 @@ def test_matches_torch_member_by_member(case):
                     torch.testing.assert_close(ours[name][k], value, msg=f"{name}[{k}]")
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["tensors", "packed"])
 @pytest.mark.parametrize("case", CASES)
-def test_frozen_members_do_not_move(case):
+def test_frozen_members_do_not_move(case, packed):
     """Members 1 and 3 are frozen for 5 of 15 steps (with NaN grads, as after divergence)."""
     target, members = _members(case)
-    params = _stacked_params()
+    params = _stacked_params(packed=packed)
     refs = [_torch_member(target, members[k], params, k) for k in range(K)]
     opt = build_stacked_optimizer(params, target, members)
     _run_stacked(opt, params, 5)

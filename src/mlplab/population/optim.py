@@ -137,7 +137,8 @@ class StackedOptimizer(torch.optim.Optimizer):
         (K, N) concatenation instead of one per tensor (a small MLP's step is all overhead).
         The state stays per parameter under torch's names: views of the group's flat buffers."""
         k = params[0].shape[0]
-        flat_p = torch.cat([p.detach().reshape(k, -1) for p in params], 1)
+        packed = _packed(params)  # StackedMLP's parameters: views of one (K, N) tensor
+        flat_p = packed if packed is not None else torch.cat([p.reshape(k, -1) for p in params], 1)
         flat_g = torch.cat([p.grad.reshape(k, -1) for p in params], 1)
         fused = self._flat_state(params, flat_p, hp, group)
         if fused is None:
@@ -153,8 +154,12 @@ class StackedOptimizer(torch.optim.Optimizer):
             new_state = {n: torch.where(keep, v, buffers[n]) for n, v in new_state.items()}
         for name, value in new_state.items():
             buffers[name].copy_(value)  # in place: the per-parameter views see it
-        for p, chunk in zip(params, new_p.split([p[0].numel() for p in params], 1), strict=True):
-            p.copy_(chunk.unflatten(1, p.shape[1:]))
+        if packed is not None:
+            packed.copy_(new_p)  # the parameters are its views
+        else:
+            blocks = new_p.split([p[0].numel() for p in params], 1)
+            for p, chunk in zip(params, blocks, strict=True):
+                p.copy_(chunk.unflatten(1, p.shape[1:]))
         count.copy_(torch.where(active, step, count))  # shared by the group's parameters
 
     def _flat_state(self, params: list[Tensor], flat_p: Tensor, hp: dict, group: dict):
@@ -221,6 +226,24 @@ class StackedOptimizer(torch.optim.Optimizer):
         """The new parameter and buffers of all members, out of place (the caller masks them).
         ``hp``: name → (K,) float64 CPU; ``step``: (K,) float64, this step's count (from 1)."""
         raise NotImplementedError
+
+
+def _packed(params: list[Tensor]) -> Tensor | None:
+    """The (K, N) tensor whose column blocks are ``params`` in order (each a view of it, member
+    k's block in row k, as ``StackedMLP`` keeps them), or None where they aren't."""
+    first = params[0]
+    k, n = first.shape[0], sum(p[0].numel() for p in params)
+    storage, offset = first.untyped_storage().data_ptr(), first.storage_offset()
+    for p in params:
+        if (
+            p.untyped_storage().data_ptr() != storage
+            or p.storage_offset() != offset
+            or p.stride(0) != n
+            or not p[0].is_contiguous()
+        ):
+            return None
+        offset += p[0].numel()
+    return first.detach().as_strided((k, n), (n, 1), first.storage_offset())
 
 
 def _fusable(params: list[Tensor]) -> bool:

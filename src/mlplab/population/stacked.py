@@ -119,6 +119,25 @@ class StackedMLP(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.hidden_sizes, self.activation = list(hidden_sizes), activation
         self.g = ACTIVATIONS[activation]
+        self._pack()
+
+    def _pack(self) -> None:
+        """Make the parameters views of one (K, N) tensor, in ``parameters()`` order, member k's
+        row holding all of its weights: the stacked optimizers update that tensor in one go
+        instead of concatenating the parameters and copying them back at every step."""
+        params = list(self.parameters())
+        k = params[0].shape[0]
+        with torch.no_grad():
+            flat = torch.cat([p.detach().reshape(k, -1) for p in params], 1)
+        for p, block in zip(params, flat.split([p[0].numel() for p in params], 1), strict=True):
+            p.data = block.unflatten(1, p.shape[1:])
+
+    def _apply(self, fn, recurse: bool = True):
+        """``to()``, ``cuda()``, ``double()``...: each parameter moves on its own, then they
+        are packed again."""
+        super()._apply(fn, recurse)
+        self._pack()
+        return self
 
     @property
     def k(self) -> int:
