@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pickle
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -39,7 +39,49 @@ MEMO = 20_000  # parsed override lines kept (a sweep's trials bring a few new on
 BASES = 256  # composed bases kept (~10 KB each): one per set of group choices seen
 
 
-class Composer:
+class PickledBases:
+    """What both fast composers keep (this ``Composer`` and the population launcher's
+    ``SweepComposer``): each override line parsed once (``line``), and each composed base
+    pickled once and copied per config (``copy_of``), both bounded."""
+
+    def __init__(self) -> None:
+        self._parser = OverridesParser.create()
+        self._parsed: dict[str, tuple] = {}  # line → (override, *what ``classify`` says)
+        self._bases: dict[tuple, bytes] = {}
+
+    def line(self, line: str, classify: Callable[[Override], tuple]) -> tuple:
+        """``(override, *classify(override))`` of an override line, parsed once."""
+        if line not in self._parsed:
+            if len(self._parsed) > MEMO:
+                self._parsed.clear()
+            override = parse_override(self._parser, line)
+            self._parsed[line] = (override, *classify(override))
+        return self._parsed[line]
+
+    def copy_of(self, key: tuple, compose: Callable[[], DictConfig]) -> DictConfig:
+        """A copy of the base ``key`` (``compose()`` makes it the first time)."""
+        if key not in self._bases:
+            if len(self._bases) >= BASES:  # a sweep over an added key: each trial a base
+                self._bases.clear()
+            self._bases[key] = pickle.dumps(compose())
+        return pickle.loads(self._bases[key])  # a deep copy (OmegaConf pickles): 0.4 ms
+
+
+def apply_values(cfg: DictConfig, overrides: Iterable[Override]) -> DictConfig:
+    """Plain ``key=value`` overrides applied as Hydra applies them after composing: in order,
+    merged (``OmegaConf.update(merge=True)``), checked by the schema."""
+    for o in overrides:
+        OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+    return cfg
+
+
+def copy_config(cfg: DictConfig) -> DictConfig:
+    """``copy.deepcopy(cfg)`` of a root config (no parent): OmegaConf pickles, 2-6x faster
+    (a task config ~0.4 ms instead of ~2.5 ms)."""
+    return pickle.loads(pickle.dumps(cfg))
+
+
+class Composer(PickledBases):
     """``composer(overrides)`` is ``compose_config(config_name, overrides)``, fast for many.
 
     ``shared``: lines every config of this composer has (``compose_runs``' common ones); they
@@ -47,10 +89,8 @@ class Composer:
     same config sets the same key, which keeps Hydra's order."""
 
     def __init__(self, config_name: str = "train") -> None:
+        super().__init__()
         self.config_name = config_name
-        self._parser = OverridesParser.create()
-        self._parsed: dict[str, tuple[Override, bool, bool]] = {}  # line → parse(line)
-        self._bases: dict[tuple[str, ...], bytes] = {}
 
     def __call__(self, overrides: Sequence[str], shared: Iterable[str] = ()) -> DictConfig:
         parsed = [(line, *self.parse(line)) for line in overrides]
@@ -65,30 +105,23 @@ class Composer:
             return compose_config(self.config_name, list(overrides))
         values = [o for _, o, after, _ in parts if after]
         base = tuple(line for line, _, after, _ in parts if not after)
-        if base not in self._bases:
-            if len(self._bases) >= BASES:  # a sweep over an added key: each trial a base
-                self._bases.clear()
-            self._bases[base] = pickle.dumps(compose_config(self.config_name, list(base)))
-        cfg = pickle.loads(self._bases[base])  # a deep copy (OmegaConf pickles): 0.4 ms
+        cfg = self.copy_of(base, lambda: compose_config(self.config_name, list(base)))
         try:
-            for o in values:
-                OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+            return apply_values(cfg, values)
         except OmegaConfBaseException:
             return compose_config(self.config_name, list(overrides))
-        return cfg
 
     def parse(self, line: str) -> tuple[Override, bool, bool]:
         """The line's ``Override``, whether it is a plain value (applied after Hydra), and
         whether Hydra applies it in command-line order with the plain values (a config
         override, not a group choice: ``defaults_list.Overrides``' split)."""
-        if line not in self._parsed:
-            if len(self._parsed) > MEMO:
-                self._parsed.clear()
-            override = parse_override(self._parser, line)
-            group = _is_group(override.key_or_group)
-            ordered = isinstance(override.value(), dict) or not group
-            self._parsed[line] = (override, _plain_value(override), ordered)
-        return self._parsed[line]
+        return self.line(line, _classify)
+
+
+def _classify(override: Override) -> tuple[bool, bool]:
+    """(plain value, ordered) of an override of the train config (``Composer.parse``)."""
+    ordered = isinstance(override.value(), dict) or not _is_group(override.key_or_group)
+    return _plain_value(override), ordered
 
 
 def reordered(lines: list[tuple[str, bool, bool]]) -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import pickle
 import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobRuntime, JobStatus
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
 
+from mlplab.composer import copy_config
 from mlplab.sweep.multirun import ERROR_FILE
 
 
@@ -47,12 +47,6 @@ class Job:
         cfg = copy_config(self.cfg)
         OmegaConf.update(cfg, "paths.output_dir", str(out_dir), force_add=True)
         return cfg
-
-
-def copy_config(cfg: DictConfig) -> DictConfig:
-    """``copy.deepcopy(cfg)`` of a root config (no parent): OmegaConf pickles, 2-6x faster
-    (a task config ~0.4 ms instead of ~2.5 ms)."""
-    return pickle.loads(pickle.dumps(cfg))
 
 
 @contextmanager

@@ -29,12 +29,12 @@ from pathlib import Path
 from hydra.core.utils import JobReturn, configure_log, env_override, run_job, setup_globals
 from omegaconf import DictConfig, open_dict, read_write
 
+from mlplab.composer import copy_config
 from mlplab.config import portable_data
 from mlplab.errors import check, fail, user_error
 from mlplab.population.jobs import (
     Job,
     as_job,
-    copy_config,
     job_return,
     prepare,
     save_hydra_files,

@@ -25,28 +25,23 @@ job's whole config (hydra node included) against Hydra's.
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Callable, Sequence
 
 from hydra._internal.config_loader_impl import get_overrides_dirname
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
 
-from mlplab.composer import BASES, MEMO, _plain_value, parse_override, reordered
+from mlplab.composer import PickledBases, _plain_value, apply_values, reordered
 
 
-class SweepComposer:
+class SweepComposer(PickledBases):
     """``composer(master_config, sweep_overrides)`` is the wrapped loader's
     ``load_sweep_config(master_config, sweep_overrides)``: the same config, fast for many."""
 
     def __init__(self, loader) -> None:
+        super().__init__()
         self.hydra_load: Callable[..., DictConfig] = loader.load_sweep_config
         self.repository = loader.repository  # the config groups Hydra composes from
-        self._parser = OverridesParser.create()
-        # line → (override, plain value, changes config keys in command-line order)
-        self._lines: dict[str, tuple[Override, bool, bool]] = {}
-        self._bases: dict[tuple, bytes] = {}
         self.composed = 0  # how many configs Hydra composed (for tests and benchmarks)
 
     def __call__(self, master_config: DictConfig, sweep_overrides: Sequence[str]) -> DictConfig:
@@ -70,14 +65,7 @@ class SweepComposer:
         values = [o for o, plain, _ in parsed if plain]
         base = [line for line in sweep if not self._parse(line)[1]]
         key = (master.hydra.job.config_name, os.getcwd(), tuple(hydra_lines), tuple(base))
-        if key not in self._bases:
-            if len(self._bases) >= BASES:  # a grid over an added key: each job a base
-                self._bases.clear()
-            self.composed += 1
-            self._bases[key] = pickle.dumps(self.hydra_load(master, base))
-        cfg = pickle.loads(self._bases[key])  # a deep copy (OmegaConf pickles): ~1 ms
-        for o in values:
-            OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+        cfg = apply_values(self.copy_of(key, lambda: self._compose(master, base)), values)
         task = [o for o, *_ in parsed if not o.is_hydra_override()]
         cfg.hydra.overrides.task = [o.input_line for o in task]
         dirname = cfg.hydra.job.config.override_dirname
@@ -90,18 +78,19 @@ class SweepComposer:
         OmegaConf.copy_cache(from_config=master, to_config=cfg)
         return cfg
 
+    def _compose(self, master: DictConfig, base: list[str]) -> DictConfig:
+        self.composed += 1
+        return self.hydra_load(master, base)
+
     def _parse(self, line: str) -> tuple[Override, bool, bool]:
-        if line not in self._lines:
-            if len(self._lines) > MEMO:
-                self._lines.clear()
-            o = parse_override(self._parser, line)
-            plain = _plain_value(o) and not self.repository.group_exists(o.key_or_group)
-            # Hydra's own split (defaults_list.Overrides): a group choice is composed before
-            # any config override; a config override is applied in command-line order.
-            group = self.repository.group_exists(o.key_or_group)
-            ordered = isinstance(o.value(), dict) or not group
-            self._lines[line] = (o, plain, ordered)
-        return self._lines[line]
+        return self.line(line, self._classify)
+
+    def _classify(self, o: Override) -> tuple[bool, bool]:
+        """(plain value, ordered): Hydra's own split (``defaults_list.Overrides``): a group
+        choice is composed before any config override; a config override is applied in
+        command-line order."""
+        group = self.repository.group_exists(o.key_or_group)
+        return _plain_value(o) and not group, isinstance(o.value(), dict) or not group
 
 
 def install(loader) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import gc
 import math
-import pickle
 import warnings
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
+from mlplab.composer import copy_config
 from mlplab.config import portable_data
 from mlplab.errors import ConfigError, DivergedError, check
 from mlplab.run.console import silence_known_noise
@@ -172,7 +172,7 @@ def stacked(cfg: DictConfig, out_dir) -> DictConfig:
     """The trial's config as its population trains it: one output dir for all members (so the
     keys derived from it are equal; each member is still written into its trial dir). Its
     loggers: one wandb run for the population (``population.tracking``), its ``metrics.csv``."""
-    cfg = pickle.loads(pickle.dumps(cfg))  # a deep copy: 0.4 ms, deepcopy takes 2.5
+    cfg = copy_config(cfg)
     OmegaConf.update(cfg, "paths.output_dir", str(out_dir), force_add=True)
     return cfg
 
