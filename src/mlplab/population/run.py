@@ -31,8 +31,9 @@ from omegaconf import DictConfig
 
 from mlplab.config import portable_data
 from mlplab.errors import ConfigError, check
+from mlplab.population.batches import PopulationBatches, StackedSplit
 from mlplab.population.members import Member, build_members, mean_and_std  # noqa: F401
-from mlplab.population.module import PopulationBatches, PopulationModule, StackedSplit
+from mlplab.population.module import PopulationModule
 from mlplab.population.resume import (
     PopulationCheckpoint,
     checkpoint_path,
