@@ -673,3 +673,111 @@ def test_workers_train_populations_on_one_study(tmp_path):
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials)
     assert all(t.user_attrs["population"].startswith("population_") for t in trials)
+
+
+# A population=2 cv=3 sweep killed (kill -9) in the second chunk of its first batch: the 6
+# folds train in chunks of 4 (so trial 1's folds are split), the first chunk is done, the
+# second has its checkpoint of epoch 0 and is killed after epoch 1.
+STALL_REPLICATES = """
+import sys, time
+from pathlib import Path
+import mlplab.population.chunks as chunking
+import mlplab.population.resume as resume
+import mlplab.population.run as run
+import mlplab.sweep.cli as cli
+
+chunking._fitting = lambda cfgs: min(4, len(cfgs))
+real, calls, marker = run.train_population, [], Path(sys.argv[1])
+
+def counting(cfgs, out_dir, *args, **kwargs):
+    calls.append(out_dir)
+    return real(cfgs, out_dir, *args, **kwargs)
+
+save = resume.PopulationCheckpoint.on_train_epoch_end
+
+def stalling(self, trainer, module):
+    save(self, trainer, module)
+    if len(calls) == 2 and trainer.current_epoch == 1:
+        marker.write_text(str(calls[-1]))
+        time.sleep(600)
+
+run.train_population = counting
+resume.PopulationCheckpoint.on_train_epoch_end = stalling
+cli.main(sys.argv[2:])
+"""
+REPLICATE_ARGS = ("n_trials=2", "population=2", "cv=3")
+
+
+def test_a_killed_batch_of_cv_trials_goes_on_from_its_chunks_checkpoints(
+    tmp_path, no_plots, monkeypatch, capsys
+):
+    from mlplab.population import chunks as chunking
+
+    search = _search(tmp_path, SGD_SPACE, epochs=4, name="cv")
+    marker, env = tmp_path / "stalled", {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("MLPLAB_RUN_ID", None)
+    (tmp_path / "killed").mkdir()
+    argv = _argv(tmp_path / "killed", search, *REPLICATE_ARGS)
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", STALL_REPLICATES, str(marker), *argv],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 240
+            while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert marker.exists(), (tmp_path / "first.log").read_text()[-3000:]
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    killed_at = time.monotonic()
+    pop = tmp_path / "killed" / "sw" / "population_0"
+    assert torch.load(pop / "chunk_0" / "checkpoints" / "population.ckpt")["epoch"] == 3
+    assert torch.load(pop / "chunk_1" / "checkpoints" / "population.ckpt")["epoch"] == 0
+    before = _study(tmp_path / "killed", "cv").trials
+    assert [t.state for t in before] == [TrialState.RUNNING] * 2
+    assert [t.user_attrs["population"] for t in before] == ["population_0"] * 2
+
+    monkeypatch.setattr(chunking, "_fitting", lambda cfgs: min(4, len(cfgs)))
+    (tmp_path / "whole").mkdir()
+    whole = sweep(_argv(tmp_path / "whole", search, *REPLICATE_ARGS))
+    capsys.readouterr()
+    monkeypatch.setattr(launch, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(launch, "GRACE_S", 1)
+    time.sleep(max(0.0, killed_at + 3 - time.monotonic()))
+    shutil.copytree(tmp_path / "killed", tmp_path / "damaged")  # the same, a chunk damaged
+    damaged = tmp_path / "damaged" / "sw" / "population_0" / "chunk_1" / "checkpoints"
+    (damaged / "population.ckpt").write_bytes(b"not a checkpoint")
+    study = sweep(argv)
+    out = capsys.readouterr().out
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.COMPLETE] * 2
+    retries = trials[2:]
+    assert [t.user_attrs["resumes"] for t in retries] == [0, 1]
+    assert [t.user_attrs["population"] for t in retries] == ["population_0"] * 2
+    assert "the members of trials 2, 3 (retries of 0, 1, on from population_0)" in out
+    assert out.count("population: resuming from") == 2 and "note:" not in out
+    for t, w in zip(retries, whole.trials, strict=True):  # ... as if never killed
+        assert t.params == w.params and t.value == pytest.approx(w.value, abs=1e-6)
+        ours = _metrics(tmp_path / "killed" / "sw", t.number)
+        theirs = _metrics(tmp_path / "whole" / "sw", w.number)
+        assert set(ours) == set(theirs) and "val/loss.std" in ours
+        for key, value in theirs.items():
+            assert ours[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
+        mine = tmp_path / "killed" / "sw" / f"trial_{t.number}"
+        rows = pd.read_csv(mine / "metrics.csv")
+        assert list(rows.epoch) == [e for e in range(4) for _ in range(3)]
+        for m in range(3):
+            assert (mine / f"member_{m:03d}" / "checkpoints" / "best.ckpt").is_file()
+    # A damaged checkpoint: the retries train from the start in a dir of their own, same ends.
+    again = sweep(_argv(tmp_path / "damaged", search, *REPLICATE_ARGS))
+    out = capsys.readouterr().out
+    assert "note: trials 2, 3 train from the start: " in out and "damaged" in out
+    assert "population of 6: the members of trials 2, 3 (retries of 0, 1)" in out
+    assert [t.user_attrs["population"] for t in again.trials[2:]] == ["population_2"] * 2
+    for t, w in zip(again.trials[2:], whole.trials, strict=True):
+        assert t.value == pytest.approx(w.value, abs=1e-6)

@@ -150,12 +150,15 @@ def _groups(jobs: list[Job]) -> list[tuple[list[Job], str]]:
             alone.append(job)
             continue
         fixed = {k: v for k, v in flat.items() if not k.startswith(MEMBER_KEYS) or k in SHARED}
+        old = retry.old_population(job.resumes)
         if flat.get("seeds") is not None or flat.get("cv") is not None:
             # a population of its own (folds, seeds): its members stack with theirs
-            replicates.setdefault(repr(sorted(fixed.items())), []).append(job)
+            replicates.setdefault(repr((old, sorted(fixed.items()))), []).append(job)
             continue
-        old = retry.old_population(job.resumes)
         groups.setdefault(repr((old, sorted(fixed.items()))), []).append(job)
+    for group in replicates.values():  # a killed batch's retries: in its trials' order
+        if group[0].resumes is not None:
+            group.sort(key=lambda job: retry.member_order(job.resumes))
     parts = []
     for group in groups.values():  # each in chunks that fit in memory (population.chunks)
         if group[0].resumes is not None:
@@ -209,7 +212,7 @@ def _train_population(objective: Objective, jobs: list[Job], tell: Teller) -> No
 
     def start() -> None:  # the members are built and checked: the population starts
         started.append(True)
-        _record_population(jobs, out_dir.name)  # so that a killed trial can be retried
+        retry.record_population(jobs, out_dir.name)  # so that a killed trial can be retried
         if epoch is not None:
             reporter.values = retry.report_history(reporter.trials, killed, epoch)
 
@@ -227,7 +230,7 @@ def _train_population(objective: Objective, jobs: list[Job], tell: Teller) -> No
         # Refused: nothing written, nothing reported (a resume reports its history at start).
         refused = reporter.epochs == 0 and (epoch is None or not started)
         if refused and started:
-            _record_population(jobs, None)
+            retry.record_population(jobs, None)
         fall_back(objective, jobs, tell, err, refused)
         return
     metric = objective.metric
@@ -263,11 +266,3 @@ def fall_back(objective: Objective, jobs: list[Job], tell: Teller, err: Exceptio
         return
     for job in jobs:
         tell.failed(objective, job.trial, err)
-
-
-def _record_population(jobs: list[Job], name: str | None) -> None:
-    """Each trial's ``population`` dir (None: not one) and its ``member`` index there."""
-    for k, job in enumerate(jobs):
-        for trial in (job.trial, *job.copies):
-            trial.set_user_attr("population", name)
-            trial.set_user_attr("member", None if name is None else k)

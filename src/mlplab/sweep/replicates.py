@@ -10,9 +10,10 @@ trial alone leaves there: ``member_000`` … (each member's run dir), the run in
 members' epochs) and ``metrics.json`` (mean and std over the members that trained); its value
 is the mean of the metric, as alone (no per-epoch reports: such a trial is judged by its mean
 at the end). A trial its checks refuse (``check_cv``) fails alone, with the reason. A killed
-batch's trials fail as a killed trial trained alone does (they are not retried: their
-population isn't one of trials). ``tests/test_sweep_population.py`` checks the trials' values
-and files against the same sweep one trial at a time.
+batch's trials are retried together (``sweep.retry``): the retries go on from its chunks'
+checkpoints in its dir, a chunk not started yet from the start there. ``tests/
+test_sweep_population.py`` checks the trials' values and files against the same sweep one
+trial at a time, and a killed batch's against the same sweep never killed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
+from mlplab.errors import ConfigError
+from mlplab.sweep import retry
 from mlplab.sweep.objective import MissingMetric, Objective
 from mlplab.sweep.tell import Teller
 
@@ -63,16 +66,34 @@ def train_replicates(objective: Objective, jobs: list, tell: Teller, stacked) ->
     if not ok:
         return
     numbers = [job.trial.number for job in ok]
-    out_dir = objective.sweep_dir / f"population_{numbers[0]}"
-    trials = f"trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"
-    print(f"population of {len(members)}: the members of {trials}", flush=True)
     parts = chunks(members)
-    homes = [out_dir] if len(parts) == 1 else [out_dir / f"chunk_{i}" for i in range(len(parts))]
+    killed = [job.resumes for job in ok]
+    old = _goes_on_from(
+        objective.sweep_dir, killed, numbers, [[members[i] for i in p] for p in parts]
+    )
+    out_dir = old or objective.sweep_dir / f"population_{numbers[0]}"
+    trials = f"trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"
+    olds = ", ".join(str(k.number) for k in killed if k is not None)
+    again = f" (retries of {olds}{f', on from {out_dir.name}' if old else ''})" if olds else ""
+    print(f"population of {len(members)}: the members of {trials}{again}", flush=True)
+    homes = _homes(out_dir, len(parts))
     rows, history, varied = {}, [], []  # varied: the summaries' columns of what varies
+    started: list[bool] = []
+
+    def start() -> None:  # the first chunk's members are built and checked
+        started.append(True)
+        retry.record_population(ok, out_dir.name)  # so that a killed batch can be retried
+
     try:
-        for part, home in zip(parts, homes, strict=True):
+        for c, (part, home) in enumerate(zip(parts, homes, strict=True)):
             dirs = [objective.trial_dir(ok[owner[i][0]].trial) / members[i].run_name for i in part]
-            summary = train_population([stacked(members[i], home) for i in part], home, dirs)
+            summary = train_population(
+                [stacked(members[i], home) for i in part],
+                home,
+                dirs,
+                resume=old is not None,
+                before_fit=start if c == 0 else None,
+            )
             columns = list(summary.columns)
             columns = columns[columns.index("status") + 1 : columns.index("best_epoch")]
             varied += [c for c in columns if c not in varied]
@@ -84,6 +105,8 @@ def train_replicates(objective: Objective, jobs: list, tell: Teller, stacked) ->
     except Exception as err:  # noqa: BLE001 — as a trial that raises: FAIL, the sweep goes on
         from mlplab.sweep.population import fall_back
 
+        if not rows and started:  # refused after all: not a population to go on from
+            retry.record_population(ok, None)
         fall_back(objective, ok, tell, err, refused=not rows)  # refused: nothing written
         return
     history = pd.concat(history, ignore_index=True)
@@ -94,6 +117,38 @@ def train_replicates(objective: Objective, jobs: list, tell: Teller, stacked) ->
     for t, job in enumerate(ok):
         mine = [i for i in range(len(members)) if owner[i][0] == t]
         _tell(objective, job, tell, _summary([rows[i] for i in mine], varied), history, mine)
+
+
+def _homes(out_dir: Path, n: int) -> list[Path]:
+    """Where each chunk of a batch's members trains: the population dir, or its chunk dirs."""
+    return [out_dir] if n == 1 else [out_dir / f"chunk_{i}" for i in range(n)]
+
+
+def _goes_on_from(sweep_dir: Path, killed: list, numbers: list[int], parts: list[list]):
+    """The killed batch's population dir, when the jobs are its retries and its checkpoints fit
+    their members chunk by chunk (``parts``: the member configs of each chunk); the chunks
+    without one (not started when it was killed) start there. Else None: train from the start
+    in a new dir, with one ``note:`` line for retries."""
+    from mlplab.config import portable_data
+    from mlplab.population.resume import find_checkpoint
+    from mlplab.population.run import _flat
+
+    olds = {retry.old_population(k) for k in killed}
+    if None in olds or len(olds) != 1:  # not retries (or of several batches: start over)
+        return None
+    old_dir = sweep_dir / olds.pop()
+    try:
+        found = [
+            find_checkpoint(home, [_flat(portable_data(m)) for m in part])
+            for home, part in zip(_homes(old_dir, len(parts)), parts, strict=True)
+        ]
+        why = None if found[0] is not None else f"{old_dir.name} has no checkpoint of these"
+    except ConfigError as err:  # the checkpoint's own words, less the train command's prefix
+        why = str(err).removeprefix("resume=auto: ")
+    if why is not None:
+        print(f"note: trials {', '.join(map(str, numbers))} train from the start: {why}")
+        return None
+    return old_dir
 
 
 def _summary(rows: list[dict], varied: list[str]) -> pd.DataFrame:

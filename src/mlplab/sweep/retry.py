@@ -37,8 +37,25 @@ class RetryKilled:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         name = trial.user_attrs.get("population")  # set when its population started
-        if name and (self.sweep_dir / name / POPULATION_CHECKPOINT).is_file():
+        if name and has_checkpoint(self.sweep_dir / name):
             study.enqueue_trial(trial.params, user_attrs={RESUMES: trial.number})
+
+
+def has_checkpoint(population_dir: Path) -> bool:
+    """A population checkpoint in the dir, or in one of its chunks' (``chunk_<i>``: a batch of
+    ``cv=``/``seeds=`` trials whose members train in chunks, ``sweep.replicates``)."""
+    if (population_dir / POPULATION_CHECKPOINT).is_file():
+        return True
+    return any(population_dir.glob(f"chunk_*/{POPULATION_CHECKPOINT.as_posix()}"))
+
+
+def record_population(jobs: list, name: str | None) -> None:
+    """Each job's trial's ``population`` dir (None: not one) and its ``member`` index there
+    (its order in the batch: what a retry is sorted by)."""
+    for k, job in enumerate(jobs):
+        for trial in (job.trial, *job.copies):
+            trial.set_user_attr("population", name)
+            trial.set_user_attr("member", None if name is None else k)
 
 
 def retries(trials: list[FrozenTrial]) -> dict[int, FrozenTrial]:
