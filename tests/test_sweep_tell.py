@@ -53,3 +53,31 @@ def test_other_storages_report_trial_by_trial():
     trials = [study.ask() for _ in range(3)]
     report_all([(t, float(k)) for k, t in enumerate(trials)], 0)
     assert [t.intermediate_values for t in study.get_trials()] == [{0: 0.0}, {0: 1.0}, {0: 2.0}]
+
+
+def test_an_epoch_of_many_members_is_a_few_statements_and_non_finite_values_as_optunas(tmp_path):
+    study, _ = _study(tmp_path)
+    statements: list[str] = []
+    engine = study._storage._backend.engine
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    trials = [study.ask() for _ in range(24)]
+    values = [float("nan"), float("inf"), float("-inf"), 0.25] * 3
+    statements.clear()
+    report_all([(t, v) for t, v in zip(trials[:12], values, strict=True)], 0)
+    assert len(statements) == 3  # two queries and one insert, not those per member (36)
+    for t, v in zip(trials[12:], values, strict=True):
+        t.report(v, 0)
+    stored = [t.intermediate_values for t in study.get_trials()]
+    assert [repr(s) for s in stored[:12]] == [repr(s) for s in stored[12:]]
+    assert repr(stored[0]) == "{0: nan}" and stored[1] == {0: float("inf")}
+
+
+def test_a_value_another_process_wrote_is_overwritten_as_trial_report_does(tmp_path):
+    study, _ = _study(tmp_path)
+    ours, theirs = [study.ask() for _ in range(2)], [study.ask() for _ in range(2)]
+    for t in ours + theirs:  # written behind the trial objects' backs (their caches miss it)
+        study._storage.set_trial_intermediate_value(t._trial_id, 0, 9.0)
+    report_all([(t, 0.5) for t in ours], 0)
+    for t in theirs:
+        t.report(0.5, 0)
+    assert [t.intermediate_values for t in study.get_trials()] == [{0: 0.5}] * 4

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from mlplab.sweep.objective import Objective
@@ -81,8 +82,9 @@ def report_all(reports: list[tuple[optuna.Trial, float]], step: int) -> None:
         return
     session = backend.scoped_session()
     try:
-        for trial, value in todo:
-            write(session, trial._trial_id, step, value)
+        if not _write_step(backend, session, todo, step):
+            for trial, value in todo:
+                write(session, trial._trial_id, step, value)
         session.commit()
     except Exception:  # noqa: BLE001 — Optuna's own path says what is wrong
         session.rollback()
@@ -91,6 +93,46 @@ def report_all(reports: list[tuple[optuna.Trial, float]], step: int) -> None:
         return
     for trial, value in todo:  # what Trial.report keeps after its write
         trial._cached_frozen_trial.intermediate_values[step] = value
+
+
+def _write_step(backend, session, todo: list[tuple[optuna.Trial, float]], step: int) -> bool:
+    """What ``_set_trial_intermediate_value_without_commit`` does for each trial (check the
+    trial is running, insert its value at ``step`` or update it), in three statements for all
+    of them instead of three each (~1 ms a member and epoch on sqlite). False where Optuna's
+    models don't have those names (nothing done: the caller writes trial by trial)."""
+    try:
+        from optuna.storages._rdb import models
+
+        trial_model, value_model = models.TrialModel, models.TrialIntermediateValueModel
+        stored_repr = value_model.intermediate_value_to_stored_repr
+        updatable = backend.check_trial_is_updatable
+    except (ImportError, AttributeError):
+        return False
+    ids = [trial._trial_id for trial, _ in todo]
+    query = session.query(trial_model.trial_id, trial_model.state)
+    states = dict(query.filter(trial_model.trial_id.in_(ids)).all())
+    for trial_id in ids:
+        updatable(trial_id, states[trial_id])  # Optuna's error for a finished trial
+    rows = session.query(value_model).filter(value_model.trial_id.in_(ids))
+    existing = {row.trial_id: row for row in rows.filter(value_model.step == step)}
+    new = []
+    for trial_id, (_, value) in zip(ids, todo, strict=True):
+        stored, kind = stored_repr(value)
+        row = existing.get(trial_id)
+        if row is None:
+            new.append(
+                {
+                    "trial_id": trial_id,
+                    "step": step,
+                    "intermediate_value": stored,
+                    "intermediate_value_type": kind,
+                }
+            )
+        else:  # written by another process since this one's cache
+            row.intermediate_value, row.intermediate_value_type = stored, kind
+    if new:  # one INSERT for all (the ORM inserts row by row to learn each new id)
+        session.execute(sqlalchemy.insert(value_model.__table__), new)
+    return True
 
 
 def _reported(trial: optuna.Trial) -> dict:
