@@ -88,9 +88,29 @@ class Composer(PickledBases):
     are composed into the base too (not applied again per config) unless another line of the
     same config sets the same key, which keeps Hydra's order."""
 
-    def __init__(self, config_name: str = "train") -> None:
+    def __init__(
+        self,
+        config_name: str = "train",
+        config_dir: str | Path | None = None,
+        return_hydra_config: bool = False,
+    ) -> None:
+        """``config_dir`` and ``return_hydra_config``: as ``compose_config``'s. With the hydra
+        node, its per-run fields (``hydra.overrides.task``, ``hydra.job.override_dirname``)
+        are the base's: what ``run.preflight`` checks doesn't read them."""
         super().__init__()
-        self.config_name = config_name
+        self.config_name, self.config_dir = config_name, config_dir
+        self.return_hydra_config = return_hydra_config
+        # where config groups are: the user's folder first, as Hydra searches
+        self._groups = [Path(d) for d in (config_dir, CONF_DIR) if d]
+
+    def compose(self, overrides: Sequence[str]) -> DictConfig:
+        """Hydra's whole composition of ``overrides``."""
+        return compose_config(
+            self.config_name,
+            list(overrides),
+            config_dir=self.config_dir,
+            return_hydra_config=self.return_hydra_config,
+        )
 
     def __call__(self, overrides: Sequence[str], shared: Iterable[str] = ()) -> DictConfig:
         parsed = [(line, *self.parse(line)) for line in overrides]
@@ -102,26 +122,26 @@ class Composer(PickledBases):
             for line, o, plain, ordered in parsed
         ]
         if reordered([(o.key_or_group, after, ordered) for _, o, after, ordered in parts]):
-            return compose_config(self.config_name, list(overrides))
+            return self.compose(overrides)
         values = [o for _, o, after, _ in parts if after]
         base = tuple(line for line, _, after, _ in parts if not after)
-        cfg = self.copy_of(base, lambda: compose_config(self.config_name, list(base)))
+        cfg = self.copy_of(base, lambda: self.compose(base))
         try:
             return apply_values(cfg, values)
         except OmegaConfBaseException:
-            return compose_config(self.config_name, list(overrides))
+            return self.compose(overrides)
 
     def parse(self, line: str) -> tuple[Override, bool, bool]:
         """The line's ``Override``, whether it is a plain value (applied after Hydra), and
         whether Hydra applies it in command-line order with the plain values (a config
         override, not a group choice: ``defaults_list.Overrides``' split)."""
-        return self.line(line, _classify)
+        return self.line(line, self._classify)
 
-
-def _classify(override: Override) -> tuple[bool, bool]:
-    """(plain value, ordered) of an override of the train config (``Composer.parse``)."""
-    ordered = isinstance(override.value(), dict) or not _is_group(override.key_or_group)
-    return _plain_value(override), ordered
+    def _classify(self, override: Override) -> tuple[bool, bool]:
+        """(plain value, ordered): a config group's choice is neither."""
+        key = override.key_or_group
+        group = any((root / key.replace(".", "/")).is_dir() for root in self._groups)
+        return _plain_value(override) and not group, isinstance(override.value(), dict) or not group
 
 
 def reordered(lines: list[tuple[str, bool, bool]]) -> bool:
@@ -171,16 +191,11 @@ def parse_override(parser: OverridesParser, line: str) -> Override:
 
 
 def _plain_value(override: Override) -> bool:
-    """``key=value`` changing a key that isn't a config group (Hydra applies those last)."""
-    key = override.key_or_group
+    """``key=value`` changing a config key (not ``hydra``'s); Hydra applies those last unless
+    the key is a config group (the caller knows its groups)."""
     return (
         override.type == OverrideType.CHANGE
         and override.package is None
         and not override.is_sweep_override()
-        and not key.startswith("hydra")
-        and not _is_group(key)
+        and not override.key_or_group.startswith("hydra")
     )
-
-
-def _is_group(key: str) -> bool:
-    return (Path(CONF_DIR) / key.replace(".", "/")).is_dir()

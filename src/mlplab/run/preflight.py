@@ -105,7 +105,12 @@ def preflight(argv: Sequence[str], config_name: str, train: bool = False) -> lis
     """
     line = parse_command_line(argv, config_name)
     jobs = job_overrides(line.overrides, line.multirun)
-    configs = [compose_checked(line, job) for job in jobs]
+    configs = [compose_checked(line, job) for job in jobs[:1]]
+    if len(jobs) > 1:  # the other values of a grid: Hydra composes once per set of choices
+        from mlplab.composer import Composer
+
+        composer = Composer(line.config_name, line.config_dir, return_hydra_config=True)
+        configs += [compose_checked(line, job, composer) for job in jobs[1:]]
     if line.prints_only:
         return configs
     for cfg in configs:
@@ -149,9 +154,12 @@ def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
 
 
 # ---- composing, with Hydra's errors explained ----------------------------------------------
-def compose_checked(line: CommandLine, overrides: list[str]) -> DictConfig:
-    """``compose_config`` (with the hydra node); any failure becomes one ConfigError."""
+def compose_checked(line: CommandLine, overrides: list[str], composer=None) -> DictConfig:
+    """``compose_config`` (with the hydra node), or ``composer``'s equal config (its hydra
+    node's per-run fields are its base's); any failure becomes one ConfigError."""
     try:
+        if composer is not None:
+            return composer(overrides)
         return compose_config(
             line.config_name, overrides, config_dir=line.config_dir, return_hydra_config=True
         )
