@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 import pytest
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, OmegaConf, open_dict
 
 import mlplab.run.parses as parses
 from mlplab.config import compose_run
@@ -148,3 +148,23 @@ def test_errors_are_omegaconfs_own():
         else:
             assert to_plain(cfg) == want
     assert raised >= 8
+
+
+def test_portable_data_swaps_its_placeholders_back_also_where_it_cant_swap(tmp_path):
+    """``portable_data`` puts placeholders into the run-identity nodes and takes them out: the
+    same data and an unchanged config for a read-only config and one without ``run_name``."""
+    from mlplab.config import portable_data
+
+    cfg = compose_run(tmp_path, "data=moons")
+    want = portable_data(cfg)
+    assert want["paths"]["output_dir"] == "${hydra:runtime.output_dir}"
+    assert want["callbacks"]["model_checkpoint"]["dirpath"] == "${paths.output_dir}/checkpoints"
+    before = OmegaConf.to_container(cfg, resolve=False)
+    OmegaConf.set_readonly(cfg, True)
+    assert portable_data(cfg) == want
+    OmegaConf.set_readonly(cfg, False)
+    assert OmegaConf.to_container(cfg, resolve=False) == before
+    with open_dict(cfg):
+        del cfg["run_name"]
+    assert portable_data(cfg) == want  # the key comes back as the identity's reference
+    assert "run_name" not in cfg

@@ -173,22 +173,20 @@ def _placeholders(cfg: DictConfig, sentinels: dict[str, str]) -> Iterator[None]:
     otherwise (a key absent, a container, a typed node refusing text) through OmegaConf."""
     nodes = [_leaf(cfg, key) for key in sentinels.values()]
     if all(isinstance(node, ValueNode) for node in nodes):
-        saved = [node._value() for node in nodes]
+        saved, done = [node._value() for node in nodes], 0
         try:
             for node, sentinel in zip(nodes, sentinels, strict=True):
                 node._set_value(sentinel)
-            swapped = True
-        except OmegaConfBaseException:
-            swapped = False
-        if swapped:
-            try:
+                done += 1
+        except OmegaConfBaseException:  # read-only, or a type the text doesn't fit
+            pass
+        try:
+            if done == len(nodes):
                 yield
-            finally:
-                for node, value in zip(nodes, saved, strict=True):
-                    node._set_value(value)
-            return
-        for node, value in zip(nodes, saved, strict=True):
-            node._set_value(value)
+                return
+        finally:
+            for node, value in zip(nodes[:done], saved, strict=False):
+                node._set_value(value)
     saved = {key: _raw_value(cfg, key) for key in RUN_IDENTITY}
     try:
         with read_write(cfg), open_dict(cfg):
@@ -210,7 +208,7 @@ def _leaf(cfg: DictConfig, key: str):
     """The node at dotted ``key``, or None."""
     node = cfg
     for part in key.split("."):
-        node = node._get_node(part) if isinstance(node, DictConfig) else None
+        node = node._get_node(part, validate_access=False) if isinstance(node, DictConfig) else None
         if node is None:
             return None
     return node
