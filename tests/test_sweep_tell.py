@@ -10,6 +10,9 @@ from sqlalchemy import event
 from mlplab.sweep.launch import open_storage
 from mlplab.sweep.tell import report_all
 
+# the sweep asks its trials with heartbeats on (open_storage) and silences Optuna's note on it
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+
 
 def _study(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
