@@ -432,12 +432,19 @@ def killed(tmp_path_factory):
     n_trials=8 population=3`` killed (kill -9) in its second population, after epoch 1."""
     root = tmp_path_factory.mktemp("killed")
     search = _search(root, SGD_SPACE)
-    marker = root / "stalled"
+    _kill_when_stalled(root, STALL, _argv(root, search, *KILLED_ARGS))
+    return root, search, time.monotonic()
+
+
+def _kill_when_stalled(cwd, script: str, argv: list[str]) -> None:
+    """Run ``mlplab-sweep argv`` through ``script`` (its first argument: a marker file it
+    writes where it stalls) and kill -9 it once the marker is there."""
+    marker = cwd / "stalled"
     env = {k: v for k, v in os.environ.items() if k != "MLPLAB_RUN_ID"} | {"OMP_NUM_THREADS": "1"}
-    with open(root / "first.log", "w") as log:
+    with open(cwd / "first.log", "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-c", STALL, str(marker), *_argv(root, search, *KILLED_ARGS)],
-            cwd=root,
+            [sys.executable, "-c", script, str(marker), *argv],
+            cwd=cwd,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -446,11 +453,10 @@ def killed(tmp_path_factory):
             deadline = time.monotonic() + 240
             while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.1)
-            assert marker.exists(), (root / "first.log").read_text()[-3000:]
+            assert marker.exists(), (cwd / "first.log").read_text()[-3000:]
         finally:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
-    return root, search, time.monotonic()
 
 
 @pytest.fixture(scope="module")
@@ -714,26 +720,9 @@ def test_a_killed_batch_of_cv_trials_goes_on_from_its_chunks_checkpoints(
     from mlplab.population import chunks as chunking
 
     search = _search(tmp_path, SGD_SPACE, epochs=4, name="cv")
-    marker, env = tmp_path / "stalled", {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("MLPLAB_RUN_ID", None)
     (tmp_path / "killed").mkdir()
     argv = _argv(tmp_path / "killed", search, *REPLICATE_ARGS)
-    with open(tmp_path / "first.log", "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", STALL_REPLICATES, str(marker), *argv],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 240
-            while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert marker.exists(), (tmp_path / "first.log").read_text()[-3000:]
-        finally:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+    _kill_when_stalled(tmp_path, STALL_REPLICATES, argv)
     killed_at = time.monotonic()
     pop = tmp_path / "killed" / "sw" / "population_0"
     assert torch.load(pop / "chunk_0" / "checkpoints" / "population.ckpt")["epoch"] == 3

@@ -34,6 +34,7 @@ from omegaconf.errors import (
     ValidationError,
 )
 
+from mlplab.composer import Composer
 from mlplab.config import compose_config
 from mlplab.errors import ConfigError
 from mlplab.run.rundir import check_run_dir, check_sweep_dir
@@ -105,12 +106,9 @@ def preflight(argv: Sequence[str], config_name: str, train: bool = False) -> lis
     """
     line = parse_command_line(argv, config_name)
     jobs = job_overrides(line.overrides, line.multirun)
-    configs = [compose_checked(line, job) for job in jobs[:1]]
-    if len(jobs) > 1:  # the other values of a grid: Hydra composes once per set of choices
-        from mlplab.composer import Composer
-
-        composer = Composer(line.config_name, line.config_dir, return_hydra_config=True)
-        configs += [compose_checked(line, job, composer) for job in jobs[1:]]
+    # a grid's other values: Hydra composes once per set of group choices (Composer)
+    composer = Composer(line.config_name, line.config_dir, return_hydra_config=True)
+    configs = [compose_checked(line, job, composer if i else None) for i, job in enumerate(jobs)]
     if line.prints_only:
         return configs
     for cfg in configs:
