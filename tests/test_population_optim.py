@@ -19,7 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from mlplab.errors import ConfigError
-from mlplab.population.optim import _packed
+from mlplab.population.optim import flat_view
 from mlplab.population.optim_config import OPTIMIZERS, build_stacked_optimizer
 from mlplab.population.rules import StackedSGD
 
@@ -113,7 +113,7 @@ def _members(case: str) -> tuple[str, list[dict]]:
 def _stacked_params(seed: int = 0, packed: bool = False) -> list[torch.Tensor]:
     """Random float32 weights (K, 5, 3) and biases (K, 1, 3), as leaves; ``packed``: views
     of one (K, 18) tensor, as ``StackedMLP`` keeps its parameters (the optimizer steps that
-    tensor, ``optim._packed``)."""
+    tensor, ``optim.flat_view``)."""
     gen = torch.Generator().manual_seed(seed)
     params = [torch.randn(K, *shape, generator=gen) for shape in [(5, 3), (1, 3)]]
     if not packed:
@@ -123,7 +123,7 @@ def _stacked_params(seed: int = 0, packed: bool = False) -> list[torch.Tensor]:
     params = [torch.nn.Parameter(torch.empty(0)) for _ in views]
     for p, view in zip(params, views, strict=True):
         p.data = view
-    assert _packed(params) is not None
+    assert flat_view(params) is not None
     return params
 
 

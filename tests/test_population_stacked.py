@@ -258,20 +258,23 @@ def test_twenty_sgd_steps_equal_three_separately_trained_mlps():
 
 
 def test_parameters_stay_views_of_one_tensor():
-    """The optimizer steps the one (K, N) tensor (``optim._packed``): the parameters are its
+    """The optimizer steps the one (K, N) tensor (``optim.flat_view``): the parameters are its
     views after construction, ``to()``/``double()``, ``load_state_dict`` and ``from_members``."""
-    from mlplab.population.optim import _packed
+    from mlplab.population.optim import flat_view
 
     net = StackedMLP(3, [4, 5], 2, seeds=[0, 1, 2])
-    assert _packed(list(net.parameters())) is not None
+    assert flat_view(list(net.parameters())) is not None
     before = [p.detach().clone() for p in net.parameters()]
     net.double()
     params = list(net.parameters())
-    assert _packed(params) is not None and all(p.dtype == torch.float64 for p in params)
+    assert flat_view(params) is not None and all(p.dtype == torch.float64 for p in params)
     assert all(torch.equal(p, b.double()) for p, b in zip(params, before, strict=True))
     net.load_state_dict({k: v + 1 for k, v in net.state_dict().items()})
-    assert _packed(list(net.parameters())) is not None
+    assert flat_view(list(net.parameters())) is not None
     assert all(torch.equal(p, b.double() + 1) for p, b in zip(params, before, strict=True))
     again = StackedMLP.from_members([net.member(k) for k in range(3)])
-    assert _packed(list(again.parameters())) is not None
+    assert flat_view(list(again.parameters())) is not None
+    again.share_memory()  # in place: still one tensor, now in shared memory
+    assert flat_view(list(again.parameters())) is not None
+    assert all(p.is_shared() for p in again.parameters())
     assert all(p.is_leaf and p.requires_grad for p in again.parameters())

@@ -5,7 +5,7 @@ table (``sources.shared_sources``) K ways, and parsing a column costs the same f
 as for 600: ``TableRows`` parses each column of the shared table once (``ParsedTable``) and
 hands a split its rows of the result. Parsing is per cell (``cells.to_numbers``,
 ``cells.canonical_key``), so a split's rows of the table's parse are the split's own parse:
-the same numbers and the same canonical key per row (``tests/test_preprocess.py`` checks the
+the same numbers and the same canonical key per row (``tests/test_columns.py`` checks the
 tensors and the fitted state equal). A column whose table-wide parse fails (a bad cell
 anywhere) is parsed from the split's frame instead, so errors name the split's own cell and
 come when they came before.

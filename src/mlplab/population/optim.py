@@ -137,7 +137,7 @@ class StackedOptimizer(torch.optim.Optimizer):
         (K, N) concatenation instead of one per tensor (a small MLP's step is all overhead).
         The state stays per parameter under torch's names: views of the group's flat buffers."""
         k = params[0].shape[0]
-        packed = _packed(params)  # StackedMLP's parameters: views of one (K, N) tensor
+        packed = flat_view(params)  # StackedMLP's parameters: views of one (K, N) tensor
         flat_p = packed if packed is not None else torch.cat([p.reshape(k, -1) for p in params], 1)
         flat_g = torch.cat([p.grad.reshape(k, -1) for p in params], 1)
         fused = self._flat_state(params, flat_p, hp, group)
@@ -228,7 +228,7 @@ class StackedOptimizer(torch.optim.Optimizer):
         raise NotImplementedError
 
 
-def _packed(params: list[Tensor]) -> Tensor | None:
+def flat_view(params: list[Tensor]) -> Tensor | None:
     """The (K, N) tensor whose column blocks are ``params`` in order (each a view of it, member
     k's block in row k, as ``StackedMLP`` keeps them), or None where they aren't."""
     first = params[0]

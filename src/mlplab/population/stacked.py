@@ -27,6 +27,7 @@ from mlplab.data.spec import TASKS
 from mlplab.errors import check
 from mlplab.models.dense import ACTIVATIONS, Dense
 from mlplab.models.mlp import MLP, TORCH_ACTIVATIONS
+from mlplab.population.optim import flat_view
 
 _ACTIVATION_NAMES = {cls: name for name, cls in TORCH_ACTIVATIONS.items()}
 
@@ -126,6 +127,8 @@ class StackedMLP(nn.Module):
         row holding all of its weights: the stacked optimizers update that tensor in one go
         instead of concatenating the parameters and copying them back at every step."""
         params = list(self.parameters())
+        if flat_view(params) is not None:  # packed still (share_memory_, an in-place conversion)
+            return
         k = params[0].shape[0]
         with torch.no_grad():
             flat = torch.cat([p.detach().reshape(k, -1) for p in params], 1)

@@ -33,14 +33,16 @@ def cache_interpolation_parses() -> None:
 
 
 def to_plain(cfg: Container, enum_to_str: bool = False):
-    """``OmegaConf.to_container(cfg, resolve=True, enum_to_str=enum_to_str)``, ~4× faster.
+    """``OmegaConf.to_container(cfg, resolve=True, enum_to_str=enum_to_str)``, ~2.5× faster.
 
-    OmegaConf's walk validates each key and node type on the way (``_get_child``), ~1.2 ms for
-    a train config; a population resolves one for each member. This walk reads the nodes
-    directly and resolves interpolations with the node's own ``_dereference_node`` (the same
-    resolvers). Anything it doesn't know (another node type, an error on the way) goes to
-    OmegaConf's own walk, so errors are OmegaConf's. ``tests/test_parses.py`` checks it equal
-    on every shipped config and on hostile ones.
+    OmegaConf's walk validates each key and node type on the way (``_get_child``) and resolves
+    every interpolation through its grammar: ~1.1 ms for a train config, and a population
+    resolves one for each member. This walk reads the nodes directly, resolves references to
+    absolute keys (``${seed}``, ``${paths.output_dir}/checkpoints``) by walking from the root
+    (``_simple``), and leaves every other interpolation to the node's own
+    ``_dereference_node`` (the same resolvers). Anything it doesn't know (another node type,
+    an error on the way) goes to OmegaConf's own walk, so errors are OmegaConf's.
+    ``tests/test_to_plain.py`` checks it equal on every shipped config and on hostile ones.
     """
     try:
         return _plain(cfg, enum_to_str)
