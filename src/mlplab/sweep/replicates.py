@@ -146,7 +146,8 @@ def _goes_on_from(sweep_dir: Path, killed: list, numbers: list[int], parts: list
     except ConfigError as err:  # the checkpoint's own words, less the train command's prefix
         why = str(err).removeprefix("resume=auto: ")
     if why is not None:
-        print(f"note: trials {', '.join(map(str, numbers))} train from the start: {why}")
+        trials = ", ".join(map(str, numbers))
+        print(f"note: trials {trials} train from the start: {why}", flush=True)
         return None
     return old_dir
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 
 import optuna
-import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from mlplab.sweep.objective import Objective
@@ -101,6 +100,7 @@ def _write_step(backend, session, todo: list[tuple[optuna.Trial, float]], step: 
     of them instead of three each (~1 ms a member and epoch on sqlite). False where Optuna's
     models don't have those names (nothing done: the caller writes trial by trial)."""
     try:
+        import sqlalchemy
         from optuna.storages._rdb import models
 
         trial_model, value_model = models.TrialModel, models.TrialIntermediateValueModel
