@@ -41,22 +41,30 @@ BASES = 256  # composed bases kept (~10 KB each): one per set of group choices s
 
 class PickledBases:
     """What both fast composers keep (this ``Composer`` and the population launcher's
-    ``SweepComposer``): each override line parsed once (``line``), and each composed base
+    ``SweepComposer``): each override line parsed once (``parse``), and each composed base
     pickled once and copied per config (``copy_of``), both bounded."""
 
     def __init__(self) -> None:
         self._parser = OverridesParser.create()
-        self._parsed: dict[str, tuple] = {}  # line → (override, *what ``classify`` says)
+        self._parsed: dict[str, tuple[Override, bool, bool]] = {}  # line → parse(line)
         self._bases: dict[tuple, bytes] = {}
 
-    def line(self, line: str, classify: Callable[[Override], tuple]) -> tuple:
-        """``(override, *classify(override))`` of an override line, parsed once."""
+    def parse(self, line: str) -> tuple[Override, bool, bool]:
+        """The line's ``Override`` (parsed once), whether it is a plain value (applied after
+        Hydra), and whether Hydra applies it in command-line order with the plain values (a
+        config override, not a group choice: Hydra's split, ``defaults_list.Overrides``)."""
         if line not in self._parsed:
             if len(self._parsed) > MEMO:
                 self._parsed.clear()
-            override = parse_override(self._parser, line)
-            self._parsed[line] = (override, *classify(override))
+            o = parse_override(self._parser, line)
+            group = self.is_group(o.key_or_group)
+            ordered = isinstance(o.value(), dict) or not group
+            self._parsed[line] = (o, _plain_value(o) and not group, ordered)
         return self._parsed[line]
+
+    def is_group(self, key: str) -> bool:
+        """Whether ``key`` names a config group (its subclass knows where they are)."""
+        raise NotImplementedError
 
     def copy_of(self, key: tuple, compose: Callable[[], DictConfig]) -> DictConfig:
         """A copy of the base ``key`` (``compose()`` makes it the first time)."""
@@ -131,17 +139,8 @@ class Composer(PickledBases):
         except OmegaConfBaseException:
             return self.compose(overrides)
 
-    def parse(self, line: str) -> tuple[Override, bool, bool]:
-        """The line's ``Override``, whether it is a plain value (applied after Hydra), and
-        whether Hydra applies it in command-line order with the plain values (a config
-        override, not a group choice: ``defaults_list.Overrides``' split)."""
-        return self.line(line, self._classify)
-
-    def _classify(self, override: Override) -> tuple[bool, bool]:
-        """(plain value, ordered): a config group's choice is neither."""
-        key = override.key_or_group
-        group = any((root / key.replace(".", "/")).is_dir() for root in self._groups)
-        return _plain_value(override) and not group, isinstance(override.value(), dict) or not group
+    def is_group(self, key: str) -> bool:
+        return any((root / key.replace(".", "/")).is_dir() for root in self._groups)
 
 
 def reordered(lines: list[tuple[str, bool, bool]]) -> bool:

@@ -28,10 +28,9 @@ import os
 from collections.abc import Callable, Sequence
 
 from hydra._internal.config_loader_impl import get_overrides_dirname
-from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
 
-from mlplab.composer import PickledBases, _plain_value, apply_values, reordered
+from mlplab.composer import PickledBases, apply_values, reordered
 
 
 class SweepComposer(PickledBases):
@@ -57,13 +56,13 @@ class SweepComposer(PickledBases):
     def _fast(self, master: DictConfig, sweep: list[str]) -> DictConfig | None:
         """The job's config from its base's copy, or None where only Hydra composes it."""
         hydra_lines = list(OmegaConf.to_container(master.hydra.overrides.hydra))
-        parsed = [self._parse(line) for line in [*hydra_lines, *sweep]]
+        parsed = [self.parse(line) for line in [*hydra_lines, *sweep]]
         if master.hydra.searchpath or any(o.key_or_group == "hydra.searchpath" for o, *_ in parsed):
             return None
         if reordered([(o.key_or_group, plain, ordered) for o, plain, ordered in parsed]):
             return None
         values = [o for o, plain, _ in parsed if plain]
-        base = [line for line in sweep if not self._parse(line)[1]]
+        base = [line for line in sweep if not self.parse(line)[1]]
         key = (master.hydra.job.config_name, os.getcwd(), tuple(hydra_lines), tuple(base))
         cfg = apply_values(self.copy_of(key, lambda: self._compose(master, base)), values)
         task = [o for o, *_ in parsed if not o.is_hydra_override()]
@@ -82,15 +81,8 @@ class SweepComposer(PickledBases):
         self.composed += 1
         return self.hydra_load(master, base)
 
-    def _parse(self, line: str) -> tuple[Override, bool, bool]:
-        return self.line(line, self._classify)
-
-    def _classify(self, o: Override) -> tuple[bool, bool]:
-        """(plain value, ordered): Hydra's own split (``defaults_list.Overrides``): a group
-        choice is composed before any config override; a config override is applied in
-        command-line order."""
-        group = self.repository.group_exists(o.key_or_group)
-        return _plain_value(o) and not group, isinstance(o.value(), dict) or not group
+    def is_group(self, key: str) -> bool:
+        return self.repository.group_exists(key)
 
 
 def install(loader) -> None:
