@@ -11,11 +11,10 @@ a new run dir. Importing this module is cheap (no torch, no Lightning).
 
 from __future__ import annotations
 
-import copy
 import os
+import re
 import secrets
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
@@ -25,11 +24,7 @@ from typing import Any
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf, ValueNode, open_dict, read_write
-from omegaconf._utils import OmegaConfDumper
-from omegaconf.errors import OmegaConfBaseException
-
-from mlplab.run.parses import cache_interpolation_parses, to_plain
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict, read_write
 
 # The configs ship inside the package, so a wheel or a git-URL install has them too
 # (``conf/`` at the top of the repository is a link to this folder).
@@ -139,138 +134,137 @@ def compose_run(output_dir: str | Path, *overrides: str, quiet: bool = True) -> 
     return compose_config("train", [*head, *overrides])
 
 
-def portable_data(cfg: DictConfig) -> dict:
-    """``cfg`` resolved as plain data, except ``RUN_IDENTITY``: run dir and run name stay
-    interpolations, and so does every value derived from them (a callback's dirpath →
-    ``${paths.output_dir}/checkpoints``). The same for every run of one config."""
-    if "hydra" in cfg:  # a job's config: resolve a copy without Hydra's node
-        cfg = copy.deepcopy(cfg)
-        with read_write(cfg), open_dict(cfg):
-            cfg.pop("hydra")
-    # Resolve with placeholders for the identity keys, then turn every use of a placeholder
-    # back into a reference to its key. The placeholders go into ``cfg`` itself and come out
-    # again (a copy of a whole config costs more than resolving it: ~3 ms a run).
-    sentinels = {f"__mlplab_keep_{i}__": key for i, key in enumerate(RUN_IDENTITY)}
-    with _placeholders(cfg, sentinels):
-        data = to_plain(cfg, enum_to_str=True)
-    data = _keep_references(data, sentinels)
+def portable_data(cfg: DictConfig, keep: Iterable[str] = ()) -> dict:
+    """``cfg`` (without a ``hydra`` node) resolved as plain data, except what must stay a
+    reference to re-run it: ``RUN_IDENTITY`` (run dir and run name are interpolations again,
+    so a re-run gets a new dir) and every value derived from those, from ``seed`` (``data.seed:
+    ${seed}``: a re-run with ``seed=7`` also splits with 7) or from a key in ``keep`` (a
+    population's member keys: its members' values follow them).
+
+    Public OmegaConf only: the identity keys hold a placeholder while the rest resolves (a
+    ``${hydra:...}`` run dir resolves only inside a Hydra run), then their references are
+    put back from the unresolved config."""
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    present = [key for key in RUN_IDENTITY if _get(raw, key) is not _ABSENT]
+    with read_write(cfg), open_dict(cfg):
+        try:
+            for key in present:
+                OmegaConf.update(cfg, key, "__run_identity__")
+            data = OmegaConf.to_container(cfg, resolve=True)
+        finally:
+            for key in present:
+                OmegaConf.update(cfg, key, _get(raw, key))
+    for key in derived(raw, {*RUN_IDENTITY, "seed", *keep}):
+        _set(data, key, _get(raw, key))
     for key, value in RUN_IDENTITY.items():
-        *parents, last = key.split(".")
-        node = data
-        for part in parents:
-            node = node[part]
-        node[last] = value
+        _set(data, key, value)
     return data
 
 
 _ABSENT = object()
+_REFERENCE = re.compile(r"\$\{([^{}]*)\}")
+_NAME = re.compile(r"\.*[A-Za-z_][\w.]*")
 
 
-@contextmanager
-def _placeholders(cfg: DictConfig, sentinels: dict[str, str]) -> Iterator[None]:
-    """Inside the block each key of ``sentinels`` holds its placeholder; after it, its own
-    value again. Where every key is a plain value node, the nodes' values are swapped (~20 µs);
-    otherwise (a key absent, a container, a typed node refusing text) through OmegaConf."""
-    nodes = [_leaf(cfg, key) for key in sentinels.values()]
-    if all(isinstance(node, ValueNode) for node in nodes):
-        saved, done = [node._value() for node in nodes], 0
-        try:
-            for node, sentinel in zip(nodes, sentinels, strict=True):
-                node._set_value(sentinel)
-                done += 1
-        except OmegaConfBaseException:  # read-only, or a type the text doesn't fit
-            pass
-        try:
-            if done == len(nodes):
-                yield
-                return
-        finally:
-            for node, value in zip(nodes[:done], saved, strict=False):
-                node._set_value(value)
-    saved = {key: _raw_value(cfg, key) for key in RUN_IDENTITY}
-    try:
-        with read_write(cfg), open_dict(cfg):
-            for sentinel, key in sentinels.items():
-                OmegaConf.update(cfg, key, sentinel, force_add=True)
-        yield
-    finally:
-        with read_write(cfg), open_dict(cfg):
-            for key, value in saved.items():
-                *parents, last = key.split(".")
-                node = OmegaConf.select(cfg, ".".join(parents)) if parents else cfg
-                if value is _ABSENT:
-                    node.pop(last, None)
-                else:
-                    node[last] = value
+def derived(raw: dict, keys: Iterable[str]) -> list[str]:
+    """The dotted keys of ``raw`` (an unresolved config) whose value is an interpolation that
+    references one of ``keys`` (a key, a node above it or a value below it), directly or
+    through other interpolations."""
+    leaves = {key: refs for key, refs in _references(raw, "") if refs}
+    found: set[str] = set()
+    wanted = set(keys)
+    while True:
+        new = {
+            key
+            for key, refs in leaves.items()
+            if key not in found and any(_related(r, w) for r in refs for w in wanted)
+        }
+        if not new:
+            return sorted(found)
+        found |= new
+        wanted |= new
 
 
-def _leaf(cfg: DictConfig, key: str):
-    """The node at dotted ``key``, or None."""
-    node = cfg
+def _references(node, prefix: str):
+    """(dotted key, the absolute keys its interpolations name) of every leaf."""
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for key, value in items:
+        name = f"{prefix}{key}"
+        if isinstance(value, dict | list):
+            yield from _references(value, f"{name}.")
+        elif isinstance(value, str) and "${" in value:
+            refs = set()
+            for inner in _REFERENCE.findall(value):
+                _, _, args = inner.rpartition(":")  # a resolver's arguments, or the key
+                for token in _NAME.findall(args):
+                    refs.add(_absolute(token, prefix))
+            yield name, refs
+
+
+def _absolute(token: str, prefix: str) -> str:
+    """``${..a.b}`` is relative to the node holding it: its absolute key."""
+    dots = len(token) - len(token.lstrip("."))
+    if not dots:
+        return token
+    parents = prefix.rstrip(".").split(".") if prefix else []
+    return ".".join([*parents[: len(parents) - dots + 1], token[dots:]])
+
+
+def _related(a: str, b: str) -> bool:
+    return a == b or a.startswith(f"{b}.") or b.startswith(f"{a}.")
+
+
+def _get(data, key: str):
     for part in key.split("."):
-        node = node._get_node(part, validate_access=False) if isinstance(node, DictConfig) else None
-        if node is None:
-            return None
-    return node
+        if isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        elif isinstance(data, dict) and part in data:
+            data = data[part]
+        else:
+            return _ABSENT
+    return data
 
 
-def _raw_value(cfg: DictConfig, key: str):
-    """The value at dotted ``key`` as written (an interpolation stays ``${...}``), or _ABSENT."""
-    node = _leaf(cfg, key)
-    return _ABSENT if node is None else node._value()
+def _set(data, key: str, value) -> None:
+    *parents, last = key.split(".")
+    for part in parents:
+        data = data[int(part)] if isinstance(data, list) else data.setdefault(part, {})
+    if isinstance(data, list):
+        data[int(last)] = value
+    else:
+        data[last] = value
 
 
-class _Dumper(getattr(yaml, "CDumper", yaml.Dumper)):
-    """What ``OmegaConf.to_yaml`` writes (strings that read as numbers or booleans quoted),
-    with libyaml's emitter where there is one."""
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
+    """YAML that OmegaConf reads back as written: a string that OmegaConf's loader would read
+    as a number or a bool (``1e-3``, ``"true"``, ``"1"``) is quoted."""
 
 
-_Dumper.add_representer(str, OmegaConfDumper.str_representer)
+_LOOKS_TYPED = re.compile(
+    r"[-+]?(\d[\d_]*)?\.?\d*([eE][-+]?\d+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)"
+    r"|0x[0-9a-fA-F_]+|0o?[0-7_]+|(?i:y|yes|n|no|true|false|on|off|null|~)|"
+)
 
 
-def portable_yaml(cfg: DictConfig, header: str = "", data: dict | None = None) -> str:
-    """``cfg`` as a primary config that re-runs with
-    ``mlplab-train --config-dir <its folder> --config-name <its name>``: ``portable_data``
-    (pass it as ``data`` if already made), so later edits of ``conf/`` can't change what it
-    means, and a re-run gets its own run dir."""
-    data = portable_data(cfg) if data is None else data
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "'" if _LOOKS_TYPED.fullmatch(value) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def portable_yaml(data: dict, header: str = "") -> str:
+    """``data`` (``portable_data`` of a config) as a primary config that re-runs with
+    ``mlplab-train --config-dir <its folder> --config-name <its name>``: resolved, so later
+    edits of ``conf/`` can't change what it means, and a re-run gets its own run dir."""
     defaults = "defaults:\n  - train_schema\n  - hydra: default\n  - _self_\n\n"
-    return header + defaults + "".join(_yaml_entry(key, value) for key, value in data.items())
+    body = yaml.dump(
+        data, Dumper=_Dumper, default_flow_style=False, allow_unicode=True, sort_keys=False
+    )
+    return header + defaults + body
 
 
-_ENTRIES: dict[tuple[str, str], str] = {}
-
-
-def _yaml_entry(key: str, value) -> str:
-    """``yaml.dump({key: value})``: a top-level entry of a block-style mapping is written
-    alone, so the entries joined are the whole dump. Kept by ``repr`` (which tells 1, 1.0,
-    True and "1" apart): a population's members share most of theirs (~1 ms a member)."""
-    memo = (key, repr(value))
-    if memo not in _ENTRIES:
-        if len(_ENTRIES) > 512:
-            _ENTRIES.clear()
-        _ENTRIES[memo] = yaml.dump(
-            {key: value},
-            default_flow_style=False,
-            allow_unicode=True,
-            sort_keys=False,
-            Dumper=_Dumper,
-        )
-    return _ENTRIES[memo]
-
-
-def _keep_references(value, sentinels: dict[str, str]):
-    if isinstance(value, dict):
-        return {k: _keep_references(v, sentinels) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_keep_references(v, sentinels) for v in value]
-    if isinstance(value, str):
-        for sentinel, key in sentinels.items():
-            value = value.replace(sentinel, "${" + key + "}")
-    return value
-
-
-cache_interpolation_parses()  # every member of a population resolves the same strings
 OmegaConf.register_new_resolver("run_id", run_id, replace=True)
 OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)

@@ -2,6 +2,7 @@
 ``mlplab-train rerun=<run dir> [overrides...]`` runs a past run's saved config again.
 
 seed → data → model → callbacks, loggers → trainer → run info → fit → test(best) → metrics
+(``mlplab.run.fit``); ``seeds=N`` / ``cv=K`` train a population (``mlplab.population``).
 
 The command line is composed and checked before Hydra starts and before Lightning is imported
 (``mlplab.run.preflight``), so ``--help`` and config mistakes answer in about a second.
@@ -19,38 +20,33 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mlplab.config import CONF_DIR
-from mlplab.cv import train_cv
+from mlplab.config import CONF_DIR, portable_data
 from mlplab.errors import DivergedError, check, clean_exit, fail, user_error
-from mlplab.run.console import (
-    describe_run,
-    one_console_handler,
-    print_config,
-    print_metrics,
-    silence_known_noise,
-)
-from mlplab.run.parses import to_plain
+from mlplab.run.console import one_console_handler, print_metrics, silence_known_noise
 from mlplab.run.preflight import normalize_argv, preflight
 from mlplab.run.provenance import write_run_info
-from mlplab.run.rundir import RunLock, check_run_dir, expand_rerun, process_rank, remove_stub
+from mlplab.run.rundir import (
+    POPULATION_CHECKPOINT,
+    RunLock,
+    check_run_dir,
+    expand_rerun,
+    process_rank,
+    remove_stub,
+)
 from mlplab.sweep.multirun import ERROR_FILE
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, then test the best checkpoint. Returns the final train/val/test metrics.
+    """One run, or with ``seeds=N`` / ``cv=K`` a population of them; returns the metrics (a
+    population's: the mean and ``.std`` over its members).
 
     The run dir is locked while this runs and never written over: a dir that holds another
-    run is refused unless ``resume=auto`` continues it. The tracking run is finished at the
-    end, also on error, so the next run in this process gets its own.
+    run is refused unless ``resume=auto`` continues it.
     """
     # Imported here, not at the top: `mlplab-train --help` and config mistakes then answer
-    # without waiting ~6 s for Lightning.
-    import lightning as L
-
-    from mlplab.run import build
-    from mlplab.run.checkpoint import check_resumable, check_weights_only, has_step
-    from mlplab.run.threads import apply_threads
-    from mlplab.run.trackers import finish_trackers
+    # without waiting for Lightning.
+    from mlplab.population.members import population_members
+    from mlplab.run.fit import fit
 
     silence_known_noise()
     one_console_handler()
@@ -59,120 +55,51 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if rank0:
         check_run_dir(output_dir, cfg.get("resume"))
     with RunLock(output_dir) if rank0 else nullcontext():
-        if cfg.get("cv") is not None:  # before seeds: cv refuses seeds= itself
-            return train_cv(cfg)
-        if cfg.get("seeds") is not None:
-            return train_seeds(cfg)
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        ckpt_path, ckpt = build.resume_checkpoint(cfg)
-        datamodule = build.build_datamodule(cfg)
-        datamodule.setup("fit")  # sizes, task and target scaling feed the model
-        model = build.build_model(cfg, datamodule)
-        check_weights_only(model, datamodule)  # before training, not at the last step
-        rows = datamodule.hparams.get("batch_size")
-        rows = len(datamodule.tensors["train"][0]) if rows == "full" else int(rows or 1)
-        parameters = sum(p.numel() for p in model.parameters())
-        threads = apply_threads(cfg.get("threads", "auto"), parameters, rows)
-        if ckpt is not None:
-            check_resumable(ckpt, str(ckpt_path), model, datamodule)
-        resumed_epoch = ckpt.get("epoch") if ckpt is not None else None
-        callbacks = build.build_callbacks(cfg)
-        loggers = build.build_loggers(cfg, resumed_epoch)
-        trainer = build.build_trainer(cfg, callbacks, loggers, model)
-        failed = True
-        try:
-            if rank0:
-                if cfg.get("print_config", True):
-                    print_config(cfg, output_dir)
-                print(describe_run(datamodule, model, trainer, threads, _experiment()), flush=True)
-                for group in build.unused_groups(cfg):
-                    print(
-                        f"note: {type(model).__name__} takes no {group} argument: its own "
-                        f"configure_optimizers decides, {group}= is not used",
-                        flush=True,
-                    )
-                info = write_run_info(cfg, output_dir)
-                # Loggers get the whole resolved config and the provenance, not only hparams.
-                for logger in trainer.loggers:
-                    logger.log_hyperparams({"config": _container(cfg), "run_info": info})
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-            if rank0:
-                _say_why_it_stopped(trainer)
-            metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-            if cfg.get("test") and not has_step(model, "test_step"):
-                print(f"test: skipped, {type(model).__name__} has no test_step", flush=True)
-            elif cfg.get("test"):
-                best = build.best_checkpoint(trainer)
-                trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
-                metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-            failed = False
-        finally:
-            finish_trackers(failed)
-    return metrics
+        members = population_members(cfg)
+        if members is None:
+            return fit(cfg)
+        return train_members(cfg, members)
 
 
-def train_seeds(cfg: DictConfig) -> dict[str, float]:
-    """``seeds=N``: seeds ``seed … seed+N−1`` of this config as one population (weights, split
-    and shuffle differ); each is a run dir inside this one. Returns mean and std per metric.
-    ``resume=auto`` continues the population from its checkpoint (``population.resume``).
-    Members that don't fit in memory at once train in chunks (``population.chunks``)."""
-    from mlplab.population.chunks import train_in_chunks
-    from mlplab.population.resume import refuse_ckpt_path
-    from mlplab.population.run import mean_and_std
+def train_members(cfg: DictConfig, members: list[dict]) -> dict[str, float]:
+    """``seeds=N`` / ``cv=K``: the members as one population (``population.engine``), each a
+    run dir inside this one; this dir's ``config.yaml`` re-runs the whole population.
+    ``resume=auto`` continues it from its checkpoint."""
+    from mlplab.population.engine import mean_and_std, train_population
 
-    n = cfg.seeds
-    refuse_ckpt_path(cfg.get("ckpt_path"), "seeds=")
-    members = seed_members(cfg)
-    # rerun=<this dir> trains the population again (run info written once resume is checked)
-    resume = cfg.get("resume") == "auto"
-    summary = train_in_chunks(members, cfg.paths.output_dir, resume=resume, run_info=cfg)
-    failed = summary[summary.status == "diverged"]
-    ok = len(summary) - len(failed)
-    print(f"population: {ok} of {len(summary)} seeds trained ({cfg.seed}..{cfg.seed + n - 1})")
-    for _, row in failed.iterrows():
-        print(f"  member {row.member} (seed {row.seed}): {row.error}", flush=True)
-    return mean_and_std(summary)
-
-
-def seed_members(cfg: DictConfig) -> list[DictConfig]:
-    """The N configs of ``cfg``'s ``seeds=N``: seeds ``seed … seed+N−1``, ``seeds=null``."""
-    n = cfg.seeds
     check(
-        isinstance(n, int) and not isinstance(n, bool) and n >= 1,
-        "seeds",
-        n,
-        "an integer >= 1 (the number of seeds trained as one population)",
+        not cfg.get("ckpt_path"),
+        "ckpt_path",
+        cfg.get("ckpt_path"),
+        "not set with seeds=/cv=: a population continues from its own checkpoint "
+        f"({POPULATION_CHECKPOINT} in its dir), add resume=auto instead",
     )
-    members = []
-    for i in range(n):
-        member = cfg.copy()
-        member.seed = cfg.seed + i
-        member.seeds = None
-        members.append(member)
-    return members
+    out_dir = Path(cfg.paths.output_dir)
+    keys = sorted({key for member in members for key in member})
 
+    def run_info() -> None:  # once the members are built and checked: a bad value writes nothing
+        write_run_info(portable_data(cfg, keep=keys), out_dir, cfg.run_name)
 
-def _container(node) -> dict:
-    return to_plain(node)
+    resume = cfg.get("resume") == "auto"
+    summary = train_population(cfg, members, out_dir, resume=resume, before_fit=run_info)
+    failed = summary[summary.status == "diverged"]
+    done = f"{len(summary) - len(failed)} of {len(summary)}"
+    if cfg.get("cv") is not None:
+        from mlplab.data.folds import fold_sizes
 
-
-def _experiment() -> str | None:
-    """The ``experiment=`` option of this run, when Hydra runs it."""
-    if not HydraConfig.initialized():
-        return None
-    return HydraConfig.get().runtime.choices.get("experiment")
-
-
-def _say_why_it_stopped(trainer) -> None:
-    stopper = trainer.early_stopping_callback
-    if stopper is None or not stopper.stopped_epoch:
-        return
-    best = float(stopper.best_score)
-    print(
-        f"early stopping: {stopper.monitor} did not improve for {stopper.patience} epochs "
-        f"(best {best:.4g}); stopped after epoch {stopper.stopped_epoch}",
-        flush=True,
-    )
+        held_out, leftover = fold_sizes(cfg.data, cfg.cv)
+        rows = "row" if leftover == 1 else "rows"
+        extra = f", {leftover} left-over {rows} held out by none" if leftover else ""
+        print(
+            f"cross-validation: {done} folds trained ({held_out} held-out rows each{extra}; "
+            "test: the same rows for every fold)",
+            flush=True,
+        )
+    else:
+        print(f"population: {done} seeds trained ({cfg.seed}..{cfg.seed + len(members) - 1})")
+    for _, row in failed.iterrows():
+        print(f"  member {row.member}: {row.error}", flush=True)
+    return mean_and_std(summary)
 
 
 def _metric_sources(output_dir: str) -> dict[str, str]:

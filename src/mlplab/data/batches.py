@@ -76,7 +76,9 @@ class BatchIterator:
     def __len__(self) -> int:
         return math.ceil(self.num_batches() / (self.group or 1))
 
-    def _index(self) -> torch.Tensor | slice:
+    def rows_of_epoch(self) -> torch.Tensor | slice:
+        """This rank's rows of the current epoch, in order: a permutation (shuffled), or a
+        slice (evaluation)."""
         n, w = len(self.x), self.world_size
         if not self.shuffle:
             return slice(self.rank * n // w, (self.rank + 1) * n // w)
@@ -87,7 +89,7 @@ class BatchIterator:
         return perm.to(self.x.device)
 
     def batches(self) -> Iterator[Batch]:
-        index, bs = self._index(), self.batch_size
+        index, bs = self.rows_of_epoch(), self.batch_size
         if isinstance(index, slice):  # evaluation: contiguous views, no copy at all
             x, y = self.x[index], self.y[index]
             for start in range(0, len(x), bs):

@@ -152,3 +152,15 @@ def cv_split(
         codes = pd.factorize(values, sort=True)[0]
     assigned = assign_folds(codes, folds, seed)
     return {"train": pool[assigned != fold], "val": pool[assigned == fold], "test": parts["test"]}
+
+
+def fold_sizes(data, folds: int) -> tuple[int, int]:
+    """(rows each fold holds out, left-over rows held out by none) of ``data`` (the data
+    config of ``cv=K``): N // K and N mod K of its N train+val rows."""
+    from mlplab.data.datamodule import split_indices
+    from mlplab.data.sources import load_source
+
+    df, spec = load_source(data["source"], **(data.get("options") or {}))
+    parts = split_indices(df, spec, data["val_fraction"], data["test_fraction"], data["seed"])
+    pool = len(parts["train"]) + len(parts["val"])
+    return pool // folds, pool % folds

@@ -1,171 +1,138 @@
-"""A population's members as runs: built as ``mlplab.train.train`` builds them, written out as
-the run dir a stand-alone ``mlplab-train`` leaves (config, run info, best checkpoint,
-metrics), and summarised (``mean_and_std``)."""
+"""What the members of one population may differ in: the one place that says so.
+
+A population is one composed config plus a table of member values: ``[{"seed": 42}, {"seed":
+43}]`` for ``seeds=2``, ``[{"data.cv_folds": 5, "data.cv_fold": k}, ...]`` for ``cv=5``, the
+member parameters of each trial for ``mlplab-sweep population=K``. A member value sets a
+dotted key of the config; what is derived from it by interpolation (``data.seed: ${seed}``)
+follows. Members share everything else: the architecture, the data and its batch size, the
+optimizer and scheduler types, the trainer. They may differ in
+
+- ``seed`` (weights, split and shuffle), ``data.seed``, the cross-validation fold;
+- every number of the optimizer and the scheduler (``optimizer.lr``, ``optimizer.betas``,
+  ``scheduler.gamma``, ...), not their type or flags (``nesterov``, ``centered``);
+- ``model.dropout``, ``model.l1``, ``callbacks.early_stopping.patience`` and
+  ``trainer.gradient_clip_val``.
+
+``is_member_key`` answers for one key; the population engine, the sweep (which samples the
+other keys once per population) and the checks below all ask it.
+"""
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 
-import lightning as L
-import pandas as pd
-import torch
-from hydra.utils import get_class
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from mlplab.data.sources import shared_sources
-from mlplab.errors import check
-from mlplab.models.mlp import MLP
-from mlplab.models.module import MLPModule
-from mlplab.models.optimization import check_optimization
-from mlplab.population.module import DIVERGED, PopulationModule
-from mlplab.run import build
-from mlplab.run.checkpoint import write_model_checkpoint
-from mlplab.run.provenance import write_run_info
+from mlplab.config import derived
+from mlplab.errors import ConfigError, check
+
+MEMBER_KEYS = (  # prefixes of dotted keys
+    "seed",
+    "data.seed",
+    "data.cv_fold",
+    "optimizer.",
+    "scheduler.",
+    "model.dropout",
+    "model.l1",
+    "callbacks.early_stopping.patience",
+    "trainer.gradient_clip_val",
+)
+SHARED = (  # inside those prefixes, but one per population: they change the formula
+    "optimizer._target_",
+    "optimizer.nesterov",
+    "optimizer.centered",
+    "optimizer.amsgrad",
+    "optimizer.maximize",
+    "scheduler._target_",
+    "scheduler.monitor",
+)
+POPULATION_KEYS = ("seeds", "cv")  # a population's own keys: null in its members' configs
 
 
-def build_members(cfgs: list[DictConfig]):
-    with shared_sources():  # one table for all members' splits
-        return _build_members(cfgs)
+def is_member_key(key: str) -> bool:
+    """Whether members of one population may have different values of dotted ``key``."""
+    if any(key == s or key.startswith(f"{s}.") for s in SHARED):
+        return False
+    return any(
+        key == prefix or key.startswith(prefix if prefix.endswith(".") else f"{prefix}.")
+        for prefix in MEMBER_KEYS
+    )
 
 
-def _build_members(cfgs: list[DictConfig]):
-    """(datamodules, nets, hparams): what ``mlplab.train.train`` builds, seed first.
-
-    Member 0's model is built by ``build_model`` (the template: its class, its checks); the
-    others get the same hyperparameters with their own values and a net initialised from
-    their own seed, exactly as their ``MLPModule`` would (its net is the only thing in its
-    constructor that draws random numbers), without building K LightningModules.
-    """
-    cache: dict[str, L.LightningDataModule] = {}
-    datamodules, nets, hparams = [], [], []
-    template = None
-    for i, cfg in enumerate(cfgs):
-        _seed(cfg.seed, last=i == len(cfgs) - 1)
-        data = build.container(cfg.data)
-        key = json.dumps(data, sort_keys=True)
-        if key not in cache:
-            cache[key] = _datamodule(cfg, data, datamodules[0] if datamodules else None)
-            cache[key].setup("fit")
-        dm = cache[key]
-        datamodules.append(dm)
-        if template is None:
-            template = build.build_model(cfg, dm)
-            check(
-                type(template) is MLPModule,
-                "model._target_",
-                cfg.model._target_,
-                "mlplab.models.MLPModule for a population (its members are stacked MLPs)",
+def check_members(cfg: DictConfig, members: list[Mapping]) -> list[str]:
+    """The keys whose values differ between the members; a ConfigError naming the first one
+    they can't differ in, or a key that follows one of them by interpolation
+    (``model.hidden_sizes: [${seed}]``). A key every member sets to one value is no
+    difference: it is that population's setting (``data.cv_folds`` of ``cv=K``)."""
+    check(len(members) >= 1, "population", len(members), "at least one member")
+    keys = sorted({key for member in members for key in member})
+    missing = object()
+    varying = [k for k in keys if len({repr(m.get(k, missing)) for m in members}) > 1]
+    for key in varying:
+        if not is_member_key(key):
+            raise ConfigError(
+                f"population members differ in {key}, which can't be stacked: members share "
+                "the architecture, data, batch size and optimizer type (train them as separate "
+                "populations)"
             )
-            nets.append(template.net)
-            hparams.append(dict(template.hparams))
-            continue
-        own = {k: v for k, v in build.container(cfg.model).items() if not k.startswith("_")}
-        hp = (
-            dict(template.hparams)
-            | build.accepted(MLPModule, own | build.model_arguments(cfg, dm))[0]
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    for key in derived(raw, varying):
+        if not is_member_key(key):
+            raise ConfigError(
+                f"{key} follows {_source(raw, key, varying)} by interpolation, and population "
+                "members can't differ in it (it would give them different architectures or "
+                "data): set it to a value"
+            )
+    return varying
+
+
+def _source(raw: dict, key: str, keys: list[str]) -> str:
+    return next((k for k in keys if key in derived(raw, [k])), keys[0])
+
+
+def seed_members(cfg: DictConfig) -> list[dict]:
+    """``seeds=N``: seeds ``seed … seed+N−1``."""
+    n = cfg.seeds
+    check(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 1,
+        "seeds",
+        n,
+        "an integer >= 1 (the number of seeds trained as one population)",
+    )
+    return [{"seed": cfg.seed + i} for i in range(n)]
+
+
+def fold_members(cfg: DictConfig) -> list[dict]:
+    """``cv=K``: folds ``0 … K−1`` of ``data.cv_folds=K`` (``mlplab.data.folds``)."""
+    k = cfg.cv
+    check(
+        isinstance(k, int) and not isinstance(k, bool) and k >= 2,
+        "cv",
+        k,
+        "an integer >= 2 (the number of folds)",
+    )
+    if cfg.get("seeds") is not None:
+        raise ConfigError(
+            f"cv={k} and seeds={cfg.seeds} can't be combined: each seed has its own split, so "
+            "the seeds would not share a test split or folds; run cv=K once per seed=S instead"
         )
-        check(hp["l1"] >= 0, "model.l1", hp["l1"], "must be >= 0")
-        check_optimization(hp["optimizer"], hp["scheduler"])
-        nets.append(
-            MLP(
-                hp["in_features"],
-                hp["hidden_sizes"] or [],
-                hp["out_features"],
-                hp["activation"],
-                hp["dropout"],
-                hp["layer"],
-            )
-        )
-        hparams.append(hp)
-    return datamodules, nets, hparams, template
+    data = cfg.data
+    check("cv_folds" in data, "cv", k, "needs data with cv_folds (mlplab.data.TabularDataModule)")
+    for key in ("cv_folds", "cv_fold"):
+        value = data.get(key)
+        check(value is None, f"data.{key}", value, f"null with cv={k}: cv sets it per member")
+    return [{"data.cv_folds": k, "data.cv_fold": fold} for fold in range(k)]
 
 
-def _seed(seed, last: bool) -> None:
-    """Seed member building as ``mlplab.train`` seeds a run (``seed_everything``). A member's
-    build draws only from torch's CPU generator (its net's init), so the others seed just that
-    (``torch.manual_seed`` costs ~0.25 ms, seeding CUDA's too); the last member seeds
-    everything, which leaves the process's random state as a full seeding of each would."""
-    plain = isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32
-    if last or not plain:  # seed_everything's own error for a seed out of its bounds
-        L.seed_everything(seed, workers=True, verbose=False)
-    else:
-        torch.default_generator.manual_seed(seed)
+def population_members(cfg: DictConfig) -> list[dict] | None:
+    """The member table of ``cfg``'s ``cv=``/``seeds=`` (None: a single run)."""
+    if cfg.get("cv") is not None:  # before seeds: cv refuses seeds= itself
+        return fold_members(cfg)
+    if cfg.get("seeds") is not None:
+        return seed_members(cfg)
+    return None
 
 
-def _datamodule(cfg: DictConfig, data: dict, like: L.LightningDataModule | None):
-    """``build_datamodule(cfg)``; a member whose data config has ``like``'s class and plain
-    arguments is constructed directly (Hydra's instantiate costs ~9 ms a member)."""
-    target, _ = data.pop("_target_", None), data.pop("_convert_", None)  # plain data already
-    plain = like is not None and target is not None and get_class(target) is type(like)
-    if plain and not any(str(key).startswith("_") for key in _keys(data)):
-        try:
-            return type(like)(**data)
-        except TypeError:
-            pass  # Hydra's instantiate says what is wrong, as for a stand-alone run
-    return build.build_datamodule(cfg)
-
-
-def _keys(node) -> list:
-    if isinstance(node, dict):
-        return [*node, *(k for v in node.values() for k in _keys(v))]
-    if isinstance(node, list):
-        return [k for v in node for k in _keys(v)]
-    return []
-
-
-@dataclass
-class Member:
-    k: int
-    cfg: DictConfig
-    template: MLPModule  # member 0's module: written with member k's weights and hparams
-    hparams: dict
-    datamodule: L.LightningDataModule
-    run_dir: Path
-    flat: dict
-    portable: dict
-    named: bool  # run_name = the member dir's name
-
-    def write(self, module: PopulationModule, final: dict, differ: list[str], env: dict) -> dict:
-        """The member's run dir (config, run info, best checkpoint, metrics); its summary row."""
-        k, run_dir, cfg = self.k, self.run_dir, self.cfg
-        # member_XXX in the population's dir; a given dir keeps the run's name
-        name = run_dir.name if self.named else cfg.get("run_name")
-        write_run_info(cfg, run_dir, environment=env, data=self.portable, run_name=name)
-        flat = self.flat
-        row = {"member": k, "run_dir": str(run_dir), "status": module.status[k]}
-        row |= {key: flat.get(key) for key in differ if not key.startswith(("paths.", "run_name"))}
-        row |= {"best_epoch": module.best_epoch[k], "stopped_epoch": module.stopped_epoch[k]}
-        if (
-            module.best_epoch[k] is not None
-        ):  # the best weights, also of a member that diverged later
-            module.net.copy_member(k, self.template.net, module.best_weights(k))
-            path = run_dir / "checkpoints" / "best.ckpt"
-            epoch = module.best_epoch[k]
-            write_model_checkpoint(path, self.template, self.datamodule, epoch, self.hparams)
-        if module.status[k] == DIVERGED or module.best_epoch[k] is None:
-            reason = (
-                f"training diverged: a non-finite loss at epoch {module.stopped_epoch[k]}; "
-                f"try a smaller learning rate than optimizer.lr={cfg.optimizer.get('lr')}"
-            )
-            (run_dir / "error.txt").write_text(f"{reason}\n")
-            return row | {"error": reason}
-        last = next(h for h in reversed(module.history) if h["member"] == k)  # its last epoch
-        train = {key: v for key, v in last.items() if key.startswith("train/")}
-        metrics = train | final
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        return row | metrics
-
-
-def mean_and_std(summary: pd.DataFrame) -> dict[str, float]:
-    """``metric`` → mean over the members that finished, ``metric.std`` → their spread."""
-    done = summary[summary.status != DIVERGED]
-    metrics = [c for c in summary.columns if "/" in c and c != "run_dir"]
-    out = {}
-    for key in metrics:
-        values = done[key].astype(float)
-        out[key] = float(values.mean())
-        out[f"{key}.std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
-    return out
+def shared_params(params: Iterable[str]) -> list[str]:
+    """Of a search space's parameters, those a population samples once for all its members."""
+    return [key for key in params if not is_member_key(key)]

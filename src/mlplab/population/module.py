@@ -1,35 +1,102 @@
 """``PopulationModule``: a LightningModule that trains the K members of a ``StackedMLP`` at once.
 
-One training step: member k gathers its own mini-batch (``member_batches``: the rows its
-stand-alone run would see), the stacked forward computes all members, the per-member losses
-(+ each member's L1) are summed — so member k's gradient is its own loss's — and one vectorized
-optimizer step updates every active member. Validation scores every member on the shared val
-split each epoch with the pooling ``MLPModule`` uses (batch means weighted by rows, or Σw_y for
-class-weighted cross-entropy), keeps each member's best weights (lowest val/loss, what
-``ModelCheckpoint`` keeps) and stops members early one by one (``EarlyStopping``'s rule): a
-stopped or diverged member's weights and optimizer state stop changing. Its checkpoint keeps
-the per-member state that ``resume=auto`` needs (``population.resume``).
+One training step is one epoch of every member: member k gathers its own mini-batches (the
+rows its stand-alone run would see, ``PopulationBatches``), the stacked forward computes all
+members, the per-member losses (+ each member's L1) are summed — so member k's gradient is its
+own loss's — and one vectorized optimizer step a mini-batch updates every active member.
+Validation scores every member on its own val split with the pooling ``MLPModule`` uses, keeps
+each member's best weights (``ModelCheckpoint``'s monitor and mode) and stops members one by one
+(``EarlyStopping``'s rule, monitor, mode, min_delta and the trainer's min_epochs): a stopped,
+pruned or diverged member's weights and optimizer state stop changing. Test scores the best
+weights. Its checkpoint keeps the per-member state that ``resume=auto`` needs
+(``population.checkpoint``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import lightning as L
 import torch
 
-from mlplab.population.batches import StackedSplit
-from mlplab.population.clip import clip_members, clip_values
+from mlplab.errors import check
 from mlplab.population.metrics import MemberScores, TrainScores
-from mlplab.population.optim_config import build_stacked_optimizer
-from mlplab.population.resume import STATE_KEY, load_member_state, member_state
+from mlplab.population.optim import build_stacked_optimizer
 from mlplab.population.schedule import build_stacked_scheduler
-from mlplab.population.stacked import StackedMLP, gather_rows, member_losses
-
-Batch = tuple[torch.Tensor, torch.Tensor]
+from mlplab.population.stacked import StackedMLP, gather_rows, member_batches, member_losses
 
 OK, STOPPED, DIVERGED, PRUNED = "ok", "stopped", "diverged", "pruned"
+CLIP_ALGORITHMS = ("norm", "value")
+# What the weights and the optimizer don't hold: saved in the population's checkpoint.
+MEMBER_STATE = ("status", "best_score", "best_epoch", "stopped_epoch", "wait", "stop_best")
+
+
+class PopulationBatches:
+    """One item per epoch: the list of (K, B) row indices of the members' own shuffles, the
+    first ``limit`` mini-batches of it (``trainer.limit_train_batches``, as Lightning counts
+    them for one member). Lightning sets the epoch (as on a sampler); a resumed fit makes the
+    iterator before it does, so the shuffle is drawn when iterated."""
+
+    def __init__(self, n_rows: int, batch_size: int, seeds: list[int], limit=1.0) -> None:
+        self.n_rows, self.batch_size, self.seeds = n_rows, batch_size, list(seeds)
+        batches = -(-n_rows // batch_size)
+        self.limit = int(limit) if isinstance(limit, int) else int(batches * float(limit))
+        self.limit = min(self.limit, batches)
+        self.epoch = 0
+        self.sampler = self  # Lightning calls dataloader.sampler.set_epoch(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self):
+        yield member_batches(self.n_rows, self.batch_size, self.seeds, self.epoch)[: self.limit]
+
+
+class StackedSplit:
+    """Eval batches of every member's own split at once: ((K, B, D), (K, B)) slices."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def __len__(self) -> int:
+        return -(-self.x.shape[1] // self.batch_size)
+
+    def __iter__(self):
+        size = self.batch_size
+        return (
+            (self.x[:, i : i + size], self.y[:, i : i + size])
+            for i in range(0, self.x.shape[1], size)
+        )
+
+
+@dataclass
+class Watch:
+    """A monitored metric: ``ModelCheckpoint``'s (the best weights) or ``EarlyStopping``'s."""
+
+    monitor: str = "val/loss"
+    mode: str = "min"
+
+    def better(self, value: float, than: float, delta: float = 0.0) -> bool:
+        """Lightning's rule: strictly better by more than ``delta``."""
+        return value < than - delta if self.mode == "min" else value > than + delta
+
+    @property
+    def worst(self) -> float:
+        return math.inf if self.mode == "min" else -math.inf
+
+
+@dataclass
+class Stopping(Watch):
+    """Early stopping per member: its own patience (None: never), shared rule."""
+
+    patience: list[int | None] | None = None
+    min_delta: float = 0.0
+    min_epochs: int = 0
 
 
 class PopulationModule(L.LightningModule):
@@ -43,16 +110,16 @@ class PopulationModule(L.LightningModule):
         optimizer: ``_target_`` (a torch.optim class path) shared by all members.
         members: one optimizer kwargs dict per member (lr, betas, weight_decay, ...).
         l1: per-member L1 strength. class_weights: shared (as ``MLPModule``'s), or None.
-        patience: per-member early-stopping patience (None: no early stopping); min_delta shared.
-        target_scale: each member's (means, stds) of a regression target, to report
-            metrics in its units.
-        on_epoch: called after each validation with the epoch and the rows of the members
-            that trained in it ({"member", "epoch", "train/...", "val/..."}); returns the
-            members to stop now (status ``pruned``, e.g. by an Optuna pruner).
-        scheduler, schedules: the learning-rate scheduler's ``_target_`` (shared) and each
-            member's numbers; stepped once an epoch after validation, as ``MLPModule`` does
-            (ReduceLROnPlateau on ``monitor`` of that epoch's validation).
+        best: what picks a member's best weights (None: no best checkpoint, test the last).
+        stopping: early stopping per member, or None.
+        target_scale: each member's (means, stds) of a regression target (metrics in its units).
+        on_epoch: called after each epoch with its number and the rows of the members that
+            trained in it ({"member", "epoch", "train/...", "val/..."}); returns the members
+            to stop now (status ``pruned``, e.g. by an Optuna pruner).
+        scheduler, schedules, monitor: the scheduler's ``_target_`` (shared), each member's
+            numbers, and the metric ReduceLROnPlateau watches; stepped once an epoch.
         clip: each member's ``trainer.gradient_clip_val`` (0: none) and the shared algorithm.
+        batch_size, seeds, limit: the members' training batches (``PopulationBatches``).
     """
 
     def __init__(
@@ -65,8 +132,8 @@ class PopulationModule(L.LightningModule):
         members: list[dict],
         l1: list[float],
         class_weights: list[float] | None = None,
-        patience: list[int | None] | None = None,
-        min_delta: float = 0.0,
+        best: Watch | None = None,
+        stopping: Stopping | None = None,
         num_classes: int = 1,
         target_scale: tuple[list[float], list[float]] | None = None,
         on_epoch: Callable[[int, list[dict]], Iterable[int]] | None = None,
@@ -77,87 +144,68 @@ class PopulationModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
+        k = net.k
         self.net, self.task = net, task
         self.register_buffer("x", x, persistent=False)
         self.register_buffer("y", y, persistent=False)
         self.register_buffer("l1", torch.tensor(l1, dtype=torch.float32), persistent=False)
         self.has_l1 = any(v != 0 for v in l1)
-        values, self.clip_algorithm = clip if clip else ([0.0] * net.k, "norm")
-        self.register_buffer("clip", clip_values(values, self.clip_algorithm), persistent=False)
+        values, self.clip_algorithm = clip if clip else ([0.0] * k, "norm")
+        check(
+            self.clip_algorithm in CLIP_ALGORITHMS,
+            "trainer.gradient_clip_algorithm",
+            self.clip_algorithm,
+            str(CLIP_ALGORITHMS),
+        )
+        for v in values:
+            check(v >= 0, "trainer.gradient_clip_val", v, "must be >= 0")
+        self.register_buffer("clip", torch.tensor(values, dtype=torch.float32), persistent=False)
         self.has_clip = any(v > 0 for v in values)
         cw = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", cw, persistent=False)
         self.optimizer_target, self.member_options = optimizer, members
-        scale = target_scale or ([0.0] * net.k, [1.0] * net.k)
-        self.scores = MemberScores(task, num_classes, cw, scale)
+        self.scale = target_scale or ([0.0] * k, [1.0] * k)
+        self.scores = self._scorer()
         self.train_scores = TrainScores(self.scores)
         self.on_epoch = on_epoch
         self.scheduler_target, self.schedules, self.monitor = scheduler, schedules, monitor
-        self._monitored: list[float] | None = None  # this epoch's values of `monitor`
-        k = net.k
-        self.patience = list(patience) if patience is not None else [None] * k
-        self.min_delta = min_delta
+        self.best_watch, self.stopping = best, stopping
         self.status = [OK] * k
-        self.best_loss = [float("inf")] * k
+        self.best_score = [best.worst if best else math.nan] * k
         self.best_epoch: list[int | None] = [None] * k
         self.stopped_epoch: list[int | None] = [None] * k
-        # the members' best weights, stacked per parameter (K, ...) as the net holds them
-        self.best_stacked = [p.detach().clone() for p in net.parameters()]
-        self._wait = [0] * k
-        self._es_best = [float("inf")] * k
+        self.wait = [0] * k
+        self.stop_best = [stopping.worst if stopping else math.nan] * k
+        self.best_flat = net.flat.detach().clone()  # (K, N): each member's best weights
         self.history: list[dict] = []  # one row per (epoch, member)
+        self.last_val: dict[int, dict] = {}  # member → its last validation's metrics
+        self.test_results: dict[str, list[float]] = {}
+        self._val: dict[str, list[float]] | None = None  # this epoch's validation
+        self._triggered = [False] * k  # early stopping said stop, min_epochs not reached yet
         self._train_sum = torch.zeros(k)
         self._train_rows = 0
+        self._active_key: tuple | None = None
+
+    def _scorer(self) -> MemberScores:
+        return MemberScores(self.task, self.net.out_features, self.class_weights, self.scale)
 
     # ---- members --------------------------------------------------------------------------
-    def best_weights(self, k: int) -> list[torch.Tensor]:
-        """Member k's best weights, one tensor per parameter in ``net.parameters()`` order."""
-        return [best[k] for best in self.best_stacked]
-
-    @torch.no_grad()
-    def _keep_best(self, members: list[int]) -> None:
-        """Keep the net's current weights of ``members`` as their best (one op a parameter)."""
-        if not members:
-            return
-        improved = torch.zeros(self.net.k, dtype=torch.bool)
-        improved[members] = True
-        for i, p in enumerate(self.net.parameters()):
-            mask = improved.to(p.device).view(-1, *[1] * (p.dim() - 1))
-            self.best_stacked[i] = torch.where(mask, p.detach(), self.best_stacked[i].to(p))
-
-    @torch.no_grad()
-    def use_best_weights(self) -> None:
-        """Put every member's best weights into ``net`` (its last ones are gone after this)."""
-        for p, best in zip(self.net.parameters(), self.best_stacked, strict=True):
-            p.copy_(best.to(p))
-
-    @torch.no_grad()
-    def evaluate(self, split: StackedSplit, stage: str) -> dict[str, torch.Tensor]:
-        """{stage/metric: (K,)} of the net's current weights on each member's own rows."""
-        scorer = MemberScores(
-            self.task,
-            self.scores.num_classes,
-            self.class_weights,
-            (self.scores.mean, self.scores.std),
-        )
-        training = self.net.training
-        self.net.eval()
-        for x, y in split:
-            scorer.update(self.net(x.to(self.device)), y.to(self.device))
-        self.net.train(training)
-        return {k: v.cpu() for k, v in scorer.compute(stage).items()}
-
     def _active(self) -> torch.Tensor:
         key = tuple(s == OK for s in self.status)
-        if getattr(self, "_active_key", None) != key:  # statuses change rarely: build once
+        if self._active_key != key:  # statuses change rarely: build once
             self._active_key, self._active_mask = key, torch.tensor(key, device=self.device)
             self._inactive = ~self._active_mask
         return self._active_mask
 
+    @torch.no_grad()
+    def use_best_weights(self) -> None:
+        """Put every member's best weights into ``net`` (its last ones are gone after this)."""
+        self.net.flat.copy_(self.best_flat.to(self.net.flat))
+
     # ---- training -------------------------------------------------------------------------
     def configure_optimizers(self):
         optimizer = build_stacked_optimizer(
-            self.net.parameters(), self.optimizer_target, self.member_options
+            [self.net.flat], self.optimizer_target, self.member_options
         )
         scheduler = build_stacked_scheduler(optimizer, self.scheduler_target, self.schedules or [])
         if scheduler is None:
@@ -169,7 +217,7 @@ class PopulationModule(L.LightningModule):
         opt = self.optimizers()
         optimizer = opt.optimizer if hasattr(opt, "optimizer") else opt
         for index in batches:
-            self._step(opt, optimizer, index)
+            self._step(opt, optimizer, index.to(self.device))
 
     def _step(self, opt, optimizer, index: torch.Tensor) -> None:
         active = self._active()
@@ -181,89 +229,162 @@ class PopulationModule(L.LightningModule):
         finite = torch.isfinite(losses)
         if not bool((finite | self._inactive).all()):  # a member diverged: it stops, others go on
             for k in torch.nonzero(active & ~finite).flatten().tolist():
-                self.status[k] = DIVERGED
-                self.stopped_epoch[k] = self.current_epoch
+                self.status[k], self.stopped_epoch[k] = DIVERGED, self.current_epoch
             active = self._active()
         if optimizer.param_groups[0]["active"] != list(self._active_key):
             optimizer.set_active(active)
-        for p in self.net.parameters():  # opt.zero_grad(set_to_none=True), without its ~0.1 ms
-            p.grad = None
+        self.net.flat.grad = None
         # Only active members' losses: a diverged one would put NaN into everybody's sum.
         self.manual_backward(torch.where(active, losses, 0.0).sum())
-        if self.has_clip:  # per member, as MLPModule clips (population.clip)
-            clip_members(self.net, self.clip, self.clip_algorithm)
+        if self.has_clip:
+            self._clip_gradients()
         opt.step()
         self._train_sum = self._train_sum.to(losses) + losses.detach() * index.shape[1]
         self._train_rows += index.shape[1]
         self.train_scores.update(out, y)
 
-    def on_train_epoch_end(self) -> None:
-        scheduler = self.lr_schedulers()
-        if scheduler is not None:  # after validation, as MLPModule steps its scheduler
-            metrics = self._monitored if scheduler.NEEDS_METRIC else None
-            scheduler.step(metrics, active=self._active().cpu())
-        self._monitored = None
-        self._train_sum.zero_()
-        self._train_rows = 0
-        self.train_scores.reset()
+    @torch.no_grad()
+    def _clip_gradients(self) -> None:
+        """Clip each member's gradient as Lightning clips one model's (``MLPModule``): ``norm``:
+        the total of its parameters' norms ‖(‖g₁‖₂, ‖g₂‖₂, …)‖₂, then × min(1, c/(total +
+        1e-6)); ``value``: clamped to [−c, c]. c = 0 leaves a member as it is."""
+        grad, c = self.net.flat.grad, self.clip  # (K, N), (K,)
+        if self.clip_algorithm == "value":
+            bound = torch.where(c > 0, c, torch.inf)[:, None]
+            grad.clamp_(min=-bound, max=bound)
+            return
+        blocks = grad.split(self.net.sizes, dim=1)
+        total = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(b, dim=1) for b in blocks], dim=1), dim=1
+        )
+        coef = torch.where(c > 0, torch.clamp(c / (total + 1e-6), max=1.0), 1.0)
+        grad.mul_(coef[:, None])
 
     def on_train_start(self) -> None:
         if all(s != OK for s in self.status):  # resumed after every member had stopped
             self.trainer.should_stop = True
 
-    # ---- validation -----------------------------------------------------------------------
-    def validation_step(self, batch, batch_idx: int) -> None:
-        x, y = batch  # (K, B, D), (K, B): each member's own val rows
-        self.scores.update(self.net(x), y)
-
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking or not self.scores.preds:
-            self.scores.reset()
-            return
-        results = {k: v.cpu().tolist() for k, v in self.scores.compute("val").items()}
-        self.scores.reset()
+    def on_train_epoch_end(self) -> None:
+        """The epoch's rows, best weights, early stopping and pruning; then the scheduler."""
+        epoch, val = self.current_epoch, self._val
         train = {"train/loss": (self._train_sum / max(self._train_rows, 1)).cpu().tolist()}
         train |= {k: v.cpu().tolist() for k, v in self.train_scores.compute().items()}
-        epoch, rows, improved = self.current_epoch, [], []
-        monitored = (train | results).get(self.monitor)
-        self._monitored = monitored if monitored is not None else None
+        rows, improved = [], []
         for k in range(self.net.k):
-            if self.status[k] != OK:
+            if self.status[k] != OK:  # stopped before, or diverged in this epoch's steps
                 continue
             row = {"epoch": epoch, "member": k}
-            row |= {name: values[k] for name, values in (train | results).items()}
+            row |= {name: values[k] for name, values in (train | (val or {})).items()}
             self.history.append(row)
             rows.append(row)
-            loss = row["val/loss"]
-            if not math.isfinite(loss):
-                self.status[k], self.stopped_epoch[k] = DIVERGED, epoch
-                continue
-            if loss < self.best_loss[k]:  # ModelCheckpoint(mode=min): strictly better
-                self.best_loss[k], self.best_epoch[k] = loss, epoch
-                improved.append(k)
-            self._early_stop(k, loss, epoch)
+            if val is not None:
+                self.last_val[k] = {n: v for n, v in row.items() if n.startswith("val/")}
+                if not math.isfinite(row["val/loss"]):
+                    self.status[k], self.stopped_epoch[k] = DIVERGED, epoch
+                    continue
+                if self._improved(k, row, epoch):
+                    improved.append(k)
+                self._early_stop(k, row, epoch)
         self._keep_best(improved)
         if self.on_epoch is not None:
             for k in self.on_epoch(epoch, rows):
                 if self.status[k] == OK:
                     self.status[k], self.stopped_epoch[k] = PRUNED, epoch
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:  # after validation, as MLPModule steps its scheduler
+            metrics = (train | (val or {})).get(self.monitor) if scheduler.NEEDS_METRIC else None
+            if not (scheduler.NEEDS_METRIC and metrics is None):  # no validation this epoch
+                scheduler.step(metrics, active=self._active().cpu())
         if all(s != OK for s in self.status):
             self.trainer.should_stop = True
+        self._val = None
+        self._train_sum.zero_()
+        self._train_rows = 0
+        self.train_scores.reset()
 
-    def _early_stop(self, k: int, loss: float, epoch: int) -> None:
-        """Lightning's EarlyStopping, per member: improvement = loss < best − min_delta."""
-        if self.patience[k] is None:
+    def _improved(self, k: int, row: dict, epoch: int) -> bool:
+        watch = self.best_watch
+        value = row.get(watch.monitor) if watch else None
+        if value is None or not watch.better(value, self.best_score[k]):
+            return False
+        self.best_score[k], self.best_epoch[k] = value, epoch
+        return True
+
+    @torch.no_grad()
+    def _keep_best(self, members: list[int]) -> None:
+        if members:
+            mask = torch.zeros(self.net.k, dtype=torch.bool, device=self.best_flat.device)
+            mask[members] = True
+            self.best_flat = torch.where(mask[:, None], self.net.flat.detach(), self.best_flat)
+
+    def _early_stop(self, k: int, row: dict, epoch: int) -> None:
+        """Lightning's EarlyStopping, per member; it stops once the trainer's min_epochs are
+        done (as Lightning's trainer waits for them)."""
+        rule = self.stopping
+        if rule is None or rule.patience[k] is None or rule.monitor not in row:
             return
-        if loss < self._es_best[k] - self.min_delta:
-            self._es_best[k], self._wait[k] = loss, 0
-            return
-        self._wait[k] += 1
-        if self._wait[k] >= self.patience[k]:
+        value = row[rule.monitor]
+        if rule.better(value, self.stop_best[k], rule.min_delta):
+            self.stop_best[k], self.wait[k] = value, 0
+        else:
+            self.wait[k] += 1
+            self._triggered[k] = self._triggered[k] or self.wait[k] >= rule.patience[k]
+        if self._triggered[k] and epoch + 1 >= rule.min_epochs:
             self.status[k], self.stopped_epoch[k] = STOPPED, epoch
+
+    # ---- validation and test ------------------------------------------------------------
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch  # (K, B, D), (K, B): each member's own val rows
+        self.scores.update(self.net(x), y)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking and self.scores.preds:
+            self._val = {k: v.cpu().tolist() for k, v in self.scores.compute("val").items()}
+        self.scores.reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.scores = self._scorer()
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        self.scores.update(self.net(x), y)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = {k: v.cpu().tolist() for k, v in self.scores.compute("test").items()}
+        self.scores.reset()
 
     # ---- checkpoint -----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[STATE_KEY] = member_state(self)  # what the weights and optimizer don't hold
+        state = {name: list(getattr(self, name)) for name in MEMBER_STATE}
+        state["triggered"] = list(self._triggered)
+        state["best_flat"] = self.best_flat
+        state["last_val"] = {str(k): v for k, v in self.last_val.items()}
+        state["history"] = _columns(self.history)
+        state["dropout_rng"] = self.net.generator.get_state() if self.net.generator else None
+        checkpoint["population"] = state
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        load_member_state(self, checkpoint[STATE_KEY])
+        state = checkpoint["population"]
+        for name in MEMBER_STATE:
+            setattr(self, name, list(state[name]))
+        self._triggered = list(state["triggered"])
+        self.best_flat = state["best_flat"]
+        self.last_val = {int(k): v for k, v in state["last_val"].items()}
+        self.history = _rows(state["history"])
+        if state["dropout_rng"] is not None:  # the dropout masks go on as never stopped
+            self.net.generator = torch.Generator(device=self.net.flat.device)
+            self.net.generator.set_state(state["dropout_rng"])
+
+
+def _columns(rows: list[dict]) -> dict[str, torch.Tensor]:
+    """History rows as one (N,) tensor per key (int64 for epoch and member, float64 — a
+    Python float exactly — for metrics): thousands of small dicts pickle slowly."""
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    kinds = {k: torch.int64 if k in ("epoch", "member") else torch.float64 for k in keys}
+    return {k: torch.tensor([row.get(k, math.nan) for row in rows], dtype=kinds[k]) for k in keys}
+
+
+def _rows(columns: dict[str, torch.Tensor]) -> list[dict]:
+    values = {k: v.tolist() for k, v in columns.items()}
+    n = len(next(iter(values.values()), []))
+    return [{k: column[i] for k, column in values.items()} for i in range(n)]

@@ -1,19 +1,17 @@
 """Optimizers for a population of K MLPs stored as stacked tensors, one learning rate per member.
 
-Every parameter is one leaf tensor whose first dimension is the member index, e.g. weights
-(K, in, out) and biases (K, 1, out). ``torch.optim`` takes one float per hyperparameter for a
-whole tensor, so these optimizers keep each numeric hyperparameter as K floats (one per member)
-and update all members with a few vectorized tensor ops. Member k follows torch's single-tensor
-code (``torch.optim.sgd._single_tensor_sgd`` etc.) op for op, scalar algebra in float64 and
-fused multiply-adds (``addcmul``) where torch uses them, so on CPU it reproduces ``torch.optim``
-run on member k alone bit for bit (other kernels, e.g. CUDA, may differ by rounding).
+Every parameter is a tensor whose first dimension is the member index (``StackedMLP``'s one
+``(K, N)`` tensor). ``torch.optim`` takes one float per hyperparameter for a whole tensor, so
+these optimizers keep each numeric hyperparameter as K floats (one per member) and update all
+members with a few vectorized tensor ops. Member k follows torch's single-tensor code op for
+op, scalar algebra in float64 and fused multiply-adds (``addcmul``) where torch uses them, so on
+CPU it reproduces ``torch.optim`` run on member k alone bit for bit (other kernels, e.g. CUDA,
+may differ by rounding).
 
 An ``active`` mask (K,) freezes members: a member whose entry is False keeps its weights and
 its optimizer state (step count included) bit for bit, for per-member early stopping and for
-members that diverged. The step runs once over the concatenation of a group's parameters
-(their state tensors are views of it), not once per tensor. The rules of SGD, Adam, ... are
-in ``mlplab.population.rules``; build one from member configs with
-``mlplab.population.optim_config.build_stacked_optimizer``, or directly::
+members that diverged. Build one from member configs (``conf/optimizer/*.yaml``) with
+``build_stacked_optimizer``, or directly::
 
     opt = StackedAdam([w, b], lr=[1e-3, 1e-2, 1e-1], beta2=[0.999, 0.99, 0.9])  # K = 3
     loss.backward(); opt.step(); opt.zero_grad()
@@ -23,6 +21,7 @@ in ``mlplab.population.rules``; build one from member configs with
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -64,7 +63,6 @@ class StackedOptimizer(torch.optim.Optimizer):
         }
         defaults |= {n: bool(options.get(n, d)) for n, d in self.FLAGS.items()}
         super().__init__(params, defaults | {"active": [True] * k})
-        self._flat: dict = {}  # _flat_state's cache: group → its (K, N) buffers
         self._tensors: dict = {}  # _numbers' cache: group → its hyperparameters as tensors
         self._statics: dict = {}  # _static's cache: (group, layout) → its coefficients
         for shape in [tuple(p.shape) for g in self.param_groups for p in g["params"]]:
@@ -113,12 +111,9 @@ class StackedOptimizer(torch.optim.Optimizer):
             for group in self.param_groups:
                 active, hp = self._numbers(group)
                 if active.any():
-                    params = [p for p in group["params"] if p.grad is not None]
-                    if _fusable(params):
-                        self._step_fused(params, group, hp, active)
-                        continue
-                    for p in params:
-                        self._step_param(p, group, hp, active)
+                    for p in group["params"]:
+                        if p.grad is not None:
+                            self._step_param(p, group, hp, active)
         return loss
 
     def _numbers(self, group: dict) -> tuple[Tensor, dict[str, Tensor]]:
@@ -131,66 +126,6 @@ class StackedOptimizer(torch.optim.Optimizer):
             hp = {n: torch.tensor(group[n], dtype=torch.float64) for n in self.DEFAULTS}
             cached = self._tensors[id(group)] = (key, active, hp)
         return cached[1], cached[2]
-
-    def _step_fused(self, params: list[Tensor], group: dict, hp: dict, active: Tensor) -> None:
-        """``_step_param`` for all of a group's parameters at once: one set of ops on their
-        (K, N) concatenation instead of one per tensor (a small MLP's step is all overhead).
-        The state stays per parameter under torch's names: views of the group's flat buffers."""
-        k = params[0].shape[0]
-        packed = flat_view(params)  # StackedMLP's parameters: views of one (K, N) tensor
-        flat_p = packed if packed is not None else torch.cat([p.reshape(k, -1) for p in params], 1)
-        flat_g = torch.cat([p.grad.reshape(k, -1) for p in params], 1)
-        fused = self._flat_state(params, flat_p, hp, group)
-        if fused is None:
-            for p in params:
-                self._step_param(p, group, hp, active)
-            return
-        buffers, count = fused
-        step = count + 1
-        new_p, new_state = self._update(flat_p, flat_g, buffers, hp, step, group)
-        if not bool(active.all()):
-            keep = active.to(flat_p.device)[:, None]
-            new_p = torch.where(keep, new_p, flat_p)
-            new_state = {n: torch.where(keep, v, buffers[n]) for n, v in new_state.items()}
-        for name, value in new_state.items():
-            buffers[name].copy_(value)  # in place: the per-parameter views see it
-        if packed is not None:
-            packed.copy_(new_p)  # the parameters are its views
-        else:
-            blocks = new_p.split([p[0].numel() for p in params], 1)
-            for p, chunk in zip(params, blocks, strict=True):
-                p.copy_(chunk.unflatten(1, p.shape[1:]))
-        count.copy_(torch.where(active, step, count))  # shared by the group's parameters
-
-    def _flat_state(self, params: list[Tensor], flat_p: Tensor, hp: dict, group: dict):
-        """The group's state as (K, N) buffers whose column blocks are the parameters' own
-        state tensors (views), and the members' step counts; built once, and again whenever
-        those are not views of it (``load_state_dict``, a step that left a parameter out).
-        None where the parameters' step counts differ (then they step one by one)."""
-        views = [self.state[p] for p in params]
-        cached = self._flat.get(id(group))
-        if cached is not None and cached[0] == [id(p) for p in params]:
-            flat, parts = cached[1], cached[2]
-            if all(v.get(n) is part[n] for v, part in zip(views, parts, strict=True) for n in flat):
-                return flat, views[0]["step"]
-        k = flat_p.shape[0]
-        if all(not v for v in views):  # a fresh optimizer
-            flat = self._init_buffers(flat_p, hp, group)
-            step = torch.zeros(k, dtype=torch.float64)
-        elif all(v for v in views) and all(torch.equal(v["step"], views[0]["step"]) for v in views):
-            names = [n for n in views[0] if n != "step"]
-            flat = {n: torch.cat([v[n].reshape(k, -1) for v in views], 1) for n in names}
-            step = views[0]["step"]
-        else:
-            return None
-        blocks = {n: b.split([p[0].numel() for p in params], 1) for n, b in flat.items()}
-        parts = []
-        for i, (p, state) in enumerate(zip(params, views, strict=True)):
-            part = {n: blocks[n][i].unflatten(1, p.shape[1:]) for n in flat}
-            state.update(part, step=step)
-            parts.append(part)
-        self._flat[id(group)] = ([id(p) for p in params], flat, parts)
-        return flat, step
 
     def _step_param(self, p: Tensor, group: dict, hp: dict[str, Tensor], active: Tensor) -> None:
         state = self.state[p]
@@ -228,31 +163,227 @@ class StackedOptimizer(torch.optim.Optimizer):
         raise NotImplementedError
 
 
-def flat_view(params: list[Tensor]) -> Tensor | None:
-    """The (K, N) tensor whose column blocks are ``params`` in order (each a view of it, member
-    k's block in row k, as ``StackedMLP`` keeps them), or None where they aren't."""
-    first = params[0]
-    k, n = first.shape[0], sum(p[0].numel() for p in params)
-    storage, offset = first.untyped_storage().data_ptr(), first.storage_offset()
-    for p in params:
-        if (
-            p.untyped_storage().data_ptr() != storage
-            or p.storage_offset() != offset
-            or p.stride(0) != n
-            or not p[0].is_contiguous()
-        ):
-            return None
-        offset += p[0].numel()
-    return first.detach().as_strided((k, n), (n, 1), first.storage_offset())
-
-
-def _fusable(params: list[Tensor]) -> bool:
-    """Several parameters of one dtype and device (one concatenation holds them)."""
-    return len(params) > 1 and len({(p.dtype, p.device) for p in params}) == 1
-
-
 def _per_member(p: Tensor, *values: Tensor) -> list[Tensor]:
     """(K,) CPU numbers → (K, 1, ..., 1) tensors in ``p``'s dtype and device (one transfer).
     The scalar algebra happens before, in float64, as torch does it in Python floats."""
     shape = (len(values), p.shape[0]) + (1,) * (p.dim() - 1)
     return list(torch.stack([v.double() for v in values]).to(p.device, p.dtype).view(shape))
+
+
+class StackedSGD(StackedOptimizer):
+    """``torch.optim.SGD`` per member: g ← ∂J/∂W + λW; b ← g on the first step (and always
+    when μ = 0), else b ← μb + (1 − τ)g; W ← W − η·(g + μb if nesterov else b)."""
+
+    DEFAULTS = {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0}
+    FLAGS = {"nesterov": False}
+    BUFFERS = ("momentum_buffer",)
+
+    def _update(self, p, grad, state, hp, step, group):
+        neg_lr, mu, undamped, wd = self._static(
+            p,
+            hp,
+            group,
+            lambda: (-hp["lr"], hp["momentum"], 1 - hp["dampening"], hp["weight_decay"]),
+        )
+        fresh = _per_member(p, (step == 1) | (hp["momentum"] == 0))[0].bool()
+        g = torch.addcmul(grad, p, wd)
+        buf = torch.where(fresh, g, torch.addcmul(state["momentum_buffer"] * mu, g, undamped))
+        direction = torch.addcmul(g, buf, mu) if group["nesterov"] else buf
+        return torch.addcmul(p, direction, neg_lr), {"momentum_buffer": buf}
+
+
+class StackedAdam(StackedOptimizer):
+    """``torch.optim.Adam`` per member (amsgrad off): g ← ∂J/∂W + λW; m ← β₁m + (1 − β₁)g;
+    v ← β₂v + (1 − β₂)g²; W ← W − η/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)."""
+
+    DEFAULTS = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0}
+    BUFFERS = ("exp_avg", "exp_avg_sq")
+    DECOUPLED = False
+
+    def _update(self, p, grad, state, hp, step, group):
+        b1, b2, lr, wd = hp["beta1"], hp["beta2"], hp["lr"], hp["weight_decay"]
+        step_size, bc2_sqrt = _per_member(p, lr / (1 - b1**step), (1 - b2**step).sqrt())
+        decay, wd, w1, b2, w2, eps = self._static(
+            p, hp, group, lambda: (1 - lr * wd, wd, 1 - b1, b2, 1 - b2, hp["eps"])
+        )
+        if self.DECOUPLED:
+            p, g = p * decay, grad
+        else:
+            g = torch.addcmul(grad, p, wd)
+        m = torch.lerp(state["exp_avg"], g, w1)
+        v = torch.addcmul(state["exp_avg_sq"] * b2, w2 * g, g)
+        new_p = p - step_size * m / (v.sqrt() / bc2_sqrt + eps)
+        return new_p, {"exp_avg": m, "exp_avg_sq": v}
+
+
+class StackedAdamW(StackedAdam):
+    """``torch.optim.AdamW`` per member: Adam with decoupled decay, W ← (1 − ηλ)W first."""
+
+    DEFAULTS = StackedAdam.DEFAULTS | {"weight_decay": 1e-2}
+    DECOUPLED = True
+
+
+class StackedAdadelta(StackedOptimizer):
+    """``torch.optim.Adadelta`` per member: g ← ∂J/∂W + λW; v ← ρv + (1 − ρ)g²;
+    Δ ← √(u + ε) / √(v + ε) · g; u ← ρu + (1 − ρ)Δ²; W ← W − ηΔ."""
+
+    DEFAULTS = {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0}
+    BUFFERS = ("square_avg", "acc_delta")
+
+    def _update(self, p, grad, state, hp, step, group):
+        neg_lr, rho, w, eps, wd = self._static(
+            p,
+            hp,
+            group,
+            lambda: (-hp["lr"], hp["rho"], 1 - hp["rho"], hp["eps"], hp["weight_decay"]),
+        )
+        g = torch.addcmul(grad, p, wd)
+        v = torch.addcmul(state["square_avg"] * rho, w * g, g)
+        delta = (state["acc_delta"] + eps).sqrt() / (v + eps).sqrt() * g
+        u = torch.addcmul(state["acc_delta"] * rho, w * delta, delta)
+        return torch.addcmul(p, delta, neg_lr), {"square_avg": v, "acc_delta": u}
+
+
+class StackedAdagrad(StackedOptimizer):
+    """``torch.optim.Adagrad`` per member: g ← ∂J/∂W + λW; s ← s + g² (s₀ = initial value);
+    W ← W − η/(1 + (t − 1)·lr_decay) · g / (√s + ε)."""
+
+    DEFAULTS = {
+        "lr": 1e-2,
+        "lr_decay": 0.0,
+        "weight_decay": 0.0,
+        "initial_accumulator_value": 0.0,
+        "eps": 1e-10,
+    }
+    BUFFERS = ("sum",)
+
+    def _init_buffers(self, p, hp, group):
+        (init,) = _per_member(p, hp["initial_accumulator_value"])
+        return {"sum": torch.zeros_like(p) + init}
+
+    def _update(self, p, grad, state, hp, step, group):
+        (clr,) = _per_member(p, hp["lr"] / (1 + (step - 1) * hp["lr_decay"]))
+        wd, eps = self._static(p, hp, group, lambda: (hp["weight_decay"], hp["eps"]))
+        g = torch.addcmul(grad, p, wd)
+        s = torch.addcmul(state["sum"], g, g)
+        return p - clr * g / (s.sqrt() + eps), {"sum": s}
+
+
+class StackedRMSprop(StackedOptimizer):
+    """``torch.optim.RMSprop`` per member: g ← ∂J/∂W + λW; v ← αv + (1 − α)g²;
+    centered: ḡ ← αḡ + (1 − α)g, v̂ = v − ḡ² (else v̂ = v); b ← μb + g / (√v̂ + ε); W ← W − ηb."""
+
+    DEFAULTS = {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0}
+    FLAGS = {"centered": False}
+    BUFFERS = ("square_avg", "momentum_buffer")
+
+    def _init_buffers(self, p, hp, group):
+        extra = ("grad_avg",) if group["centered"] else ()
+        return {name: torch.zeros_like(p) for name in self.BUFFERS + extra}
+
+    def _update(self, p, grad, state, hp, step, group):
+        lr, alpha, w, eps, wd, mu, has_momentum = self._static(
+            p,
+            hp,
+            group,
+            lambda: (
+                *(hp["lr"], hp["alpha"], 1 - hp["alpha"], hp["eps"]),
+                *(hp["weight_decay"], hp["momentum"], hp["momentum"] > 0),
+            ),
+        )
+        has_momentum = has_momentum.bool()
+        g = torch.addcmul(grad, p, wd)
+        v = torch.addcmul(state["square_avg"] * alpha, w * g, g)
+        new = {"square_avg": v}
+        if group["centered"]:
+            new["grad_avg"] = torch.lerp(state["grad_avg"], g, w)
+            v = torch.addcmul(v, new["grad_avg"], new["grad_avg"], value=-1)
+        avg = v.sqrt() + eps
+        buf = state["momentum_buffer"] * mu + g / avg
+        # torch's two formulas differ in rounding: W − ηb, and W − (ηg)/avg when μ = 0
+        new_p = torch.where(has_momentum, torch.addcmul(p, buf, -lr), p - lr * g / avg)
+        return new_p, new | {"momentum_buffer": buf}
+
+
+OPTIMIZERS: dict[str, type[StackedOptimizer]] = {
+    "torch.optim.SGD": StackedSGD,
+    "torch.optim.Adam": StackedAdam,
+    "torch.optim.AdamW": StackedAdamW,
+    "torch.optim.Adadelta": StackedAdadelta,
+    "torch.optim.Adagrad": StackedAdagrad,
+    "torch.optim.RMSprop": StackedRMSprop,
+}
+# Keys of a member's config that are per-member numbers, and their allowed range (torch's).
+RANGES = {
+    "lr": (lambda v: v >= 0, "a finite number >= 0"),
+    "momentum": (lambda v: v >= 0, "a finite number >= 0"),
+    "dampening": (lambda v: True, "a finite number"),
+    "weight_decay": (lambda v: v >= 0, "a finite number >= 0"),
+    "eps": (lambda v: v >= 0, "a finite number >= 0"),
+    "beta1": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "beta2": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "rho": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "alpha": (lambda v: v >= 0, "a finite number >= 0"),
+    "lr_decay": (lambda v: v >= 0, "a finite number >= 0"),
+    "initial_accumulator_value": (lambda v: v >= 0, "a finite number >= 0"),
+}
+
+
+def build_stacked_optimizer(params, target: str, members: list[dict]) -> StackedOptimizer:
+    """The stacked version of the optimizer ``target``, member k configured by ``members[k]``.
+
+    Args:
+        params: stacked parameters, each (K, ...) with K = ``len(members)``.
+        target: torch's class path, a key of ``OPTIMIZERS`` (e.g. ``"torch.optim.Adam"``).
+        members: one kwargs dict per member, as in ``conf/optimizer/*.yaml`` (``betas`` as a
+            list of two numbers; a ``_target_`` equal to ``target`` is ignored). Missing keys take
+            torch's defaults. ``nesterov``/``centered`` must be the same for every member.
+
+    Raises:
+        ConfigError: unsupported ``target``, unknown key, or a value out of torch's range.
+    """
+    check(target in OPTIMIZERS, "optimizer._target_", target, f"one of {list(OPTIMIZERS)}")
+    cls = OPTIMIZERS[target]
+    check(len(members) >= 1, "members", members, "at least one member")
+    rows = [_member_options(cls, target, f"members[{i}]", m) for i, m in enumerate(members)]
+    options: dict = {name: [row.get(name, d) for row in rows] for name, d in cls.DEFAULTS.items()}
+    for name, default in cls.FLAGS.items():
+        values = [row.get(name, default) for row in rows]
+        check(len(set(values)) == 1, name, values, "the same value for every member")
+        options[name] = values[0]
+    if options.get("nesterov"):
+        # torch.optim.SGD refuses nesterov without momentum, or with dampening
+        ok = min(options["momentum"]) > 0 and set(options["dampening"]) == {0.0}
+        check(ok, "momentum", options["momentum"], "> 0, with dampening=0, for nesterov=true")
+    return cls(params, **options)
+
+
+def _member_options(cls, target: str, where: str, member: dict) -> dict:
+    """One member's config → internal names (``betas`` → ``beta1``, ``beta2``), checked."""
+    allowed = [k for k in cls.DEFAULTS if not k.startswith("beta")] + list(cls.FLAGS)
+    allowed += ["betas"] if "beta1" in cls.DEFAULTS else []
+    out = {}
+    for key, value in member.items():
+        name = f"{where}.{key}"
+        if key == "_target_":
+            check(value == target, name, value, f"{target!r} like the other members")
+            continue
+        check(key in allowed, name, value, f"not an option of {target}; allowed: {allowed}")
+        if key in cls.FLAGS:
+            check(isinstance(value, bool), name, value, "true or false")
+            out[key] = value
+        elif key == "betas":
+            ok = isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
+            check(ok, name, value, "a list of two numbers [beta1, beta2]")
+            out |= {"beta1": _number(f"{name}[0]", "beta1", value[0])}
+            out |= {"beta2": _number(f"{name}[1]", "beta2", value[1])}
+        else:
+            out[key] = _number(name, key, value)
+    return out
+
+
+def _number(name: str, key: str, value) -> float:
+    ok_range, allowed = RANGES[key]
+    is_num = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    check(is_num and math.isfinite(value) and ok_range(value), name, value, allowed)
+    return float(value)

@@ -1,9 +1,11 @@
-"""``StackedMLP``: K MLPs of one architecture trained at once, one stacked tensor per parameter.
+"""``StackedMLP``: K MLPs of one architecture trained at once, all their weights in one tensor.
 
-Population training (a seed or hyperparameter sweep in one process) keeps the member index first
-in every parameter: layer l has weights ``W_l`` (K, in, out) and biases ``b_l`` (K, 1, out), and
-one batched matmul computes all members, ``a_l = g(baddbmm(b_l, a_{l-1}, W_l))``. Member k is
-exactly the MLP that ``mlplab-train seed=s_k`` would build and train:
+A population (a seed, fold or hyperparameter sweep in one process) keeps every member's
+parameters in one ``(K, N)`` tensor, member k's row holding its weights layer by layer (each
+layer's ``W`` (in, out), then its ``b`` (out)). Forward splits the row into views, so layer l
+of all members is one batched matmul, ``a_l = g(baddbmm(b_l, a_{l-1}, W_l))``, and backward
+writes one ``(K, N)`` gradient that the stacked optimizer steps in one go. Member k is exactly
+the MLP ``mlplab-train seed=s_k`` would build and train:
 
 - initial weights: those of ``MLP(...)`` built right after seeding torch with ``s_k``;
 - mini-batches: the rows ``BatchIterator(seed=s_k)`` yields in each epoch (``member_batches``);
@@ -27,7 +29,6 @@ from mlplab.data.spec import TASKS
 from mlplab.errors import check
 from mlplab.models.dense import ACTIVATIONS, Dense
 from mlplab.models.mlp import MLP, TORCH_ACTIVATIONS
-from mlplab.population.optim import flat_view
 
 _ACTIVATION_NAMES = {cls: name for name, cls in TORCH_ACTIVATIONS.items()}
 
@@ -36,7 +37,7 @@ def _seeded_mlp(seed: int, *args, dropout: float) -> MLP:
     """``MLP(*args)`` initialised as after ``torch.manual_seed(seed)`` (what
     ``lightning.seed_everything`` does before ``mlplab.train`` builds the model), without
     touching the caller's random state. Only the CPU generator is seeded: nn.Linear draws its
-    init there, and seeding CUDA generators here would be a side effect the fork cannot undo."""
+    init there."""
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         return MLP(*args, dropout=dropout, layer="torch")
@@ -64,16 +65,17 @@ def _architecture(mlp: MLP) -> dict:
 
 
 class StackedMLP(nn.Module):
-    """K same-architecture MLPs as one module; parameters are stacked leaves, member index first.
+    """K same-architecture MLPs as one module: one ``(K, N)`` parameter ``flat``.
 
     Hidden layer l of member k: ``a = g(a W_l[k] + b_l[k])``, then inverted dropout
-    ``a ← a · m / (1 − p_k)`` with ``m ~ Bernoulli(1 − p_k)`` in training mode.
+    ``a ← a · m / (1 − p_k)`` with ``m ~ Bernoulli(1 − p_k)`` in training mode, each member's
+    mask drawn on its own from the module's ``generator`` (not the process's global one, so
+    saving and restoring it touches nothing else).
 
     Args:
         in_features, hidden_sizes, out_features, activation: see ``MLP`` (shared by all).
         dropout: one rate for all members, or one per member, each in [0, 1).
         seeds: member k starts from the weights an ``MLP`` gets under ``seeds[k]``; K = len.
-        layer: ``torch`` only (``nn.Linear``'s parametrization and init).
     """
 
     def __init__(
@@ -84,122 +86,96 @@ class StackedMLP(nn.Module):
         activation: str = "relu",
         dropout: float | Sequence[float] = 0.0,
         seeds: Sequence[int] = (0,),
-        layer: str = "torch",
     ) -> None:
         super().__init__()
-        check(layer == "torch", "model.layer", layer, "StackedMLP supports 'torch' only")
         seeds = list(seeds)
         check(len(seeds) >= 1, "population.seeds", seeds, "at least one seed")
         rates = [dropout] * len(seeds) if isinstance(dropout, int | float) else list(dropout)
-        rates = [float(p) if isinstance(p, torch.Tensor) else p for p in rates]
         check(
             len(rates) == len(seeds), "model.dropout", dropout, f"{len(seeds)} rates (one per seed)"
         )
         args = (in_features, list(hidden_sizes), out_features, activation)
         # MLP validates every value (naming the config key); its init is the members' init.
         members = [_seeded_mlp(s, *args, dropout=p) for s, p in zip(seeds, rates, strict=True)]
-        self._stack(members, rates, *args)
-
-    def _stack(self, members: Sequence[MLP], rates: list, *args) -> None:
-        """Hold ``members``' weights (copies) and their architecture ``args``."""
-        in_features, hidden_sizes, out_features, activation = args
-        layers = [_linears(m) for m in members]
-        self.weights = nn.ParameterList(
-            torch.stack([lin.weight.detach().T for lin in layer_k]).contiguous()  # (K, in, out)
-            for layer_k in zip(*layers, strict=True)
-        )
-        self.biases = nn.ParameterList(
-            torch.stack([lin.bias.detach()[None] for lin in layer_k])  # (K, 1, out)
-            for layer_k in zip(*layers, strict=True)
-        )
-        # Fixed at construction: the buffer (K,) follows the device; the floats give member(k)
-        # its exact rate back (float32 would turn 0.3 into 0.30000001).
-        self.rates = [float(p) for p in rates]
-        self.register_buffer("dropout", torch.tensor(rates, dtype=torch.float32))  # (K,)
-        self.has_dropout = any(p > 0 for p in rates)  # skip drawing masks when none drop
-        self.in_features, self.out_features = in_features, out_features
-        self.hidden_sizes, self.activation = list(hidden_sizes), activation
-        self.g = ACTIVATIONS[activation]
-        self._pack()
-
-    def _pack(self) -> None:
-        """Make the parameters views of one (K, N) tensor, in ``parameters()`` order, member k's
-        row holding all of its weights: the stacked optimizers update that tensor in one go
-        instead of concatenating the parameters and copying them back at every step."""
-        params = list(self.parameters())
-        if flat_view(params) is not None:  # packed still (share_memory_, an in-place conversion)
-            return
-        k = params[0].shape[0]
-        with torch.no_grad():
-            flat = torch.cat([p.detach().reshape(k, -1) for p in params], 1)
-        for p, block in zip(params, flat.split([p[0].numel() for p in params], 1), strict=True):
-            p.data = block.unflatten(1, p.shape[1:])
-
-    def _apply(self, fn, recurse: bool = True):
-        """``to()``, ``cuda()``, ``double()``...: each parameter moves on its own, then they
-        are packed again."""
-        super()._apply(fn, recurse)
-        self._pack()
-        return self
-
-    @property
-    def k(self) -> int:
-        """Number of members K."""
-        return self.weights[0].shape[0]
+        self._stack(members, rates, *args, seed=seeds[0])
 
     @classmethod
-    def from_members(cls, members: Sequence[MLP]) -> StackedMLP:
-        """Stack torch-layer MLPs of one architecture (their dropout rates may differ)."""
+    def from_members(cls, members: Sequence[MLP], seed: int = 0) -> StackedMLP:
+        """Stack torch-layer MLPs of one architecture (their dropout rates may differ);
+        ``seed`` seeds the dropout generator."""
         check(len(members) >= 1, "members", members, "at least one MLP")
         archs = [_architecture(m) for m in members]
         shared = [{k: v for k, v in a.items() if k != "dropout"} for a in archs]
         check(all(s == shared[0] for s in shared), "members", shared, "one architecture")
-        rates = [a["dropout"] for a in archs]
         first = shared[0]
         stacked = cls.__new__(cls)  # no K stand-in MLPs to build and throw away
         nn.Module.__init__(stacked)
         args = (first["in_features"], first["hidden_sizes"], first["out_features"])
-        stacked._stack(members, rates, *args, first["activation"])
-        return stacked.to(device=stacked.weights[0].device)  # the dropout rates buffer too
+        stacked._stack(members, [a["dropout"] for a in archs], *args, first["activation"], seed=seed)
+        return stacked
 
-    def member(self, k: int) -> MLP:
-        """Member k as a plain ``MLP`` (same device and dtype, weights copied, not shared)."""
-        check(-self.k <= k < self.k, "member", k, f"an index in [0, {self.k})")
-        args = (self.in_features, self.hidden_sizes, self.out_features, self.activation)
-        mlp = _seeded_mlp(0, *args, dropout=self.rates[k])  # init overwritten below
-        mlp.to(device=self.weights[0].device, dtype=self.weights[0].dtype)
-        return self.copy_member(k, mlp)
+    def _stack(self, members: Sequence[MLP], rates: list, *args, seed: int) -> None:
+        in_features, hidden_sizes, out_features, activation = args
+        widths = [in_features, *hidden_sizes, out_features]
+        self.shapes = [(a, b) for a, b in zip(widths, widths[1:], strict=False)]  # (in, out)
+        rows = [
+            torch.cat([t for lin in _linears(m) for t in (lin.weight.T.flatten(), lin.bias)])
+            for m in members
+        ]
+        self.flat = nn.Parameter(torch.stack(rows).detach().clone())  # (K, N)
+        # Fixed at construction: the floats give member(k) its exact rate back (float32 would
+        # turn 0.3 into 0.30000001); the (K,) buffer follows the device.
+        self.rates = [float(p) for p in rates]
+        self.register_buffer("dropout", torch.tensor(self.rates, dtype=torch.float32))
+        self.has_dropout = any(p > 0 for p in rates)
+        self.in_features, self.out_features = in_features, out_features
+        self.hidden_sizes, self.activation = list(hidden_sizes), activation
+        self.g = ACTIVATIONS[activation]
+        self.seed, self.generator = seed, None
 
-    @torch.no_grad()
-    def copy_member(self, k: int, mlp: MLP, params: Sequence[torch.Tensor] | None = None) -> MLP:
-        """Copy member k's weights into ``mlp`` (a torch-layer MLP of this architecture) and
-        return it; ``params``: member k's tensors in ``parameters()`` order to copy instead
-        (e.g. its best weights, kept aside)."""
-        check(-self.k <= k < self.k, "member", k, f"an index in [0, {self.k})")
-        params = [p[k] for p in self.parameters()] if params is None else list(params)
-        n = len(self.weights)
-        for lin, w, b in zip(_linears(mlp), params[:n], params[n:], strict=True):
-            lin.weight.copy_(w.T)
-            lin.bias.copy_(b[0])
-        return mlp
+    @property
+    def k(self) -> int:
+        """Number of members K."""
+        return self.flat.shape[0]
+
+    @property
+    def sizes(self) -> list[int]:
+        """The column blocks of a row: W_0, b_0, W_1, b_1, ..."""
+        return [n for d_in, d_out in self.shapes for n in (d_in * d_out, d_out)]
+
+    def layers(self, flat: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``[(W_l (K, in, out), b_l (K, 1, out)), ...]``: views of ``flat`` (default: the
+        weights; the best weights or a gradient have the same layout)."""
+        flat = self.flat if flat is None else flat
+        blocks = flat.split(self.sizes, dim=1)
+        return [
+            (w.view(-1, d_in, d_out), b.view(-1, 1, d_out))
+            for (d_in, d_out), w, b in zip(self.shapes, blocks[::2], blocks[1::2], strict=True)
+        ]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(K, B, in) → (K, B, out); a (B, in) input is shared by all members."""
         h = x.expand(self.k, *x.shape) if x.ndim == 2 else x
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+        layers = self.layers()
+        for i, (w, b) in enumerate(layers):
             h = torch.baddbmm(b, h, w)  # (K, B, in) @ (K, in, out) + (K, 1, out)
-            if i < last:
+            if i < len(layers) - 1:
                 h = self.g(h)
                 if self.training and self.has_dropout:
                     p = self.dropout.to(h)[:, None, None]  # (K, 1, 1)
+                    noise = torch.rand(h.shape, generator=self._generator(h), device=h.device)
                     # rand ∈ [0, 1) is always ≥ 0: p = 0 keeps every unit and divides by 1.
-                    h = h * (torch.rand_like(h) >= p) / (1 - p)
+                    h = h * (noise >= p).to(h) / (1 - p)
         return h
+
+    def _generator(self, h: torch.Tensor) -> torch.Generator:
+        if self.generator is None or self.generator.device != h.device:
+            self.generator = torch.Generator(device=h.device).manual_seed(self.seed)
+        return self.generator
 
     def l1_penalty(self) -> torch.Tensor:
         """(K,) ``Σ|w|`` over each member's weight matrices, not biases (``MLPModule``)."""
-        return sum(w.abs().sum(dim=(1, 2)) for w in self.weights)
+        return sum(w.abs().sum(dim=(1, 2)) for w, _ in self.layers())
 
     def l2_penalty(self) -> torch.Tensor:
         """(K,) ``½ Σ w²`` over all of each member's parameters, biases included.
@@ -209,8 +185,26 @@ class StackedMLP(nn.Module):
         added to the loss has exactly that gradient. AdamW's decoupled decay is not a loss
         term: it belongs to the optimizer.
         """
-        params = [*self.weights, *self.biases]
-        return sum(p.square().sum(dim=(1, 2)) for p in params) / 2
+        return self.flat.square().sum(dim=1) / 2
+
+    def member(self, k: int) -> MLP:
+        """Member k as a plain ``MLP`` (same device and dtype, weights copied, not shared)."""
+        check(-self.k <= k < self.k, "member", k, f"an index in [0, {self.k})")
+        args = (self.in_features, self.hidden_sizes, self.out_features, self.activation)
+        mlp = _seeded_mlp(0, *args, dropout=self.rates[k])  # init overwritten below
+        mlp.to(device=self.flat.device, dtype=self.flat.dtype)
+        return self.copy_member(k, mlp)
+
+    @torch.no_grad()
+    def copy_member(self, k: int, mlp: MLP, flat: torch.Tensor | None = None) -> MLP:
+        """Copy member k's weights (row k of ``flat``, default the current weights: e.g. its
+        best weights, kept aside) into ``mlp``, a torch-layer MLP of this architecture."""
+        check(-self.k <= k < self.k, "member", k, f"an index in [0, {self.k})")
+        flat = self.flat if flat is None else flat
+        for lin, (w, b) in zip(_linears(mlp), self.layers(flat[k : k + 1]), strict=True):
+            lin.weight.copy_(w[0].T)
+            lin.bias.copy_(b[0, 0])
+        return mlp
 
 
 def member_losses(
@@ -253,22 +247,21 @@ def member_batches(
     Row k of batch i holds the rows of the i-th batch that ``BatchIterator(..., shuffle=True,
     seed=seeds[k])`` yields after ``set_epoch(epoch)``, on one device (no DDP sharding). All
     members see every row once per epoch, so the last (partial) batch has one size for all.
-    Gather with ``x[index]`` → (K, B, D).
+    Gather with ``gather_rows`` → (K, B, D).
     """
     check(batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
     perms = []
-    for seed in seeds:
-        # BatchIterator._index is private: reusing it keeps one definition of the shuffle.
+    for seed in seeds:  # BatchIterator's own shuffle: one definition of it
         it = BatchIterator(torch.empty(n_rows, 0), torch.empty(n_rows), batch_size, True, seed)
         it.set_epoch(epoch)
-        perms.append(it._index())
+        perms.append(it.rows_of_epoch())
     return list(torch.stack(perms).split(batch_size, dim=1))  # (K, N) → [(K, B), ...]
 
 
 def gather_rows(data: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``data[k, index[k]]`` for every member k: (K, N, ...) data, (K, B) row indices →
     (K, B, ...), in one index_select (from the one shared split when ``data`` is an ``expand``
-    of it): 20 µs where advanced indexing takes 45-65 µs for 64 members."""
+    of it)."""
     k, n = data.shape[:2]
     if data.stride(0) == 0:
         picked = data[0].index_select(0, index.reshape(-1))

@@ -1,8 +1,11 @@
 """Config → objects for one training run: DataModule, model, callbacks, loggers, trainer, and
-the checkpoint to resume from. ``mlplab.train.train`` calls these in order."""
+the checkpoint to resume from. ``mlplab.run.fit`` calls these in order, a population
+(``mlplab.population.engine``) the same ones with its members' configs (plain data: a
+``DictConfig`` or a dict, read alike)."""
 
 from __future__ import annotations
 
+import copy
 import inspect
 import secrets
 from pathlib import Path
@@ -10,14 +13,12 @@ from pathlib import Path
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
-from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from mlplab.errors import ConfigError, check, user_error
 from mlplab.run.checkpoint import AtomicCheckpointIO, RunRecord, read_checkpoint
-from mlplab.run.parses import to_plain
 from mlplab.run.progress import ProgressBar
 from mlplab.run.rundir import damaged_hint
 from mlplab.run.trackers import CSVLogger
@@ -26,7 +27,10 @@ CLIP_KEYS = ("gradient_clip_val", "gradient_clip_algorithm")
 
 
 def container(node) -> dict | None:
-    return to_plain(node) if node is not None else None
+    """A config node as plain data (resolved)."""
+    if OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)
+    return copy.deepcopy(node)
 
 
 def instantiate_checked(node, **kwargs):
@@ -41,21 +45,37 @@ def instantiate_checked(node, **kwargs):
         raise cause from None
 
 
-def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+def build_datamodule(cfg) -> L.LightningDataModule:
     # _convert_=all whatever the data config says: a DictConfig among the hyperparameters
     # would make every checkpoint of the run unloadable with weights_only.
-    return instantiate_checked(cfg.data, _convert_="all")
+    node = cfg["data"]
+    if isinstance(node, dict) and not _nested_target(node):  # flat: no Hydra needed
+        args = {k: v for k, v in node.items() if not k.startswith("_")}
+        try:
+            return get_class(node["_target_"])(**args)
+        except TypeError:
+            pass  # Hydra's instantiate says what is wrong, in its words
+    return instantiate_checked(node, _convert_="all")
 
 
-def model_arguments(cfg: DictConfig, datamodule) -> dict:
+def _nested_target(node) -> bool:
+    values = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    return any(
+        (isinstance(v, dict) and "_target_" in v) or _nested_target(v)
+        for v in values
+        if isinstance(v, dict | list)
+    )
+
+
+def model_arguments(cfg, datamodule) -> dict:
     """What only the data and the other config groups know, for the model's constructor."""
     pre = datamodule.preprocessor
-    trainer_cfg = cfg.trainer
+    trainer_cfg = cfg["trainer"]
     return {
         "in_features": datamodule.in_features,
         "out_features": datamodule.out_features,
         "task": datamodule.task,
-        "optimizer": container(cfg.optimizer),
+        "optimizer": container(cfg["optimizer"]),
         "scheduler": container(cfg.get("scheduler")) or None,
         # Clipping is configured on the trainer, as in any Lightning project; a module with
         # manual optimization does it itself (Lightning refuses Trainer(gradient_clip_val)).
@@ -78,8 +98,8 @@ def accepted(cls: type, arguments: dict) -> tuple[dict, list[str]]:
     ]
 
 
-def model_class(cfg: DictConfig) -> type:
-    target = cfg.model.get("_target_")
+def model_class(cfg) -> type:
+    target = cfg["model"].get("_target_")
     check(isinstance(target, str) and target, "model._target_", target, "a LightningModule class")
     try:
         cls = get_class(target)
@@ -95,12 +115,12 @@ def model_class(cfg: DictConfig) -> type:
     return cls
 
 
-def build_model(cfg: DictConfig, datamodule) -> L.LightningModule:
+def build_model(cfg, datamodule) -> L.LightningModule:
     """The model config plus what only the data knows (sizes, task, target scaling): only
     the arguments the model's constructor accepts, so any LightningModule can be used."""
     kwargs, _ = accepted(model_class(cfg), model_arguments(cfg, datamodule))
     # _recursive_=False: optimizer/scheduler stay plain dicts, built in configure_optimizers.
-    return instantiate_checked(cfg.model, _recursive_=False, _convert_="all", **kwargs)
+    return instantiate_checked(cfg["model"], _recursive_=False, _convert_="all", **kwargs)
 
 
 def unused_groups(cfg: DictConfig) -> list[str]:
@@ -123,19 +143,15 @@ def build_loggers(cfg: DictConfig, resumed_epoch: int | None = None) -> list:
             continue
         target = str(node.get("_target_", ""))
         if target.endswith("WandbLogger") and node.get("id") is None:
-            node = OmegaConf.merge(node, {"id": _wandb_id(cfg.paths.output_dir)})
+            node = OmegaConf.merge(node, {"id": wandb_id(cfg.paths.output_dir)})
         logger = instantiate_checked(node)
-        if isinstance(logger, WandbLogger) and logger._wandb_init.get("anonymous") is None:
-            # Lightning always passes anonymous=None; wandb warns on every run that the
-            # setting "has no effect". Not passing it changes nothing else.
-            logger._wandb_init.pop("anonymous", None)
         if isinstance(logger, CSVLogger):
             logger.keep_until_epoch = resumed_epoch
         loggers.append(logger)
     return loggers
 
 
-def _wandb_id(output_dir: str) -> str:
+def wandb_id(output_dir: str | Path) -> str:
     """One wandb run id per run dir, kept in a file: a resumed run logs to the same run."""
     path = Path(output_dir) / "wandb_id"
     if not path.is_file():
@@ -168,11 +184,16 @@ TRAINER_CHECKS = {
 
 
 def build_trainer(
-    cfg: DictConfig, callbacks: list, loggers: list, model: L.LightningModule | None = None
+    cfg: DictConfig,
+    callbacks: list,
+    loggers: list,
+    model: L.LightningModule | None = None,
+    **overrides,
 ) -> L.Trainer:
-    """The configured Trainer. Gradient clipping stays with it for a module with automatic
-    optimization; a module with manual optimization was given the clipping settings."""
-    trainer_cfg = container(cfg.trainer)
+    """The configured Trainer (``overrides``: arguments the caller sets itself, e.g. a
+    population's ``limit_train_batches``). Gradient clipping stays with it for a module with
+    automatic optimization; a module with manual optimization was given the clipping settings."""
+    trainer_cfg = container(cfg["trainer"]) | overrides
     if model is None or not model.automatic_optimization:
         for key in CLIP_KEYS:
             trainer_cfg.pop(key, None)
@@ -181,7 +202,7 @@ def build_trainer(
             check(ok(trainer_cfg[key]), f"trainer.{key}", trainer_cfg[key], allowed)
     # No ModelCheckpoint configured (callbacks=none) means no checkpoints, not Lightning's
     # default one in some folder of its own.
-    has_checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+    has_checkpoints = any(isinstance(c, Checkpoint) for c in callbacks)
     trainer_cfg.setdefault("enable_checkpointing", has_checkpoints)
     plugins = [AtomicCheckpointIO()] if has_checkpoints else None
     if trainer_cfg.get("enable_progress_bar", True) and not any(

@@ -14,12 +14,12 @@ no Lightning — and turns every mistake into one ``ConfigError`` naming the clo
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import (
     ConfigCompositionException,
@@ -34,7 +34,6 @@ from omegaconf.errors import (
     ValidationError,
 )
 
-from mlplab.composer import Composer
 from mlplab.config import compose_config
 from mlplab.errors import ConfigError
 from mlplab.run.rundir import check_run_dir, check_sweep_dir
@@ -51,13 +50,31 @@ class CommandLine:
     prints_only: bool = False  # --help, --cfg, --info …: Hydra prints something, nothing runs
 
 
-def _parser():
-    parser = get_args_parser()
-
-    def error(message: str):  # argparse would print its whole usage text and exit
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print its whole usage text and exit
         raise ConfigError(f"{message} (see --help)")
 
-    parser.error = error
+
+def _parser() -> argparse.ArgumentParser:
+    """The flags ``@hydra.main`` takes (Hydra's own parser is not public), parsed alike."""
+    parser = _Parser(add_help=False)
+    flag = {"action": "store_true"}
+    parser.add_argument("--help", "-h", **flag)
+    parser.add_argument("--hydra-help", **flag)
+    parser.add_argument("--version", **flag)
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--cfg", "-c", choices=["job", "hydra", "all"])
+    parser.add_argument("--resolve", **flag)
+    parser.add_argument("--package", "-p")
+    parser.add_argument("--run", "-r", **flag)
+    parser.add_argument("--multirun", "-m", **flag)
+    parser.add_argument("--shell-completion", "-sc", **flag)
+    parser.add_argument("--config-path", "-cp")
+    parser.add_argument("--config-name", "-cn")
+    parser.add_argument("--config-dir", "-cd")
+    parser.add_argument("--experimental-rerun")
+    info = ["all", "config", "defaults", "defaults-tree", "plugins", "searchpath"]
+    parser.add_argument("--info", "-i", nargs="?", const="all", choices=info)
     return parser
 
 
@@ -85,7 +102,12 @@ def parse_command_line(argv: Sequence[str], config_name: str) -> CommandLine:
     """Hydra's own argument parser on ``argv`` (in Hydra's order, see ``normalize_argv``)."""
     args = _parser().parse_args(list(argv))
     prints_only = bool(
-        args.help or args.hydra_help or args.cfg or args.info or args.shell_completion
+        args.help
+        or args.hydra_help
+        or args.version
+        or args.cfg
+        or args.info
+        or args.shell_completion
     )
     return CommandLine(
         config_name=args.config_name or config_name,
@@ -105,10 +127,7 @@ def preflight(argv: Sequence[str], config_name: str, train: bool = False) -> lis
         train: also check what only a training run needs (launcher, DDP, run dir).
     """
     line = parse_command_line(argv, config_name)
-    jobs = job_overrides(line.overrides, line.multirun)
-    # a grid's other values: Hydra composes once per set of group choices (Composer)
-    composer = Composer(line.config_name, line.config_dir, return_hydra_config=True)
-    configs = [compose_checked(line, job, composer if i else None) for i, job in enumerate(jobs)]
+    configs = [compose_checked(line, job) for job in job_overrides(line.overrides, line.multirun)]
     if line.prints_only:
         return configs
     for cfg in configs:
@@ -152,12 +171,9 @@ def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
 
 
 # ---- composing, with Hydra's errors explained ----------------------------------------------
-def compose_checked(line: CommandLine, overrides: list[str], composer=None) -> DictConfig:
-    """``compose_config`` (with the hydra node), or ``composer``'s equal config (its hydra
-    node's per-run fields are its base's); any failure becomes one ConfigError."""
+def compose_checked(line: CommandLine, overrides: list[str]) -> DictConfig:
+    """``compose_config`` (with the hydra node); any failure becomes one ConfigError."""
     try:
-        if composer is not None:
-            return composer(overrides)
         return compose_config(
             line.config_name, overrides, config_dir=line.config_dir, return_hydra_config=True
         )
@@ -240,13 +256,14 @@ def _missing_keys(node: DictConfig | ListConfig, prefix: str = "") -> list[str]:
     keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
     found = []
     for key in keys:
-        child = node._get_node(key)
         name = f"{prefix}{key}"
-        if child is None or child._is_interpolation():
+        if OmegaConf.is_interpolation(node, key):
             continue
-        if child._is_missing():
+        if OmegaConf.is_missing(node, key):
             found.append(name)
-        elif isinstance(child, DictConfig | ListConfig):
+            continue
+        child = node[key]
+        if isinstance(child, DictConfig | ListConfig):
             found.extend(_missing_keys(child, f"{name}."))
     return found
 

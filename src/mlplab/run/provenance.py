@@ -12,8 +12,6 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from omegaconf import DictConfig
-
 from mlplab.config import portable_yaml
 
 PACKAGES = (
@@ -76,32 +74,26 @@ def run_environment() -> dict:
 
 
 def write_run_info(
-    cfg: DictConfig,
-    output_dir: str | Path,
-    environment: dict | None = None,
-    data: dict | None = None,
-    run_name: str | None = None,
+    data: dict, output_dir: str | Path, run_name: str, environment: dict | None = None
 ) -> dict:
     """Write ``config.yaml`` and ``run_info.json`` into the run dir; return the info.
 
-    ``config.yaml`` is the resolved config, except that run dir and run name stay
-    interpolations: ``mlplab-train rerun=<run dir>`` re-runs it
-    into a new run dir (never over this one). The resolved dir and name are in the info.
-    ``environment``: ``run_environment()``, ``data``: ``portable_data(cfg)``, if known;
-    ``run_name``: the run's name where it isn't ``cfg.run_name`` (a population's member).
+    ``data``: the run's config as ``portable_data`` makes it: run dir and run name are
+    interpolations in it, so ``mlplab-train rerun=<run dir>`` re-runs it into a new run dir
+    (never over this one); the resolved dir and name are in the info. ``environment``:
+    ``run_environment()``, if known (a population's members share one).
     """
-    run_name = cfg.get("run_name") if run_name is None else run_name
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     header = (
         f"# The config of run {run_name}. Re-run it (into a new run dir) with\n"
         f"#   mlplab-train rerun={out} [overrides...]\n"
     )
-    (out / "config.yaml").write_text(portable_yaml(cfg, header=header, data=data))
+    (out / "config.yaml").write_text(portable_yaml(data, header=header))
     info = {
         "run_name": run_name,
         "output_dir": str(output_dir),
-        "seed": cfg.get("seed"),
+        "seed": data.get("seed"),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **(environment or run_environment()),
     }

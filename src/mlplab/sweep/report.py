@@ -14,7 +14,7 @@ import yaml
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
-from mlplab.config import compose_config, portable_yaml
+from mlplab.config import compose_config, portable_data, portable_yaml
 from mlplab.sweep.retry import RESUMES, retries
 
 # A FAIL without a recorded reason: its worker never got to say why (heartbeat timed out).
@@ -95,7 +95,7 @@ def best_config_yaml(overrides: list[str]) -> str:
         "# The best trial's config from mlplab-sweep. Re-run it with\n"
         "#   mlplab-train --config-dir <this dir> --config-name best [overrides...]\n"
     )
-    return header + portable_yaml(cfg)
+    return header + portable_yaml(portable_data(cfg))
 
 
 def _save_plots(study: optuna.Study, n_complete: int, sweep_dir: Path) -> None:

@@ -2,14 +2,14 @@
 
 ``<out dir>/checkpoints/population.ckpt`` is written after the first epoch, every
 ``CHECKPOINT_EVERY_S`` seconds and after the last (atomically: a kill mid-write leaves the
-previous one whole) by ``PopulationCheckpoint``, with Lightning's own
-checkpointing: the stacked weights, the optimizer and scheduler state, the epoch and step, the
+previous one whole) by ``PopulationCheckpoint``, with Lightning's own checkpointing: the
+stacked weights, the optimizer and scheduler state, the epoch and step, the
 ``PopulationModule``'s per-member state (its ``on_save_checkpoint``) and the members' configs —
 what they learn from, so a resume with other members is refused (``find_checkpoint``) instead of
 mixing two populations. Everything in it loads with ``torch.load(weights_only=True)``.
 
 ``train_population(..., resume=True)`` continues from it (fresh when there is none) and ends
-with the outputs an uninterrupted run writes (``tests/test_population_resume.py``).
+with the outputs an uninterrupted run writes.
 """
 
 from __future__ import annotations
@@ -27,10 +27,8 @@ from mlplab.run.checkpoint import read_checkpoint
 from mlplab.run.rundir import POPULATION_CHECKPOINT as CHECKPOINT
 from mlplab.run.rundir import population_hint
 
-STATE_KEY = "population"  # the PopulationModule's state (member_state)
 RUN_KEY = "population_run"  # the members' configs, written by PopulationCheckpoint
-MEMBER_STATE = ("status", "best_loss", "best_epoch", "stopped_epoch", "_wait", "_es_best")
-FORMAT = 1
+FORMAT = 2
 CHECKPOINT_EVERY_S = 10.0  # PopulationCheckpoint's default interval between saves
 # What a member's weights depend on (keys of the flattened config). The rest — paths, run
 # name, loggers, threads, max_epochs (training longer is a resume) — may change on a resume.
@@ -43,44 +41,21 @@ def checkpoint_path(out_dir: str | Path) -> Path:
     return Path(out_dir) / CHECKPOINT
 
 
-def fingerprint(flat: dict) -> dict[str, str]:
-    """The keys of a member's flattened config that its training depends on, as ``repr``s."""
+def fingerprint(config: dict) -> dict[str, str]:
+    """The keys of a member's config (plain data) that its training depends on, as ``repr``s."""
+    flat = flatten(config)
     return {k: repr(v) for k, v in flat.items() if k in TRAINED_EXACT or k.startswith(TRAINED)}
 
 
-def member_state(module) -> dict:
-    """What a ``PopulationModule``'s weights and optimizer don't hold (its
-    ``on_save_checkpoint``): each member's status, best and early-stopping numbers and best
-    weights (stacked per parameter), the history and the RNG that dropout draws from."""
-    state = {name: list(getattr(module, name)) for name in MEMBER_STATE}
-    state["best_state"] = list(module.best_stacked)
-    state["history"] = _columns(module.history)
-    state["rng"] = torch.get_rng_state()  # dropout masks go on as if never stopped
-    return state
-
-
-def load_member_state(module, state: dict) -> None:
-    """Restore ``member_state`` into ``module`` (its ``on_load_checkpoint``)."""
-    for name in MEMBER_STATE:
-        setattr(module, name, list(state[name]))
-    module.best_stacked = list(state["best_state"])
-    module.history = _rows(state["history"])
-    torch.set_rng_state(state["rng"])
-
-
-def _columns(rows: list[dict]) -> dict[str, torch.Tensor]:
-    """History rows as one (N,) tensor per key — int64 for epoch and member, float64 (a Python
-    float exactly) for metrics: torch.save pickles thousands of small dicts slowly, and the
-    history grows with every epoch it is saved in."""
-    keys = list(rows[0]) if rows else []
-    kind = {k: torch.int64 if type(rows[0][k]) is int else torch.float64 for k in keys}
-    return {k: torch.tensor([row[k] for row in rows], dtype=kind[k]) for k in keys}
-
-
-def _rows(columns: dict[str, torch.Tensor]) -> list[dict]:
-    values = {k: v.tolist() for k, v in columns.items()}
-    n = len(next(iter(values.values()), []))
-    return [{k: column[i] for k, column in values.items()} for i in range(n)]
+def flatten(data: dict, prefix: str = "") -> dict:
+    """``{"optimizer.lr": 0.01, ...}``: the leaves of a config (plain data) by dotted key."""
+    out: dict = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 class PopulationCheckpoint(Checkpoint):
@@ -112,9 +87,9 @@ class PopulationCheckpoint(Checkpoint):
         checkpoint[RUN_KEY] = {"format": FORMAT, "members": self.members}
 
 
-def find_checkpoint(out_dir: str | Path, flats: list[dict]) -> tuple[Path, dict] | None:
-    """The checkpoint in ``out_dir`` to continue the population of ``flats`` (the members'
-    flattened configs) from, and its contents; None when there is none (start fresh).
+def find_checkpoint(out_dir: str | Path, configs: list[dict]) -> tuple[Path, dict] | None:
+    """The checkpoint in ``out_dir`` to continue the population of ``configs`` (the members'
+    configs, plain data) from, and its contents; None when there is none (start fresh).
 
     Raises:
         ConfigError: one line naming the file: damaged, not a population checkpoint, or of
@@ -127,12 +102,12 @@ def find_checkpoint(out_dir: str | Path, flats: list[dict]) -> tuple[Path, dict]
     raw = read_checkpoint(path, key=key, damaged_hint=population_hint(path))
     where = f"resume=auto: {path}"
     run = raw.get(RUN_KEY)
-    if not isinstance(run, dict) or STATE_KEY not in raw or run.get("format") != FORMAT:
+    if not isinstance(run, dict) or "population" not in raw or run.get("format") != FORMAT:
         raise ConfigError(
             f"{where} is not a population checkpoint mlplab can continue (no population state "
             "of this format inside): move it away to train the population from the start"
         )
-    saved, members = json.loads(run["members"]), [fingerprint(f) for f in flats]
+    saved, members = json.loads(run["members"]), [fingerprint(c) for c in configs]
     fresh = "resume with the same members, or start a new run (another run_name)"
     if len(saved) != len(members):
         raise ConfigError(

@@ -1,0 +1,469 @@
+"""Train a population: one composed config plus a table of member values, all members at once.
+
+    train_population(cfg, [{"seed": 42}, {"seed": 43}], out_dir)
+
+``seeds=N`` and ``cv=K`` (``mlplab.train``) and ``mlplab-sweep population=K``
+(``mlplab.sweep.population``) all come here. The config is composed once; member k's config
+is it with member k's values (``MemberConfigs``: what follows them by interpolation follows).
+Member k
+
+- starts from the weights ``mlplab-train`` would build for its config (same seeding order);
+- trains on its own split and shuffle, with its own hyperparameters (``PopulationModule``),
+  under the population's Trainer, built by the same code as a stand-alone run's
+  (``population.settings``: what a population can't honour is refused in one line);
+- ends as ``out_dir/member_<k>/`` (or ``member_dirs[k]``): ``config.yaml``, ``run_info.json``,
+  ``metrics.json`` (val of its last weights, test of its best, as a stand-alone run reports)
+  and ``checkpoints/best.ckpt`` (its own hyperparameters and fitted data) for ``mlplab-eval``.
+
+``out_dir`` gets ``summary.csv`` (a row per member), ``metrics.csv`` (a row per epoch and
+member), the population's checkpoint (``resume=True`` continues from it), its figures and
+tracker runs (``population.tracking``). A population that doesn't fit in memory trains in
+chunks (``population.memory``), each with its checkpoint in ``out_dir/chunk_<i>``. A model that
+isn't ``MLPModule`` can't be stacked: its members train one after another into the same layout.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf.errors import OmegaConfBaseException
+
+from mlplab.config import RUN_IDENTITY, derived, portable_data
+from mlplab.data.sources import shared_sources
+from mlplab.errors import ConfigError, check
+from mlplab.models.mlp import MLP
+from mlplab.models.module import MLPModule
+from mlplab.models.optimization import check_optimization
+from mlplab.population.checkpoint import (
+    PopulationCheckpoint,
+    checkpoint_path,
+    find_checkpoint,
+    fingerprint,
+    flatten,
+)
+from mlplab.population.members import POPULATION_KEYS, check_members
+from mlplab.population.memory import chunk_size, footprint, memory_bound
+from mlplab.population.module import (
+    DIVERGED,
+    PopulationBatches,
+    PopulationModule,
+    StackedSplit,
+    Stopping,
+)
+from mlplab.population.settings import Settings, population_settings
+from mlplab.population.stacked import StackedMLP
+from mlplab.population.tracking import PopulationTracker
+from mlplab.run import build
+from mlplab.run.checkpoint import write_model_checkpoint
+from mlplab.run.provenance import run_environment, write_run_info
+from mlplab.run.threads import apply_threads
+
+Hook = Callable[[int, list[dict]], Iterable[int]] | None
+
+
+class MemberConfigs:
+    """Member k's config as plain data: ``cfg`` resolved once (``portable_data``: run dir and
+    name stay references), member k's values set, and what follows them by interpolation
+    resolved again with them (``data.seed: ${seed}``). Population keys (``seeds``, ``cv``) are
+    null in a member's config: it re-runs as that member alone."""
+
+    def __init__(self, cfg: DictConfig, members: list[dict]) -> None:
+        self.cfg, self.members = cfg, [dict(m) for m in members]
+        self.keys = sorted({key for member in members for key in member})
+        raw = OmegaConf.to_container(cfg, resolve=False)
+        self.base = portable_data(cfg, keep=self.keys)
+        identity = set(derived(raw, RUN_IDENTITY))
+        self.followers = [k for k in derived(raw, self.keys) if k not in identity]
+        self.raw = {k: _get(raw, k) for k in self.keys if _get(raw, k) is not _ABSENT}
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __getitem__(self, k: int) -> dict:
+        data = copy.deepcopy(self.base)
+        for key in POPULATION_KEYS:
+            data[key] = None
+        values = self.members[k]
+        for key, value in values.items():
+            _set(data, key, value)
+        if self.followers:
+            with _values_set(self.cfg, values, self.raw):
+                for key in self.followers:
+                    _set(data, key, _plain(OmegaConf.select(self.cfg, key)))
+        return data
+
+
+@contextmanager
+def _values_set(cfg: DictConfig, values: dict, raw: dict) -> Iterator[None]:
+    """Inside: ``cfg`` holds ``values`` of the keys it has (``raw``: their own values, back
+    after)."""
+    done = []
+    try:
+        with read_write(cfg), open_dict(cfg):
+            for key, value in values.items():
+                if key in raw:
+                    try:
+                        OmegaConf.update(cfg, key, value)
+                    except OmegaConfBaseException as err:
+                        raise ConfigError(f"{key}={value!r} is invalid: {_first_line(err)}") from None
+                    done.append(key)
+        yield
+    finally:
+        with read_write(cfg), open_dict(cfg):
+            for key in done:
+                OmegaConf.update(cfg, key, raw[key])
+
+
+def train_population(
+    cfg: DictConfig,
+    members: list[dict],
+    out_dir: str | Path,
+    member_dirs: list[Path] | None = None,
+    on_epoch: Hook = None,
+    resume: bool = False,
+    before_fit: Callable[[], None] | None = None,
+    max_members: int | None = None,
+) -> pd.DataFrame:
+    """Train ``cfg``'s members as one population; returns the summary (a row per member).
+
+    Args:
+        cfg: the composed config (no ``hydra`` node), its run dir the population's.
+        members: one dict of dotted key → value per member (``population.members``).
+        out_dir: the population's dir. member_dirs: each member's run dir (default
+            ``out_dir/member_<k>``; its name is the member's run name).
+        on_epoch: ``PopulationModule``'s hook (report each epoch's rows, prune members); rows
+            carry the member's number in this population.
+        resume: continue from ``out_dir``'s checkpoints where there are any (checked first: a
+            ConfigError before anything is written if one is damaged or of other members).
+        before_fit: called once the first members are built and checked, before training
+            (the caller's own files: a bad member value writes nothing).
+        max_members: at most this many members at once (memory bounds it too).
+    """
+    out_dir = Path(out_dir)
+    varying = check_members(cfg, members)
+    configs = MemberConfigs(cfg, members)
+    dirs = [Path(d) for d in member_dirs] if member_dirs else None
+    dirs = dirs or [out_dir / f"member_{k:03d}" for k in range(len(members))]
+    check(len(dirs) == len(members), "member_dirs", len(dirs), f"one per member ({len(members)})")
+    columns = [*varying, *(k for k in configs.followers if k not in varying)]
+    if build.model_class(cfg) is not MLPModule:
+        return _one_after_another(cfg, configs, dirs, out_dir, columns, before_fit)
+    settings = population_settings(cfg)
+    with shared_sources():  # one table for every member's split
+        first = build.build_datamodule(configs[0])
+        first.setup("fit")
+        parts = _chunks(configs, first, max_members)
+        homes = [out_dir] if len(parts) == 1 else [out_dir / f"chunk_{i}" for i in range(len(parts))]
+        starts = [
+            find_checkpoint(home, [configs[k] for k in part]) if resume else None
+            for part, home in zip(parts, homes, strict=True)
+        ]
+        tracker = PopulationTracker(cfg, out_dir, settings, configs, columns)
+        rows, history, environment = [], [], run_environment()
+        try:
+            for i, (part, home, start) in enumerate(zip(parts, homes, starts, strict=True)):
+                chunk = _Chunk(cfg, [configs[k] for k in part], [dirs[k] for k in part], settings)
+                done = chunk.train(
+                    first if i == 0 else None,
+                    home,
+                    start,
+                    tracker.on_epoch(on_epoch, part),
+                    before_fit if i == 0 else None,
+                )
+                for j, row in enumerate(chunk.write(done, columns, environment)):
+                    rows.append(row | {"member": part[j]})
+                history += [r | {"member": part[r["member"]]} for r in done.history]
+                if len(parts) > 1:  # what is done so far, in case a later chunk is killed
+                    _write_tables(out_dir, rows, history)
+            _write_tables(out_dir, rows, history)
+            summary = pd.DataFrame(rows)
+            tracker.done(history, summary)
+        except BaseException:
+            tracker.finish(failed=True)
+            raise
+    return summary
+
+
+def _write_tables(out_dir: Path, rows: list[dict], history: list[dict]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out_dir / "summary.csv", index=False)
+    epochs = pd.DataFrame(history)
+    if len(epochs):
+        epochs = epochs.sort_values(["epoch", "member"], kind="stable")
+    epochs.to_csv(out_dir / "metrics.csv", index=False)
+
+
+def _chunks(configs: MemberConfigs, first, max_members: int | None) -> list[list[int]]:
+    ok = max_members is None or (type(max_members) is int and max_members >= 1)
+    check(ok, "max_members", max_members, "null or an integer >= 1 (members per population)")
+    n = len(configs)
+    shared = "data." not in " ".join(f"{k}." for k in configs.keys + configs.followers)
+    need = footprint(configs[0], first, shared_split=shared)
+    size = chunk_size(need, n, memory_bound(configs[0]), f"a population of {n}")
+    size = min(size, max_members or size)
+    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+
+
+class _Chunk:
+    """Members trained as one ``PopulationModule``: build, fit, test, write their run dirs."""
+
+    def __init__(self, cfg: DictConfig, configs: list[dict], dirs: list[Path], settings: Settings):
+        self.cfg, self.configs, self.dirs, self.settings = cfg, configs, dirs, settings
+
+    def build(self, first) -> None:
+        """The members' DataModules (one per distinct data config), nets and hyperparameters,
+        seeded as ``mlplab.train`` seeds a run: member 0's model by ``build_model`` (its class,
+        its checks), the others' nets from their own seed."""
+        self.datamodules, nets, self.hparams = [], [], []
+        built: dict[str, L.LightningDataModule] = {}
+        if first is not None:
+            built[json.dumps(self.configs[0]["data"], sort_keys=True)] = first
+        for i, config in enumerate(self.configs):
+            _seed(config["seed"], last=i == len(self.configs) - 1)
+            key = json.dumps(config["data"], sort_keys=True)
+            if key not in built:
+                built[key] = build.build_datamodule(config)
+                built[key].setup("fit")
+            dm = built[key]
+            self.datamodules.append(dm)
+            if i == 0:
+                self.template = build.build_model(config, dm)
+                nets.append(self.template.net)
+                self.hparams.append(dict(self.template.hparams))
+                continue
+            own = {k: v for k, v in config["model"].items() if not k.startswith("_")}
+            hp = dict(self.template.hparams)
+            hp |= build.accepted(MLPModule, own | build.model_arguments(config, dm))[0]
+            check(hp["l1"] >= 0, "model.l1", hp["l1"], "must be >= 0")
+            check_optimization(hp["optimizer"], hp["scheduler"])
+            args = (hp["in_features"], hp["hidden_sizes"] or [], hp["out_features"])
+            nets.append(MLP(*args, hp["activation"], hp["dropout"], hp["layer"]))
+            self.hparams.append(hp)
+        check(
+            all(dm.class_weights == self.datamodules[0].class_weights for dm in self.datamodules),
+            "data.balance_classes",
+            True,
+            "the same class weights for every member (members' splits differ in class counts)",
+        )
+        self.net = StackedMLP.from_members(nets, seed=self.configs[0]["seed"])
+
+    def train(self, first, home: Path, start, on_epoch: Hook, before_fit) -> PopulationModule:
+        self.build(first)
+        cfgs, hps, dms, settings = self.configs, self.hparams, self.datamodules, self.settings
+        config = cfgs[0]
+        x, y = _stack(dms, "train", 0), _stack(dms, "train", 1)
+        batch_size = dms[0].hparams.batch_size
+        batch_size = x.shape[1] if batch_size == "full" else int(batch_size)
+        stopping = None
+        if settings.stopping is not None:
+            rule = settings.stopping
+            stopping = Stopping(
+                rule["monitor"],
+                rule["mode"],
+                patience=[_select(c, rule["key"]) for c in cfgs],
+                min_delta=rule["min_delta"],
+                min_epochs=int(config["trainer"].get("min_epochs") or 0),
+            )
+        scheduler = config.get("scheduler") or {}
+        module = PopulationModule(
+            self.net,
+            x,
+            y,
+            task=dms[0].task,
+            optimizer=config["optimizer"]["_target_"],
+            members=[{k: v for k, v in c["optimizer"].items() if k != "_target_"} for c in cfgs],
+            l1=[float(c["model"].get("l1") or 0.0) for c in cfgs],
+            class_weights=dms[0].class_weights,
+            best=settings.best,
+            stopping=stopping,
+            num_classes=int(hps[0]["out_features"]),
+            target_scale=(  # each member's from its own training split
+                [float(h.get("target_mean") or 0.0) for h in hps],
+                [float(h.get("target_std") or 1.0) for h in hps],
+            ),
+            on_epoch=on_epoch,
+            scheduler=scheduler.get("_target_"),
+            schedules=[c.get("scheduler") or {} for c in cfgs],
+            monitor=scheduler.get("monitor", "val/loss"),
+            clip=(
+                [float(c["trainer"].get("gradient_clip_val") or 0.0) for c in cfgs],
+                config["trainer"].get("gradient_clip_algorithm") or "norm",
+            ),
+        )
+        apply_threads(config.get("threads", "auto"), self.net.flat.numel(), batch_size)
+        callbacks = []
+        if settings.last:
+            members = [fingerprint(c) for c in cfgs]
+            callbacks.append(PopulationCheckpoint(checkpoint_path(home), members))
+        trainer = build.build_trainer(
+            self.cfg, callbacks, [], module, limit_train_batches=None, default_root_dir=str(home)
+        )
+        if start is not None:
+            print(f"population: resuming from {start[0]} (after epoch {start[1]['epoch']})")
+        if before_fit is not None:  # every member is built and checked: nothing half-written
+            before_fit()
+        eval_size = int(dms[0].hparams.eval_batch_size)
+        trainer.fit(
+            module,
+            train_dataloaders=PopulationBatches(
+                x.shape[1], batch_size, [c["data"]["seed"] for c in cfgs], settings.limit_train_batches
+            ),
+            val_dataloaders=StackedSplit(_stack(dms, "val", 0), _stack(dms, "val", 1), eval_size),
+            ckpt_path=None if start is None else str(start[0]),
+            weights_only=True,
+        )
+        if settings.best is not None:
+            module.use_best_weights()
+        if config.get("test", True):
+            test = StackedSplit(_stack(dms, "test", 0), _stack(dms, "test", 1), eval_size)
+            trainer.test(module, dataloaders=test, verbose=False)
+        return module
+
+    def write(self, module: PopulationModule, columns: list[str], environment: dict) -> list[dict]:
+        """Each member's run dir; its summary row."""
+        rows = []
+        for k, (config, run_dir) in enumerate(zip(self.configs, self.dirs, strict=True)):
+            write_run_info(config, run_dir, run_name=run_dir.name, environment=environment)
+            flat = flatten(config)
+            row = {"member": k, "run_dir": str(run_dir), "status": module.status[k]}
+            row |= {key: flat.get(key) for key in columns}
+            row |= {"best_epoch": module.best_epoch[k], "stopped_epoch": module.stopped_epoch[k]}
+            if module.best_epoch[k] is not None:  # the best weights, also of one that diverged
+                self.net.copy_member(k, self.template.net, module.best_flat)
+                write_model_checkpoint(
+                    run_dir / "checkpoints" / "best.ckpt",
+                    self.template,
+                    self.datamodules[k],
+                    module.best_epoch[k],
+                    self.hparams[k],
+                )
+            if module.status[k] == DIVERGED or k not in module.last_val:
+                lr = config["optimizer"].get("lr")
+                reason = (
+                    f"training diverged: a non-finite loss at epoch {module.stopped_epoch[k]}; "
+                    f"try a smaller learning rate than optimizer.lr={lr}"
+                )
+                (run_dir / "error.txt").write_text(f"{reason}\n")
+                rows.append(row | {"error": reason})
+                continue
+            last = next(h for h in reversed(module.history) if h["member"] == k)
+            metrics = {key: v for key, v in last.items() if key.startswith("train/")}
+            metrics |= module.last_val[k]
+            metrics |= {key: values[k] for key, values in module.test_results.items()}
+            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            rows.append(row | metrics)
+        return rows
+
+
+def _one_after_another(
+    cfg: DictConfig, configs: MemberConfigs, dirs: list[Path], out_dir: Path, columns, before_fit
+) -> pd.DataFrame:
+    """A model that isn't ``MLPModule``: each member is a stand-alone run in its member dir."""
+    from mlplab.run.fit import fit
+
+    rows, history = [], []
+    for k, run_dir in enumerate(dirs):
+        member = OmegaConf.create(configs[k])
+        member.paths.output_dir, member.run_name = str(run_dir), run_dir.name
+        if k == 0 and before_fit is not None:
+            before_fit()
+        row = {"member": k, "run_dir": str(run_dir), "status": "ok"}
+        row |= {key: flatten(configs[k]).get(key) for key in columns}
+        try:
+            metrics = fit(member)
+        except Exception as err:  # noqa: BLE001 — a diverged member: the others go on
+            from mlplab.errors import DivergedError, user_error
+
+            if not isinstance(user_error(err), DivergedError):
+                raise
+            reason = str(user_error(err))
+            (run_dir / "error.txt").write_text(f"{reason}\n")
+            rows.append(row | {"status": DIVERGED, "error": reason})
+            continue
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        rows.append(row | metrics)
+        epochs = run_dir / "csv" / "metrics.csv"
+        if epochs.is_file():
+            table = pd.read_csv(epochs).groupby("epoch", as_index=False).first()
+            history += [r | {"member": k} for r in table.to_dict("records")]
+    _write_tables(out_dir, rows, history)
+    return pd.DataFrame(rows)
+
+
+def mean_and_std(summary: pd.DataFrame) -> dict[str, float]:
+    """``metric`` → mean over the members that finished, ``metric.std`` → their spread
+    (sample std)."""
+    done = summary[summary.status != DIVERGED]
+    out = {}
+    for key in [c for c in summary.columns if "/" in c and c != "run_dir"]:
+        values = done[key].astype(float)
+        out[key] = float(values.mean())
+        out[f"{key}.std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+    return out
+
+
+def _stack(datamodules, split: str, part: int) -> torch.Tensor:
+    tensors = [dm.tensors[split][part] for dm in datamodules]
+    if all(t is tensors[0] for t in tensors):  # one shared split: a view, no copies
+        return tensors[0].expand(len(tensors), *tensors[0].shape)
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) > 1:
+        raise ConfigError(f"population members' {split} splits differ in size {sorted(shapes)}")
+    return torch.stack(tensors)
+
+
+def _seed(seed, last: bool) -> None:
+    """Seed a member's build as ``mlplab.train`` seeds a run (``seed_everything``). A member's
+    build draws only from torch's CPU generator (its net's init), so the others seed just that;
+    the last member seeds everything, which leaves the process's random state as a full
+    seeding of each would."""
+    plain = isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32
+    if last or not plain:  # seed_everything's own error for a seed out of its bounds
+        L.seed_everything(seed, workers=True, verbose=False)
+    else:
+        torch.default_generator.manual_seed(seed)
+
+
+def _select(config: dict, key: str):
+    node = config
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _plain(value):
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+_ABSENT = object()
+
+
+def _get(data, key: str):
+    for part in key.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return _ABSENT
+        data = data[part]
+    return data
+
+
+def _set(data: dict, key: str, value) -> None:
+    *parents, last = key.split(".")
+    for part in parents:
+        if not isinstance(data.get(part), dict):
+            data[part] = {}
+        data = data[part]
+    data[last] = value
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,154 @@
+"""What a population does with the run settings it shares: every ``trainer.*``, ``callbacks.*``
+and ``logger.*`` key means what it means for a stand-alone run, or is refused in one line.
+
+A population's Trainer is built by ``mlplab.run.build.build_trainer``, as a stand-alone run's,
+so the trainer keys Lightning reads mean the same (``max_epochs``, ``min_epochs``,
+``check_val_every_n_epoch``, ``limit_val_batches``, ``max_time``, ``accelerator``, ...). What
+the population does itself, per member: ``limit_train_batches`` (each member's first batches),
+``gradient_clip_val`` / ``gradient_clip_algorithm``, the callbacks below. ``REFUSED`` lists the
+keys it can't honour, with the value it needs (the README's table).
+
+Callbacks, by class: a ``ModelCheckpoint`` with a monitor picks each member's best weights
+(its monitor and mode; ``best.ckpt`` in the member's dir); one without a monitor (``last``)
+is the population's own checkpoint, which ``resume=auto`` continues from; ``EarlyStopping``
+stops members one by one (monitor, mode, min_delta; the patience may differ per member);
+``LearningCurves`` and ``DecisionBoundary`` draw the population's figures. Loggers: the CSV
+logger is the population's ``metrics.csv`` (a row per epoch and member), any other logger
+(wandb, TensorBoard) gets ``<metric>/member_<k>`` each epoch.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+from hydra.utils import get_class
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from mlplab.errors import ConfigError
+from mlplab.figures.callbacks import DecisionBoundary, LearningCurves
+from mlplab.population.module import Watch
+
+# key → (the values a population takes, why)
+REFUSED = {
+    "trainer.devices": ((1, "1", "auto", None), "one device: the members already run in parallel"),
+    "trainer.num_nodes": ((1, None), "one device: the members already run in parallel"),
+    "trainer.strategy": (("auto", None), "one device: the members already run in parallel"),
+    "trainer.precision": (("32-true", "32", 32, None), "members train in float32"),
+    "trainer.accumulate_grad_batches": ((1, None), "every member steps each mini-batch"),
+    "trainer.max_steps": ((-1, None), "count epochs (trainer.max_epochs)"),
+    "trainer.min_steps": ((None, 0), "count epochs (trainer.min_epochs)"),
+    "trainer.val_check_interval": ((None, 1, 1.0), "members validate at the end of epochs"),
+    "trainer.overfit_batches": ((0, 0.0, None), "use trainer.limit_train_batches"),
+    "trainer.fast_dev_run": ((False, 0, None), "use trainer.max_epochs=1"),
+    "trainer.reload_dataloaders_every_n_epochs": ((0, None), "members' data is built once"),
+}
+HONOURED = {  # callback class → the arguments a population honours
+    ModelCheckpoint: {
+        "dirpath",
+        "filename",
+        "monitor",
+        "mode",
+        "save_top_k",
+        "verbose",
+        "auto_insert_metric_name",
+        "enable_version_counter",
+        "save_on_train_epoch_end",
+        "save_last",
+    },
+    EarlyStopping: {"monitor", "mode", "patience", "min_delta", "verbose", "strict", "check_finite"},
+    LearningCurves: {"filename"},
+    DecisionBoundary: {"filename"},
+}
+SWEEP_PRUNING = "mlplab.sweep.objective.trial_pruning"  # the sweep prunes members itself
+
+
+@dataclass
+class Settings:
+    """What a population's config asks of it (after ``population_settings`` checked it)."""
+
+    best: Watch | None = None  # a ModelCheckpoint with a monitor: members' best weights
+    last: bool = False  # a ModelCheckpoint without one: the population's checkpoint (resume)
+    stopping: dict | None = None  # EarlyStopping's monitor, mode, min_delta (patience: per member)
+    curves: str | None = None  # LearningCurves' file name
+    boundary: str | None = None  # DecisionBoundary's file name
+    limit_train_batches: int | float = 1.0
+
+
+def population_settings(cfg: DictConfig) -> Settings:
+    """The settings of a population of ``cfg``; a ConfigError naming the first key it can't
+    honour."""
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key, (allowed, why) in REFUSED.items():
+        value = trainer.get(key.split(".", 1)[1])
+        if value not in allowed:
+            _refuse(key, value, f"{why}, e.g. {key}={allowed[0]}")
+    limit = trainer.get("limit_train_batches")
+    settings = Settings(limit_train_batches=1.0 if limit is None else limit)
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None:
+            continue
+        node = OmegaConf.to_container(node, resolve=False)
+        target = str(node.get("_target_", ""))
+        if target == SWEEP_PRUNING:
+            continue
+        cls = _class(target)
+        honoured = next(
+            (v for c, v in HONOURED.items() if cls is not None and issubclass(cls, c)), None
+        )
+        if honoured is None:
+            _refuse(
+                f"callbacks.{name}",
+                target,
+                f"a population honours {', '.join(c.__name__ for c in HONOURED)}: set "
+                f"callbacks.{name}=null, or train the members one by one",
+            )
+        _check_arguments(f"callbacks.{name}", cls, node, honoured)
+        args = OmegaConf.to_container(cfg.callbacks[name], resolve=True)
+        if issubclass(cls, ModelCheckpoint) and args.get("monitor"):
+            if args.get("save_top_k", 1) != 1:
+                _refuse(f"callbacks.{name}.save_top_k", args["save_top_k"], "1 (one best)")
+            settings.best = Watch(args["monitor"], args.get("mode", "min"))
+            settings.last = settings.last or bool(args.get("save_last"))
+        elif issubclass(cls, ModelCheckpoint):
+            settings.last = True
+        elif issubclass(cls, EarlyStopping):
+            settings.stopping = {
+                "monitor": args["monitor"],
+                "mode": args.get("mode", "min"),
+                "min_delta": float(args.get("min_delta", 0.0)),
+                "key": f"callbacks.{name}.patience",
+            }
+        elif issubclass(cls, LearningCurves):
+            settings.curves = args.get("filename", "learning_curves.png")
+        else:
+            settings.boundary = args.get("filename", "decision_boundary.png")
+    return settings
+
+
+def _class(target: str) -> type | None:
+    try:
+        return get_class(target)
+    except Exception:  # noqa: BLE001 — then it is not one a population honours
+        return None
+
+
+def _check_arguments(where: str, cls: type, node: dict, honoured: set[str]) -> None:
+    """Arguments outside ``honoured`` must keep the class's default."""
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    for key, value in node.items():
+        if key.startswith("_") or key in honoured:
+            continue
+        if key not in defaults or value != defaults[key]:
+            _refuse(f"{where}.{key}", value, "not honoured by a population: leave it unset")
+
+
+def _refuse(key: str, value, allowed: str) -> None:
+    raise ConfigError(
+        f"{key}={value!r} can't be used with a population (seeds=, cv=, population=): {allowed}"
+    )
