@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Checkpoint
 
 from mlplab.errors import ConfigError, check
@@ -87,9 +86,12 @@ class PopulationCheckpoint(Checkpoint):
         checkpoint[RUN_KEY] = {"format": FORMAT, "members": self.members}
 
 
-def find_checkpoint(out_dir: str | Path, configs: list[dict]) -> tuple[Path, dict] | None:
+def find_checkpoint(
+    out_dir: str | Path, configs: list[dict], first_of: bool = False
+) -> tuple[Path, dict] | None:
     """The checkpoint in ``out_dir`` to continue the population of ``configs`` (the members'
     configs, plain data) from, and its contents; None when there is none (start fresh).
+    ``first_of``: the checkpoint's members are the first of ``configs`` (a chunk's).
 
     Raises:
         ConfigError: one line naming the file: damaged, not a population checkpoint, or of
@@ -107,7 +109,9 @@ def find_checkpoint(out_dir: str | Path, configs: list[dict]) -> tuple[Path, dic
             f"{where} is not a population checkpoint mlplab can continue (no population state "
             "of this format inside): move it away to train the population from the start"
         )
-    saved, members = json.loads(run["members"]), [fingerprint(c) for c in configs]
+    saved = json.loads(run["members"])
+    configs = configs[: len(saved)] if first_of else configs
+    members = [fingerprint(c) for c in configs]
     fresh = "resume with the same members, or start a new run (another run_name)"
     if len(saved) != len(members):
         raise ConfigError(

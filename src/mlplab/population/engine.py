@@ -82,7 +82,8 @@ class MemberConfigs:
         raw = OmegaConf.to_container(cfg, resolve=False)
         self.base = portable_data(cfg, keep=self.keys)
         identity = set(derived(raw, RUN_IDENTITY))
-        self.followers = [k for k in derived(raw, self.keys) if k not in identity]
+        # what follows them (and ``seed``, kept a reference in every saved config)
+        self.followers = [k for k in derived(raw, [*self.keys, "seed"]) if k not in identity]
         self.raw = {k: _get(raw, k) for k in self.keys if _get(raw, k) is not _ABSENT}
 
     def __len__(self) -> int:
@@ -96,31 +97,37 @@ class MemberConfigs:
         for key, value in values.items():
             _set(data, key, value)
         if self.followers:
-            with _values_set(self.cfg, values, self.raw):
+            with override(self.cfg, {k: v for k, v in values.items() if k in self.raw}):
                 for key in self.followers:
                     _set(data, key, _plain(OmegaConf.select(self.cfg, key)))
         return data
 
 
 @contextmanager
-def _values_set(cfg: DictConfig, values: dict, raw: dict) -> Iterator[None]:
-    """Inside: ``cfg`` holds ``values`` of the keys it has (``raw``: their own values, back
-    after)."""
+def override(cfg: DictConfig, values: dict) -> Iterator[None]:
+    """Inside: ``cfg`` holds ``values`` (dotted key → value), checked by its schema; its own
+    values again after (an added key gone)."""
+    raw = OmegaConf.to_container(cfg, resolve=False)
     done = []
     try:
         with read_write(cfg), open_dict(cfg):
             for key, value in values.items():
-                if key in raw:
-                    try:
-                        OmegaConf.update(cfg, key, value)
-                    except OmegaConfBaseException as err:
-                        raise ConfigError(f"{key}={value!r} is invalid: {_first_line(err)}") from None
-                    done.append(key)
+                before = _get(raw, key)
+                try:
+                    OmegaConf.update(cfg, key, value, force_add=True)
+                except OmegaConfBaseException as err:
+                    raise ConfigError(f"{key}={value!r} is invalid: {_first_line(err)}") from None
+                done.append((key, before))
         yield
     finally:
         with read_write(cfg), open_dict(cfg):
-            for key in done:
-                OmegaConf.update(cfg, key, raw[key])
+            for key, before in reversed(done):
+                if before is _ABSENT:
+                    parent, _, leaf = key.rpartition(".")
+                    node = OmegaConf.select(cfg, parent) if parent else cfg
+                    node.pop(leaf, None)
+                else:
+                    OmegaConf.update(cfg, key, before)
 
 
 def train_population(
@@ -162,7 +169,9 @@ def train_population(
         first = build.build_datamodule(configs[0])
         first.setup("fit")
         parts = _chunks(configs, first, max_members)
-        homes = [out_dir] if len(parts) == 1 else [out_dir / f"chunk_{i}" for i in range(len(parts))]
+        homes = (
+            [out_dir] if len(parts) == 1 else [out_dir / f"chunk_{i}" for i in range(len(parts))]
+        )
         starts = [
             find_checkpoint(home, [configs[k] for k in part]) if resume else None
             for part, home in zip(parts, homes, strict=True)
@@ -315,7 +324,10 @@ class _Chunk:
         trainer.fit(
             module,
             train_dataloaders=PopulationBatches(
-                x.shape[1], batch_size, [c["data"]["seed"] for c in cfgs], settings.limit_train_batches
+                x.shape[1],
+                batch_size,
+                [c["data"]["seed"] for c in cfgs],
+                settings.limit_train_batches,
             ),
             val_dataloaders=StackedSplit(_stack(dms, "val", 0), _stack(dms, "val", 1), eval_size),
             ckpt_path=None if start is None else str(start[0]),

@@ -57,7 +57,15 @@ HONOURED = {  # callback class → the arguments a population honours
         "save_on_train_epoch_end",
         "save_last",
     },
-    EarlyStopping: {"monitor", "mode", "patience", "min_delta", "verbose", "strict", "check_finite"},
+    EarlyStopping: {
+        "monitor",
+        "mode",
+        "patience",
+        "min_delta",
+        "verbose",
+        "strict",
+        "check_finite",
+    },
     LearningCurves: {"filename"},
     DecisionBoundary: {"filename"},
 }

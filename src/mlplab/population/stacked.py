@@ -111,7 +111,9 @@ class StackedMLP(nn.Module):
         stacked = cls.__new__(cls)  # no K stand-in MLPs to build and throw away
         nn.Module.__init__(stacked)
         args = (first["in_features"], first["hidden_sizes"], first["out_features"])
-        stacked._stack(members, [a["dropout"] for a in archs], *args, first["activation"], seed=seed)
+        stacked._stack(
+            members, [a["dropout"] for a in archs], *args, first["activation"], seed=seed
+        )
         return stacked
 
     def _stack(self, members: Sequence[MLP], rates: list, *args, seed: int) -> None:

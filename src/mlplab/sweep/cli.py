@@ -20,11 +20,11 @@ space) is not retrained: it gets that trial's value and ``duplicate_of``.
 tasks of one SLURM job array (submitit; ``slurm.partition=gpu slurm.timeout_min=120`` ...;
 ``launcher=submitit_local`` tries that path on this machine).
 
-``population=K`` asks Optuna for K trials at a time and trains them as one population
-(``mlplab.population``: K models in one batched step), then tells Optuna each result; trials
-whose configs can't be stacked (another architecture or optimizer type) train as separate
-populations; trials with ``cv=``/``seeds=`` (each a population of its folds or seeds) stack all
-their members as one population. See ``mlplab.sweep.population``.
+``population=K`` trains K trials at a time as one population (``mlplab.population``: K models
+in one batched step): what members can't differ in (architecture, activation, optimizer type,
+batch size, data) is sampled once per population, the rest per trial; then Optuna is told each
+result. Trials with ``cv=``/``seeds=`` (each a population of its folds or seeds) stack all their
+members as one population. See ``mlplab.sweep.population``.
 A worker killed mid-population (kill -9, preemption): the same command again fails its trials
 once their heartbeat is 2 minutes old, and retries those whose population wrote a checkpoint as
 new trials with the same params that go on from it; a retried trial doesn't count towards
@@ -269,7 +269,9 @@ def _run_study(study, objective, cfg: DictConfig, argv, n_trials: int, sweep_dir
         launch.run_workers(argv, cfg.workers)
     else:
         slurm = {**launch.slurm_defaults(), **cfg.slurm}
-        launch.submit_workers(argv, cfg.launcher, cfg.workers, slurm, cfg.study_name, sweep_dir)
+        launch.submit_workers(
+            sweep, argv, cfg.launcher, cfg.workers, slurm, cfg.study_name, sweep_dir
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

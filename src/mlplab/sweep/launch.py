@@ -6,14 +6,15 @@ defaults come from ``conf/hydra/launcher/slurm.yaml`` — the same settings
 from __future__ import annotations
 
 import inspect
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import optuna
 from omegaconf import OmegaConf
@@ -36,6 +37,7 @@ SUBMITIT_GENERIC = {
     "name",
     "stderr_to_stdout",
 }
+HYDRA_ONLY = {"max_num_timeout", "array_parallelism_limit"}  # the Hydra launcher's own keys
 
 
 def slurm_defaults() -> dict:
@@ -50,15 +52,29 @@ def slurm_defaults() -> dict:
         line.replace("${hydra.launcher.cpus_per_task}", str(node.get("cpus_per_task")))
         for line in node.get("setup") or []
     ]
-    known = set(submitit_parameters())  # a few are Hydra-launcher-only (max_num_timeout)
-    return {k: v for k, v in node.items() if v is not None and k in known}
+    known = {k: v for k, v in node.items() if v is not None and k not in HYDRA_ONLY}
+    return known
 
 
-def submitit_parameters() -> list[str]:
+def _submitit_parameter(key: str) -> str:
+    """How submitit names the SLURM setting ``key``: a generic parameter, else ``slurm_key``."""
+    return key if key in SUBMITIT_GENERIC else f"slurm_{key}"
+
+
+def check_slurm_parameters(slurm: dict) -> None:
+    """Each ``slurm.KEY`` must be a parameter submitit knows (it says which it knows)."""
     import submitit
 
-    valid = submitit.AutoExecutor._valid_parameters() | submitit.SlurmExecutor._valid_parameters()
-    return sorted(valid)
+    with tempfile.TemporaryDirectory() as folder:
+        executor = submitit.AutoExecutor(folder=folder, cluster="local")
+        for key, value in slurm.items():
+            try:
+                executor.update_parameters(**{_submitit_parameter(key): value})
+            except (NameError, ValueError, TypeError) as err:
+                known = re.findall(r"Valid arguments: (.*)", str(err))
+                names = [*(known[0].split(", ") if known else []), *SUBMITIT_GENERIC]
+                hint = did_you_mean(key, names)
+                check(False, f"slurm.{key}", value, f"not a submitit parameter{hint}")
 
 
 # Optuna 4.9 renamed RDBStorage's failed_trial_callback (deprecated since, gone in 6.0).
@@ -106,14 +122,16 @@ def open_user_storage(url: str, on_stale=None) -> optuna.storages.BaseStorage:
 
 
 @contextmanager
-def heartbeats(trials: list[optuna.Trial]) -> Iterator[None]:
-    """Record every trial's heartbeat now and every interval, while the batch runs."""
+def heartbeats(study: optuna.Study, trials: list[optuna.Trial]) -> Iterator[None]:
+    """Record every trial's heartbeat now and every interval, while the batch runs
+    (``study.optimize`` does it for the one trial it runs; asked trials have none)."""
     storage = trials[0].storage
     interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
     if not interval:  # a storage without heartbeats (a journal file)
         yield
         return
-    ids = [t._trial_id for t in trials]  # the heartbeat table's key (Optuna's own id)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    ids = [storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in trials]
     stop = threading.Event()
 
     def beat() -> None:
@@ -143,14 +161,7 @@ def check_launcher(launcher: str, slurm: dict) -> None:
             "sbatch is not on PATH (no SLURM on this machine): run the workers here with "
             "launcher=processes, or try the job-array path locally with launcher=submitit_local",
         )
-    known = submitit_parameters()
-    for key, value in slurm.items():
-        check(
-            key in known,
-            f"slurm.{key}",
-            value,
-            f"not a submitit parameter{did_you_mean(key, known)}",
-        )
+    check_slurm_parameters(slurm)
 
 
 def run_workers(argv: list[str], workers: int) -> None:
@@ -163,17 +174,11 @@ def run_workers(argv: list[str], workers: int) -> None:
         print(f"note: workers {failed} exited with an error (see above)")
 
 
-def _worker_main(argv: list[str]) -> None:
-    """What each submitted array task runs (a module-level function, so it pickles)."""
-    from mlplab.sweep.cli import sweep
-
-    sweep(argv)
-
-
 def submit_workers(
-    argv: list[str], launcher: str, workers: int, slurm: dict, study_name: str, sweep_dir: Path
+    worker, argv: list[str], launcher: str, workers: int, slurm: dict, study_name: str, sweep_dir
 ) -> None:
-    """``workers`` tasks of one SLURM job array (submitit) sharing the study; waits for them.
+    """``workers`` tasks of one SLURM job array (submitit) sharing the study, each running
+    ``worker(argv + [worker=i])`` (a module-level function, so it pickles); waits for them.
 
     ``launcher=submitit_local`` runs the same jobs as local processes (to try it without a
     cluster). The study's storage must be reachable from the compute nodes: the default
@@ -183,14 +188,12 @@ def submit_workers(
 
     cluster = "slurm" if launcher == "slurm" else "local"
     executor = submitit.AutoExecutor(folder=sweep_dir / "submitit", cluster=cluster)
-    params = {
-        k if k in SUBMITIT_GENERIC else f"slurm_{k}": v for k, v in slurm.items() if v is not None
-    }
+    params = {_submitit_parameter(k): v for k, v in slurm.items() if v is not None}
     executor.update_parameters(name=f"sweep-{study_name}", **params)
     own = {"workers", "launcher"}
     argv = [a for a in argv if override_key(a) not in own and not a.startswith("slurm.")]
     with executor.batch():  # one job array
-        jobs = [executor.submit(_worker_main, [*argv, f"{WORKER_KEY}={i}"]) for i in range(workers)]
+        jobs = [executor.submit(worker, [*argv, f"{WORKER_KEY}={i}"]) for i in range(workers)]
     print(f"submitted {len(jobs)} workers as job array {jobs[0].job_id.split('_')[0]}")
     for job in jobs:
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import csv
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -44,13 +45,19 @@ def grid_jobs(config: DictConfig) -> dict[int, dict[str, str]]:
     sweeper = str(config.hydra.sweeper.get("_target_", ""))
     if not sweeper.endswith("BasicSweeper"):
         return {}
-    # Hydra's own grid expansion, so the numbering matches the job dirs.
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
-    batches = BasicSweeper.split_arguments(parsed, None)
-    return {num: _as_dict(job) for num, job in enumerate(j for b in batches for j in b)}
+    # The basic sweeper's grid: one list of "key=value" per key (a later override of a key
+    # replaces its values in place), the jobs in itertools.product's order.
+    values: dict[str, list[str]] = {}
+    for o in OverridesParser.create().parse_overrides(list(config.hydra.overrides.task)):
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            values[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+        else:
+            values[key] = [f"{key}={o.get_value_element_as_str()}"]
+    jobs = itertools.product(*values.values())
+    return {num: _as_dict(list(job)) for num, job in enumerate(jobs)}
 
 
 def read_jobs(sweep_dir: Path, expected: dict[int, dict] | None = None) -> list[dict[str, Any]]:

@@ -12,9 +12,9 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, open_dict
 from optuna.trial import FrozenTrial, TrialState
 
-from mlplab.composer import Composer
 from mlplab.config import compose_config
 from mlplab.errors import ConfigError
+from mlplab.population.members import shared_params
 from mlplab.run.preflight import CommandLine, compose_checked
 from mlplab.sweep.search import check_group_choices, override_value, suggest
 from mlplab.train import train
@@ -103,8 +103,8 @@ class Objective:
         self.base = [*TRIAL_DEFAULTS, *logger, *(search.get("overrides") or [])]
         self.user = overrides
         self.params = search.get("params") or {}
+        self.shared = shared_params(self.params)  # sampled once per population
         self.fatal: ConfigError | None = None  # set when the whole sweep must stop
-        self.compose = Composer("train")  # Hydra composes once per set of group choices
 
     def check(self) -> None:
         """Every override a trial will get composes (each parameter at its first value)."""
@@ -176,9 +176,7 @@ class Objective:
 
     def trial_config(self, trial: optuna.Trial, overrides: list[str]) -> DictConfig:
         """The train config of the trial, writing into its own ``trial_<number>`` dir."""
-        out = self.trial_dir(trial)
-        run = [f"paths.output_dir={out}", "task_name=sweep", f"run_name=trial_{trial.number}"]
-        cfg = self.compose([*overrides, *run], shared=[*self.base, *self.user])
+        cfg = self._compose(overrides, self.trial_dir(trial))
         with open_dict(cfg):
             if cfg.get("callbacks") is None:
                 cfg.callbacks = {}
@@ -186,7 +184,18 @@ class Objective:
                 "_target_": f"{__name__}.trial_pruning",
                 "monitor": self.metric,
             }
-            if (cfg.get("logger") or {}).get("wandb") is not None:
+        return cfg
+
+    def population_config(self, shared: list[str], out: Path) -> DictConfig:
+        """The config a population of trials shares (``shared``: the overrides of its shared
+        parameters), writing into ``out``; each member's parameters are set on it as data."""
+        return self._compose(merge_overrides(self.base, shared, self.user), out)
+
+    def _compose(self, overrides: list[str], out: Path) -> DictConfig:
+        run = [f"paths.output_dir={out}", "task_name=sweep", f"run_name={out.name}"]
+        cfg = compose_config("train", [*overrides, *run])
+        if (cfg.get("logger") or {}).get("wandb") is not None:
+            with open_dict(cfg):
                 cfg.logger.wandb.group = cfg.logger.wandb.group or self.study_name
         return cfg
 

@@ -1,43 +1,44 @@
-"""``mlplab-sweep population=K``: ask Optuna for K trials at a time, train them as one
-population (``mlplab.population.run.train_population``) and tell Optuna each member's result.
+"""``mlplab-sweep population=K``: K trials at a time, trained as one population.
 
-A trial is the one the sweep trains alone: the same overrides and config, the same
-``trial_<number>`` dir and value (the best epoch's metric, reported after each validation). A
-member the pruner prunes stops (PRUNED); one that diverges FAILs with the reason, the others go
-on; a repeat of a finished trial or of one in the same batch is not trained (``duplicate_of``).
-Trials that can't be stacked (they differ outside ``MEMBER_KEYS``, or in optimizer type) train as
-separate populations, one after another (each in ``<sweep_dir>/population_<first trial>``, the
-trials' ``population`` attribute); what a population can't do yet (``NOT_YET``), or a group it
-refuses before training, trains one by one as without ``population``. Trials with ``cv=`` or
-``seeds=`` (a population of its own each) stack all their members (``sweep.replicates``).
+What members can't differ in (architecture, activation, optimizer type, batch size, data:
+``population.members``) is sampled once per population, the rest for each member: the sweep
+asks a trial (the leader), samples its parameters, and enqueues K−1 trials with the leader's
+shared parameters fixed, so the sampler chooses only their member parameters. Each trial is
+still the one the sweep trains alone: its number, its ``trial_<n>`` dir, its config and value
+(the best epoch's metric, reported after each epoch, so the pruner stops members one by one);
+``trials.csv`` names its ``population``. The population's config is composed once (the trials'
+shared overrides) and its members are the trials' member values (``train_population``).
 
-``study.optimize`` records a heartbeat only for the trial it runs; here every asked trial has one
-until it is told, so the K RUNNING trials of a killed worker go stale and a later run fails them,
-as it fails a killed one-by-one worker's trial. A trial records its ``population`` (and
-``member``) when its population starts, so that a later run retries the killed trials of a
-population that has a checkpoint and goes on from it (``mlplab.sweep.retry``).
+Trials whose shared parameters differ anyway (a space with no member parameters, another
+worker took an enqueued trial, retries) train as separate populations; a population refused
+before anything is written trains its trials one by one. A trial with ``cv=``/``seeds=`` is a
+population of its own: a batch of them trains all their folds or seeds as one population, each
+trial dir ending as the trial alone leaves it (``member_000`` …, ``summary.csv``,
+``metrics.csv``, ``metrics.json``), its value the members' mean. Every asked trial has a
+heartbeat until it is told, so a later run fails the trials of a killed worker and retries
+those whose population wrote a checkpoint (``mlplab.sweep.retry``).
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import math
 import warnings
 from contextlib import suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import optuna
-from omegaconf import DictConfig, OmegaConf
+import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from mlplab.composer import copy_config
-from mlplab.config import portable_data
 from mlplab.errors import ConfigError, DivergedError, check
 from mlplab.run.console import silence_known_noise
 from mlplab.sweep import launch, retry
 from mlplab.sweep.objective import MissingMetric, Objective, best_of, fail_reason
-from mlplab.sweep.replicates import train_replicates
-from mlplab.sweep.tell import Reporter, Teller
+from mlplab.sweep.report import print_trial
+from mlplab.sweep.search import override_value
 
 
 def check_population(size) -> None:
@@ -52,11 +53,58 @@ class Job:
 
     trial: optuna.Trial
     overrides: list[str]
-    cfg: DictConfig
+    values: dict  # its member parameters: key → value
     copies: list[optuna.Trial] = field(default_factory=list)
     resumes: FrozenTrial | None = None  # a retry: the killed trial it goes on from
-    portable: dict = field(default_factory=dict)  # portable_data(cfg): the same in any dir
-    flat: dict = field(default_factory=dict)  # portable flattened (check_stackable's rule)
+
+
+class Teller:
+    """Tells Optuna a trial's result once and prints its line (what ``optimize`` does)."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study, self.told = study, {}
+
+    def __call__(self, trial, value=None, state=TrialState.COMPLETE) -> None:
+        self.told[trial.number] = self.study.tell(trial, value, state=state)
+        print_trial(self.study, self.told[trial.number])
+
+    def failed(self, objective: Objective, trial: optuna.Trial, err: BaseException) -> None:
+        objective.record_failure(trial, err)
+        self(trial, state=TrialState.FAIL)
+
+    def like(self, trial: optuna.Trial, earlier: FrozenTrial) -> None:
+        """A repeat: ``earlier``'s state and value (``duplicate_of`` is set already)."""
+        if earlier.state == TrialState.FAIL:
+            trial.set_user_attr("fail_reason", earlier.user_attrs.get("fail_reason"))
+        value = earlier.value if earlier.state == TrialState.COMPLETE else None
+        self(trial, value, state=earlier.state)
+
+
+class Reporter:
+    """``on_epoch``: each member's metric goes to its trial, as the pruning callback reports
+    after each validation; the members whose trials the pruner prunes stop."""
+
+    def __init__(self, metric: str, trials: list[optuna.Trial]) -> None:
+        self.metric, self.trials = metric, trials
+        self.values: list[dict[int, float]] = [{} for _ in trials]  # member → {epoch: value}
+        self.pruned: set[int] = set()
+        self.epochs = 0
+
+    def __call__(self, epoch: int, rows: list[dict]) -> list[int]:
+        self.epochs += 1
+        stop = []
+        for row in rows:
+            k, value = row["member"], row.get(self.metric)
+            # No per-epoch value (a test/ metric, an epoch without validation), or the member
+            # diverged in this epoch (a run alone raises before its pruning callback reports).
+            if value is None or not math.isfinite(row.get("val/loss", math.nan)):
+                continue
+            self.values[k][epoch] = float(value)
+            self.trials[k].report(float(value), epoch)
+            if self.trials[k].should_prune():
+                self.pruned.add(k)
+                stop.append(k)
+        return stop
 
 
 def run_populations(
@@ -74,10 +122,10 @@ def run_populations(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # what study.optimize does before a trial
             warnings.filterwarnings("ignore", message="Heartbeat of storage")  # see heartbeats
-            trials = [study.ask() for _ in range(min(size, left))]
+            trials = ask(study, objective, min(size, left))
         tell = Teller(study)
         try:
-            with launch.heartbeats(trials):
+            with launch.heartbeats(study, trials):
                 _run_batch(objective, trials, tell)
         except BaseException as err:  # Ctrl-C, a lost storage: don't leave them RUNNING
             for trial in trials:
@@ -89,10 +137,24 @@ def run_populations(
         gc.collect()
 
 
-def _run_batch(objective: Objective, trials: list[optuna.Trial], tell: Teller) -> None:
-    """Compose each trial's config (repeats are told at once), then train group by group."""
-    from mlplab.population.run import _flat
+def ask(study: optuna.Study, objective: Objective, size: int) -> list[optuna.Trial]:
+    """A leader and ``size − 1`` trials that share its parameters that members can't differ in
+    (enqueued with those fixed: the sampler picks only their member parameters). A retry
+    leads the other retries waiting in the queue instead."""
+    leader = study.ask()
+    trials = [leader]
+    shared = objective.shared
+    member = [key for key in objective.params if key not in shared]
+    if size > 1 and member and retry.RESUMES not in leader.user_attrs:
+        objective.trial_overrides(leader)  # samples its parameters
+        fixed = {key: leader.params[key] for key in shared}
+        for _ in range(size - 1):
+            study.enqueue_trial(fixed, user_attrs={"leader": leader.number}, skip_if_exists=False)
+    return trials + [study.ask() for _ in range(size - 1)]
 
+
+def _run_batch(objective: Objective, trials: list[optuna.Trial], tell: Teller) -> None:
+    """Each trial's overrides (repeats are told at once), then its population, group by group."""
     jobs: list[Job] = []
     killed = retry.predecessors(trials)
     finished = objective.finished(trials[0].study)  # once a batch, not once a trial
@@ -109,75 +171,94 @@ def _run_batch(objective: Objective, trials: list[optuna.Trial], tell: Teller) -
             trial.set_user_attr("duplicate_of", same.trial.number)
             same.copies.append(trial)
             continue
-        try:
-            cfg = objective.trial_config(trial, overrides)
-            job = Job(trial, overrides, cfg, resumes=killed.get(trial.number))
-            job.portable = portable_data(cfg)  # run dir and name stay references in it
-            job.flat = _flat(job.portable)
-            jobs.append(job)
-        except Exception as err:  # noqa: BLE001 — as a trial that raises: FAIL, go on
-            tell.failed(objective, trial, err)
-    for group, kind in _groups(jobs):
+        values = {k: v for k, v in trial.params.items() if k not in objective.shared}
+        jobs.append(Job(trial, overrides, values, resumes=killed.get(trial.number)))
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:  # shared parameters, and for retries the population they go on from
+        shared = {k: v for k, v in job.trial.params.items() if k in objective.shared}
+        key = repr((retry.old_population(job.resumes), sorted(shared.items())))
+        groups.setdefault(key, []).append(job)
+    for group in groups.values():
+        if group[0].resumes is not None:  # a killed population's retries: in its order
+            group.sort(key=lambda job: retry.member_order(job.resumes))
         if objective.fatal is not None:  # the sweep stops: these are not trained
             for job in group:
                 tell.failed(objective, job.trial, objective.fatal)
-        elif kind == "population":
-            _train_population(objective, group, tell)
-        elif kind == "replicates":
-            train_replicates(objective, group, tell, stacked)
         else:
-            _train_alone(objective, group[0], tell)
+            _train_group(objective, group, tell)
         for job in group:
             for repeat in job.copies:
                 tell.like(repeat, tell.told[job.trial.number])
 
 
-def _groups(jobs: list[Job]) -> list[tuple[list[Job], str]]:
-    """(jobs, kind): groups equal outside ``MEMBER_KEYS`` (``SHARED`` keys included, so
-    one optimizer type each), in the order they were asked (kind "population"); then the
-    trials that are populations of their own (``cv=``/``seeds=``: "replicates", one group per
-    such config, ``sweep.replicates``); then the jobs to train alone.
-    Retries of one killed population are a group of their own, in its members' order."""
-    from mlplab.population.chunks import chunks
-    from mlplab.population.run import MEMBER_KEYS, NOT_YET, SHARED
+def _train_group(objective: Objective, jobs: list[Job], tell: Teller) -> None:
+    """One population of the jobs' trials (each trial with ``cv=``/``seeds=`` brings its
+    members); trials told as ``optimize`` tells a trial trained alone."""
+    from mlplab.population.engine import train_population
+    from mlplab.population.members import population_members
 
-    groups: dict[str, list[Job]] = {}
-    replicates: dict[str, list[Job]] = {}
-    alone = []
-    for job in jobs:
-        flat = job.flat
-        if any(flat.get(key) for key in NOT_YET):
-            alone.append(job)
-            continue
-        fixed = {k: v for k, v in flat.items() if not k.startswith(MEMBER_KEYS) or k in SHARED}
-        old = retry.old_population(job.resumes)
-        if flat.get("seeds") is not None or flat.get("cv") is not None:
-            # a population of its own (folds, seeds): its members stack with theirs
-            replicates.setdefault(repr((old, sorted(fixed.items()))), []).append(job)
-            continue
-        groups.setdefault(repr((old, sorted(fixed.items()))), []).append(job)
-    for group in replicates.values():  # a killed batch's retries: in its trials' order
-        if group[0].resumes is not None:
-            group.sort(key=lambda job: retry.member_order(job.resumes))
-    parts = []
-    for group in groups.values():  # each in chunks that fit in memory (population.chunks)
-        if group[0].resumes is not None:
-            group.sort(key=lambda job: retry.member_order(job.resumes))
-        parts += [
-            ([group[i] for i in part], "population")
-            for part in chunks([job.cfg for job in group], None, [job.flat for job in group])
-        ]
-    parts += [(group, "replicates") for group in replicates.values()]  # chunked by members
-    return parts + [([job], "alone") for job in alone]
+    numbers = [job.trial.number for job in jobs]
+    shared = [f"{k}={override_value(v)}" for k, v in jobs[0].trial.params.items()]
+    shared = [line for line in shared if line.partition("=")[0] in objective.shared]
+    killed = [job.resumes for job in jobs]
+    old = retry.old_population(killed[0])
+    home = objective.sweep_dir / (old or f"population_{numbers[0]}")
+    try:
+        cfg = objective.population_config(shared, home)
+        replicas = population_members(cfg) or [{}]
+    except Exception as err:  # noqa: BLE001 — as a trial that raises: FAIL, the sweep goes on
+        for job in jobs:
+            tell.failed(objective, job.trial, err)
+        return
+    members = [job.values | replica for job in jobs for replica in replicas]
+    dirs = [objective.trial_dir(job.trial) for job in jobs]
+    if len(replicas) > 1:
+        dirs = [d / f"member_{r:03d}" for d in dirs for r in range(len(replicas))]
+    resume = retry.go_on_from(home, killed, numbers, cfg, members)
+    if old is not None and not resume:  # a retry that can't go on: from the start, elsewhere
+        home = objective.sweep_dir / f"population_{numbers[0]}"
+        cfg = objective.population_config(shared, home)
+    kind = f"the {len(members)} members of" if len(replicas) > 1 else f"{len(members)}:"
+    olds = ", ".join(str(k.number) for k in killed if k is not None)
+    again = f" (retries of {olds}{f', on from {home.name}' if resume else ''})" if olds else ""
+    print(f"population of {kind} trials {', '.join(map(str, numbers))}{again}", flush=True)
+    reporter = Reporter(objective.metric, [job.trial for job in jobs])
+    started: list[bool] = []
 
+    def start() -> None:  # the members are built and checked: the population starts
+        started.append(True)
+        retry.record_population(jobs, home.name)  # so that a killed trial can be retried
+        if resume and len(replicas) == 1:
+            reporter.values = retry.report_history(reporter.trials, killed, resume)
 
-def stacked(cfg: DictConfig, out_dir) -> DictConfig:
-    """The trial's config as its population trains it: one output dir for all members (so the
-    keys derived from it are equal; each member is still written into its trial dir). Its
-    loggers: one wandb run for the population (``population.tracking``), its ``metrics.csv``."""
-    cfg = copy_config(cfg)
-    OmegaConf.update(cfg, "paths.output_dir", str(out_dir), force_add=True)
-    return cfg
+    try:
+        summary = train_population(
+            cfg,
+            members,
+            home,
+            member_dirs=dirs,
+            on_epoch=reporter if len(replicas) == 1 else None,
+            resume=bool(resume),
+            before_fit=start,
+        )
+    except Exception as err:  # noqa: BLE001 — as a trial that raises: FAIL, the sweep goes on
+        refused = reporter.epochs == 0 and not (resume and started)
+        if refused and started:  # refused after all: not a population to go on from
+            retry.record_population(jobs, None)
+        if isinstance(err, ConfigError) and refused:
+            print(f"note: trials {numbers} train one by one: {err}", flush=True)
+            for job in jobs:
+                _train_alone(objective, job, tell)
+            return
+        for job in jobs:
+            tell.failed(objective, job.trial, err)
+        return
+    if len(replicas) > 1:
+        for t, job in enumerate(jobs):
+            own = summary.iloc[t * len(replicas) : (t + 1) * len(replicas)]
+            _tell_replicas(objective, job, tell, cfg, own, home)
+        return
+    _tell_members(objective, jobs, tell, summary, reporter)
 
 
 def _train_alone(objective: Objective, job: Job, tell: Teller) -> None:
@@ -192,47 +273,7 @@ def _train_alone(objective: Objective, job: Job, tell: Teller) -> None:
         tell(job.trial, value)
 
 
-def _train_population(objective: Objective, jobs: list[Job], tell: Teller) -> None:
-    from mlplab.population.run import train_population
-
-    numbers = [job.trial.number for job in jobs]
-    killed = [job.resumes for job in jobs]
-    resume = retry.go_on_from(objective.sweep_dir, killed, numbers, [job.flat for job in jobs])
-    out_dir, epoch = resume or (objective.sweep_dir / f"population_{numbers[0]}", None)
-    olds = ", ".join(str(old.number) for old in killed if old is not None)
-    on = f", on from {out_dir.name}" if epoch is not None else ""
-    again = f" (retries of {olds}{on})" if olds else ""
-    print(f"population of {len(jobs)}: trials {', '.join(map(str, numbers))}{again}", flush=True)
-    cfgs = [stacked(job.cfg, out_dir) for job in jobs]
-    loggers = sorted(set(jobs[0].cfg.get("logger") or {}) - {"csv", "wandb"})
-    if loggers:
-        print(f"note: populations don't log to {', '.join(loggers)} (not yet)", flush=True)
-    reporter = Reporter(objective.metric, [job.trial for job in jobs])
-    started: list[bool] = []
-
-    def start() -> None:  # the members are built and checked: the population starts
-        started.append(True)
-        retry.record_population(jobs, out_dir.name)  # so that a killed trial can be retried
-        if epoch is not None:
-            reporter.values = retry.report_history(reporter.trials, killed, epoch)
-
-    try:
-        summary = train_population(
-            cfgs,
-            out_dir,
-            member_dirs=[objective.trial_dir(job.trial) for job in jobs],
-            on_epoch=reporter,
-            resume=epoch is not None,
-            before_fit=start,
-            portable=[job.portable for job in jobs],  # the same with the population's dir
-        )
-    except Exception as err:  # noqa: BLE001 — as a trial that raises: FAIL, the sweep goes on
-        # Refused: nothing written, nothing reported (a resume reports its history at start).
-        refused = reporter.epochs == 0 and (epoch is None or not started)
-        if refused and started:
-            retry.record_population(jobs, None)
-        fall_back(objective, jobs, tell, err, refused)
-        return
+def _tell_members(objective, jobs: list[Job], tell: Teller, summary, reporter) -> None:
     metric = objective.metric
     missing = None
     if metric not in summary.columns:
@@ -255,14 +296,35 @@ def _train_population(objective: Objective, jobs: list[Job], tell: Teller) -> No
                 tell.failed(objective, job.trial, err)
 
 
-def fall_back(objective: Objective, jobs: list[Job], tell: Teller, err: Exception, refused) -> None:
-    """A population that raised: refused before anything was written (a ConfigError), its
-    trials train one by one; else each FAILs with the error and the sweep goes on."""
-    if isinstance(err, ConfigError) and refused:
-        numbers = [job.trial.number for job in jobs]
-        print(f"note: trials {numbers} train one by one: {err}", flush=True)
-        for job in jobs:
-            _train_alone(objective, job, tell)
-        return
-    for job in jobs:
+def _tell_replicas(objective, job: Job, tell: Teller, cfg, summary, home: Path) -> None:
+    """A ``cv=``/``seeds=`` trial's own files, as ``train()`` writes them for it alone (its
+    summary, epochs, run info and mean), and its value: the mean of the metric."""
+    from mlplab.config import portable_data
+    from mlplab.population.engine import mean_and_std, override
+    from mlplab.run.provenance import write_run_info
+
+    out = objective.trial_dir(job.trial)
+    with override(cfg, job.values):
+        write_run_info(portable_data(cfg, keep=list(job.values)), out, out.name)
+    summary = summary.copy()
+    start = int(summary["member"].iloc[0])
+    summary["member"] -= start
+    summary = summary[[c for c in summary.columns if c not in job.values]]
+    if "error" in summary and summary["error"].isna().all():  # another trial's member diverged
+        summary = summary.drop(columns="error")
+    summary.to_csv(out / "summary.csv", index=False)
+    epochs = pd.read_csv(home / "metrics.csv")
+    epochs = epochs[epochs["member"].between(start, start + len(summary) - 1)].copy()
+    epochs["member"] -= start
+    epochs.to_csv(out / "metrics.csv", index=False)
+    metrics = mean_and_std(summary)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    metric = objective.metric
+    if metric not in metrics:
+        err = MissingMetric(f"metric={metric!r} is invalid: train() returned {sorted(metrics)}")
         tell.failed(objective, job.trial, err)
+    elif not math.isfinite(metrics[metric]):  # every member diverged
+        err = FloatingPointError(f"{metric} was {metrics[metric]} in every epoch")
+        tell.failed(objective, job.trial, err)
+    else:
+        tell(job.trial, metrics[metric])

@@ -62,6 +62,7 @@ def write_reports(study: optuna.Study, search: DictConfig, sweep_dir: Path) -> N
     df["duplicate_of"] = pd.array(duplicate_of, dtype="Int64")
     resumes = [by_number[n].user_attrs.get(RESUMES) for n in df["number"]]
     df["resumes"] = pd.array(resumes, dtype="Int64")
+    df["population"] = [by_number[n].user_attrs.get("population") for n in df["number"]]
     retried = retries(trials)
     df["fail_reason"] = [
         trial_fail_reason(by_number[n], retried.get(n))

@@ -7,7 +7,7 @@ those trials, run only by the worker that failed each one, so once — enqueues 
 whose population dir holds a population checkpoint: a WAITING trial with its params and
 ``resumes`` = its number, which ``study.ask`` hands out before any new point.
 
-The batch's retries of one population train together (``sweep.population._groups``: the old dir
+The batch's retries of one population train together (``sweep.population._run_batch``: the old dir
 is part of the key, so they never mix with new trials), in the old dir from its checkpoint
 (``train_population(..., resume=True)``), each first given the killed trial's reports up to the
 checkpoint's epoch: the pruner and the trial's value see every epoch. Retries that don't match
@@ -90,29 +90,31 @@ def member_order(killed: FrozenTrial) -> int:
     return killed.user_attrs.get("member", -1)
 
 
-def go_on_from(
-    sweep_dir: Path, killed: list, numbers: list[int], flats: list[dict]
-) -> tuple[Path, int] | None:
-    """Where the trials ``numbers`` go on from: the population dir of the ``killed`` trials they
-    retry and its checkpoint's epoch, when their configs (``flats``: flattened
-    ``portable_data``, the same in any dir) fit its members. Else None (train from the start),
-    with one ``note:`` line when they are retries."""
-    from mlplab.population.resume import find_checkpoint
+def go_on_from(home: Path, killed: list, numbers: list[int], cfg, members: list[dict]):
+    """The epoch of the checkpoint in ``home`` (the population dir of the ``killed`` trials
+    these retry) to go on from, when its members are these (``cfg`` and ``members``: the
+    population's config and member values); else None — train from the start in a new dir,
+    with one ``note:`` line for retries. A population that trained in chunks is checked by its
+    first chunk's checkpoint."""
+    from mlplab.population.checkpoint import find_checkpoint
+    from mlplab.population.engine import MemberConfigs
 
-    old = old_population(killed[0])  # the group's key (sweep.population._groups)
+    old = old_population(killed[0])  # the group's key (sweep.population._run_batch)
     if old is None:
         return None
-    old_dir = sweep_dir / old
+    first = home / "chunk_0" if (home / "chunk_0").is_dir() else home
     try:
-        start = find_checkpoint(old_dir, flats)
-        why = f"{old} has no checkpoint" if start is None else None
-    except ConfigError as err:  # the checkpoint's own words, less the train command's prefix
-        start, why = None, str(err).removeprefix("resume=auto: ")
-    if start is None:
+        configs = MemberConfigs(cfg, members)
+        configs = [configs[k] for k in range(len(members))]
+        found = find_checkpoint(first, configs, first_of=first != home)
+        why = f"{old} has no checkpoint of these" if found is None else None
+    except ConfigError as err:
+        found, why = None, str(err).removeprefix("resume=auto: ")
+    if found is None:
         trials = ", ".join(map(str, numbers))
         print(f"note: trials {trials} train from the start: {why}", flush=True)
         return None
-    return old_dir, int(start[1]["epoch"])
+    return int(found[1]["epoch"])
 
 
 def report_history(trials: list[optuna.Trial], killed: list[FrozenTrial], epoch: int) -> list:
