@@ -386,6 +386,7 @@ def _one_after_another(
     for k, run_dir in enumerate(dirs):
         member = OmegaConf.create(configs[k])
         member.paths.output_dir, member.run_name = str(run_dir), run_dir.name
+        run_dir.mkdir(parents=True, exist_ok=True)
         if k == 0 and before_fit is not None:
             before_fit()
         row = {"member": k, "run_dir": str(run_dir), "status": "ok"}

@@ -4,7 +4,7 @@ The hand-written chain rule is held against ``torch.autograd`` (built here, in t
 against central finite differences; the from-scratch loop against ``torch.optim.SGD`` step by
 step; and the whole thing must learn XOR, which a linear model cannot.
 
-    .venv/bin/python -m pytest tests/test_lecture.py -q
+    .venv/bin/python -m pytest tests/lecture/test_lecture.py -q
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ of its own, and the two learning rates must be equal at every epoch (bit for bit
 members must keep their lr and their scheduler state, and go on as torch does for the epochs
 they were active.
 
-    .venv/bin/python -m pytest tests/test_population_schedule.py -q
+    .venv/bin/python -m pytest tests/population/test_schedule.py -q
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import torch
 from omegaconf import OmegaConf
 
 from mlplab.errors import ConfigError
-from mlplab.population.rules import StackedSGD
+from mlplab.population.optim import StackedSGD
 from mlplab.population.schedule import SCHEDULERS, build_stacked_scheduler
 
 K, N = 4, 60
-CONF = Path(__file__).resolve().parents[1] / "src" / "mlplab" / "conf" / "scheduler"
+CONF = Path(__file__).resolve().parents[2] / "src" / "mlplab" / "conf" / "scheduler"
 LRS = [0.1, 0.05, 0.3, 0.01]
 
 # Per-member configs as in conf/scheduler/*.yaml; every case mixes values across members.

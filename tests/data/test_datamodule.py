@@ -1,6 +1,6 @@
 """Unit tests of the data path: toy generators, split, preprocessing, batches, DataModule.
 
-.venv/bin/python -m pytest tests/test_data.py -q
+.venv/bin/python -m pytest tests/data/test_datamodule.py -q
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A population of K=4 members with different hyperparameters is trained N steps on
 each member is also trained alone by ``torch.optim`` (single-tensor code path) on a copy of its
 slices, and the two must agree to 1e-6. Frozen members must not move at all.
 
-    .venv/bin/python -m pytest tests/test_population_optim.py -q
+    .venv/bin/python -m pytest tests/population/test_optim.py -q
 """
 
 from __future__ import annotations
@@ -19,12 +19,10 @@ import torch
 from omegaconf import OmegaConf
 
 from mlplab.errors import ConfigError
-from mlplab.population.optim import flat_view
-from mlplab.population.optim_config import OPTIMIZERS, build_stacked_optimizer
-from mlplab.population.rules import StackedSGD
+from mlplab.population.optim import OPTIMIZERS, StackedSGD, build_stacked_optimizer
 
 K, N = 4, 25
-CONF = Path(__file__).resolve().parents[1] / "src" / "mlplab" / "conf" / "optimizer"
+CONF = Path(__file__).resolve().parents[2] / "src" / "mlplab" / "conf" / "optimizer"
 
 # Per-member configs as in conf/optimizer/*.yaml; every case mixes values across members.
 CASES = {
@@ -110,21 +108,11 @@ def _members(case: str) -> tuple[str, list[dict]]:
     return target, [{key: values[k] for key, values in columns.items()} for k in range(K)]
 
 
-def _stacked_params(seed: int = 0, packed: bool = False) -> list[torch.Tensor]:
-    """Random float32 weights (K, 5, 3) and biases (K, 1, 3), as leaves; ``packed``: views
-    of one (K, 18) tensor, as ``StackedMLP`` keeps its parameters (the optimizer steps that
-    tensor, ``optim.flat_view``)."""
+def _stacked_params(seed: int = 0) -> list[torch.Tensor]:
+    """Random float32 weights (K, 5, 3) and biases (K, 1, 3), as leaves."""
     gen = torch.Generator().manual_seed(seed)
     params = [torch.randn(K, *shape, generator=gen) for shape in [(5, 3), (1, 3)]]
-    if not packed:
-        return [p.requires_grad_() for p in params]
-    flat = torch.cat([p.reshape(K, -1) for p in params], 1)
-    views = [flat[:, :15].unflatten(1, (5, 3)), flat[:, 15:].unflatten(1, (1, 3))]
-    params = [torch.nn.Parameter(torch.empty(0)) for _ in views]
-    for p, view in zip(params, views, strict=True):
-        p.data = view
-    assert flat_view(params) is not None
-    return params
+    return [p.requires_grad_() for p in params]
 
 
 _gen = torch.Generator().manual_seed(1)
@@ -170,11 +158,10 @@ def _max_diff(stacked: list[torch.Tensor], own: list[torch.Tensor], k: int) -> f
     return max((p[k] - q).abs().max().item() for p, q in zip(stacked, own, strict=True))
 
 
-@pytest.mark.parametrize("packed", [False, True], ids=["tensors", "packed"])
 @pytest.mark.parametrize("case", CASES)
-def test_matches_torch_member_by_member(case, packed):
+def test_matches_torch_member_by_member(case):
     target, members = _members(case)
-    params = _stacked_params(packed=packed)
+    params = _stacked_params()
     refs = [_torch_member(target, members[k], params, k) for k in range(K)]
     start = params[0].detach().clone()
     opt = build_stacked_optimizer(params, target, members)
@@ -192,12 +179,11 @@ def test_matches_torch_member_by_member(case, packed):
                     torch.testing.assert_close(ours[name][k], value, msg=f"{name}[{k}]")
 
 
-@pytest.mark.parametrize("packed", [False, True], ids=["tensors", "packed"])
 @pytest.mark.parametrize("case", CASES)
-def test_frozen_members_do_not_move(case, packed):
+def test_frozen_members_do_not_move(case):
     """Members 1 and 3 are frozen for 5 of 15 steps (with NaN grads, as after divergence)."""
     target, members = _members(case)
-    params = _stacked_params(packed=packed)
+    params = _stacked_params()
     refs = [_torch_member(target, members[k], params, k) for k in range(K)]
     opt = build_stacked_optimizer(params, target, members)
     _run_stacked(opt, params, 5)
@@ -217,42 +203,6 @@ def test_frozen_members_do_not_move(case, packed):
     for k, (own, ref) in enumerate(refs):
         _run_torch(ref, own, 15 if k in (0, 2) else 10)
         assert _max_diff(params, own, k) <= 1e-6, f"member {k}"
-
-
-@pytest.mark.parametrize("case", CASES)
-def test_fused_step_equals_one_parameter_at_a_time(case, monkeypatch):
-    """The group-fused step (one op set on the (K, N) concatenation) = stepping each parameter
-    alone, bit for bit, through a frozen phase, a step that leaves the bias out (its grad is
-    None: its state stays, and the group's counts differ until re-fused) and a state_dict load."""
-    from mlplab.population import optim
-
-    def run(fused: bool) -> tuple[list[torch.Tensor], list[dict]]:
-        monkeypatch.setattr(optim, "_fusable", lambda ps: fused and len(ps) > 1)
-        target, members = _members(case)
-        params = _stacked_params()
-        opt = build_stacked_optimizer(params, target, members)
-        _run_stacked(opt, params, 3)
-        opt.set_active([True, False, True, True])
-        _run_stacked(opt, params, 2, frozen=(1,))
-        _backward(params)
-        params[1].grad = None  # the bias sits this step out
-        opt.step()
-        _run_stacked(opt, params, 2)
-        fresh = build_stacked_optimizer(params, target, members)
-        buffer = io.BytesIO()
-        torch.save(opt.state_dict(), buffer)
-        fresh.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
-        _run_stacked(fresh, params, 3)
-        states = [{n: v.clone() for n, v in fresh.state[p].items()} for p in params]
-        return [p.detach().clone() for p in params], states
-
-    (fused_p, fused_s), (alone_p, alone_s) = run(True), run(False)
-    for p, q in zip(fused_p, alone_p, strict=True):
-        assert torch.equal(p, q)
-    for ours, theirs in zip(fused_s, alone_s, strict=True):
-        assert ours.keys() == theirs.keys()
-        for name in ours:
-            assert torch.equal(ours[name], theirs[name]), name
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -7,7 +7,7 @@ clipping, scheduler stepping, and the best/stopped epochs of ``LearningCurves``.
 values are written out by hand or computed with plain torch (``torch.nn.functional``, a
 hand-written SGD loop), never by calling the code under test a second time.
 
-    .venv/bin/python -m pytest tests/test_numbers.py -q
+    .venv/bin/python -m pytest tests/data/test_numbers.py -q
 """
 
 from __future__ import annotations

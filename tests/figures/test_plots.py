@@ -211,7 +211,7 @@ def test_make_figures_reproduces_the_committed_figures(tmp_path):
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     script = root / "scripts" / "make_figures.py"
     done = subprocess.run(
         [sys.executable, str(script), "--out", str(tmp_path)], capture_output=True, text=True

@@ -17,7 +17,7 @@ from mlplab.run.build import build_model, build_trainer
 from mlplab.train import train
 
 EXPERIMENTS = sorted(
-    p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml")
+    p.stem for p in (Path(__file__).parents[2] / "conf" / "experiment").glob("*.yaml")
 )
 SHORT = ["trainer.max_epochs=2", "+trainer.limit_train_batches=2"]
 

@@ -1,7 +1,7 @@
 """``StackedMLP`` against K stand-alone MLPs: init, forward, round trip, batches, losses, dropout,
 and 20 SGD steps. References are plain ``MLP``s, ``MLPModule.loss`` and ``BatchIterator``.
 
-    .venv/bin/python -m pytest tests/test_population_stacked.py -q
+    .venv/bin/python -m pytest tests/population/test_stacked.py -q
 """
 
 from __future__ import annotations
@@ -59,17 +59,28 @@ def test_init_is_what_mlp_module_gets_after_seed_everything():
     for k, seed in enumerate(SEEDS):
         L.seed_everything(seed, verbose=False)  # what mlplab.train does before building
         module = MLPModule(2, 1, "binary", hidden_sizes=[8, 4], activation="tanh")
-        for w, b, lin in zip(stacked.weights, stacked.biases, _linears(module.net), strict=True):
+        for (w, b), lin in zip(stacked.layers(), _linears(module.net), strict=True):
             assert torch.equal(w[k], lin.weight.T)
             assert torch.equal(b[k, 0], lin.bias)
-    assert not torch.equal(stacked.weights[0][0], stacked.weights[0][1])
+    w0 = stacked.layers()[0][0]
+    assert not torch.equal(w0[0], w0[1])
 
 
-def test_parameters_are_stacked_leaves_member_first():
+def test_one_parameter_member_first_and_layers_are_its_views():
     stacked = StackedMLP(4, [6, 5], 2, seeds=SEEDS)
-    shapes = [tuple(p.shape) for p in stacked.parameters()]
-    assert shapes == [(3, 4, 6), (3, 6, 5), (3, 5, 2), (3, 1, 6), (3, 1, 5), (3, 1, 2)]
-    assert all(p.is_leaf and p.requires_grad for p in stacked.parameters())
+    (flat,) = stacked.parameters()
+    assert flat.shape == (3, 4 * 6 + 6 + 6 * 5 + 5 + 5 * 2 + 2) and flat.is_leaf
+    shapes = [(tuple(w.shape), tuple(b.shape)) for w, b in stacked.layers()]
+    assert shapes == [((3, 4, 6), (3, 1, 6)), ((3, 6, 5), (3, 1, 5)), ((3, 5, 2), (3, 1, 2))]
+    with torch.no_grad():
+        stacked.layers()[1][0][2].fill_(7.0)  # member 2's second weight matrix, through a view
+    assert (flat[2, 30:60] == 7.0).all() and not (flat[1, 30:60] == 7.0).any()
+    stacked.double()  # still one parameter, its views follow
+    assert stacked.flat.dtype == torch.float64 and stacked.layers()[0][0].dtype == torch.float64
+    x = torch.randn(3, 5, 4, dtype=torch.float64)
+    out = stacked(x)
+    out.sum().backward()
+    assert stacked.flat.grad.shape == stacked.flat.shape  # one gradient for every member
 
 
 @pytest.mark.parametrize("hidden", [[], [6, 5]])
@@ -95,16 +106,15 @@ def test_from_members_and_member_round_trip_bit_exact(hidden):
         module.net.load_state_dict(got)  # strict: a member is a normal checkpoint's net
         assert all(torch.equal(module.net.state_dict()[key], want[key]) for key in want)
     again = StackedMLP.from_members([stacked.member(k) for k in range(3)])
-    for a, b in zip(again.parameters(), stacked.parameters(), strict=True):
-        assert torch.equal(a, b)
+    assert torch.equal(again.flat, stacked.flat)
     # members' dtype kept; the stack holds copies, not the members' own tensors
     wide_members = [copy.deepcopy(m).double() for m in members]
     wide = StackedMLP.from_members(wide_members)
-    assert all(p.dtype == torch.float64 and p.is_leaf for p in wide.parameters())
-    before = next(wide.parameters())[0].clone()
+    assert wide.flat.dtype == torch.float64 and wide.flat.is_leaf
+    before = wide.flat[0].clone()
     with torch.no_grad():
         next(wide_members[0].parameters()).add_(1.0)
-    assert torch.equal(next(wide.parameters())[0], before)
+    assert torch.equal(wide.flat[0], before)
 
 
 def test_from_members_refuses_mixed_architectures_and_bad_values():
@@ -200,8 +210,9 @@ def test_dropout_half_drops_half_the_units_and_scales_the_rest():
     width = 1000
     stacked = StackedMLP(3, [width], width, "sigmoid", dropout=[0.5, 0.2], seeds=[0, 1])
     with torch.no_grad():  # output layer = identity: the output is the dropped hidden layer
-        stacked.weights[1].copy_(torch.eye(width).expand(2, width, width))
-        stacked.biases[1].zero_()
+        w, b = stacked.layers()[1]
+        w.copy_(torch.eye(width).expand(2, width, width))
+        b.zero_()
     x = torch.randn(2, 20, 3)
     hidden = stacked.eval()(x)  # sigmoid: never exactly 0
 
@@ -247,8 +258,7 @@ def test_twenty_sgd_steps_equal_three_separately_trained_mlps():
         stacked.zero_grad()
         total.backward()
         with torch.no_grad():
-            for p in stacked.parameters():
-                p -= lr * p.grad  # W ← W − η ∂J_k/∂W_k, every member at once
+            stacked.flat -= lr * stacked.flat.grad  # W ← W − η ∂J_k/∂W_k, every member at once
 
     for k, (ref, before) in enumerate(zip(refs, start, strict=True)):
         got = stacked.member(k)
@@ -257,24 +267,22 @@ def test_twenty_sgd_steps_equal_three_separately_trained_mlps():
             assert _max_diff(b, b0) > 1e-2  # the weights moved
 
 
-def test_parameters_stay_views_of_one_tensor():
-    """The optimizer steps the one (K, N) tensor (``optim.flat_view``): the parameters are its
-    views after construction, ``to()``/``double()``, ``load_state_dict`` and ``from_members``."""
-    from mlplab.population.optim import flat_view
-
-    net = StackedMLP(3, [4, 5], 2, seeds=[0, 1, 2])
-    assert flat_view(list(net.parameters())) is not None
-    before = [p.detach().clone() for p in net.parameters()]
-    net.double()
-    params = list(net.parameters())
-    assert flat_view(params) is not None and all(p.dtype == torch.float64 for p in params)
-    assert all(torch.equal(p, b.double()) for p, b in zip(params, before, strict=True))
-    net.load_state_dict({k: v + 1 for k, v in net.state_dict().items()})
-    assert flat_view(list(net.parameters())) is not None
-    assert all(torch.equal(p, b.double() + 1) for p, b in zip(params, before, strict=True))
-    again = StackedMLP.from_members([net.member(k) for k in range(3)])
-    assert flat_view(list(again.parameters())) is not None
-    again.share_memory()  # in place: still one tensor, now in shared memory
-    assert flat_view(list(again.parameters())) is not None
-    assert all(p.is_shared() for p in again.parameters())
-    assert all(p.is_leaf and p.requires_grad for p in again.parameters())
+def test_members_draw_their_own_dropout_masks_from_the_nets_own_generator():
+    """Members with equal weights and inputs still drop different units (a mask shared by all
+    members would make them equal); the masks come from the net's generator, not the
+    process's: its state saved and restored gives the same masks, the global RNG untouched."""
+    one = _seeded(0, 3, [64], 1, "relu", dropout=0.5)
+    stacked = StackedMLP.from_members([copy.deepcopy(one) for _ in range(4)], seed=7)
+    x = torch.randn(32, 3)  # one input for every member
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = stacked.train()(x)
+    assert torch.equal(torch.get_rng_state(), before)  # the global generator is untouched
+    for k in range(1, 4):
+        assert _max_diff(first[0], first[k]) > 1e-3
+    state = stacked.generator.get_state()
+    again = stacked(x)
+    stacked.generator.set_state(state)
+    assert torch.equal(stacked(x), again)
+    fresh = StackedMLP.from_members([copy.deepcopy(one) for _ in range(4)], seed=7)
+    assert torch.equal(fresh.train()(x), first)  # seeded: the same masks again

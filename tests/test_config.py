@@ -16,7 +16,7 @@ from tests.conftest import compose_cfg
 CONF = Path(CONF_DIR)
 # Not selectable groups of the train config: the primary configs, Hydra's own settings (they
 # only compose inside a Hydra run; the CLI and scale tests exercise them) and the search
-# spaces of mlplab-sweep (tests/test_sweep.py loads every one); base/ holds what options extend.
+# spaces of mlplab-sweep (tests/sweep/test_cli.py loads every one); base/ holds what options extend.
 OPTIONS = sorted(
     p.relative_to(CONF)
     for p in CONF.rglob("*.yaml")

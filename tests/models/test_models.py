@@ -3,7 +3,7 @@
 Formulas are checked against numbers written out by hand; the scratch layer against
 ``nn.Linear``; bad config values against the ``ConfigError`` message that names the key.
 
-    .venv/bin/python -m pytest tests/test_models.py -q
+    .venv/bin/python -m pytest tests/models/test_models.py -q
 """
 
 from __future__ import annotations

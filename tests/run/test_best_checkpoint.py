@@ -5,7 +5,7 @@ chosen to overfit (a wide net, a large step on noisy moons) and the test asserts
 precondition before anything else. The expected test metrics are computed by hand from the
 checkpoint's weights on the test split.
 
-    .venv/bin/python -m pytest tests/test_best_checkpoint.py -q
+    .venv/bin/python -m pytest tests/run/test_best_checkpoint.py -q
 """
 
 from __future__ import annotations
