@@ -1,6 +1,7 @@
 """A population's own checkpoint: ``resume=auto`` continues a killed population (``seeds=N``,
-``cv=K``, ``hydra/launcher=population``) to exactly the outputs of an uninterrupted one, and a
-checkpoint that can't be continued is refused in one line before anything is written."""
+``cv=K``) to exactly the outputs of an uninterrupted one, a checkpoint that can't be continued
+is refused in one line before anything is written, and ``rerun=`` of a population's or a
+member's dir reproduces it."""
 
 from __future__ import annotations
 
@@ -20,23 +21,25 @@ import torch
 
 from mlplab.config import compose_run
 from mlplab.errors import ConfigError
+from mlplab.population.engine import train_population
 from mlplab.population.module import PopulationModule
-from mlplab.population.resume import refuse_ckpt_path
-from mlplab.population.run import train_population
+from mlplab.population.stacked import StackedMLP
 from mlplab.run.rundir import check_run_dir
 from mlplab.train import main as train_main
-from tests.test_population import BASE
-from tests.test_population_launcher import _sweep, _sweep_dir
+from tests.conftest import run_cli
+from tests.population.test_engine import BASE
 
 CKPT = Path("checkpoints") / "population.ckpt"
 STOP = ["regularization=early_stopping", "callbacks.early_stopping.min_delta=0.5"]
-# Member 2 diverges in its first step; member 3 stops after epoch 1 (no epoch improves the
-# val loss by min_delta=0.5); members 0 and 1 train on, with their own dropout masks.
+# Member 2 diverges in its first step; member 3 stops after epoch 4 (no epoch improves the
+# val loss by min_delta=0.5: its patience of 4 is half used at a kill after epoch 2); members
+# 0 and 1 train on, with their own dropout masks.
+PATIENCE = "callbacks.early_stopping.patience"
 MEMBERS = [
-    ["seed=1", "optimizer.lr=0.1", "model.dropout=0.1", "callbacks.early_stopping.patience=99"],
-    ["seed=2", "optimizer.lr=0.05", "model.dropout=0.2", "callbacks.early_stopping.patience=99"],
-    ["seed=3", "optimizer.lr=1e30", "model.dropout=0.1", "callbacks.early_stopping.patience=99"],
-    ["seed=4", "optimizer.lr=0.1", "model.dropout=0.1", "callbacks.early_stopping.patience=1"],
+    {"seed": 1, "optimizer.lr": 0.1, "model.dropout": 0.1, PATIENCE: 99},
+    {"seed": 2, "optimizer.lr": 0.05, "model.dropout": 0.2, PATIENCE: 99},
+    {"seed": 3, "optimizer.lr": 1e30, "model.dropout": 0.1, PATIENCE: 99},
+    {"seed": 4, "optimizer.lr": 0.1, "model.dropout": 0.1, PATIENCE: 4},
 ]
 SCHEDULES = {
     "sgd-step": [
@@ -55,12 +58,14 @@ def _save_every_epoch():
     """These tests kill populations after epoch e and expect its checkpoint: save every epoch
     (the default saves every 10 s; ``test_checkpoints_are_saved_every_so_many_seconds``)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("mlplab.population.resume.CHECKPOINT_EVERY_S", 0.0)
+        mp.setattr("mlplab.population.checkpoint.CHECKPOINT_EVERY_S", 0.0)
         yield
 
 
-def _cfgs(out_dir, *extra: str, members=MEMBERS):
-    return [compose_run(out_dir, *BASE, "threads=1", *STOP, *extra, *m) for m in members]
+def _train(out_dir, *extra: str, members=MEMBERS, **kwargs):
+    """``train_population`` of ``members`` on the shared ``BASE`` + ``STOP`` + ``extra``."""
+    cfg = compose_run(out_dir, *BASE, "threads=1", *STOP, *extra)
+    return train_population(cfg, members, out_dir, **kwargs)
 
 
 def _kill_at(epoch: int):
@@ -117,34 +122,37 @@ def _files(root: Path) -> dict:
 # ---- train_population(..., resume=True) --------------------------------------------------------
 @pytest.mark.parametrize("schedule", SCHEDULES.values(), ids=SCHEDULES.keys())
 def test_a_killed_population_resumes_to_the_uninterrupted_result(tmp_path, schedule):
-    whole = train_population(_cfgs(tmp_path / "whole", *schedule), tmp_path / "whole")
+    """A diverged member stays diverged, a member whose patience is half used at the kill stops
+    at the epoch it stops at uninterrupted, the others end with the same weights, bit for bit."""
+    whole = _train(tmp_path / "whole", *schedule)
     assert list(whole.status) == ["ok", "ok", "diverged", "stopped"]
-    assert whole.stopped_epoch[3] == 1  # stopped before the kill: its status must survive
+    assert whole.stopped_epoch[3] == 4  # its patience is half used at the kill below
 
     out = tmp_path / "killed"
     with pytest.raises(KeyError, match="simulated kill"):  # resume=True, no checkpoint: fresh
-        train_population(_cfgs(out, *schedule), out, on_epoch=_kill_at(3), resume=True)
+        _train(out, *schedule, on_epoch=_kill_at(3), resume=True)
     saved = torch.load(out / CKPT, weights_only=True)  # loads safely, no pickled objects
-    assert saved["epoch"] == 2 and saved["population"]["status"][2:] == ["diverged", "stopped"]
+    assert saved["epoch"] == 2 and saved["population"]["status"][2:] == ["diverged", "ok"]
+    assert saved["population"]["wait"][3] == 2  # two of its four epochs of patience used
     assert not list((out / "checkpoints").glob("*.tmp"))  # written atomically
     assert not (out / "summary.csv").exists()
 
-    train_population(_cfgs(out, *schedule), out, resume=True)
+    _train(out, *schedule, resume=True)
     _assert_same(_outputs(tmp_path / "whole"), _outputs(out))
 
 
 def test_checkpoints_are_saved_every_so_many_seconds(tmp_path, monkeypatch):
     """With a long interval: a save after the first epoch, none until the last; a kill at
     epoch 3 resumes from epoch 0 and still ends as the uninterrupted run."""
-    monkeypatch.setattr("mlplab.population.resume.CHECKPOINT_EVERY_S", 3600.0)
+    monkeypatch.setattr("mlplab.population.checkpoint.CHECKPOINT_EVERY_S", 3600.0)
     schedule = SCHEDULES["sgd-step"]
     out = tmp_path / "killed"
     with pytest.raises(KeyError, match="simulated kill"):
-        train_population(_cfgs(out, *schedule), out, on_epoch=_kill_at(3), resume=True)
+        _train(out, *schedule, on_epoch=_kill_at(3), resume=True)
     assert torch.load(out / CKPT, weights_only=True)["epoch"] == 0
-    train_population(_cfgs(out, *schedule), out, resume=True)
+    _train(out, *schedule, resume=True)
     assert torch.load(out / CKPT, weights_only=True)["epoch"] == 5  # the last epoch: saved
-    whole = train_population(_cfgs(tmp_path / "whole", *schedule), tmp_path / "whole")
+    whole = _train(tmp_path / "whole", *schedule)
     assert list(whole.status) == ["ok", "ok", "diverged", "stopped"]
     _assert_same(_outputs(tmp_path / "whole"), _outputs(out))
 
@@ -157,9 +165,9 @@ def test_a_finished_population_resumed_trains_nothing_and_writes_the_same(
 ):
     """The checkpoint of the last epoch (or of the epoch the last member stopped in) is the
     end: resuming trains no step and rewrites the outputs as they were."""
-    members = [[f"seed={s}", "optimizer.lr=0.05", *stop] for s in (1, 2)]
-    cfgs = _cfgs(tmp_path / "pop", "trainer.max_epochs=4", members=members)
-    train_population(cfgs, tmp_path / "pop")
+    members = [{"seed": s} for s in (1, 2)]
+    shared = ["trainer.max_epochs=4", "optimizer.lr=0.05", *stop]
+    _train(tmp_path / "pop", *shared, members=members)
     before = _outputs(tmp_path / "pop")
     epoch = torch.load(tmp_path / "pop" / CKPT, weights_only=True)["epoch"]
     assert epoch == (1 if stop else 3)
@@ -168,7 +176,7 @@ def test_a_finished_population_resumed_trains_nothing_and_writes_the_same(
         raise AssertionError("a finished population trained again")
 
     monkeypatch.setattr(PopulationModule, "training_step", no_step)
-    train_population(cfgs, tmp_path / "pop", resume=True)
+    _train(tmp_path / "pop", *shared, members=members, resume=True)
     _assert_same(before, _outputs(tmp_path / "pop"))
     assert torch.load(tmp_path / "pop" / CKPT, weights_only=True)["epoch"] == epoch
 
@@ -177,13 +185,12 @@ def test_a_finished_population_resumed_trains_nothing_and_writes_the_same(
 def trained(tmp_path_factory) -> Path:
     """A 2-member population, 2 epochs (copied by each test that damages it)."""
     out = tmp_path_factory.mktemp("trained") / "pop"
-    members = [["seed=1", "optimizer.lr=0.1"], ["seed=2", "optimizer.lr=0.05"]]
-    train_population(_cfgs(out, "trainer.max_epochs=2", members=members), out)
+    _train(out, "trainer.max_epochs=2", members=_members(0.1, 0.05))
     return out
 
 
-def _members(*lrs: float) -> list[list[str]]:
-    return [[f"seed={k + 1}", f"optimizer.lr={lr}"] for k, lr in enumerate(lrs)]
+def _members(*lrs: float) -> list[dict]:
+    return [{"seed": k + 1, "optimizer.lr": lr} for k, lr in enumerate(lrs)]
 
 
 @pytest.mark.parametrize(
@@ -210,21 +217,13 @@ def test_a_checkpoint_that_cant_be_continued_is_one_error_and_writes_nothing(
     elif damage == "not-population":  # a normal run's checkpoint put in its place
         torch.save({"epoch": 1, "state_dict": {}}, path)
     before = _files(out)
-    cfgs = _cfgs(out, "trainer.max_epochs=2", members=_members(*lrs))
     with pytest.raises(ConfigError, match=re.escape(message)) as error:
-        train_population(cfgs, out, resume=True)
+        _train(out, "trainer.max_epochs=2", members=_members(*lrs), resume=True)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
     assert _files(out) == before
     if damage == "truncate":  # said before Hydra starts too, with the way out
         with pytest.raises(ConfigError, match=f"delete {path} to train the population again"):
             check_run_dir(out, "auto")
-
-
-def test_ckpt_path_is_refused_with_the_way_to_resume():
-    with pytest.raises(ConfigError, match="ckpt_path='x.ckpt' is invalid: not set with cv=") as e:
-        refuse_ckpt_path("x.ckpt", "cv=")
-    assert "checkpoints/population.ckpt in its dir), add resume=auto instead" in str(e.value)
-    refuse_ckpt_path(None, "cv=")
 
 
 def test_a_dir_holding_a_population_is_refused_without_resume(trained):
@@ -233,7 +232,7 @@ def test_a_dir_holding_a_population_is_refused_without_resume(trained):
     check_run_dir(trained, "auto")
 
 
-# ---- the command line: seeds=N, cv=K, hydra/launcher=population ---------------------------------
+# ---- the command line: seeds=N, cv=K ----------------------------------------------------------
 def _cli(tmp_path, monkeypatch, *args: str) -> int:
     """``mlplab-train BASE ARGS`` in this process, logs under tmp_path; the exit code."""
     monkeypatch.delenv("MLPLAB_RUN_ID", raising=False)
@@ -317,35 +316,56 @@ def test_cli_resume_of_other_members_or_a_damaged_file_is_one_error_line(
     assert _files(tmp_path) == before
 
 
-def test_launcher_resume_auto_continues_killed_populations(tmp_path, monkeypatch, capfd):
-    grid = ["optimizer=sgd", "optimizer.lr=0.05,0.1", "seed=1,2"]
-    assert _sweep(tmp_path / "whole", monkeypatch, *grid) == 0
-    with monkeypatch.context() as crashing:
-        _crash_at(crashing, 3)
-        assert _sweep(tmp_path / "b", crashing, *grid) != 0
-    sweep = _sweep_dir(tmp_path / "b")
-    assert torch.load(sweep / "population_0" / CKPT, weights_only=True)["epoch"] == 2
-    capfd.readouterr()
-    assert _sweep(tmp_path / "b", monkeypatch, *grid) == 2  # a killed sweep is not reused
-    assert "add resume=auto" in capfd.readouterr().err
-    assert _sweep(tmp_path / "b", monkeypatch, *grid, "resume=auto") == 0
-    assert "population: resuming from" in capfd.readouterr().out
-    whole = _sweep_dir(tmp_path / "whole")
-    _assert_same(_outputs(whole / "population_0"), _outputs(sweep / "population_0"))
-    for job in range(4):
-        metrics = json.loads((sweep / str(job) / "metrics.json").read_text())
-        assert metrics == json.loads((whole / str(job) / "metrics.json").read_text()), job
-    summary = pd.read_csv(sweep / "summary.csv")
-    assert list(summary.status) == ["ok"] * 4
+def test_rerun_of_a_population_or_a_member_reproduces_its_metrics(tmp_path, monkeypatch):
+    """``rerun=<population dir>`` trains every member again (member 1's split follows its own
+    seed, as in the first run), ``rerun=<member dir>`` that member alone: the same metrics."""
+    args = ["seeds=2", "optimizer=sgd", "optimizer.lr=0.1", "model.dropout=0.2"]
+    assert _cli(tmp_path, monkeypatch, *args, "run_name=p") == 0
+    first = tmp_path / "train" / "p"
+    for source, name in ((first, "again"), (first / "member_001", "one")):
+        done = run_cli(
+            f"rerun={source}", f"run_name={name}", f"paths.log_dir={tmp_path}", cwd=tmp_path
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    again = tmp_path / "train" / "again"
+    for k in (0, 1):
+        member = f"member_{k:03d}/metrics.json"
+        assert json.loads((again / member).read_text()) == json.loads((first / member).read_text())
+    one = json.loads((tmp_path / "train" / "one" / "metrics.json").read_text())
+    want = json.loads((first / "member_001" / "metrics.json").read_text())
+    assert one.keys() == want.keys()
+    for key, value in want.items():  # alone: MLPModule's torchmetrics, not the stacked ones
+        assert one[key] == pytest.approx(value, abs=1e-5), key
+
+
+def test_loading_a_population_checkpoint_leaves_the_global_random_state_alone():
+    """The dropout masks go on from the checkpoint's own generator; the process's generators
+    (what the caller seeded) are untouched by loading."""
+    net = StackedMLP(2, [8], 1, dropout=0.5, seeds=[1, 2])
+    x, y = torch.randn(2, 20, 2), torch.rand(2, 20).round()
+    module = PopulationModule(net, x, y, "binary", "torch.optim.SGD", [{"lr": 0.1}] * 2, [0.0] * 2)
+    module.net.train()(x)  # some masks drawn
+    checkpoint: dict = {}
+    module.on_save_checkpoint(checkpoint)
+    next_masks = module.net(x)
+    other = StackedMLP(2, [8], 1, dropout=0.5, seeds=[1, 2])
+    other.load_state_dict(net.state_dict())
+    loaded = PopulationModule(
+        other, x, y, "binary", "torch.optim.SGD", [{"lr": 0.1}] * 2, [0.0] * 2
+    )
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    loaded.on_load_checkpoint(checkpoint)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(loaded.net.train()(x), next_masks)
 
 
 # ---- kill -9 ---------------------------------------------------------------------------------
 DRIVER = """
 import sys, time
-import mlplab.population.resume
+import mlplab.population.checkpoint
 from mlplab.population.module import PopulationModule
-mlplab.population.resume.CHECKPOINT_EVERY_S = 0.0  # a save every epoch: the kill waits for one
-from mlplab.population.resume import refuse_ckpt_path
+mlplab.population.checkpoint.CHECKPOINT_EVERY_S = 0.0  # a save every epoch: the kill waits
 end = PopulationModule.on_train_epoch_end
 def slow(self):  # slow epochs, so the kill lands mid-training
     end(self)

@@ -55,16 +55,17 @@ SGD = ["optimizer=sgd"]
 
 
 def test_members_equal_their_stand_alone_runs(tmp_path):
-    """Seeds (weights, split, shuffle), learning rates, optimizer numbers and L1 differ per
-    member; each member's numbers are its own run's."""
+    """Seeds (weights, split, shuffle), learning rates, optimizer numbers, L1 and dropout (its
+    masks too) differ per member; each member's numbers are its own run's."""
     members = [
         {"seed": 1, "optimizer.lr": 0.3},
         {"seed": 2, "optimizer.lr": 0.05, "optimizer.momentum": 0.9},
         {"seed": 3, "optimizer.lr": 0.1, "optimizer.weight_decay": 0.01},
-        {"seed": 4, "optimizer.lr": 0.2, "model.l1": 0.001},
+        {"seed": 4, "optimizer.lr": 0.2, "model.l1": 0.001, "model.dropout": 0.3},
+        {"seed": 5, "optimizer.lr": 0.2, "model.dropout": 0.5},
     ]
     summary = _population(tmp_path, *members, shared=SGD)
-    assert list(summary.status) == ["ok", "ok", "ok", "ok"]
+    assert list(summary.status) == ["ok"] * 5
     for k, values in enumerate(members):
         alone, best_epoch = _alone(tmp_path, f"alone{k}", *SGD, *_overrides(values))
         row = summary.iloc[k].to_dict()
@@ -72,10 +73,10 @@ def test_members_equal_their_stand_alone_runs(tmp_path):
         assert row["best_epoch"] == best_epoch
         saved = json.loads((tmp_path / "pop" / f"member_{k:03d}" / "metrics.json").read_text())
         assert saved["test/acc"] == row["test/acc"]
-    assert list(summary["optimizer.lr"]) == [0.3, 0.05, 0.1, 0.2]
-    assert list(summary["data.seed"]) == [1, 2, 3, 4]  # what follows seed varies with it
+    assert list(summary["optimizer.lr"]) == [0.3, 0.05, 0.1, 0.2, 0.2]
+    assert list(summary["data.seed"]) == [1, 2, 3, 4, 5]  # what follows seed varies with it
     history = pd.read_csv(tmp_path / "pop" / "metrics.csv")
-    assert set(history.member) == {0, 1, 2, 3} and history.epoch.max() == 5
+    assert set(history.member) == {0, 1, 2, 3, 4} and history.epoch.max() == 5
 
 
 @pytest.mark.parametrize(
@@ -111,9 +112,7 @@ def test_each_members_checkpoint_is_its_own_runs(tmp_path, data):
         ours = torch.load(
             tmp_path / "pop" / f"member_{k:03d}" / "checkpoints" / "best.ckpt", weights_only=True
         )
-        theirs = torch.load(
-            tmp_path / f"alone{k}" / "checkpoints" / "best.ckpt", weights_only=True
-        )
+        theirs = torch.load(tmp_path / f"alone{k}" / "checkpoints" / "best.ckpt", weights_only=True)
         assert ours["hyper_parameters"] == theirs["hyper_parameters"]
         assert ours["datamodule_hyper_parameters"] == theirs["datamodule_hyper_parameters"]
         assert ours["mlplab"]["data_state"] == theirs["mlplab"]["data_state"]
@@ -168,7 +167,12 @@ def test_early_stopping_is_per_member_and_a_stopped_member_stays_put(tmp_path):
     assert stopped.status == "stopped" and stopped.stopped_epoch < 29
     assert patient.status == "ok" and pd.isna(patient.stopped_epoch)
     alone, best_epoch = _alone(
-        tmp_path, "alone", *stop, "seed=1", "callbacks.early_stopping.patience=1", "optimizer.lr=0.05"
+        tmp_path,
+        "alone",
+        *stop,
+        "seed=1",
+        "callbacks.early_stopping.patience=1",
+        "optimizer.lr=0.05",
     )
     _same(stopped.to_dict(), alone)
     assert stopped.best_epoch == best_epoch
@@ -300,9 +304,7 @@ def test_members_clip_gradients_like_stand_alone_runs(tmp_path, algorithm):
     shared = [*SGD, "optimizer.lr=0.5", f"trainer.gradient_clip_algorithm={algorithm}"]
     summary = _population(tmp_path, *members, shared=shared)
     assert list(summary.status) == ["ok"] * 3
-    unclipped = _population(
-        tmp_path / "unclipped", *[{"seed": k} for k in range(3)], shared=shared
-    )
+    unclipped = _population(tmp_path / "unclipped", *[{"seed": k} for k in range(3)], shared=shared)
     assert summary["test/loss"][0] != pytest.approx(unclipped["test/loss"][0], abs=1e-4)
     for k, values in enumerate(members):
         alone, best_epoch = _alone(tmp_path, f"alone{k}", *shared, *_overrides(values))
@@ -369,7 +371,9 @@ def test_a_model_that_cant_be_stacked_trains_its_members_one_after_another(
     assert list(summary.seed) == [42, 43] and list(summary.status) == ["ok", "ok"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test/loss"] == pytest.approx(summary["test/loss"].mean(), abs=1e-9)
-    alone = train(compose_run(tmp_path / "alone", *BASE, "model=example", "seed=43", "trainer.max_epochs=3"))
+    alone = train(
+        compose_run(tmp_path / "alone", *BASE, "model=example", "seed=43", "trainer.max_epochs=3")
+    )
     assert summary["test/loss"][1] == pytest.approx(alone["test/loss"], abs=1e-6)
     member = run_dir / "member_001"
     assert (member / "checkpoints" / "best.ckpt").is_file()

@@ -8,12 +8,12 @@ import shutil
 import pandas as pd
 import pytest
 import yaml
-
 from mlplab.composer import compose_runs
+from mlplab.population.chunks import chunks, estimate_bytes, memory_bound, parameter_count
+
 from mlplab.config import compose_run
 from mlplab.errors import ConfigError
 from mlplab.population import chunks as chunking
-from mlplab.population.chunks import chunks, estimate_bytes, memory_bound, parameter_count
 from mlplab.train import train
 
 BASE = [

@@ -267,22 +267,35 @@ def test_twenty_sgd_steps_equal_three_separately_trained_mlps():
             assert _max_diff(b, b0) > 1e-2  # the weights moved
 
 
-def test_members_draw_their_own_dropout_masks_from_the_nets_own_generator():
+def test_members_draw_their_own_dropout_masks_from_generators_of_their_own():
     """Members with equal weights and inputs still drop different units (a mask shared by all
-    members would make them equal); the masks come from the net's generator, not the
-    process's: its state saved and restored gives the same masks, the global RNG untouched."""
-    one = _seeded(0, 3, [64], 1, "relu", dropout=0.5)
-    stacked = StackedMLP.from_members([copy.deepcopy(one) for _ in range(4)], seed=7)
-    x = torch.randn(32, 3)  # one input for every member
+    members would make them equal); member k's masks are those ``nn.Dropout`` draws in its own
+    stand-alone run (its generator starts where that run's is after building the model), and
+    drawing them touches no other generator."""
+    args = (3, [64, 32], 1, "relu")
+    built = [_seeded_state(s, *args, dropout=p) for s, p in ((1, 0.5), (2, 0.5), (3, 0.0))]
+    stacked = StackedMLP.from_members(
+        [copy.deepcopy(built[0][0]) for _ in built], rng_states=[state for _, state in built]
+    )
+    stacked.rates[2] = 0.0  # member 2 keeps every unit (its MLP draws nothing)
+    x = torch.randn(16, 3)  # one input for every member
     torch.manual_seed(123)
     before = torch.get_rng_state()
     first = stacked.train()(x)
     assert torch.equal(torch.get_rng_state(), before)  # the global generator is untouched
-    for k in range(1, 4):
-        assert _max_diff(first[0], first[k]) > 1e-3
-    state = stacked.generator.get_state()
+    assert _max_diff(first[0], first[1]) > 1e-3  # same weights, own masks
+    for k in (0, 1):  # what member k's own run draws: its MLP after seeding, then a forward
+        torch.manual_seed([1, 2][k])
+        alone = MLP(*args, dropout=0.5, layer="torch")
+        alone.load_state_dict(built[0][0].state_dict())
+        torch.testing.assert_close(first[k], alone.train()(x), atol=1e-6, rtol=0)
+    states = stacked.dropout_states()
     again = stacked(x)
-    stacked.generator.set_state(state)
+    stacked.set_dropout_states(states)
     assert torch.equal(stacked(x), again)
-    fresh = StackedMLP.from_members([copy.deepcopy(one) for _ in range(4)], seed=7)
-    assert torch.equal(fresh.train()(x), first)  # seeded: the same masks again
+
+
+def _seeded_state(seed: int, *args, dropout: float) -> tuple[MLP, torch.Tensor]:
+    """An MLP built right after seeding, and the generator's state after it."""
+    torch.manual_seed(seed)
+    return MLP(*args, dropout=dropout), torch.get_rng_state()

@@ -9,12 +9,12 @@ import sys
 import pandas as pd
 import pytest
 from matplotlib.image import imread
+from mlplab.population.run import train_population
 
 from mlplab.config import compose_run
 from mlplab.figures.plots import PIXELS
 from mlplab.figures.population import plot_population_curves
 from mlplab.population import tracking
-from mlplab.population.run import train_population
 
 BASE = [
     "data=moons",

@@ -232,7 +232,7 @@ class _Chunk:
         """The members' DataModules (one per distinct data config), nets and hyperparameters,
         seeded as ``mlplab.train`` seeds a run: member 0's model by ``build_model`` (its class,
         its checks), the others' nets from their own seed."""
-        self.datamodules, nets, self.hparams = [], [], []
+        self.datamodules, nets, self.hparams, states = [], [], [], []
         built: dict[str, L.LightningDataModule] = {}
         if first is not None:
             built[json.dumps(self.configs[0]["data"], sort_keys=True)] = first
@@ -248,6 +248,7 @@ class _Chunk:
                 self.template = build.build_model(config, dm)
                 nets.append(self.template.net)
                 self.hparams.append(dict(self.template.hparams))
+                states.append(torch.get_rng_state())  # its dropout's first draw comes next
                 continue
             own = {k: v for k, v in config["model"].items() if not k.startswith("_")}
             hp = dict(self.template.hparams)
@@ -257,13 +258,14 @@ class _Chunk:
             args = (hp["in_features"], hp["hidden_sizes"] or [], hp["out_features"])
             nets.append(MLP(*args, hp["activation"], hp["dropout"], hp["layer"]))
             self.hparams.append(hp)
+            states.append(torch.get_rng_state())
         check(
             all(dm.class_weights == self.datamodules[0].class_weights for dm in self.datamodules),
             "data.balance_classes",
             True,
             "the same class weights for every member (members' splits differ in class counts)",
         )
-        self.net = StackedMLP.from_members(nets, seed=self.configs[0]["seed"])
+        self.net = StackedMLP.from_members(nets, rng_states=states)
 
     def train(self, first, home: Path, start, on_epoch: Hook, before_fit) -> PopulationModule:
         self.build(first)

@@ -360,7 +360,7 @@ class PopulationModule(L.LightningModule):
         state["best_flat"] = self.best_flat
         state["last_val"] = {str(k): v for k, v in self.last_val.items()}
         state["history"] = _columns(self.history)
-        state["dropout_rng"] = self.net.generator.get_state() if self.net.generator else None
+        state["dropout_rng"] = self.net.dropout_states()
         checkpoint["population"] = state
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -371,9 +371,7 @@ class PopulationModule(L.LightningModule):
         self.best_flat = state["best_flat"]
         self.last_val = {int(k): v for k, v in state["last_val"].items()}
         self.history = _rows(state["history"])
-        if state["dropout_rng"] is not None:  # the dropout masks go on as never stopped
-            self.net.generator = torch.Generator(device=self.net.flat.device)
-            self.net.generator.set_state(state["dropout_rng"])
+        self.net.set_dropout_states(state["dropout_rng"])  # masks go on as never stopped
 
 
 def _columns(rows: list[dict]) -> dict[str, torch.Tensor]:

@@ -33,14 +33,14 @@ from mlplab.models.mlp import MLP, TORCH_ACTIVATIONS
 _ACTIVATION_NAMES = {cls: name for name, cls in TORCH_ACTIVATIONS.items()}
 
 
-def _seeded_mlp(seed: int, *args, dropout: float) -> MLP:
+def _seeded_mlp(seed: int, *args, dropout: float) -> tuple[MLP, torch.Tensor]:
     """``MLP(*args)`` initialised as after ``torch.manual_seed(seed)`` (what
-    ``lightning.seed_everything`` does before ``mlplab.train`` builds the model), without
-    touching the caller's random state. Only the CPU generator is seeded: nn.Linear draws its
-    init there."""
+    ``lightning.seed_everything`` does before ``mlplab.train`` builds the model), and the CPU
+    generator's state after it (what that run's dropout draws from next), without touching the
+    caller's random state. Only the CPU generator is seeded: nn.Linear draws its init there."""
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
-        return MLP(*args, dropout=dropout, layer="torch")
+        return MLP(*args, dropout=dropout, layer="torch"), torch.get_rng_state()
 
 
 def _linears(mlp: MLP) -> list[nn.Linear]:
@@ -68,9 +68,10 @@ class StackedMLP(nn.Module):
     """K same-architecture MLPs as one module: one ``(K, N)`` parameter ``flat``.
 
     Hidden layer l of member k: ``a = g(a W_l[k] + b_l[k])``, then inverted dropout
-    ``a ← a · m / (1 − p_k)`` with ``m ~ Bernoulli(1 − p_k)`` in training mode, each member's
-    mask drawn on its own from the module's ``generator`` (not the process's global one, so
-    saving and restoring it touches nothing else).
+    ``a ← a · m / (1 − p_k)`` with ``m ~ Bernoulli(1 − p_k)`` in training mode. Member k draws
+    its masks from a generator of its own, which starts where its stand-alone run's global
+    generator is after building the model (``rng_states``): its masks are that run's. Saving
+    and restoring them touches no other generator.
 
     Args:
         in_features, hidden_sizes, out_features, activation: see ``MLP`` (shared by all).
@@ -96,13 +97,16 @@ class StackedMLP(nn.Module):
         )
         args = (in_features, list(hidden_sizes), out_features, activation)
         # MLP validates every value (naming the config key); its init is the members' init.
-        members = [_seeded_mlp(s, *args, dropout=p) for s, p in zip(seeds, rates, strict=True)]
-        self._stack(members, rates, *args, seed=seeds[0])
+        built = [_seeded_mlp(s, *args, dropout=p) for s, p in zip(seeds, rates, strict=True)]
+        self._stack([m for m, _ in built], rates, *args, states=[state for _, state in built])
 
     @classmethod
-    def from_members(cls, members: Sequence[MLP], seed: int = 0) -> StackedMLP:
+    def from_members(
+        cls, members: Sequence[MLP], rng_states: Sequence[torch.Tensor] | None = None
+    ) -> StackedMLP:
         """Stack torch-layer MLPs of one architecture (their dropout rates may differ);
-        ``seed`` seeds the dropout generator."""
+        ``rng_states``: each member's CPU generator state to draw its dropout masks from
+        (default: seeded 0, 1, ...)."""
         check(len(members) >= 1, "members", members, "at least one MLP")
         archs = [_architecture(m) for m in members]
         shared = [{k: v for k, v in a.items() if k != "dropout"} for a in archs]
@@ -111,12 +115,14 @@ class StackedMLP(nn.Module):
         stacked = cls.__new__(cls)  # no K stand-in MLPs to build and throw away
         nn.Module.__init__(stacked)
         args = (first["in_features"], first["hidden_sizes"], first["out_features"])
-        stacked._stack(
-            members, [a["dropout"] for a in archs], *args, first["activation"], seed=seed
-        )
+        if rng_states is None:
+            rng_states = [torch.Generator().manual_seed(k).get_state() for k in range(len(members))]
+        check(len(rng_states) == len(members), "rng_states", len(rng_states), "one per member")
+        rates = [a["dropout"] for a in archs]
+        stacked._stack(members, rates, *args, first["activation"], states=list(rng_states))
         return stacked
 
-    def _stack(self, members: Sequence[MLP], rates: list, *args, seed: int) -> None:
+    def _stack(self, members: Sequence[MLP], rates: list, *args, states: list) -> None:
         in_features, hidden_sizes, out_features, activation = args
         widths = [in_features, *hidden_sizes, out_features]
         self.shapes = [(a, b) for a, b in zip(widths, widths[1:], strict=False)]  # (in, out)
@@ -133,7 +139,8 @@ class StackedMLP(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.hidden_sizes, self.activation = list(hidden_sizes), activation
         self.g = ACTIVATIONS[activation]
-        self.seed, self.generator = seed, None
+        self.rng_states = [state.clone() for state in states]  # where each member's masks start
+        self.generators: list[torch.Generator] | None = None  # made on the first draw
 
     @property
     def k(self) -> int:
@@ -164,16 +171,54 @@ class StackedMLP(nn.Module):
             if i < len(layers) - 1:
                 h = self.g(h)
                 if self.training and self.has_dropout:
-                    p = self.dropout.to(h)[:, None, None]  # (K, 1, 1)
-                    noise = torch.rand(h.shape, generator=self._generator(h), device=h.device)
-                    # rand ∈ [0, 1) is always ≥ 0: p = 0 keeps every unit and divides by 1.
-                    h = h * (noise >= p).to(h) / (1 - p)
+                    h = h * self._masks(h)
         return h
 
-    def _generator(self, h: torch.Tensor) -> torch.Generator:
-        if self.generator is None or self.generator.device != h.device:
-            self.generator = torch.Generator(device=h.device).manual_seed(self.seed)
-        return self.generator
+    def _masks(self, h: torch.Tensor) -> torch.Tensor:
+        """(K, B, width): member k's mask m / (1 − p_k), drawn from its own generator as
+        ``nn.Dropout`` draws it (``bernoulli_(1 − p)``, then ÷ (1 − p)); ones where p_k = 0
+        (an MLP without dropout draws nothing)."""
+        generators = self._generators(h.device)
+        ones = torch.ones(h.shape[1:], dtype=h.dtype, device=h.device)
+        masks = []
+        for p, generator in zip(self.rates, generators, strict=True):
+            if p > 0:
+                noise = torch.empty(h.shape[1:], dtype=h.dtype, device=h.device)
+                masks.append(noise.bernoulli_(1 - p, generator=generator).div_(1 - p))
+            else:
+                masks.append(ones)
+        return torch.stack(masks)
+
+    def _generators(self, device: torch.device) -> list[torch.Generator]:
+        if self.generators is None or self.generators[0].device != device:
+            self.generators = [self._generator(state, device) for state in self.rng_states]
+        return self.generators
+
+    @staticmethod
+    def _generator(state: torch.Tensor, device: torch.device) -> torch.Generator:
+        generator = torch.Generator(device=device)
+        if generator.device.type == "cpu":
+            generator.set_state(state)
+        else:  # another kind of generator: seeded from the CPU state's own numbers
+            generator.manual_seed(int(torch.Generator().set_state(state).initial_seed()))
+        return generator
+
+    def dropout_states(self) -> list[torch.Tensor]:
+        """Each member's dropout generator state now (``set_dropout_states`` restores it)."""
+        if self.generators is None:
+            return [state.clone() for state in self.rng_states]
+        return [g.get_state() for g in self.generators]
+
+    def set_dropout_states(self, states: Sequence[torch.Tensor]) -> None:
+        check(len(states) == self.k, "dropout states", len(states), f"{self.k}, one per member")
+        device = self.flat.device
+        self.rng_states, self.generators = [s.clone() for s in states], None
+        if device.type == "cpu":
+            self.generators = [self._generator(s, device) for s in states]
+        else:
+            self.generators = [torch.Generator(device=device) for _ in states]
+            for generator, state in zip(self.generators, states, strict=True):
+                generator.set_state(state)
 
     def l1_penalty(self) -> torch.Tensor:
         """(K,) ``Σ|w|`` over each member's weight matrices, not biases (``MLPModule``)."""
@@ -193,7 +238,7 @@ class StackedMLP(nn.Module):
         """Member k as a plain ``MLP`` (same device and dtype, weights copied, not shared)."""
         check(-self.k <= k < self.k, "member", k, f"an index in [0, {self.k})")
         args = (self.in_features, self.hidden_sizes, self.out_features, self.activation)
-        mlp = _seeded_mlp(0, *args, dropout=self.rates[k])  # init overwritten below
+        mlp, _ = _seeded_mlp(0, *args, dropout=self.rates[k])  # init overwritten below
         mlp.to(device=self.flat.device, dtype=self.flat.dtype)
         return self.copy_member(k, mlp)
 
