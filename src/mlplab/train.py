@@ -67,11 +67,12 @@ def train_members(cfg: DictConfig, members: list[dict]) -> dict[str, float]:
     ``resume=auto`` continues it from its checkpoint."""
     from mlplab.population.engine import mean_and_std, train_population
 
+    which = f"cv={cfg.cv}" if cfg.get("cv") is not None else f"seeds={cfg.seeds}"
     check(
         not cfg.get("ckpt_path"),
         "ckpt_path",
         cfg.get("ckpt_path"),
-        "not set with seeds=/cv=: a population continues from its own checkpoint "
+        f"not set with {which}: a population continues from its own checkpoint "
         f"({POPULATION_CHECKPOINT} in its dir), add resume=auto instead",
     )
     out_dir = Path(cfg.paths.output_dir)
@@ -85,9 +86,9 @@ def train_members(cfg: DictConfig, members: list[dict]) -> dict[str, float]:
     failed = summary[summary.status == "diverged"]
     done = f"{len(summary) - len(failed)} of {len(summary)}"
     if cfg.get("cv") is not None:
-        from mlplab.data.folds import fold_sizes
+        from mlplab.data.folds import check_folds
 
-        held_out, leftover = fold_sizes(cfg.data, cfg.cv)
+        held_out, leftover = check_folds(cfg.data, cfg.cv)
         rows = "row" if leftover == 1 else "rows"
         extra = f", {leftover} left-over {rows} held out by none" if leftover else ""
         print(

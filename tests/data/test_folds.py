@@ -172,6 +172,7 @@ def test_cv_cli_reports_mean_and_std(tmp_path, monkeypatch, capsys):
         ([*MOONS, "cv=2.5"], "cv=2.5 is invalid"),
         ([*MOONS, "cv=true"], "cv=True is invalid"),
         ([*MOONS, "cv=200"], "cv=200 is invalid: class 0 of 'green' has 120 rows"),
+        (["data=moons", "cv=5000"], "cv=5000 is invalid: class 0 of 'green' has 400 rows"),
         (["data=grades", "data.options.n_samples=20", "cv=30"], "cv=30 is invalid: 16 rows"),
         ([*MOONS, "cv=3", "seeds=2"], "cv=3 and seeds=2 can't be combined"),
         ([*MOONS, "cv=3", "ckpt_path=x.ckpt"], "ckpt_path='x.ckpt' is invalid: not set with cv="),

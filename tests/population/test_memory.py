@@ -1,19 +1,21 @@
-"""A population split into chunks that fit in memory: the estimate, the split, the results."""
+"""A population that doesn't fit in memory: the estimate, the chunks, the same results."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import pandas as pd
 import pytest
 import yaml
-from mlplab.composer import compose_runs
-from mlplab.population.chunks import chunks, estimate_bytes, memory_bound, parameter_count
 
 from mlplab.config import compose_run
 from mlplab.errors import ConfigError
-from mlplab.population import chunks as chunking
+from mlplab.population import engine, memory
+from mlplab.population.engine import MemberConfigs, train_population
+from mlplab.run import build
+from mlplab.train import main as train_main
 from mlplab.train import train
 
 BASE = [
@@ -25,48 +27,40 @@ BASE = [
 ]
 
 
-def _cfgs(tmp_path, n: int, *overrides: str, vary: str = "seed") -> list:
-    members = [[*BASE, *overrides, f"{vary}={s + 1}"] for s in range(n)]
-    return compose_runs(tmp_path / "pop", members)
+def _need(tmp_path, *overrides: str, shared: bool = False) -> memory.Footprint:
+    config = MemberConfigs(compose_run(tmp_path, *BASE, *overrides), [{}])[0]
+    datamodule = build.build_datamodule(config)
+    datamodule.setup("fit")
+    return memory.footprint(config, datamodule, shared_split=shared)
 
 
-def test_the_estimate_is_linear_in_members_and_grows_with_width(tmp_path):
-    assert parameter_count(2, [16, 16], 1) == 3 * 16 + 17 * 16 + 17 * 1
-    for vary, sizes in (("seed", (2, 3, 4, 5)), ("optimizer.lr", (1, 2, 3, 4))):
-        estimates = [estimate_bytes(_cfgs(tmp_path, k, vary=vary)) for k in sizes]
-        steps = {b - a for a, b in zip(estimates, estimates[1:], strict=False)}
-        assert len(steps) == 1 and steps.pop() > 0  # fixed + K × per member
+def test_the_estimate_grows_with_width_data_and_optimizer_state(tmp_path):
+    assert memory.parameter_count(2, [16, 16], 1) == 3 * 16 + 17 * 16 + 17 * 1
+    need = _need(tmp_path)
+    assert need.bytes(5) - need.bytes(4) == need.per_member > 0
     # own splits (seeds): each member holds its data; one split (learning rates): one copy
-    assert estimate_bytes(_cfgs(tmp_path, 4)) > estimate_bytes(
-        _cfgs(tmp_path, 4, vary="optimizer.lr")
-    )
-    narrow = estimate_bytes(_cfgs(tmp_path, 3, "model.hidden_sizes=[16]"))
-    wide = estimate_bytes(_cfgs(tmp_path, 3, "model.hidden_sizes=[256]"))
-    assert wide > 8 * narrow > 0
+    shared = _need(tmp_path, shared=True)
+    assert shared.per_member < need.per_member and shared.fixed > need.fixed == 0
+    narrow, wide = _need(tmp_path, "model.hidden_sizes=[16]"), _need(tmp_path, "model.hidden_sizes=[256]")
+    assert wide.per_member > narrow.per_member
     # Adam keeps 2 state tensors per weight, SGD 1 (its momentum buffer)
-    adam = estimate_bytes(_cfgs(tmp_path, 3, "optimizer=adam", "model.hidden_sizes=[256]"))
-    sgd = estimate_bytes(_cfgs(tmp_path, 3, "optimizer=sgd", "model.hidden_sizes=[256]"))
-    assert adam - sgd == 3 * parameter_count(2, [256], 1) * 4
+    adam = _need(tmp_path, "optimizer=adam", "model.hidden_sizes=[256]")
+    sgd = _need(tmp_path, "optimizer=sgd", "model.hidden_sizes=[256]")
+    assert adam.per_member - sgd.per_member == memory.parameter_count(2, [256], 1) * 4
 
 
 def test_memory_bound_is_a_share_of_what_is_free(tmp_path):
-    bound = memory_bound(_cfgs(tmp_path, 1, "trainer.accelerator=cpu")[0])
-    assert bound is None or 0 < bound < chunking._available_ram()
-
-
-def test_chunks_keep_groups_apart_and_follow_the_knob(tmp_path, monkeypatch):
-    monkeypatch.setattr(chunking, "memory_bound", lambda cfg: None)  # no bound: the knob only
-    cfgs = _cfgs(tmp_path, 5, "optimizer.lr=0.01")
-    cfgs[3:3] = _cfgs(tmp_path, 2, "model.hidden_sizes=[8]")  # another architecture
-    assert chunks(cfgs) == [[0, 1, 2, 5, 6], [3, 4]]
-    assert chunks(cfgs, max_members=2) == [[0, 1], [2, 5], [6], [3, 4]]
-    assert chunks(cfgs[:1], max_members=1) == [[0]]
+    config = MemberConfigs(compose_run(tmp_path, *BASE, "trainer.accelerator=cpu"), [{}])[0]
+    bound = memory.memory_bound(config)
+    assert bound is None or 0 < bound < memory._available_ram()
 
 
 @pytest.mark.parametrize("bad", [0, -2, 2.5, "3", True])
 def test_bad_max_members_is_one_line(tmp_path, bad):
+    cfg = compose_run(tmp_path / "pop", *BASE)
     with pytest.raises(ConfigError, match=r"^max_members=.* is invalid: null or an integer >= 1"):
-        chunks(_cfgs(tmp_path, 2), max_members=bad)
+        train_population(cfg, [{"seed": 1}, {"seed": 2}], tmp_path / "pop", max_members=bad)
+    assert not (tmp_path / "pop").exists()
 
 
 def test_short_memory_trains_seeds_in_chunks_with_the_same_results(tmp_path, monkeypatch, capsys):
@@ -75,8 +69,9 @@ def test_short_memory_trains_seeds_in_chunks_with_the_same_results(tmp_path, mon
     monkeypatch.setenv("WANDB_MODE", "offline")
     overrides = [o for o in BASE if "learning_curves" not in o] + ["seeds=5", "seed=7"]
     one = train(compose_run(tmp_path / "one", *overrides))
-    need = chunking._footprint(_cfgs(tmp_path, 5))  # seeds: each member its own split
-    monkeypatch.setattr(chunking, "memory_bound", lambda cfg: need.bytes(2) + need.per_member // 2)
+    need = _need(tmp_path)  # seeds: each member its own split
+    bound = need.bytes(2) + need.per_member // 2
+    monkeypatch.setattr(engine, "memory_bound", lambda config: bound)
     split = train(compose_run(tmp_path / "split", *overrides, "logger=wandb"))
     assert "trained in chunks of at most 2" in capsys.readouterr().out
     assert split.keys() == one.keys()
@@ -101,7 +96,6 @@ def test_short_memory_trains_seeds_in_chunks_with_the_same_results(tmp_path, mon
     record = run.read_bytes()
     assert all(f"val/loss/member_{k:03d}".encode() in record for k in range(5))
     history = pd.read_csv(tmp_path / "split" / "metrics.csv")
-    assert sorted(set(history.member)) == [0, 1, 2, 3, 4]
     expected = pd.read_csv(tmp_path / "one" / "metrics.csv")  # rows in the same order
     pd.testing.assert_frame_equal(history, expected, atol=1e-6, rtol=0)
 
@@ -109,10 +103,11 @@ def test_short_memory_trains_seeds_in_chunks_with_the_same_results(tmp_path, mon
 def test_chunks_keep_their_own_checkpoints_and_resume_one_by_one(tmp_path, monkeypatch):
     """seeds=3 in chunks of 2 and 1: chunk i's checkpoint in chunk_<i>/; resume=auto after
     chunk 1 was lost retrains that chunk only, to the same numbers."""
-    monkeypatch.setattr("mlplab.population.resume.CHECKPOINT_EVERY_S", 0.0)
+    monkeypatch.setattr("mlplab.population.checkpoint.CHECKPOINT_EVERY_S", 0.0)
     overrides = [o for o in BASE if "learning_curves" not in o] + ["seeds=3", "logger=csv"]
-    need = chunking._footprint(_cfgs(tmp_path, 3))
-    monkeypatch.setattr(chunking, "memory_bound", lambda cfg: need.bytes(2) + need.per_member // 2)
+    need = _need(tmp_path)
+    bound = need.bytes(2) + need.per_member // 2
+    monkeypatch.setattr(engine, "memory_bound", lambda config: bound)
     first = train(compose_run(tmp_path / "run", *overrides))
     ckpts = [tmp_path / "run" / f"chunk_{i}" / "checkpoints" / "population.ckpt" for i in (0, 1)]
     assert all(c.is_file() for c in ckpts)
@@ -129,3 +124,25 @@ def test_chunks_keep_their_own_checkpoints_and_resume_one_by_one(tmp_path, monke
         "member_001",
         "member_002",
     ]
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["seeds=2"], "a population of 2: one member needs about"),  # not even one fits
+        (["seeds=100000000"], "seeds=100000000 is invalid: at most 10000"),
+    ],
+)
+def test_too_large_for_memory_is_one_error_line_and_writes_nothing(
+    tmp_path, monkeypatch, capfd, args, named
+):
+    monkeypatch.setattr(engine, "memory_bound", lambda config: 1000)
+    monkeypatch.delenv("MLPLAB_RUN_ID", raising=False)
+    monkeypatch.setattr(sys, "argv", ["mlplab-train"])
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([*BASE, "logger=csv", f"paths.log_dir={tmp_path}", *args])
+    err = capfd.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert exit_info.value.code == 2 and len(errors) == 1, err[-1500:]
+    assert named in errors[0], errors[0]
+    assert not (tmp_path / "train").exists() or not any((tmp_path / "train").rglob("*.*"))

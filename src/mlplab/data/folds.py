@@ -154,13 +154,24 @@ def cv_split(
     return {"train": pool[assigned != fold], "val": pool[assigned == fold], "test": parts["test"]}
 
 
-def fold_sizes(data, folds: int) -> tuple[int, int]:
-    """(rows each fold holds out, left-over rows held out by none) of ``data`` (the data
-    config of ``cv=K``): N // K and N mod K of its N train+val rows."""
+def check_folds(data, folds: int, key: str = "cv") -> tuple[int, int]:
+    """Check that ``data`` (a data config) parts into ``folds`` folds, without making them: a
+    ConfigError naming ``key`` for data with its own split column or too few rows (of the
+    smallest class); else (rows each fold holds out, left-over rows held out by none): N // K
+    and N mod K of its N train+val rows."""
     from mlplab.data.datamodule import split_indices
     from mlplab.data.sources import load_source
 
     df, spec = load_source(data["source"], **(data.get("options") or {}))
+    check(
+        not spec.split_by,
+        key,
+        folds,
+        f"this data splits its rows by its own column {spec.split_by!r} (flights: by date, so "
+        "val and test come after train); shuffled folds would undo that, so cross-validation "
+        "is not offered for it",
+    )
     parts = split_indices(df, spec, data["val_fraction"], data["test_fraction"], data["seed"])
-    pool = len(parts["train"]) + len(parts["val"])
-    return pool // folds, pool % folds
+    pool = np.concatenate([parts["train"], parts["val"]])
+    _check_fold_sizes(df[spec.target].iloc[pool], spec, folds, key)
+    return len(pool) // folds, len(pool) % folds

@@ -47,6 +47,9 @@ SHARED = (  # inside those prefixes, but one per population: they change the for
     "scheduler.monitor",
 )
 POPULATION_KEYS = ("seeds", "cv")  # a population's own keys: null in its members' configs
+# Members of one population at most: it trains in chunks that fit in memory, but its table of
+# members, its per-epoch history and its run dirs grow with it.
+MAX_MEMBERS = 10_000
 
 
 def is_member_key(key: str) -> bool:
@@ -99,6 +102,7 @@ def seed_members(cfg: DictConfig) -> list[dict]:
         n,
         "an integer >= 1 (the number of seeds trained as one population)",
     )
+    check(n <= MAX_MEMBERS, "seeds", n, f"at most {MAX_MEMBERS} (split them into several runs)")
     return [{"seed": cfg.seed + i} for i in range(n)]
 
 
@@ -111,6 +115,7 @@ def fold_members(cfg: DictConfig) -> list[dict]:
         k,
         "an integer >= 2 (the number of folds)",
     )
+    check(k <= MAX_MEMBERS, "cv", k, f"at most {MAX_MEMBERS} folds")
     if cfg.get("seeds") is not None:
         raise ConfigError(
             f"cv={k} and seeds={cfg.seeds} can't be combined: each seed has its own split, so "
@@ -121,6 +126,9 @@ def fold_members(cfg: DictConfig) -> list[dict]:
     for key in ("cv_folds", "cv_fold"):
         value = data.get(key)
         check(value is None, f"data.{key}", value, f"null with cv={k}: cv sets it per member")
+    from mlplab.data.folds import check_folds
+
+    check_folds(data, k)  # too many folds for the rows: said now, before any member is built
     return [{"data.cv_folds": k, "data.cv_fold": fold} for fold in range(k)]
 
 
