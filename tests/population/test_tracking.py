@@ -1,4 +1,5 @@
-"""A population's tracking outputs: one learning-curves figure of every member, one wandb run."""
+"""A population's tracking outputs: its figures (learning curves of every member, the members'
+decision boundary) and one tracker run for the whole population."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ import sys
 
 import pandas as pd
 import pytest
+from lightning.pytorch.loggers import WandbLogger
 from matplotlib.image import imread
-from mlplab.population.run import train_population
 
 from mlplab.config import compose_run
 from mlplab.figures.plots import PIXELS
 from mlplab.figures.population import plot_population_curves
-from mlplab.population import tracking
+from mlplab.population.engine import train_population
 
 BASE = [
     "data=moons",
@@ -25,16 +26,15 @@ BASE = [
 ]
 # the last one diverges in its first step: a member without a single epoch to draw
 MEMBERS = [
-    ["seed=1", "optimizer.lr=0.1"],
-    ["seed=2", "optimizer.lr=0.3"],
-    ["seed=3", "optimizer.lr=1e9"],
+    {"seed": 1, "optimizer.lr": 0.1},
+    {"seed": 2, "optimizer.lr": 0.3},
+    {"seed": 3, "optimizer.lr": 1e9},
 ]
 
 
-def _population(out_dir, *overrides: str, on_epoch=None) -> pd.DataFrame:
-    base = [o for o in BASE if "callbacks=none" not in overrides or "callbacks." not in o]
-    cfgs = [compose_run(out_dir, *base, *overrides, *m) for m in MEMBERS]
-    return train_population(cfgs, out_dir, on_epoch=on_epoch)
+def _population(out_dir, *overrides: str, base=BASE, **kwargs) -> pd.DataFrame:
+    base = [o for o in base if "callbacks=none" not in overrides or "callbacks." not in o]
+    return train_population(compose_run(out_dir, *base, *overrides), MEMBERS, out_dir, **kwargs)
 
 
 def _png_size(path) -> tuple[int, int]:
@@ -43,15 +43,19 @@ def _png_size(path) -> tuple[int, int]:
     return width, height
 
 
-def test_learning_curves_of_every_member_follow_the_figure_switch(tmp_path):
-    summary = _population(tmp_path / "on")  # callbacks.learning_curves is on by default
+def test_figures_follow_the_callbacks(tmp_path):
+    boundary = "callbacks.decision_boundary.filename=boundary.png"
+    summary = _population(tmp_path / "on", boundary, base=[o for o in BASE if "boundary" not in o])
     assert list(summary.status) == ["ok", "ok", "diverged"]
     assert _png_size(tmp_path / "on" / "learning_curves.png") == PIXELS
+    assert _png_size(tmp_path / "on" / "boundary.png") == PIXELS
     _population(tmp_path / "off", "callbacks.learning_curves=null")
     assert (tmp_path / "off" / "summary.csv").is_file()
-    assert not (tmp_path / "off" / "learning_curves.png").exists()
+    assert not list((tmp_path / "off").glob("*.png"))
     _population(tmp_path / "none", "callbacks=none")
-    assert not (tmp_path / "none" / "learning_curves.png").exists()
+    assert not list((tmp_path / "none").glob("*.png"))
+    assert not (tmp_path / "none" / "checkpoints").exists()  # no checkpoint callback: none
+    assert not list((tmp_path / "none").glob("member_*/checkpoints"))
 
 
 def test_the_figure_shows_ended_members_and_scales_to_many(tmp_path):
@@ -76,10 +80,10 @@ def test_figures_off_never_import_the_figure_code(tmp_path):
     code = (
         "import sys\n"
         "from mlplab.config import compose_run\n"
-        "from mlplab.population.run import train_population\n"
+        "from mlplab.population.engine import train_population\n"
         f"out = {str(tmp_path / 'pop')!r}\n"
         f"over = {[*BASE, 'callbacks.learning_curves=null', 'trainer.max_epochs=1']!r}\n"
-        "train_population([compose_run(out, *over, f'seed={s}') for s in (1, 2)], out)\n"
+        "train_population(compose_run(out, *over), [{'seed': 1}, {'seed': 2}], out)\n"
         "drawn = [m for m in sys.modules if m.startswith('mlplab.figures')]\n"
         "assert not drawn, drawn\n"
     )
@@ -96,6 +100,8 @@ def _offline_run(out_dir):
 def test_one_wandb_run_per_population_with_every_members_metrics(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
+    import wandb
+
     out = tmp_path / "pop"
     summary = _population(out, "logger=wandb")
     run, record = _offline_run(out)
@@ -111,7 +117,7 @@ def test_one_wandb_run_per_population_with_every_members_metrics(tmp_path, monke
     table = json.loads(next(tables.glob("summary_*.table.json")).read_text())
     assert len(table["data"]) == 3 and "status" in table["columns"]
     assert table["data"][2][table["columns"].index("status")] == "diverged"
-    assert tracking._OPEN == [] and len(summary) == 3
+    assert wandb.run is None and len(summary) == 3
 
 
 def test_the_wandb_run_is_finished_when_training_fails(tmp_path, monkeypatch):
@@ -133,7 +139,7 @@ def test_the_wandb_run_is_finished_when_training_fails(tmp_path, monkeypatch):
 
     with pytest.raises(RuntimeError, match="boom"):
         _population(tmp_path / "pop", "logger=wandb", on_epoch=fails)
-    assert finished == [1] and tracking._OPEN == []
+    assert finished == [1]
     _offline_run(tmp_path / "pop")
     assert wandb.run is None  # nothing left open for the next run in this process
 
@@ -141,22 +147,22 @@ def test_the_wandb_run_is_finished_when_training_fails(tmp_path, monkeypatch):
 def test_a_resumed_population_logs_on_in_its_wandb_run(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
-    monkeypatch.setattr("mlplab.population.resume.CHECKPOINT_EVERY_S", 0.0)  # every epoch
+    monkeypatch.setattr("mlplab.population.checkpoint.CHECKPOINT_EVERY_S", 0.0)  # every epoch
     import wandb
 
     inits, logged = [], []
-    init, log = wandb.init, tracking.PopulationTracker.log
+    init, log = wandb.init, WandbLogger.log_metrics
 
     def spy_init(**kwargs):
         inits.append(kwargs)
         return init(**kwargs)
 
-    def spy_log(tracker, epoch, rows, members=None):
-        log(tracker, epoch, rows, members)
-        logged.append((len(inits), epoch))  # (the run it went to, epoch)
+    def spy_log(logger, metrics, step=None):
+        log(logger, metrics, step)
+        logged.append((len(inits), step))  # (the run it went to, epoch)
 
     monkeypatch.setattr(wandb, "init", spy_init)
-    monkeypatch.setattr(tracking.PopulationTracker, "log", spy_log)
+    monkeypatch.setattr(WandbLogger, "log_metrics", spy_log)
 
     def killed(epoch, rows):  # a crash after epoch 2's validation: its checkpoint is epoch 1's
         if epoch == 2:
@@ -164,12 +170,11 @@ def test_a_resumed_population_logs_on_in_its_wandb_run(tmp_path, monkeypatch):
         return []
 
     out = tmp_path / "pop"
-    cfgs = [compose_run(out, *BASE, "logger=wandb", *m) for m in MEMBERS]
     with pytest.raises(KeyError, match="simulated kill"):
-        train_population(cfgs, out, on_epoch=killed, resume=True)
-    summary = train_population(cfgs, out, resume=True)
+        _population(out, "logger=wandb", on_epoch=killed, resume=True)
+    summary = _population(out, "logger=wandb", resume=True)
     # the same run (id of the population dir) continued, from the first epoch not saved
     assert [kw["id"] for kw in inits] == [(out / "wandb_id").read_text()] * 2
     assert [kw["resume"] for kw in inits] == ["allow", "allow"]
     assert logged == [(1, 0), (1, 1), (1, 2), (2, 2), (2, 3)]
-    assert list(summary.status) == ["ok", "ok", "diverged"] and tracking._OPEN == []
+    assert list(summary.status) == ["ok", "ok", "diverged"] and wandb.run is None

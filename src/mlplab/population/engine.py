@@ -187,6 +187,7 @@ def train_population(
                     start,
                     tracker.on_epoch(on_epoch, part),
                     before_fit if i == 0 else None,
+                    tracker.boundary if i == 0 else None,
                 )
                 for j, row in enumerate(chunk.write(done, columns, environment)):
                     rows.append(row | {"member": part[j]})
@@ -267,7 +268,11 @@ class _Chunk:
         )
         self.net = StackedMLP.from_members(nets, rng_states=states)
 
-    def train(self, first, home: Path, start, on_epoch: Hook, before_fit) -> PopulationModule:
+    def train(
+        self, first, home: Path, start, on_epoch: Hook, before_fit, after_fit=None
+    ) -> PopulationModule:
+        """Fit the members, then test their best weights; ``after_fit(net, datamodules)`` sees
+        the last weights (the decision boundary is drawn from them, as a run's)."""
         self.build(first)
         cfgs, hps, dms, settings = self.configs, self.hparams, self.datamodules, self.settings
         config = cfgs[0]
@@ -335,6 +340,8 @@ class _Chunk:
             ckpt_path=None if start is None else str(start[0]),
             weights_only=True,
         )
+        if after_fit is not None:
+            after_fit(self.net, dms)
         if settings.best is not None:
             module.use_best_weights()
         if config.get("test", True):

@@ -27,7 +27,6 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from mlplab.errors import ConfigError
-from mlplab.figures.callbacks import DecisionBoundary, LearningCurves
 from mlplab.population.module import Watch
 
 # key → (the values a population takes, why)
@@ -44,6 +43,7 @@ REFUSED = {
     "trainer.fast_dev_run": ((False, 0, None), "use trainer.max_epochs=1"),
     "trainer.reload_dataloaders_every_n_epochs": ((0, None), "members' data is built once"),
 }
+FIGURES = "mlplab.figures.callbacks"  # by name: with figures off, no figure code is imported
 HONOURED = {  # callback class → the arguments a population honours
     ModelCheckpoint: {
         "dirpath",
@@ -66,8 +66,8 @@ HONOURED = {  # callback class → the arguments a population honours
         "strict",
         "check_finite",
     },
-    LearningCurves: {"filename"},
-    DecisionBoundary: {"filename"},
+    f"{FIGURES}.LearningCurves": {"filename"},
+    f"{FIGURES}.DecisionBoundary": {"filename"},
 }
 SWEEP_PRUNING = "mlplab.sweep.objective.trial_pruning"  # the sweep prunes members itself
 
@@ -102,17 +102,16 @@ def population_settings(cfg: DictConfig) -> Settings:
         if target == SWEEP_PRUNING:
             continue
         cls = _class(target)
-        honoured = next(
-            (v for c, v in HONOURED.items() if cls is not None and issubclass(cls, c)), None
-        )
-        if honoured is None:
+        kind = next((c for c in HONOURED if cls is not None and _is(cls, c)), None)
+        if kind is None:
+            names = ", ".join(c if isinstance(c, str) else c.__name__ for c in HONOURED)
             _refuse(
                 f"callbacks.{name}",
                 target,
-                f"a population honours {', '.join(c.__name__ for c in HONOURED)}: set "
-                f"callbacks.{name}=null, or train the members one by one",
+                f"a population honours {names}: set callbacks.{name}=null, or train the "
+                "members one by one",
             )
-        _check_arguments(f"callbacks.{name}", cls, node, honoured)
+        _check_arguments(f"callbacks.{name}", cls, node, HONOURED[kind])
         args = OmegaConf.to_container(cfg.callbacks[name], resolve=True)
         if issubclass(cls, ModelCheckpoint) and args.get("monitor"):
             if args.get("save_top_k", 1) != 1:
@@ -128,11 +127,17 @@ def population_settings(cfg: DictConfig) -> Settings:
                 "min_delta": float(args.get("min_delta", 0.0)),
                 "key": f"callbacks.{name}.patience",
             }
-        elif issubclass(cls, LearningCurves):
+        elif kind == f"{FIGURES}.LearningCurves":
             settings.curves = args.get("filename", "learning_curves.png")
         else:
             settings.boundary = args.get("filename", "decision_boundary.png")
     return settings
+
+
+def _is(cls: type, kind: type | str) -> bool:
+    if not isinstance(kind, str):
+        return issubclass(cls, kind)
+    return any(f"{base.__module__}.{base.__qualname__}" == kind for base in cls.__mro__)
 
 
 def _class(target: str) -> type | None:

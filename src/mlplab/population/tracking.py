@@ -66,12 +66,14 @@ class PopulationTracker:
 
     def boundary(self, net, datamodules) -> None:
         """``decision_boundary.png``: the members' mean P(class 1) (the first chunk's)."""
-        from mlplab.figures.callbacks import DecisionBoundary
-
         name = self.settings.boundary
-        if name is None or not DecisionBoundary.applies(datamodules[0]):
+        if name is None:
             return
+        from mlplab.figures.callbacks import DecisionBoundary
         from mlplab.figures.plots import plot_decision_boundary
+
+        if not DecisionBoundary.applies(datamodules[0]):
+            return
 
         pres = [dm.preprocessor for dm in datamodules]
 
