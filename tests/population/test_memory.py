@@ -41,7 +41,10 @@ def test_the_estimate_grows_with_width_data_and_optimizer_state(tmp_path):
     # own splits (seeds): each member holds its data; one split (learning rates): one copy
     shared = _need(tmp_path, shared=True)
     assert shared.per_member < need.per_member and shared.fixed > need.fixed == 0
-    narrow, wide = _need(tmp_path, "model.hidden_sizes=[16]"), _need(tmp_path, "model.hidden_sizes=[256]")
+    narrow, wide = (
+        _need(tmp_path, "model.hidden_sizes=[16]"),
+        _need(tmp_path, "model.hidden_sizes=[256]"),
+    )
     assert wide.per_member > narrow.per_member
     # Adam keeps 2 state tensors per weight, SGD 1 (its momentum buffer)
     adam = _need(tmp_path, "optimizer=adam", "model.hidden_sizes=[256]")

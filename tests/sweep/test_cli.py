@@ -233,6 +233,31 @@ def test_trial_value_is_the_best_epoch_not_the_last(tmp_path, fake_train, direct
     assert study.trials[0].value == best != curve[-1]
 
 
+LRS = {"optimizer.lr": {"type": "categorical", "choices": [0.01, 0.02, 0.03, 0.04, 0.05]}}
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_the_printed_ranking_and_best_agree_with_the_studys_best(
+    tmp_path, fake_train, no_plots, capsys, direction
+):
+    """Each trial's value is its learning rate: the table is ranked best first, and
+    "best: trial N", best.yaml and best_params.yaml name the study's own best trial."""
+    search = _search_file(tmp_path, LRS, direction=direction, sampler={"name": "random", "seed": 1})
+    study = sweep([search, "n_trials=6", f"sweep_dir={tmp_path / 'sw'}"])
+    out = capsys.readouterr().out
+    table = out[out.index("val/loss  params") :].splitlines()[1:]
+    ranked = [float(line.split()[1]) for line in table if line.strip()[:1].isdigit()]
+    values = sorted({t.value for t in study.trials}, reverse=direction == "maximize")
+    assert ranked == sorted(ranked, reverse=direction == "maximize") and ranked[0] == values[0]
+    best = study.best_trial
+    assert best.value == values[0]
+    assert f"best: trial {best.number};" in out
+    saved = yaml.safe_load((tmp_path / "sw" / "best_params.yaml").read_text())
+    assert saved["value"] == best.value and saved["params"] == best.params
+    assert f"optimizer.lr={best.params['optimizer.lr']}" in str(best.user_attrs["overrides"])
+    assert OmegaConf.load(tmp_path / "sw" / "best.yaml").optimizer.lr == best.params["optimizer.lr"]
+
+
 def test_trial_value_comes_from_the_pruning_callback(tmp_path):
     """Real training: the pruning callback reports each epoch, the value is their best."""
     argv = ["hparams_search=toy", "n_trials=1", f"sweep_dir={tmp_path}", *TINY]

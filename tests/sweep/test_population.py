@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from mlplab.errors import ConfigError
-from mlplab.population import run as population_run
+from mlplab.population import engine
 from mlplab.sweep import cli, launch, objective, report, retry
 from mlplab.sweep.cli import sweep
 from mlplab.sweep.objective import compose_train
@@ -179,30 +179,68 @@ def test_a_median_pruner_prunes_members_of_a_later_population(tmp_path, no_plots
     assert set(states) <= {TrialState.COMPLETE, TrialState.PRUNED}
 
 
-def test_trials_that_cant_be_stacked_train_as_separate_populations(tmp_path, no_plots):
+SHARED_SPACE = {  # members can't differ in these: a population samples them once
+    "model.hidden_sizes": {"type": "categorical", "choices": ["[8]", "[16]"]},
+    "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
+}
+
+
+def test_a_population_samples_what_members_share_once_and_the_rest_per_member(
+    tmp_path, no_plots, count_train
+):
+    """Architecture and optimizer type come from each population's first trial; the learning
+    rate is sampled for every trial: full populations of K, each trial still its own run."""
     params = {
-        "model.hidden_sizes": {"type": "categorical", "choices": ["[8]", "[16]"]},
-        "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
+        **SHARED_SPACE,
         "optimizer.lr": {"type": "float", "low": 1.0e-3, "high": 0.1, "log": True},
     }
+    search = _search(tmp_path, params, epochs=2, sampler={"name": "random", "seed": 3})
+    study = sweep(_argv(tmp_path, search, "n_trials=8", "population=4"))
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 8 and count_train == []
+    for first in (0, 4):
+        group = trials[first : first + 4]
+        assert {t.user_attrs["population"] for t in group} == {f"population_{first}"}
+        shared = {(t.params["model.hidden_sizes"], t.params["optimizer"]) for t in group}
+        assert len(shared) == 1  # one architecture and optimizer per population
+        assert len({t.params["optimizer.lr"] for t in group}) == 4  # its own lr each
+        assert [t.user_attrs.get("leader") for t in group[1:]] == [first] * 3
+        assert len(pd.read_csv(tmp_path / "sw" / f"population_{first}" / "summary.csv")) == 4
+        for t in group:
+            saved = OmegaConf.load(tmp_path / "sw" / f"trial_{t.number}" / "config.yaml")
+            assert saved.optimizer.lr == t.params["optimizer.lr"]
+            assert str(list(saved.model.hidden_sizes)).replace(" ", "") == str(
+                t.params["model.hidden_sizes"]
+            )
+    table = pd.read_csv(tmp_path / "sw" / "trials.csv")
+    assert list(table.population) == ["population_0"] * 4 + ["population_4"] * 4
+    # a trial trained alone reaches its member's numbers
+    t = trials[6]
+    alone = train(compose_train([*t.user_attrs["overrides"], f"paths.output_dir={tmp_path / 'a'}"]))
+    member = json.loads((tmp_path / "sw" / "trial_6" / "metrics.json").read_text())
+    for key, value in alone.items():
+        assert member[key] == pytest.approx(value, abs=1e-5), key
+
+
+def test_trials_that_cant_be_stacked_train_as_separate_populations(tmp_path, no_plots):
+    """A space without member parameters: K trials are asked as they come, and those that
+    differ in what members share train as separate populations."""
     study = sweep(
-        _argv(tmp_path, _search(tmp_path, params, epochs=2), "n_trials=6", "population=6")
+        _argv(tmp_path, _search(tmp_path, SHARED_SPACE, epochs=2), "n_trials=6", "population=6")
     )
     trials = study.trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
+    assert [t.state for t in trials if "duplicate_of" not in t.user_attrs] == [
+        TrialState.COMPLETE
+    ] * len([t for t in trials if "duplicate_of" not in t.user_attrs])
     groups: dict[str, list] = {}
     for t in trials:
-        groups.setdefault(t.user_attrs["population"], []).append(t)
+        if "duplicate_of" not in t.user_attrs:
+            groups.setdefault(t.user_attrs["population"], []).append(t)
     kinds = {(t.params["model.hidden_sizes"], t.params["optimizer"]) for t in trials}
     assert len(groups) == len(kinds) > 1  # one population per architecture and optimizer
     for name, members in groups.items():
         assert len({(t.params["model.hidden_sizes"], t.params["optimizer"]) for t in members}) == 1
         assert len(pd.read_csv(tmp_path / "sw" / name / "summary.csv")) == len(members)
-        for t in members:
-            saved = OmegaConf.load(tmp_path / "sw" / f"trial_{t.number}" / "config.yaml")
-            assert str(list(saved.model.hidden_sizes)).replace(" ", "") == str(
-                t.params["model.hidden_sizes"]
-            )
 
 
 def test_a_diverging_member_fails_alone_and_repeats_are_not_trained(tmp_path, no_plots):
@@ -231,7 +269,7 @@ def test_population_1_is_the_one_by_one_path(tmp_path, no_plots, count_train, mo
     def no_population(*args, **kwargs):
         raise AssertionError("population=1 must not train a population")
 
-    monkeypatch.setattr(population_run, "train_population", no_population)
+    monkeypatch.setattr(engine, "train_population", no_population)
     study = sweep(
         _argv(tmp_path, _search(tmp_path, SGD_SPACE, epochs=1), "n_trials=2", "population=1")
     )
@@ -256,15 +294,13 @@ def test_wandb_one_run_per_population_in_the_studys_group(tmp_path, no_plots, mo
 
 @pytest.mark.parametrize("replicate", ["cv=3", "seeds=2", "cv=3 in chunks of 4"])
 def test_cv_and_seeds_trials_stack_their_members_across_trials(
-    tmp_path, no_plots, count_train, monkeypatch, replicate
+    tmp_path, no_plots, count_train, monkeypatch, replicate, request
 ):
     """A cv=/seeds= trial is a population of its own (folds, seeds): a batch trains all its
     trials' members as one population (in chunks when they don't fit at once), and each trial
     ends with the value and the files it has when the sweep trains it alone."""
     if replicate.endswith("chunks of 4"):  # 9 members: 4 + 4 + 1, a trial's folds split
-        from mlplab.population import chunks as chunking
-
-        monkeypatch.setattr(chunking, "_fitting", lambda cfgs: min(4, len(cfgs)))
+        monkeypatch.setattr(engine, "chunk_size", lambda need, n, bound, what: min(4, n))
         replicate = "cv=3"
     search = _search(tmp_path, SGD_SPACE, epochs=2)
     (tmp_path / "alone").mkdir()
@@ -277,8 +313,9 @@ def test_cv_and_seeds_trials_stack_their_members_across_trials(
     k = 3 if replicate == "cv=3" else 2
     pops = list((tmp_path / "pop" / "sw").glob("population_*"))
     assert [p.name for p in pops] == ["population_0"]
-    homes = sorted(pops[0].glob("chunk_*")) or pops  # every trial's members, at once or not
-    assert sum(len(pd.read_csv(h / "summary.csv")) for h in homes) == 3 * k
+    assert len(pd.read_csv(pops[0] / "summary.csv")) == 3 * k  # at once or in chunks
+    chunked = "chunks" in request.node.callspec.id
+    assert len(list(pops[0].glob("chunk_*"))) == (3 if chunked else 0)
     for a, b in zip(alone.trials, study.trials, strict=True):
         assert a.params == b.params  # the seeded sampler drew the same trials
         assert b.state == TrialState.COMPLETE and abs(a.value - b.value) < 1e-6
@@ -297,19 +334,13 @@ def test_cv_and_seeds_trials_stack_their_members_across_trials(
             assert (many / f"member_{m:03d}" / "checkpoints" / "best.ckpt").is_file()
 
 
-def test_a_cv_trial_its_check_refuses_fails_alone_and_the_others_stack(tmp_path, no_plots):
-    space = {**SGD_SPACE, "cv": {"type": "categorical", "choices": [2, 500]}}
-    search = _search(tmp_path, space, epochs=1)
-    study = sweep(_argv(tmp_path, search, "n_trials=6", "population=6"))
-    bad = [t for t in study.trials if t.params["cv"] == 500]
-    good = [t for t in study.trials if t.params["cv"] == 2]
-    assert bad and good  # the seeded sampler drew both
-    for t in bad:  # more folds than the smallest class has rows: check_cv refuses, with why
+def test_a_population_its_config_refuses_fails_its_trials_with_the_reason(tmp_path, no_plots):
+    search = _search(tmp_path, SGD_SPACE, epochs=1)
+    study = sweep(_argv(tmp_path, search, "n_trials=4", "population=2", "cv=500"))
+    for t in study.trials:  # more folds than the smallest class has rows, said per trial
         assert t.state == TrialState.FAIL
         assert t.user_attrs["fail_reason"].startswith("ConfigError: cv=500 is invalid")
-    assert all(t.state == TrialState.COMPLETE for t in good)
-    summary = pd.read_csv(tmp_path / "sw" / f"population_{good[0].number}" / "summary.csv")
-    assert len(summary) == 2 * len(good)  # the good trials' folds, as one population
+    assert not list((tmp_path / "sw").glob("trial_*"))
 
 
 def test_a_replicates_trial_whose_folds_all_diverge_fails_and_the_others_dont_see_it(
@@ -338,14 +369,14 @@ def test_a_replicates_trial_whose_folds_all_diverge_fails_and_the_others_dont_se
 def test_replicates_a_population_refuses_train_one_by_one(
     tmp_path, no_plots, count_train, monkeypatch
 ):
-    real = population_run.train_population
+    real = engine.train_population
 
-    def refused(cfgs, *args, **kwargs):  # the batch's 4 folds refused; a trial's own 2 train
-        if len(cfgs) > 2:
+    def refused(cfg, members, *args, **kwargs):  # the batch's 4 folds refused; a trial's own 2
+        if len(members) > 2:
             raise ConfigError("model.layer='x' is invalid: the same for every member")
-        return real(cfgs, *args, **kwargs)
+        return real(cfg, members, *args, **kwargs)
 
-    monkeypatch.setattr(population_run, "train_population", refused)
+    monkeypatch.setattr(engine, "train_population", refused)
     search = _search(tmp_path, SGD_SPACE, epochs=1)
     study = sweep(_argv(tmp_path, search, "n_trials=2", "population=2", "cv=2"))
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
@@ -391,7 +422,7 @@ STALL = """
 import sys, time
 from pathlib import Path
 import optuna
-import mlplab.population.run as run
+import mlplab.population.engine as engine
 import mlplab.sweep.cli as cli
 
 class PruneTrial4(optuna.pruners.BasePruner):
@@ -399,9 +430,9 @@ class PruneTrial4(optuna.pruners.BasePruner):
         return trial.number == 4
 
 cli.make_pruner = lambda spec: PruneTrial4()
-real, calls, marker = run.train_population, [], Path(sys.argv[1])
+real, calls, marker = engine.train_population, [], Path(sys.argv[1])
 
-def stalling(cfgs, out_dir, on_epoch=None, **kwargs):
+def stalling(cfg, members, out_dir, on_epoch=None, **kwargs):
     calls.append(out_dir)
     def hook(epoch, rows):
         stop = on_epoch(epoch, rows)
@@ -409,9 +440,9 @@ def stalling(cfgs, out_dir, on_epoch=None, **kwargs):
             marker.write_text(str(out_dir))
             time.sleep(600)
         return stop
-    return real(cfgs, out_dir, on_epoch=hook, **kwargs)
+    return real(cfg, members, out_dir, on_epoch=hook, **kwargs)
 
-run.train_population = stalling
+engine.train_population = stalling
 cli.main(sys.argv[2:])
 """
 
@@ -687,28 +718,21 @@ def test_workers_train_populations_on_one_study(tmp_path):
 STALL_REPLICATES = """
 import sys, time
 from pathlib import Path
-import mlplab.population.chunks as chunking
-import mlplab.population.resume as resume
-import mlplab.population.run as run
+import mlplab.population.checkpoint as checkpoint
+import mlplab.population.engine as engine
 import mlplab.sweep.cli as cli
 
-chunking._fitting = lambda cfgs: min(4, len(cfgs))
-real, calls, marker = run.train_population, [], Path(sys.argv[1])
-
-def counting(cfgs, out_dir, *args, **kwargs):
-    calls.append(out_dir)
-    return real(cfgs, out_dir, *args, **kwargs)
-
-save = resume.PopulationCheckpoint.on_train_epoch_end
+engine.chunk_size = lambda need, n, bound, what: min(4, n)
+marker = Path(sys.argv[1])
+save = checkpoint.PopulationCheckpoint.on_train_epoch_end
 
 def stalling(self, trainer, module):
     save(self, trainer, module)
-    if len(calls) == 2 and trainer.current_epoch == 1:
-        marker.write_text(str(calls[-1]))
+    if "chunk_1" in str(self.path) and trainer.current_epoch == 1:
+        marker.write_text(str(self.path))
         time.sleep(600)
 
-run.train_population = counting
-resume.PopulationCheckpoint.on_train_epoch_end = stalling
+checkpoint.PopulationCheckpoint.on_train_epoch_end = stalling
 cli.main(sys.argv[2:])
 """
 REPLICATE_ARGS = ("n_trials=2", "population=2", "cv=3")
@@ -717,8 +741,6 @@ REPLICATE_ARGS = ("n_trials=2", "population=2", "cv=3")
 def test_a_killed_batch_of_cv_trials_goes_on_from_its_chunks_checkpoints(
     tmp_path, no_plots, monkeypatch, capsys
 ):
-    from mlplab.population import chunks as chunking
-
     search = _search(tmp_path, SGD_SPACE, epochs=4, name="cv")
     (tmp_path / "killed").mkdir()
     argv = _argv(tmp_path / "killed", search, *REPLICATE_ARGS)
@@ -731,7 +753,7 @@ def test_a_killed_batch_of_cv_trials_goes_on_from_its_chunks_checkpoints(
     assert [t.state for t in before] == [TrialState.RUNNING] * 2
     assert [t.user_attrs["population"] for t in before] == ["population_0"] * 2
 
-    monkeypatch.setattr(chunking, "_fitting", lambda cfgs: min(4, len(cfgs)))
+    monkeypatch.setattr(engine, "chunk_size", lambda need, n, bound, what: min(4, n))
     (tmp_path / "whole").mkdir()
     whole = sweep(_argv(tmp_path / "whole", search, *REPLICATE_ARGS))
     capsys.readouterr()

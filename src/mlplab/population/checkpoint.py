@@ -140,3 +140,21 @@ def refuse_ckpt_path(value, where: str) -> None:
         f"not set with {where}: a population continues from its own checkpoint "
         f"({CHECKPOINT} in its dir), add resume=auto instead",
     )
+
+
+def find_chunk_checkpoints(out_dir: str | Path, configs: list[dict]) -> tuple[Path, dict] | None:
+    """``find_checkpoint`` for a population that may have trained in chunks: each
+    ``out_dir/chunk_<i>`` checkpoint checked against the next of ``configs`` (a chunk without
+    one had not started); the first checkpoint found, or None (the same ConfigErrors)."""
+    out_dir = Path(out_dir)
+    chunks = sorted(out_dir.glob("chunk_*"), key=lambda p: int(p.name.split("_")[1]))
+    if not chunks:
+        return find_checkpoint(out_dir, configs)
+    first, offset = None, 0
+    for home in chunks:
+        found = find_checkpoint(home, configs[offset:], first_of=True)
+        if found is None:
+            break
+        first = first or found
+        offset += len(json.loads(found[1][RUN_KEY]["members"]))
+    return first

@@ -145,7 +145,7 @@ def ask(study: optuna.Study, objective: Objective, size: int) -> list[optuna.Tri
     trials = [leader]
     shared = objective.shared
     member = [key for key in objective.params if key not in shared]
-    if size > 1 and member and retry.RESUMES not in leader.user_attrs:
+    if size > 1 and member and shared and retry.RESUMES not in leader.user_attrs:
         objective.trial_overrides(leader)  # samples its parameters
         fixed = {key: leader.params[key] for key in shared}
         for _ in range(size - 1):
@@ -214,22 +214,24 @@ def _train_group(objective: Objective, jobs: list[Job], tell: Teller) -> None:
     dirs = [objective.trial_dir(job.trial) for job in jobs]
     if len(replicas) > 1:
         dirs = [d / f"member_{r:03d}" for d in dirs for r in range(len(replicas))]
-    resume = retry.go_on_from(home, killed, numbers, cfg, members)
-    if old is not None and not resume:  # a retry that can't go on: from the start, elsewhere
+    epoch = retry.go_on_from(home, killed, numbers, cfg, members)  # the checkpoint's, or None
+    if old is not None and epoch is None:  # a retry that can't go on: from the start, elsewhere
         home = objective.sweep_dir / f"population_{numbers[0]}"
         cfg = objective.population_config(shared, home)
-    kind = f"the {len(members)} members of" if len(replicas) > 1 else f"{len(members)}:"
+    kind = "the members of trials" if len(replicas) > 1 else "trials"
     olds = ", ".join(str(k.number) for k in killed if k is not None)
-    again = f" (retries of {olds}{f', on from {home.name}' if resume else ''})" if olds else ""
-    print(f"population of {kind} trials {', '.join(map(str, numbers))}{again}", flush=True)
+    on = f", on from {home.name}" if epoch is not None else ""
+    again = f" (retries of {olds}{on})" if olds else ""
+    trials = ", ".join(map(str, numbers))
+    print(f"population of {len(members)}: {kind} {trials}{again}", flush=True)
     reporter = Reporter(objective.metric, [job.trial for job in jobs])
     started: list[bool] = []
 
     def start() -> None:  # the members are built and checked: the population starts
         started.append(True)
         retry.record_population(jobs, home.name)  # so that a killed trial can be retried
-        if resume and len(replicas) == 1:
-            reporter.values = retry.report_history(reporter.trials, killed, resume)
+        if epoch is not None and len(replicas) == 1:
+            reporter.values = retry.report_history(reporter.trials, killed, epoch)
 
     try:
         summary = train_population(
@@ -238,11 +240,11 @@ def _train_group(objective: Objective, jobs: list[Job], tell: Teller) -> None:
             home,
             member_dirs=dirs,
             on_epoch=reporter if len(replicas) == 1 else None,
-            resume=bool(resume),
+            resume=epoch is not None,
             before_fit=start,
         )
     except Exception as err:  # noqa: BLE001 — as a trial that raises: FAIL, the sweep goes on
-        refused = reporter.epochs == 0 and not (resume and started)
+        refused = reporter.epochs == 0 and not (epoch is not None and started)
         if refused and started:  # refused after all: not a population to go on from
             retry.record_population(jobs, None)
         if isinstance(err, ConfigError) and refused:

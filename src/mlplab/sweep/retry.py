@@ -94,20 +94,18 @@ def go_on_from(home: Path, killed: list, numbers: list[int], cfg, members: list[
     """The epoch of the checkpoint in ``home`` (the population dir of the ``killed`` trials
     these retry) to go on from, when its members are these (``cfg`` and ``members``: the
     population's config and member values); else None — train from the start in a new dir,
-    with one ``note:`` line for retries. A population that trained in chunks is checked by its
-    first chunk's checkpoint."""
-    from mlplab.population.checkpoint import find_checkpoint
+    with one ``note:`` line for retries. A population that trained in chunks: each chunk's
+    checkpoint is checked against its members."""
+    from mlplab.population.checkpoint import find_chunk_checkpoints
     from mlplab.population.engine import MemberConfigs
 
     old = old_population(killed[0])  # the group's key (sweep.population._run_batch)
     if old is None:
         return None
-    first = home / "chunk_0" if (home / "chunk_0").is_dir() else home
     try:
         configs = MemberConfigs(cfg, members)
-        configs = [configs[k] for k in range(len(members))]
-        found = find_checkpoint(first, configs, first_of=first != home)
-        why = f"{old} has no checkpoint of these" if found is None else None
+        found = find_chunk_checkpoints(home, [configs[k] for k in range(len(members))])
+        why = f"{old} has no checkpoint" if found is None else None
     except ConfigError as err:
         found, why = None, str(err).removeprefix("resume=auto: ")
     if found is None:
