@@ -73,46 +73,58 @@ def test_optimizer_files_state_their_lr(option):
     assert "lr:" in text, "torch and Keras defaults differ: every optimizer states its lr"
 
 
-def test_interpolation_parses_are_cached_and_resolve_as_fresh_ones(tmp_path, monkeypatch):
-    import omegaconf.base
+def test_a_saved_config_keeps_references_to_what_identifies_a_run_and_to_seed(tmp_path):
+    """Run dir, run name and what follows them stay interpolations (a re-run gets its own dir);
+    so does what follows seed (a re-run with seed=7 splits with 7) and any key asked to be kept
+    (a population's member keys); everything else is resolved."""
     from omegaconf import OmegaConf
-    from omegaconf.errors import GrammarParseError
 
-    from mlplab.config import compose_run, portable_data
+    from mlplab.config import compose_run, derived, portable_data
 
-    parse = omegaconf.base.parse
-    assert hasattr(parse, "cache_info")  # importing mlplab.config turned the cache on
-    cfg = compose_run(tmp_path / "run", "seed=7", "data=moons")
-    before = parse.cache_info().hits
-    cached = portable_data(cfg)
-    assert parse.cache_info().hits > before and cached["data"]["seed"] == 7
-    monkeypatch.setattr(omegaconf.base, "parse", parse.__wrapped__)  # OmegaConf's own
-    assert portable_data(cfg) == cached
-    monkeypatch.undo()
-
-    node = OmegaConf.create({"a": "${b}", "b": 1, "c": 2, "d": "x_${b}"})
-    assert (node.a, node.d) == (1, "x_1")
-    node.a, node.b = "${c}", 5  # the string decides the tree; values are read at resolution
-    assert (node.a, node.d) == (2, "x_5")
-    for _ in range(2):  # a string that doesn't parse raises every time (errors aren't kept)
-        with pytest.raises(GrammarParseError):
-            OmegaConf.to_container(OmegaConf.create({"e": "${oops"}), resolve=True)
+    cfg = compose_run(tmp_path / "run", "seed=7", "data=moons", "logger=default")
+    data = portable_data(cfg)
+    assert data["paths"]["output_dir"] == "${hydra:runtime.output_dir}"
+    assert data["run_name"] == "${run_id:}" and data["logger"]["wandb"]["name"] == "${run_name}"
+    assert data["callbacks"]["model_checkpoint"]["dirpath"] == "${paths.output_dir}/checkpoints"
+    assert data["seed"] == 7 and data["data"]["seed"] == "${seed}"
+    assert data["paths"]["log_dir"] == "./logs"  # resolved: later edits can't change it
+    assert data["logger"]["wandb"]["offline"] in (True, False)
+    assert cfg.paths.output_dir == str(tmp_path / "run")  # the config itself is as it was
+    kept = portable_data(cfg, keep=["optimizer.lr"])
+    assert kept["optimizer"]["lr"] == cfg.optimizer.lr  # its own value; nothing follows it
+    raw = {"a": 1, "b": "${a}", "c": {"d": "x_${b}", "e": "${..b}"}, "f": "${oc.env:HOME}"}
+    assert derived(raw, ["a"]) == ["b", "c.d", "c.e"]
+    assert derived(OmegaConf.to_container(cfg), ["seed"]) == ["data.seed"]
 
 
-def test_portable_yaml_written_entry_by_entry_is_the_whole_dump(tmp_path):
-    import yaml
+def test_portable_yaml_reads_back_as_written(tmp_path):
+    """Strings that OmegaConf would read as numbers or bools are quoted; the rest is plain."""
+    from omegaconf import OmegaConf
 
     from mlplab import config
 
-    cfg = None  # the data below stands for a resolved config
-    for value in (1, 1.0, True, "1", "true", None, [1, "2"], {}, {"a": []}, "ü ${x}", 1e-05):
+    for value in (
+        1,
+        1.0,
+        True,
+        "1",
+        "true",
+        "1e-3",
+        ".5",
+        "yes",
+        None,
+        [1, "2"],
+        {},
+        {"a": []},
+        "ü ${x}",
+        1e-05,
+        "",
+        "0x1F",
+        "inf",
+        "-",
+    ):
         data = {"seed": 3, "x": value, "model": {"hidden_sizes": [16, 16], "name": "mlp"}}
-        whole = yaml.dump(
-            data,
-            default_flow_style=False,
-            allow_unicode=True,
-            sort_keys=False,
-            Dumper=config._Dumper,
-        )
-        text = config.portable_yaml(cfg, data=data)
-        assert text.endswith(whole) and yaml.safe_load(text)["x"] == value, value
+        text = config.portable_yaml(data)
+        body = text.split("  - _self_\n\n", 1)[1]
+        back = OmegaConf.to_container(OmegaConf.create(body), resolve=False)
+        assert back == data and type(back["x"]) is type(value), value

@@ -69,7 +69,10 @@ def test_interrupted_run_resumes_from_its_last_epoch_with_history_once(make_cfg)
     whole_cfg = make_cfg(*OVERFIT, "trainer.max_epochs=10", name="whole")
     whole = train(whole_cfg)
 
-    crash = ["+callbacks.crash._target_=tests.test_resume.Interrupt", "+callbacks.crash.epoch=6"]
+    crash = [
+        "+callbacks.crash._target_=tests.run.test_resume.Interrupt",
+        "+callbacks.crash.epoch=6",
+    ]
     cfg = make_cfg(*OVERFIT, "trainer.max_epochs=10", "resume=auto", *crash, name="b")
     run_dir = Path(cfg.paths.output_dir)
     with pytest.raises(KeyError, match="simulated crash"):
@@ -92,7 +95,10 @@ def test_interrupted_run_resumes_from_its_last_epoch_with_history_once(make_cfg)
 
 
 def test_learning_curves_cover_every_epoch_after_a_resume(make_cfg):
-    crash = ["+callbacks.crash._target_=tests.test_resume.Interrupt", "+callbacks.crash.epoch=3"]
+    crash = [
+        "+callbacks.crash._target_=tests.run.test_resume.Interrupt",
+        "+callbacks.crash.epoch=3",
+    ]
     cfg = make_cfg(*OVERFIT, "trainer.max_epochs=6", "resume=auto", *crash)
     with pytest.raises(KeyError):
         train(cfg)

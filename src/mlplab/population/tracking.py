@@ -167,6 +167,7 @@ def _loggers(cfg: DictConfig, out_dir: Path) -> list:
             continue
         node = OmegaConf.to_container(node, resolve=True)
         if issubclass(cls, WandbLogger):
+            build.quiet_wandb(bool(node.get("offline")))
             node["name"] = out_dir.name
             node["group"] = node.get("group") or out_dir.resolve().parent.name
             node["id"] = node.get("id") or build.wandb_id(out_dir)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 import secrets
 from pathlib import Path
 
@@ -142,13 +143,28 @@ def build_loggers(cfg: DictConfig, resumed_epoch: int | None = None) -> list:
         if node is None:
             continue
         target = str(node.get("_target_", ""))
-        if target.endswith("WandbLogger") and node.get("id") is None:
-            node = OmegaConf.merge(node, {"id": wandb_id(cfg.paths.output_dir)})
+        if target.endswith("WandbLogger"):
+            quiet_wandb(bool(node.get("offline")))
+            if node.get("id") is None:
+                node = OmegaConf.merge(node, {"id": wandb_id(cfg.paths.output_dir)})
         logger = instantiate_checked(node)
         if isinstance(logger, CSVLogger):
             logger.keep_until_epoch = resumed_epoch
         loggers.append(logger)
     return loggers
+
+
+def quiet_wandb(offline: bool) -> None:
+    """wandb prints its own lines to the terminal (where its offline files are, and a note
+    that the ``anonymous`` setting Lightning passes has no effect): the run dir says where
+    everything is. ``WANDB_SILENT=false`` shows them. wandb reads its environment once, when
+    it is set up: that happens here, with the offline mode Lightning would set later."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+    if offline:
+        os.environ["WANDB_MODE"] = "offline"
+    import wandb
+
+    wandb.setup()
 
 
 def wandb_id(output_dir: str | Path) -> str:
