@@ -84,7 +84,10 @@ class MemberConfigs:
         identity = set(derived(raw, RUN_IDENTITY))
         # what follows them (and ``seed``, kept a reference in every saved config)
         self.followers = [k for k in derived(raw, [*self.keys, "seed"]) if k not in identity]
-        self.raw = {k: _get(raw, k) for k in self.keys if _get(raw, k) is not _ABSENT}
+        # the member keys something follows: set on the config to resolve the followers
+        self.sources = {
+            k for k in self.keys if _get(raw, k) is not _ABSENT and derived(raw, [k])
+        }
 
     def __len__(self) -> int:
         return len(self.members)
@@ -97,7 +100,7 @@ class MemberConfigs:
         for key, value in values.items():
             _set(data, key, value)
         if self.followers:
-            with override(self.cfg, {k: v for k, v in values.items() if k in self.raw}):
+            with override(self.cfg, {k: v for k, v in values.items() if k in self.sources}):
                 for key in self.followers:
                     _set(data, key, _plain(OmegaConf.select(self.cfg, key)))
         return data
