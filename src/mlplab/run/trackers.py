@@ -1,8 +1,8 @@
 """Experiment trackers that keep what they already wrote.
 
-- ``CSVLogger``: Lightning's, except that a resumed run keeps the per-epoch history its run
-  dir already has (Lightning deletes ``metrics.csv`` when the folder exists) and every row
-  reaches the disk when it is logged (so a killed run loses nothing it had logged);
+- ``CSVLogger``: the files of Lightning's, except that a resumed run keeps the per-epoch
+  history its run dir already has (Lightning's starts it over) and every row reaches the disk
+  when it is logged (so a killed run loses nothing it had logged);
 - ``finish_trackers``: end the process's wandb run, so the next run in this process (a
   multirun job, a sweep trial) gets its own instead of logging into this one.
 """
@@ -14,37 +14,101 @@ import math
 import sys
 from pathlib import Path
 
-from lightning.fabric.loggers.csv_logs import _ExperimentWriter as _FabricWriter
-from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.core.saving import save_hparams_to_yaml
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
 
 
-class _KeepingWriter(ExperimentWriter):
-    """Starts from the rows of an existing ``metrics.csv`` up to ``keep_until_epoch``."""
+class CSVLogger(Logger):
+    """``<save_dir>/<name>/<version>/metrics.csv`` (a row per ``log_metrics``: the values and
+    ``step``; columns sorted; a new column rewrites the file) and ``hparams.yaml`` — the files
+    Lightning's CSVLogger writes — except that every row reaches the disk when it is logged
+    (a killed run loses nothing it had logged) and a resumed run keeps its history.
 
-    def __init__(self, log_dir: str, keep_until_epoch: int | None) -> None:
-        self._keep_until_epoch = keep_until_epoch
-        super().__init__(log_dir)
+    Args:
+        save_dir, name, version: where (the run dir, ``csv``, ``""``: ``<run dir>/csv/``).
+        keep_until_epoch: resuming from a checkpoint of this epoch: the existing rows of
+            epochs ≤ it stay (later ones, and a test phase, came from the interrupted attempt
+            and are logged again). None: a fresh file.
+    """
 
-    def _check_log_dir_exists(self) -> None:
-        path = Path(self.metrics_file_path)
-        if self._keep_until_epoch is None or not path.is_file():
-            _FabricWriter._check_log_dir_exists(self)  # a fresh run: Lightning's behaviour
-            return
+    def __init__(
+        self,
+        save_dir: str,
+        name: str = "csv",
+        version: str | int = "",
+        keep_until_epoch: int | None = None,
+    ) -> None:
+        super().__init__()
+        self._save_dir, self._name, self._version = str(save_dir), name, version
+        self.keep_until_epoch = keep_until_epoch
+        self.hparams: dict = {}
+        self.rows: list[dict] | None = None  # read on the first row (after a resume is known)
+        self._columns: list[str] = []  # of the file as written
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> str | int:
+        return self._version
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def log_dir(self) -> str:
+        return str(Path(self._save_dir, self._name, str(self._version)))
+
+    @property
+    def metrics_file(self) -> Path:
+        return Path(self.log_dir) / "metrics.csv"
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        self.hparams.update(dict(params) if not isinstance(params, dict) else params)
+        Path(self.log_dir).mkdir(parents=True, exist_ok=True)
+        save_hparams_to_yaml(Path(self.log_dir) / "hparams.yaml", self.hparams)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        if self.rows is None:
+            self.rows = self._kept()
+        row = {k: v.item() if hasattr(v, "item") else v for k, v in metrics.items()}
+        self.rows.append(row | {"step": len(self.rows) if step is None else step})
+        self._write()
+
+    def _kept(self) -> list[dict]:
+        path = self.metrics_file
+        if self.keep_until_epoch is None or not path.is_file():
+            return []
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f))
-        # The checkpoint was saved at the end of epoch k: rows of later epochs (and a test
-        # phase) came from the interrupted attempt after it and are logged again now.
-        kept = [
+        return [
             {k: v for k, v in row.items() if v != ""}
             for row in rows
             if _epoch(row) is not None
-            and _epoch(row) <= self._keep_until_epoch
+            and _epoch(row) <= self.keep_until_epoch
             and not any(k.startswith("test/") and v != "" for k, v in row.items())
         ]
-        self.metrics = kept
-        self.metrics_keys = sorted({k for row in kept for k in row})
-        path.unlink()  # rewritten, header and kept rows first, at the next save
+
+    def _write(self) -> None:
+        """Append the new row; write the whole file when it brings a new column."""
+        keys = sorted(set(self._columns) | set(self.rows[-1]))
+        path = self.metrics_file
+        if keys == self._columns:
+            with path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=keys).writerow(self.rows[-1])
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        keys = sorted({k for row in self.rows for k in row})
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        self._columns = keys
 
 
 def _epoch(row: dict) -> int | None:
@@ -53,29 +117,6 @@ def _epoch(row: dict) -> int | None:
     except ValueError:
         return None
     return int(value) if math.isfinite(value) else None
-
-
-class CSVLogger(_LightningCSVLogger):
-    """``lightning.pytorch.loggers.CSVLogger`` that appends instead of starting over.
-
-    Args:
-        keep_until_epoch: resuming from a checkpoint of this epoch: keep the existing rows of
-            epochs ≤ it. None (a fresh run) behaves like Lightning's logger.
-        flush_logs_every_n_steps: default 1 — rows are logged once per epoch anyway, and a
-            killed run should lose none of them.
-    """
-
-    def __init__(self, *args, keep_until_epoch: int | None = None, **kwargs) -> None:
-        kwargs.setdefault("flush_logs_every_n_steps", 1)
-        super().__init__(*args, **kwargs)
-        self.keep_until_epoch = keep_until_epoch
-
-    @property
-    def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _KeepingWriter(self.log_dir, self.keep_until_epoch)
-        return self._experiment
 
 
 def finish_trackers(failed: bool = False) -> None:

@@ -245,9 +245,6 @@ def _run_study(study, objective, cfg: DictConfig, argv, n_trials: int, sweep_dir
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
         if cfg.worker is not None:
             torch.set_num_threads(1)  # N workers share the CPU
-        from mlplab.run.heap import freeze_startup_heap
-
-        freeze_startup_heap()  # each trial's gc_after_trial then skips torch's ~400k objects
         # Workers stop once all of them together reach n_trials (others' running trials count).
         states = (*DONE, TrialState.RUNNING) if cfg.worker is not None else DONE
         if (cfg.population or 1) > 1:
