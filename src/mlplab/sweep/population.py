@@ -82,13 +82,23 @@ class Teller:
 
 class Reporter:
     """``on_epoch``: each member's metric goes to its trial, as the pruning callback reports
-    after each validation; the members whose trials the pruner prunes stop."""
+    after each validation; the members whose trials the pruner prunes stop.
+
+    The pruner decides as ``trial.should_prune()`` does (``pruner.prune(study, trial)``), but
+    against the study's finished trials read once for the population (an in-memory study),
+    not read again from the storage for every member and epoch: they don't change while the
+    population trains (another worker's, finished meanwhile, count from the next one on)."""
 
     def __init__(self, metric: str, trials: list[optuna.Trial]) -> None:
         self.metric, self.trials = metric, trials
         self.values: list[dict[int, float]] = [{} for _ in trials]  # member → {epoch: value}
         self.pruned: set[int] = set()
         self.epochs = 0
+        study = trials[0].study
+        self.pruner = study.pruner
+        self.finished = optuna.create_study(direction=study.direction, pruner=self.pruner)
+        done = (TrialState.COMPLETE, TrialState.PRUNED)
+        self.finished.add_trials(study.get_trials(deepcopy=False, states=done))
 
     def __call__(self, epoch: int, rows: list[dict]) -> list[int]:
         self.epochs += 1
@@ -101,7 +111,10 @@ class Reporter:
                 continue
             self.values[k][epoch] = float(value)
             self.trials[k].report(float(value), epoch)
-            if self.trials[k].should_prune():
+            now = optuna.trial.create_trial(
+                state=TrialState.RUNNING, intermediate_values=self.values[k]
+            )
+            if self.pruner.prune(self.finished, now):
                 self.pruned.add(k)
                 stop.append(k)
         return stop
