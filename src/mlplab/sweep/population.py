@@ -21,6 +21,7 @@ those whose population wrote a checkpoint (``mlplab.sweep.retry``).
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import math
@@ -99,6 +100,8 @@ class Reporter:
         self.finished = optuna.create_study(direction=study.direction, pruner=self.pruner)
         done = (TrialState.COMPLETE, TrialState.PRUNED)
         self.finished.add_trials(study.get_trials(deepcopy=False, states=done))
+        running = {t.number: t for t in study.get_trials(states=(TrialState.RUNNING,))}
+        self.frozen = [running[t.number] for t in trials]  # as should_prune() sees them
 
     def __call__(self, epoch: int, rows: list[dict]) -> list[int]:
         self.epochs += 1
@@ -111,9 +114,8 @@ class Reporter:
                 continue
             self.values[k][epoch] = float(value)
             self.trials[k].report(float(value), epoch)
-            now = optuna.trial.create_trial(
-                state=TrialState.RUNNING, intermediate_values=self.values[k]
-            )
+            now = copy.copy(self.frozen[k])
+            now.intermediate_values = dict(self.values[k])
             if self.pruner.prune(self.finished, now):
                 self.pruned.add(k)
                 stop.append(k)
