@@ -295,6 +295,26 @@ def test_members_schedule_their_learning_rates_like_stand_alone_runs(tmp_path, r
         assert summary.iloc[k].best_epoch == best_epoch
 
 
+def test_members_may_differ_in_their_scheduler_type(tmp_path):
+    step = "torch.optim.lr_scheduler.StepLR"
+    cosine = "torch.optim.lr_scheduler.CosineAnnealingLR"
+    members = [
+        {"seed": 1, "scheduler._target_": step, "scheduler.step_size": 2, "scheduler.gamma": 0.5},
+        {"seed": 2, "scheduler._target_": cosine, "scheduler.T_max": 6, "scheduler.eta_min": 0.0},
+        {"seed": 3},  # none: a constant learning rate
+    ]
+    summary = _population(tmp_path, *members, shared=[*SGD, "optimizer.lr=0.3"])
+    alone = [
+        ["seed=1", "scheduler=step", "scheduler.step_size=2", "scheduler.gamma=0.5"],
+        ["seed=2", "scheduler=cosine", "scheduler.T_max=6", "scheduler.eta_min=0.0"],
+        ["seed=3"],
+    ]
+    for k, overrides in enumerate(alone):
+        metrics, best_epoch = _alone(tmp_path, f"alone{k}", *SGD, "optimizer.lr=0.3", *overrides)
+        _same(summary.iloc[k].to_dict(), metrics)
+        assert summary.iloc[k].best_epoch == best_epoch
+
+
 @pytest.mark.parametrize("algorithm", ["norm", "value"])
 def test_members_clip_gradients_like_stand_alone_runs(tmp_path, algorithm):
     """Per-member trainer.gradient_clip_val (0: none) with a large learning rate, so the

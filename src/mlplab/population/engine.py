@@ -310,7 +310,6 @@ class _Chunk:
                 [float(h.get("target_std") or 1.0) for h in hps],
             ),
             on_epoch=on_epoch,
-            scheduler=scheduler.get("_target_"),
             schedules=[c.get("scheduler") or {} for c in cfgs],
             monitor=scheduler.get("monitor", "val/loss"),
             clip=(

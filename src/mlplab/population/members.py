@@ -8,8 +8,8 @@ follows. Members share everything else: the architecture, the data and its batch
 optimizer and scheduler types, the trainer. They may differ in
 
 - ``seed`` (weights, split and shuffle), ``data.seed``, the cross-validation fold;
-- every number of the optimizer and the scheduler (``optimizer.lr``, ``optimizer.betas``,
-  ``scheduler.gamma``, ...), not their type or flags (``nesterov``, ``centered``);
+- every number of the optimizer (``optimizer.lr``, ``optimizer.betas``, ...), not its type or
+  flags (``nesterov``, ``centered``); the scheduler, its type too (not what it monitors);
 - ``model.dropout``, ``model.l1``, ``callbacks.early_stopping.patience`` and
   ``trainer.gradient_clip_val``.
 
@@ -43,7 +43,6 @@ SHARED = (  # inside those prefixes, but one per population: they change the for
     "optimizer.centered",
     "optimizer.amsgrad",
     "optimizer.maximize",
-    "scheduler._target_",
     "scheduler.monitor",
 )
 POPULATION_KEYS = ("seeds", "cv")  # a population's own keys: null in its members' configs

@@ -24,7 +24,7 @@ import torch
 from mlplab.errors import check
 from mlplab.population.metrics import MemberScores, TrainScores
 from mlplab.population.optim import build_stacked_optimizer
-from mlplab.population.schedule import build_stacked_scheduler
+from mlplab.population.schedule import MemberSchedules
 from mlplab.population.stacked import StackedMLP, gather_rows, member_batches, member_losses
 
 OK, STOPPED, DIVERGED, PRUNED = "ok", "stopped", "diverged", "pruned"
@@ -116,8 +116,8 @@ class PopulationModule(L.LightningModule):
         on_epoch: called after each epoch with its number and the rows of the members that
             trained in it ({"member", "epoch", "train/...", "val/..."}); returns the members
             to stop now (status ``pruned``, e.g. by an Optuna pruner).
-        scheduler, schedules, monitor: the scheduler's ``_target_`` (shared), each member's
-            numbers, and the metric ReduceLROnPlateau watches; stepped once an epoch.
+        schedules, monitor: each member's scheduler config (``MemberSchedules``) and the metric
+            ReduceLROnPlateau watches (shared); stepped once an epoch.
         clip: each member's ``trainer.gradient_clip_val`` (0: none) and the shared algorithm.
         batch_size, seeds, limit: the members' training batches (``PopulationBatches``).
     """
@@ -137,7 +137,6 @@ class PopulationModule(L.LightningModule):
         num_classes: int = 1,
         target_scale: tuple[list[float], list[float]] | None = None,
         on_epoch: Callable[[int, list[dict]], Iterable[int]] | None = None,
-        scheduler: str | None = None,
         schedules: list[dict] | None = None,
         monitor: str = "val/loss",
         clip: tuple[list[float], str] | None = None,
@@ -168,7 +167,7 @@ class PopulationModule(L.LightningModule):
         self.scores = self._scorer()
         self.train_scores = TrainScores(self.scores)
         self.on_epoch = on_epoch
-        self.scheduler_target, self.schedules, self.monitor = scheduler, schedules, monitor
+        self.schedules, self.monitor = schedules, monitor
         self.best_watch, self.stopping = best, stopping
         self.status = [OK] * k
         self.best_score = [best.worst if best else math.nan] * k
@@ -207,10 +206,9 @@ class PopulationModule(L.LightningModule):
         optimizer = build_stacked_optimizer(
             [self.net.flat], self.optimizer_target, self.member_options
         )
-        scheduler = build_stacked_scheduler(optimizer, self.scheduler_target, self.schedules or [])
-        if scheduler is None:
+        if not any((s or {}).get("_target_") for s in self.schedules or []):
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return {"optimizer": optimizer, "lr_scheduler": MemberSchedules(optimizer, self.schedules)}
 
     def training_step(self, batches: list[torch.Tensor], batch_idx: int) -> None:
         """One epoch: ``batches`` are its mini-batches, (K, B) row indices each."""
@@ -292,9 +290,7 @@ class PopulationModule(L.LightningModule):
                     self.status[k], self.stopped_epoch[k] = PRUNED, epoch
         scheduler = self.lr_schedulers()
         if scheduler is not None:  # after validation, as MLPModule steps its scheduler
-            metrics = (train | (val or {})).get(self.monitor) if scheduler.NEEDS_METRIC else None
-            if not (scheduler.NEEDS_METRIC and metrics is None):  # no validation this epoch
-                scheduler.step(metrics, active=self._active().cpu())
+            scheduler.step((train | (val or {})).get(self.monitor), active=self._active().cpu())
         if all(s != OK for s in self.status):
             self.trainer.should_stop = True
         self._val = None
