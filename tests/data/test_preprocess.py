@@ -37,6 +37,23 @@ def test_numeric_missing_gets_the_train_median_and_an_indicator():
     assert x[:, 1].tolist() == [1.0, 0.0]
 
 
+def test_missing_numbers_get_the_training_median_not_the_mean_on_a_skewed_column():
+    """Incomes: a long right tail, so median (2.5) and mean (26.5) are far apart; a missing
+    value becomes the median of the training rows only, then is scaled like the others."""
+    spec = TableSpec(target="y", task="binary", numeric=("income",))
+    train = pd.DataFrame({"income": [1.0, 2.0, 3.0, 100.0, np.nan], "y": [0, 1, 0, 1, 0]})
+    pre = Preprocessor.fit(train, spec)
+    assert pre.median == [2.5] and pre.mean[0] == pytest.approx(26.5)
+    other = pd.DataFrame({"income": [np.nan, 1000.0, np.nan]})  # not what it was fitted on
+    x = pre.features(other)
+    scaled_median = (2.5 - pre.mean[0]) / pre.std[0]
+    assert x[:, 0].tolist() == pytest.approx(
+        [scaled_median, (1000 - pre.mean[0]) / pre.std[0], scaled_median]
+    )
+    assert x[:, 1].tolist() == [1.0, 0.0, 1.0]  # the missing flag
+    assert scaled_median < -0.4  # the mean would have given 0
+
+
 def test_one_hot_has_an_unknown_slot_for_unseen_categories():
     pre = Preprocessor.fit(TRAIN, SPEC)
     assert pre.categories == [sorted(["Boston", "Denver", MISSING])]
