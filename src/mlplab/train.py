@@ -65,7 +65,8 @@ def train_members(cfg: DictConfig, members: list[dict]) -> dict[str, float]:
     """``seeds=N`` / ``cv=K``: the members as one population (``population.engine``), each a
     run dir inside this one; this dir's ``config.yaml`` re-runs the whole population.
     ``resume=auto`` continues it from its checkpoint."""
-    from mlplab.population.engine import mean_and_std, train_population
+    from mlplab.population.engine import train_population
+    from mlplab.population.tracking import mean_and_std
 
     which = f"cv={cfg.cv}" if cfg.get("cv") is not None else f"seeds={cfg.seeds}"
     check(
@@ -86,7 +87,7 @@ def train_members(cfg: DictConfig, members: list[dict]) -> dict[str, float]:
     failed = summary[summary.status == "diverged"]
     done = f"{len(summary) - len(failed)} of {len(summary)}"
     if cfg.get("cv") is not None:
-        from mlplab.data.folds import check_folds
+        from mlplab.data.splits import check_folds
 
         held_out, leftover = check_folds(cfg.data, cfg.cv)
         rows = "row" if leftover == 1 else "rows"

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pandas.testing import assert_frame_equal
 
 from mlplab.data import SOURCES, BatchIterator, Preprocessor, TableSpec, TabularDataModule
-from mlplab.data.datamodule import split_indices
+from mlplab.data.splits import split_indices
 from mlplab.errors import ConfigError
 from mlplab.models import MLP
 

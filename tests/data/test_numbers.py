@@ -27,7 +27,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from mlplab.data import BatchIterator, TableSpec, TabularDataModule, toy
-from mlplab.data.datamodule import _allocate, split_indices
+from mlplab.data.splits import _allocate, split_indices
 from mlplab.figures.callbacks import LearningCurves
 from mlplab.models import ACTIVATIONS, Dense, MLPModule
 from mlplab.models.module import make_metrics

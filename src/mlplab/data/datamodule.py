@@ -13,47 +13,12 @@ import pandas as pd
 import torch
 
 from mlplab.data.batches import BatchIterator
-from mlplab.data.folds import check_cv_args, cv_split
 from mlplab.data.preprocess import Preprocessor
 from mlplab.data.sources import load_source, parsed_table
-from mlplab.data.spec import SPLITS, TableSpec
+from mlplab.data.spec import SPLITS
+from mlplab.data.splits import check_cv_args, cv_split, split_indices
 from mlplab.errors import check
 from mlplab.models.grouped import counts_training_steps
-
-
-def _allocate(total: int, counts: np.ndarray) -> np.ndarray:
-    """Split ``total`` rows across groups in proportion to ``counts`` (largest remainder),
-    so per-class rounding never adds up to more or fewer rows than asked for."""
-    raw = counts * total / counts.sum()
-    share = np.floor(raw).astype(int)
-    share[np.argsort(share - raw, kind="stable")[: total - share.sum()]] += 1
-    return share
-
-
-def split_indices(
-    df: pd.DataFrame, spec: TableSpec, val_fraction: float, test_fraction: float, seed: int
-) -> dict[str, np.ndarray]:
-    """Seeded train/val/test row indices, stratified by class for classification tasks.
-
-    Val and test get ``round(n · fraction)`` rows each, shared out across classes in
-    proportion to their size; train gets the rest.
-    """
-    rng = np.random.default_rng(seed)
-    if spec.task == "regression":
-        groups = [np.arange(len(df))]
-    else:
-        codes = pd.factorize(df[spec.target], sort=True)[0]
-        groups = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
-    counts = np.array([len(g) for g in groups])
-    n_val = _allocate(round(len(df) * val_fraction), counts)
-    n_test = _allocate(round(len(df) * test_fraction), counts)
-    parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
-    for rows, v, t in zip(groups, n_val, n_test, strict=True):
-        rows = rng.permutation(rows)
-        parts["val"].append(rows[:v])
-        parts["test"].append(rows[v : v + t])
-        parts["train"].append(rows[v + t :])
-    return {s: np.sort(np.concatenate(p)) for s, p in parts.items()}
 
 
 def _is_int(value) -> bool:
@@ -92,7 +57,7 @@ class TabularDataModule(L.LightningDataModule):
         seed: seeds the split and the per-epoch shuffle.
         eval_batch_size: rows per validation/test batch.
         balance_classes: weight the loss by inverse class frequency (imbalanced classes).
-        cv_folds, cv_fold: K-fold cross-validation (``mlplab.data.folds``): the train and val
+        cv_folds, cv_fold: K-fold cross-validation (``mlplab.data.splits``): the train and val
             rows of the split are parted into K ≥ 2 folds and fold k (0 … K−1) is the val
             split; the test split stays. Both null (the default): no cross-validation.
     """

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,9 +84,7 @@ class MemberConfigs:
         # what follows them (and ``seed``, kept a reference in every saved config)
         self.followers = [k for k in derived(raw, [*self.keys, "seed"]) if k not in identity]
         # the member keys something follows: set on the config to resolve the followers
-        self.sources = {
-            k for k in self.keys if _get(raw, k) is not _ABSENT and derived(raw, [k])
-        }
+        self.sources = {k for k in self.keys if _get(raw, k) is not _ABSENT and derived(raw, [k])}
 
     def __len__(self) -> int:
         return len(self.members)
@@ -421,18 +418,6 @@ def _one_after_another(
             history += [r | {"member": k} for r in table.to_dict("records")]
     _write_tables(out_dir, rows, history)
     return pd.DataFrame(rows)
-
-
-def mean_and_std(summary: pd.DataFrame) -> dict[str, float]:
-    """``metric`` → mean over the members that finished, ``metric.std`` → their spread
-    (sample std)."""
-    done = summary[summary.status != DIVERGED]
-    out = {}
-    for key in [c for c in summary.columns if "/" in c and c != "run_dir"]:
-        values = done[key].astype(float)
-        out[key] = float(values.mean())
-        out[f"{key}.std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
-    return out
 
 
 def _stack(datamodules, split: str, part: int) -> torch.Tensor:

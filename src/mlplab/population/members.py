@@ -106,7 +106,7 @@ def seed_members(cfg: DictConfig) -> list[dict]:
 
 
 def fold_members(cfg: DictConfig) -> list[dict]:
-    """``cv=K``: folds ``0 … K−1`` of ``data.cv_folds=K`` (``mlplab.data.folds``)."""
+    """``cv=K``: folds ``0 … K−1`` of ``data.cv_folds=K`` (``mlplab.data.splits``)."""
     k = cfg.cv
     check(
         isinstance(k, int) and not isinstance(k, bool) and k >= 2,
@@ -125,7 +125,7 @@ def fold_members(cfg: DictConfig) -> list[dict]:
     for key in ("cv_folds", "cv_fold"):
         value = data.get(key)
         check(value is None, f"data.{key}", value, f"null with cv={k}: cv sets it per member")
-    from mlplab.data.folds import check_folds
+    from mlplab.data.splits import check_folds
 
     check_folds(data, k)  # too many folds for the rows: said now, before any member is built
     return [{"data.cv_folds": k, "data.cv_fold": fold} for fold in range(k)]

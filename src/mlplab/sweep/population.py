@@ -317,7 +317,8 @@ def _tell_replicas(objective, job: Job, tell: Teller, cfg, summary, home: Path) 
     """A ``cv=``/``seeds=`` trial's own files, as ``train()`` writes them for it alone (its
     summary, epochs, run info and mean), and its value: the mean of the metric."""
     from mlplab.config import portable_data
-    from mlplab.population.engine import mean_and_std, override
+    from mlplab.population.engine import override
+    from mlplab.population.tracking import mean_and_std
     from mlplab.run.provenance import write_run_info
 
     out = objective.trial_dir(job.trial)

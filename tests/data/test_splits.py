@@ -1,4 +1,4 @@
-"""K-fold cross-validation: the folds (``mlplab.data.folds``), a fold as a normal run
+"""K-fold cross-validation: the folds (``mlplab.data.splits``), a fold as a normal run
 (``data.cv_folds=K data.cv_fold=k``), and ``mlplab-train cv=K`` as one population whose
 member k is that run."""
 
@@ -13,11 +13,10 @@ import pytest
 
 from mlplab.config import compose_config, compose_run
 from mlplab.data import TabularDataModule
-from mlplab.data.datamodule import split_indices
-from mlplab.data.folds import assign_folds, cv_split
 from mlplab.data.preprocess import Preprocessor
 from mlplab.data.sources import load_source
 from mlplab.data.spec import TableSpec
+from mlplab.data.splits import assign_folds, cv_split, split_indices
 from mlplab.errors import ConfigError
 from mlplab.evaluate import evaluate
 from mlplab.train import main as train_main

@@ -1,11 +1,12 @@
-"""K-fold cross-validation over the train+val rows of the seeded split; the test rows stay.
+"""How rows are split: the seeded train/val/test split (``split_indices``, stratified by class
+for classification), and K-fold cross-validation over its train+val rows (the test rows stay).
 
     rows ─► split_indices ─► train | val | test        (test: the rows a run without CV tests on)
          ─► pool = train ∪ val (N rows) ─► K folds of N // K rows + N mod K left-over rows
          ─► fold k's run: val = fold k, train = every other pool row (left-overs included)
 
 ``mlplab-train data.cv_folds=K data.cv_fold=k`` is fold k's run; ``mlplab-train cv=K`` trains
-all K folds as one population (``mlplab.cv``).
+all K folds as one population (``mlplab.population``).
 
 Why left-over rows: a population stacks its members' splits into one tensor, so every member
 needs a train split of the same size and a val split of the same size. N rows only part into
@@ -18,8 +19,43 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mlplab.data.spec import TableSpec
+from mlplab.data.spec import SPLITS, TableSpec
 from mlplab.errors import check
+
+
+def _allocate(total: int, counts: np.ndarray) -> np.ndarray:
+    """Split ``total`` rows across groups in proportion to ``counts`` (largest remainder),
+    so per-class rounding never adds up to more or fewer rows than asked for."""
+    raw = counts * total / counts.sum()
+    share = np.floor(raw).astype(int)
+    share[np.argsort(share - raw, kind="stable")[: total - share.sum()]] += 1
+    return share
+
+
+def split_indices(
+    df: pd.DataFrame, spec: TableSpec, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, np.ndarray]:
+    """Seeded train/val/test row indices, stratified by class for classification tasks.
+
+    Val and test get ``round(n · fraction)`` rows each, shared out across classes in
+    proportion to their size; train gets the rest.
+    """
+    rng = np.random.default_rng(seed)
+    if spec.task == "regression":
+        groups = [np.arange(len(df))]
+    else:
+        codes = pd.factorize(df[spec.target], sort=True)[0]
+        groups = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
+    counts = np.array([len(g) for g in groups])
+    n_val = _allocate(round(len(df) * val_fraction), counts)
+    n_test = _allocate(round(len(df) * test_fraction), counts)
+    parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    for rows, v, t in zip(groups, n_val, n_test, strict=True):
+        rows = rng.permutation(rows)
+        parts["val"].append(rows[:v])
+        parts["test"].append(rows[v : v + t])
+        parts["train"].append(rows[v + t :])
+    return {s: np.sort(np.concatenate(p)) for s, p in parts.items()}
 
 
 def _is_int(value) -> bool:
@@ -159,7 +195,6 @@ def check_folds(data, folds: int, key: str = "cv") -> tuple[int, int]:
     ConfigError naming ``key`` for data with its own split column or too few rows (of the
     smallest class); else (rows each fold holds out, left-over rows held out by none): N // K
     and N mod K of its N train+val rows."""
-    from mlplab.data.datamodule import split_indices
     from mlplab.data.sources import load_source
 
     df, spec = load_source(data["source"], **(data.get("options") or {}))
