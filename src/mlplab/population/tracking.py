@@ -81,7 +81,10 @@ class PopulationTracker:
         @torch.no_grad()
         def mean_proba(points: np.ndarray) -> np.ndarray:
             frame = pd.DataFrame(points, columns=pres[0].numeric)
-            x = torch.stack([pre.features(frame) for pre in pres]).to(net.flat.device)
+            if all(pre is pres[0] for pre in pres):  # one split for all: one preprocessing
+                x = pres[0].features(frame).to(net.flat.device)  # (M, 2): every member's input
+            else:
+                x = torch.stack([pre.features(frame) for pre in pres]).to(net.flat.device)
             training = net.training
             net.eval()
             proba = torch.sigmoid(net(x).squeeze(-1)).mean(0)

@@ -50,12 +50,11 @@ def has_checkpoint(population_dir: Path) -> bool:
 
 
 def record_population(jobs: list, name: str | None) -> None:
-    """Each job's trial's ``population`` dir (None: not one) and its ``member`` index there
-    (its order in the batch: what a retry is sorted by)."""
-    for k, job in enumerate(jobs):
+    """Each job's trial's ``population`` dir (None: not one). Its members are its trials in
+    the order of their numbers (what a retry is sorted by)."""
+    for job in jobs:
         for trial in (job.trial, *job.copies):
             trial.set_user_attr("population", name)
-            trial.set_user_attr("member", None if name is None else k)
 
 
 def retries(trials: list[FrozenTrial]) -> dict[int, FrozenTrial]:
@@ -86,8 +85,8 @@ def old_population(killed: FrozenTrial | None) -> str | None:
 
 
 def member_order(killed: FrozenTrial) -> int:
-    """Its member index in that population: the checkpoint's order of members."""
-    return killed.user_attrs.get("member", -1)
+    """Where it stands among that population's members: their order is their trials'."""
+    return killed.number
 
 
 def go_on_from(home: Path, killed: list, numbers: list[int], cfg, members: list[dict]):
