@@ -16,9 +16,9 @@ test/loss is printed (float32 sums in another order: batched vs one-by-one produ
 
 The shipped search spaces through ``mlplab-sweep`` itself (``space-toy``: ``hparams_search=toy``;
 ``space-tabular``: ``hparams_search=tabular data=breast_cancer``): ``n_trials=64`` with
-``population=16`` against ``population=1``, Optuna, sqlite, pruner and reports included, once
-each; printed with the best value each found (the searches sample differently, so the best
-values are in the same range, not equal).
+``population=16`` against ``population=1``, Optuna, sqlite (``--space-storage journal``: an
+Optuna journal file), pruner and reports included, once each; printed with the best value each
+found (the searches sample differently, so the best values are in the same range, not equal).
 
 On a CUDA machine the member-only cases also run on the GPU (``--device cuda``, or ``all``).
 """
@@ -126,7 +126,10 @@ def run_space(name: str, args, root: Path) -> dict:
         base.append("data=breast_cancer")
 
     def once(size: int) -> tuple[float, object]:
-        argv = [*base, f"sweep_dir={root / f'{name}-{size}'}", f"population={size}"]
+        where = root / f"{name}-{size}-{args.space_storage}"
+        argv = [*base, f"sweep_dir={where}", f"population={size}"]
+        if args.space_storage == "journal":  # Optuna's journal file: no SQL (and no heartbeats)
+            argv.append(f"storage={where}.journal")
         start = time.perf_counter()
         with redirect_stdout(StringIO()):
             study = sweep(argv)
@@ -167,6 +170,7 @@ def main() -> None:
     parser.add_argument("--flights-epochs", type=int, default=3)
     parser.add_argument("--space-trials", type=int, default=64)
     parser.add_argument("--space-population", type=int, default=16)
+    parser.add_argument("--space-storage", choices=["sqlite", "journal"], default="sqlite")
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     parser.add_argument("--repeats", type=int, default=5, help="population runs (median)")
     args = parser.parse_args()
