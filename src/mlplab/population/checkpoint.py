@@ -21,7 +21,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 
-from mlplab.errors import ConfigError, check
+from mlplab.errors import ConfigError
 from mlplab.run.checkpoint import read_checkpoint
 from mlplab.run.rundir import POPULATION_CHECKPOINT as CHECKPOINT
 from mlplab.run.rundir import population_hint
@@ -129,17 +129,6 @@ def find_checkpoint(
                 f"what it learnt with those; {fresh}"
             )
     return path, raw
-
-
-def refuse_ckpt_path(value, where: str) -> None:
-    """``ckpt_path=`` names one run's checkpoint: a population continues from its own."""
-    check(
-        not value,
-        "ckpt_path",
-        value,
-        f"not set with {where}: a population continues from its own checkpoint "
-        f"({CHECKPOINT} in its dir), add resume=auto instead",
-    )
 
 
 def find_chunk_checkpoints(out_dir: str | Path, configs: list[dict]) -> tuple[Path, dict] | None:
