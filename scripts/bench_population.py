@@ -16,9 +16,10 @@ test/loss is printed (float32 sums in another order: batched vs one-by-one produ
 
 The shipped search spaces through ``mlplab-sweep`` itself (``space-toy``: ``hparams_search=toy``;
 ``space-tabular``: ``hparams_search=tabular data=breast_cancer``): ``n_trials=64`` with
-``population=16`` against ``population=1``, Optuna, sqlite (``--space-storage journal``: an
-Optuna journal file), pruner and reports included, once each; printed with the best value each
-found (the searches sample differently, so the best values are in the same range, not equal).
+``population=16`` against ``population=1``, Optuna (its journal file, the sweep's default;
+``--space-storage sqlite``: an sqlite study), pruner and reports included, once each; printed
+with the best value each found (the searches sample differently, so the best values are in the
+same range, not equal).
 
 On a CUDA machine the member-only cases also run on the GPU (``--device cuda``, or ``all``).
 """
@@ -128,8 +129,8 @@ def run_space(name: str, args, root: Path) -> dict:
     def once(size: int) -> tuple[float, object]:
         where = root / f"{name}-{size}-{args.space_storage}"
         argv = [*base, f"sweep_dir={where}", f"population={size}"]
-        if args.space_storage == "journal":  # Optuna's journal file: no SQL (and no heartbeats)
-            argv.append(f"storage={where}.journal")
+        if args.space_storage == "sqlite":  # the default is the sweep dir's journal file
+            argv.append(f"storage=sqlite:///{where}.db")
         start = time.perf_counter()
         with redirect_stdout(StringIO()):
             study = sweep(argv)
@@ -170,7 +171,7 @@ def main() -> None:
     parser.add_argument("--flights-epochs", type=int, default=3)
     parser.add_argument("--space-trials", type=int, default=64)
     parser.add_argument("--space-population", type=int, default=16)
-    parser.add_argument("--space-storage", choices=["sqlite", "journal"], default="sqlite")
+    parser.add_argument("--space-storage", choices=["journal", "sqlite"], default="journal")
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     parser.add_argument("--repeats", type=int, default=5, help="population runs (median)")
     args = parser.parse_args()

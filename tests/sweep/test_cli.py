@@ -32,7 +32,7 @@ TINY = [*QUIET, "trainer.max_epochs=2", "data.options.n_samples=200"]
 
 
 def _study(sweep_dir, name="toy") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / 'study.db'}")
+    return optuna.load_study(study_name=name, storage=launch.study_storage(sweep_dir))
 
 
 def _search_file(tmp_path, params: dict, **keys) -> str:
@@ -410,7 +410,7 @@ def test_a_missing_metric_stops_the_sweep_with_one_line(tmp_path, count_train, c
 
 def test_workers_stop_at_n_trials_counting_other_workers_running_trials(tmp_path, fake_train):
     calls, _ = fake_train
-    storage = launch.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    storage = launch.study_storage(tmp_path)
     study = optuna.create_study(study_name="toy", storage=storage)
     study.tell(study.ask(), 1.0)  # one finished trial
     study.ask()  # another worker's trial, still running
@@ -655,15 +655,16 @@ def test_workers_as_a_job_array_through_submitit(tmp_path):
 def test_trials_of_a_killed_run_are_failed_not_left_running(tmp_path, monkeypatch):
     monkeypatch.setattr(launch, "HEARTBEAT_S", 1)
     monkeypatch.setattr(launch, "GRACE_S", 2)
-    storage = launch.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
-    study = optuna.create_study(study_name="toy", storage=storage)
+    study = optuna.create_study(study_name="toy", storage=launch.study_storage(tmp_path))
     orphan = study.ask()  # a trial whose worker died: RUNNING, heartbeat never sent again
-    storage.record_heartbeat(orphan._trial_id)
+    orphan.set_user_attr(launch.BEAT, time.time())
+    alive = study.ask()  # another worker's trial, beating
     time.sleep(3)  # past the (patched) grace period
+    alive.set_user_attr(launch.BEAT, time.time())
     study = sweep(["hparams_search=toy", "n_trials=2", f"sweep_dir={tmp_path}", *TINY])
     states = [t.state for t in study.trials]
-    assert states[0] == TrialState.FAIL and states.count(TrialState.RUNNING) == 0
-    assert len(states) == 2  # the dead trial counts toward n_trials: one new trial ran
+    assert states[:2] == [TrialState.FAIL, TrialState.RUNNING]  # the live one is left alone
+    assert len(states) == 3  # the dead trial counts toward n_trials: one new trial ran
     table = pd.read_csv(tmp_path / "trials.csv")
     assert table.fail_reason[0] == report.NO_REASON
 

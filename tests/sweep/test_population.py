@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 
 import numpy as np
 import optuna
@@ -68,7 +67,7 @@ def _argv(tmp_path, search: str, *args: str) -> list[str]:
 
 
 def _study(tmp_path, name: str = "pop") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'sw' / 'study.db'}")
+    return optuna.load_study(study_name=name, storage=launch.study_storage(tmp_path / "sw"))
 
 
 @pytest.fixture
@@ -501,8 +500,8 @@ def uninterrupted(killed, tmp_path_factory):
 
 
 def _rerun_killed(tmp_path, killed, monkeypatch, *args: str) -> list[str]:
-    """Copy the killed sweep into ``tmp_path/sw``; the argv that runs it again, with a storage
-    that treats a heartbeat older than 1 s as a dead worker (past it: sqlite counts seconds)."""
+    """Copy the killed sweep into ``tmp_path/sw``; the argv that runs it again, treating a
+    heartbeat older than 1 s as a dead worker."""
     root, search, killed_at = killed
     shutil.copytree(root / "sw", tmp_path / "sw")
     monkeypatch.setattr(launch, "HEARTBEAT_S", 1)
@@ -626,13 +625,9 @@ def test_a_checkpoint_gone_after_the_retries_were_asked_for(
     """Another worker failed the killed trials and enqueued their retries; then the
     population's checkpoint is deleted. Failing stale trials again enqueues nothing more."""
     argv = _rerun_killed(tmp_path, killed, monkeypatch)
-    url = f"sqlite:///{tmp_path / 'sw' / 'study.db'}"
-    storage = launch.open_storage(url, retry.RetryKilled(tmp_path / "sw"))
-    other = optuna.load_study(study_name="pop", storage=storage)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        for _ in range(2):
-            optuna.storages.fail_stale_trials(other)
+    other = optuna.load_study(study_name="pop", storage=launch.study_storage(tmp_path / "sw"))
+    for _ in range(2):
+        launch.fail_stale(other, retry.RetryKilled(tmp_path / "sw"))
     assert [t.state for t in other.trials[3:]] == [TrialState.FAIL] * 3 + [TrialState.WAITING] * 3
     (tmp_path / "sw" / "population_3" / "checkpoints" / "population.ckpt").unlink()
     study = sweep(argv)

@@ -9,12 +9,12 @@ usage:
     mlplab-sweep --help
 
 The search space, metric, sampler and pruner live in ``conf/hparams_search/NAME.yaml`` (or give
-a path to a yaml file). The study is stored in ``<sweep_dir>/study.db`` (default
-``logs/sweep/<study_name>``), so running the same command again resumes it: ``n_trials`` is the
-study's total. Each run of the command (and each worker) seeds its sampler from the search's
-seed, its worker index and the number of trials already in the study, so a resumed sweep
-explores new points; a trial that repeats a finished trial's params (a small, all-categorical
-space) is not retrained: it gets that trial's value and ``duplicate_of``.
+a path to a yaml file). The study is stored in ``<sweep_dir>/study.journal`` (Optuna's journal
+file; default sweep dir ``logs/sweep/<study_name>``), so running the same command again resumes
+it: ``n_trials`` is the study's total. Each run of the command (and each worker) seeds its
+sampler from the search's seed, its worker index and the number of trials already in the study,
+so a resumed sweep explores new points; a trial that repeats a finished trial's params (a
+small, all-categorical space) is not retrained: it gets that trial's value and ``duplicate_of``.
 
 ``workers=N`` runs N workers on one study: local processes, or with ``launcher=slurm`` the
 tasks of one SLURM job array (submitit; ``slurm.partition=gpu slurm.timeout_min=120`` ...;
@@ -45,7 +45,6 @@ import functools
 import logging
 import shutil
 import sys
-import warnings
 from pathlib import Path
 
 import optuna
@@ -169,17 +168,17 @@ def sweep(argv: list[str]) -> optuna.Study:
     objective = Objective(search, overrides, cfg.study_name, sweep_dir)
     if cfg.worker is None:  # workers: the command that started them has checked
         objective.check()
-    # population=K: a killed worker's trials are retried from their population's checkpoint.
-    on_stale = RetryKilled(sweep_dir) if (cfg.population or 1) > 1 else None
-    storage = launch.open_user_storage(cfg.storage, on_stale) if cfg.storage else None
+    storage = launch.open_user_storage(cfg.storage) if cfg.storage else None
     for key in fixed:
         print(f"note: {key} is fixed on the command line, so it is not searched")
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own one line per trial instead
     fresh = not sweep_dir.exists()
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    storage = storage or launch.open_storage(f"sqlite:///{sweep_dir / 'study.db'}", on_stale)
-    study, n_history = _load_study(storage, cfg, search, pruner)
+    storage = storage or launch.study_storage(sweep_dir)
+    # population=K: a killed worker's trials are retried from their population's checkpoint.
+    on_stale = RetryKilled(sweep_dir) if (cfg.population or 1) > 1 else None
+    study, n_history = _load_study(storage, cfg, search, pruner, on_stale)
     try:
         _run_study(study, objective, cfg, argv, n_trials, sweep_dir)
     except ConfigError:
@@ -193,7 +192,9 @@ def sweep(argv: list[str]) -> optuna.Study:
     return study
 
 
-def _load_study(storage, cfg: DictConfig, search: DictConfig, pruner) -> tuple[optuna.Study, int]:
+def _load_study(
+    storage, cfg: DictConfig, search: DictConfig, pruner, on_stale
+) -> tuple[optuna.Study, int]:
     """The study (created if new), stale trials failed, with this run's sampler; and the
     number of trials it held before this run (which seeds the sampler)."""
     study = optuna.create_study(
@@ -209,9 +210,7 @@ def _load_study(storage, cfg: DictConfig, search: DictConfig, pruner) -> tuple[o
         search.direction,
         f"study {cfg.study_name!r} in this storage was made to {direction}",
     )
-    with warnings.catch_warnings():  # trials of killed runs → FAIL (retried: on_stale)
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+    launch.fail_stale(study, on_stale)  # trials of killed runs → FAIL (retried: on_stale)
     n_history = len(study.get_trials(deepcopy=False))
     sampler = make_sampler(search.get("sampler") or {}, cfg.worker, n_history)
     study = optuna.load_study(
@@ -254,7 +253,7 @@ def _run_study(study, objective, cfg: DictConfig, argv, n_trials: int, sweep_dir
             if cfg.worker is not None:
                 callbacks.append(optuna.study.MaxTrialsCallback(n_trials, states=states))
             study.optimize(
-                objective,
+                _beating(objective),
                 n_trials=remaining,
                 catch=(Exception,),
                 callbacks=callbacks,
@@ -269,6 +268,18 @@ def _run_study(study, objective, cfg: DictConfig, argv, n_trials: int, sweep_dir
         launch.submit_workers(
             sweep, argv, cfg.launcher, cfg.workers, slurm, cfg.study_name, sweep_dir
         )
+
+
+def _beating(objective: Objective):
+    """The objective with what ``study.optimize`` doesn't do for every storage: fail the trials
+    of killed workers before each trial, and keep this one's heartbeat while it runs."""
+
+    def run(trial: optuna.Trial) -> float:
+        launch.fail_stale(trial.study)
+        with launch.heartbeats([trial]):
+            return objective(trial)
+
+    return run
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,23 +1,24 @@
-"""Where trials run: the study's storage (with the heartbeats that tell a killed worker's
+"""Where trials run: the study's storage (and the heartbeats that tell a killed worker's
 trials), ``workers=N`` local processes, or the tasks of one SLURM job array (submitit) whose
 defaults come from ``conf/hydra/launcher/slurm.yaml`` — the same settings
 ``mlplab-train -m hydra/launcher=slurm`` uses."""
 
 from __future__ import annotations
 
-import inspect
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
-import warnings
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import optuna
 from omegaconf import OmegaConf
+from optuna.trial import TrialState
 
 from mlplab.config import compose_config
 from mlplab.errors import ConfigError, check
@@ -25,6 +26,7 @@ from mlplab.sweep.objective import override_key
 from mlplab.sweep.search import did_you_mean
 
 HEARTBEAT_S, GRACE_S = 30, 120  # a RUNNING trial silent for GRACE_S seconds is dead
+BEAT = "heartbeat"  # user attr: when a running trial was last known alive (time.time())
 WORKER_KEY = "worker"  # set on the processes that `workers=N` starts
 # submitit's cluster-independent parameters; any other SLURM setting is passed as slurm_KEY.
 SUBMITIT_GENERIC = {
@@ -77,37 +79,29 @@ def check_slurm_parameters(slurm: dict) -> None:
                 check(False, f"slurm.{key}", value, f"not a submitit parameter{hint}")
 
 
-# Optuna 4.9 renamed RDBStorage's failed_trial_callback (deprecated since, gone in 6.0).
-_STALE_CALLBACK = (
-    "heartbeat_stale_trial_callback"
-    if "heartbeat_stale_trial_callback" in inspect.signature(optuna.storages.RDBStorage).parameters
-    else "failed_trial_callback"
-)
+STORAGE_FILE = "study.journal"  # the study, in the sweep dir (an older sweep's study.db too)
 
 
-def open_storage(url: str, on_stale=None) -> optuna.storages.BaseStorage:
-    """An RDB URL (sqlite waits for locks held by other workers), or a ``*.journal`` file.
-    ``on_stale(study, trial)``: called once for each trial of a killed worker, when a run
-    fails it (``fail_stale_trials``; a journal file has no heartbeats: never)."""
+def study_storage(sweep_dir: Path) -> optuna.storages.BaseStorage:
+    """The study's storage in ``sweep_dir``: an Optuna journal file (one line a write, safe for
+    workers sharing it on a network file system), or the ``study.db`` of a sweep that began
+    with one."""
+    sqlite = sweep_dir / "study.db"
+    url = f"sqlite:///{sqlite}" if sqlite.is_file() else str(sweep_dir / STORAGE_FILE)
+    return open_storage(url)
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An RDB URL (sqlite waits for locks held by other workers), or a ``*.journal`` file."""
     if url.endswith(".journal"):
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(url))
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    # Heartbeats let a later run tell a trial whose worker was killed (still RUNNING in the
-    # storage) from a live one: after the grace period it is marked FAIL.
-    with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9; we know
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=kwargs,
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
-            **{_STALE_CALLBACK: on_stale},
-        )
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 
-def open_user_storage(url: str, on_stale=None) -> optuna.storages.BaseStorage:
+def open_user_storage(url: str) -> optuna.storages.BaseStorage:
     check(
         url.endswith(".journal") or "://" in url,
         "storage",
@@ -115,30 +109,25 @@ def open_user_storage(url: str, on_stale=None) -> optuna.storages.BaseStorage:
         "an Optuna storage URL (sqlite:///path/study.db, postgresql://...) or a *.journal file",
     )
     try:
-        return open_storage(url, on_stale)
+        return open_storage(url)
     except Exception as err:  # noqa: BLE001 — a URL the user gave: one line says what failed
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ConfigError(f"storage={url!r} is invalid: {type(err).__name__}: {first}") from None
 
 
 @contextmanager
-def heartbeats(study: optuna.Study, trials: list[optuna.Trial]) -> Iterator[None]:
-    """Record every trial's heartbeat now and every interval, while the batch runs
-    (``study.optimize`` does it for the one trial it runs; asked trials have none)."""
-    storage = trials[0].storage
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    if not interval:  # a storage without heartbeats (a journal file)
-        yield
-        return
-    study_id = storage.get_study_id_from_name(study.study_name)
-    ids = [storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in trials]
+def heartbeats(trials: list[optuna.Trial]) -> Iterator[None]:
+    """While inside, every ``HEARTBEAT_S`` seconds (and at once) each trial's ``heartbeat``
+    attribute says it is alive: a trial whose worker was killed stays RUNNING in the study,
+    and a later run tells it from a live one by that (``fail_stale``). An attribute, not a
+    storage's own heartbeats: the same for every storage."""
     stop = threading.Event()
 
     def beat() -> None:
         while not stop.is_set():
-            for trial_id in ids:
-                storage.record_heartbeat(trial_id)
-            stop.wait(interval)
+            for trial in trials:
+                trial.set_user_attr(BEAT, time.time())
+            stop.wait(HEARTBEAT_S)
 
     thread = threading.Thread(target=beat, name="sweep-heartbeats", daemon=True)
     thread.start()
@@ -147,6 +136,25 @@ def heartbeats(study: optuna.Study, trials: list[optuna.Trial]) -> Iterator[None
     finally:
         stop.set()
         thread.join()
+
+
+def fail_stale(study: optuna.Study, on_stale=None) -> None:
+    """Fail the study's RUNNING trials that have been silent for ``GRACE_S`` seconds (their
+    worker was killed); ``on_stale(study, trial)`` for each one this process failed (another
+    worker may fail it first: then not here)."""
+    now = time.time()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        last = trial.user_attrs.get(BEAT)
+        if last is None and trial.datetime_start is not None:  # killed before its first beat
+            last = trial.datetime_start.timestamp()
+        if last is None or now - last <= GRACE_S:
+            continue
+        try:
+            study.tell(trial.number, state=TrialState.FAIL)
+        except Exception:  # noqa: BLE001 — finished meanwhile (another worker failed it)
+            continue
+        if on_stale is not None:
+            on_stale(study, trial)
 
 
 def check_launcher(launcher: str, slurm: dict) -> None:
@@ -182,7 +190,7 @@ def submit_workers(
 
     ``launcher=submitit_local`` runs the same jobs as local processes (to try it without a
     cluster). The study's storage must be reachable from the compute nodes: the default
-    sqlite file in the sweep dir works on a shared file system.
+    journal file in the sweep dir works on a shared file system.
     """
     import submitit
 

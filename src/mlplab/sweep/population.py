@@ -25,7 +25,6 @@ import copy
 import gc
 import json
 import math
-import warnings
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,18 +128,16 @@ def run_populations(
     ``states`` (finished ones; for workers, other workers' running ones too; ``retry.counted``).
     Stale trials are failed (and retried, ``retry.RetryKilled``) before each batch."""
     silence_known_noise()  # as train() does for each trial
+    on_stale = retry.RetryKilled(objective.sweep_dir)
     while objective.fatal is None:
         left = n_trials - retry.counted(study, states)
         if left <= 0:
             return
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)  # what study.optimize does before a trial
-            warnings.filterwarnings("ignore", message="Heartbeat of storage")  # see heartbeats
-            trials = ask(study, objective, min(size, left))
+        launch.fail_stale(study, on_stale)
+        trials = ask(study, objective, min(size, left))
         tell = Teller(study)
         try:
-            with launch.heartbeats(study, trials):
+            with launch.heartbeats(trials):
                 _run_batch(objective, trials, tell)
         except BaseException as err:  # Ctrl-C, a lost storage: don't leave them RUNNING
             for trial in trials:

@@ -1,11 +1,11 @@
 """A killed ``mlplab-sweep population=K`` goes on from its populations' checkpoints.
 
 A worker killed mid-population (kill -9, SLURM preemption) leaves its K trials RUNNING. The next
-run fails them once their heartbeat is stale (``optuna.storages.fail_stale_trials``, which every
-worker calls on start and before each batch), and ``RetryKilled`` — the storage's callback for
-those trials, run only by the worker that failed each one, so once — enqueues a retry of each
-whose population dir holds a population checkpoint: a WAITING trial with its params and
-``resumes`` = its number, which ``study.ask`` hands out before any new point.
+run fails them once their heartbeat is stale (``launch.fail_stale``, which every worker calls on
+start and before each batch), and ``RetryKilled`` — called for those trials only by the worker
+that failed each one, so once — enqueues a retry of each whose population dir holds a
+population checkpoint: a WAITING trial with its params and ``resumes`` = its number, which
+``study.ask`` hands out before any new point.
 
 The batch's retries of one population train together (``sweep.population._run_batch``: the old dir
 is part of the key, so they never mix with new trials), in the old dir from its checkpoint
