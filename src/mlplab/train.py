@@ -21,12 +21,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mlplab.config import CONF_DIR, portable_data
-from mlplab.errors import DivergedError, check, clean_exit, fail, user_error
+from mlplab.errors import DivergedError, clean_exit, fail, user_error
 from mlplab.run.console import one_console_handler, print_metrics, silence_known_noise
 from mlplab.run.preflight import normalize_argv, preflight
 from mlplab.run.provenance import write_run_info
 from mlplab.run.rundir import (
-    POPULATION_CHECKPOINT,
     RunLock,
     check_run_dir,
     expand_rerun,
@@ -68,14 +67,6 @@ def train_members(cfg: DictConfig, members: list[dict]) -> dict[str, float]:
     from mlplab.population.engine import train_population
     from mlplab.population.tracking import mean_and_std
 
-    which = f"cv={cfg.cv}" if cfg.get("cv") is not None else f"seeds={cfg.seeds}"
-    check(
-        not cfg.get("ckpt_path"),
-        "ckpt_path",
-        cfg.get("ckpt_path"),
-        f"not set with {which}: a population continues from its own checkpoint "
-        f"({POPULATION_CHECKPOINT} in its dir), add resume=auto instead",
-    )
     out_dir = Path(cfg.paths.output_dir)
     keys = sorted({key for member in members for key in member})
 

@@ -236,3 +236,13 @@ def test_plain_backward_fast_path_is_exact_and_steps_aside_for_listeners(make_cf
     n_train = len(dm.tensors["train"][0])
     assert counter.calls == 2 * -(-n_train // cfg.data.batch_size)  # every mini-batch seen
     assert torch.equal(weights[0], weights[1])
+
+
+@pytest.mark.parametrize("precision", ["64-true", "bf16-true", "bf16-mixed"])
+def test_other_precisions_train_and_draw(precision, make_cfg):
+    """The decision boundary figure is drawn in the model's dtype: float64 and bfloat16 weights
+    train, test and draw like float32 ones."""
+    cfg = make_cfg("trainer.max_epochs=2", f"trainer.precision={precision}")
+    metrics = train(cfg)
+    assert math.isfinite(metrics["test/loss"]) and 0.0 <= metrics["test/acc"] <= 1.0
+    assert (Path(cfg.paths.output_dir) / "decision_boundary.png").is_file()

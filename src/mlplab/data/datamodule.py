@@ -16,33 +16,9 @@ from mlplab.data.batches import BatchIterator
 from mlplab.data.preprocess import Preprocessor
 from mlplab.data.sources import load_source, parsed_table
 from mlplab.data.spec import SPLITS
-from mlplab.data.splits import check_cv_args, cv_split, split_indices
+from mlplab.data.splits import check_cv_args, check_data_args, cv_split, split_indices
 from mlplab.errors import check
 from mlplab.models.grouped import counts_training_steps
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_fraction(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1
-
-
-def _check_args(batch_size, val_fraction, test_fraction, eval_batch_size) -> None:
-    ok_batch = batch_size == "full" or (_is_int(batch_size) and batch_size >= 1)
-    check(ok_batch, "data.batch_size", batch_size, "an integer >= 1 or 'full'")
-    check(_is_fraction(val_fraction), "data.val_fraction", val_fraction, "must be in (0, 1)")
-    check(_is_fraction(test_fraction), "data.test_fraction", test_fraction, "must be in (0, 1)")
-    total = val_fraction + test_fraction
-    check(
-        total < 1,
-        "data.val_fraction + data.test_fraction",
-        total,
-        "must be < 1 to leave rows for training",
-    )
-    ok_eval = _is_int(eval_batch_size) and eval_batch_size >= 1
-    check(ok_eval, "data.eval_batch_size", eval_batch_size, "an integer >= 1")
 
 
 class TabularDataModule(L.LightningDataModule):
@@ -76,7 +52,7 @@ class TabularDataModule(L.LightningDataModule):
         cv_fold: int | None = None,
     ) -> None:
         super().__init__()
-        _check_args(batch_size, val_fraction, test_fraction, eval_batch_size)
+        check_data_args(batch_size, val_fraction, test_fraction, eval_batch_size)
         check_cv_args(cv_folds, cv_fold)
         self.save_hyperparameters()
         self.preprocessor: Preprocessor | None = None

@@ -13,9 +13,8 @@ from mlplab.errors import ConfigError, check
 FILE_TYPES = (".csv", ".parquet", ".pq")
 
 
-def read_table(path: str | Path, key: str = "path") -> pd.DataFrame:
-    """A non-empty table; any problem is one ConfigError naming the file (``key`` = its
-    config key, for the message)."""
+def check_file(path: str | Path, key: str = "path") -> None:
+    """A file of a table type that is there and not empty; else one ConfigError naming it."""
     path = Path(path)
     check(path.suffix.lower() in FILE_TYPES, key, str(path), f"file type one of {FILE_TYPES}")
     where = repr(str(path))
@@ -23,6 +22,14 @@ def read_table(path: str | Path, key: str = "path") -> pd.DataFrame:
         raise ConfigError(f"{key}: data file {where} not found (looked at {path.resolve()})")
     if path.stat().st_size == 0:
         raise ConfigError(f"{key}: data file {where} is empty (0 bytes)")
+
+
+def read_table(path: str | Path, key: str = "path") -> pd.DataFrame:
+    """A non-empty table; any problem is one ConfigError naming the file (``key`` = its
+    config key, for the message)."""
+    check_file(path, key)
+    path = Path(path)
+    where = repr(str(path))
     try:
         csv = path.suffix.lower() == ".csv"
         # read_csv's defaults (its na_values, True/TRUE/true as booleans, "03" as 3) are what

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pandas as pd
 
 from mlplab.data import flights, tabular, toy
 from mlplab.data.columns import ParsedTable
+from mlplab.data.io import check_file
 from mlplab.data.spec import TableSpec
 from mlplab.errors import ConfigError
 
@@ -33,6 +36,21 @@ SOURCES: dict[str, Callable[..., tuple[pd.DataFrame, TableSpec]]] = {
 
 _SHARED: dict[str, tuple[pd.DataFrame, TableSpec]] | None = None  # see shared_sources
 _PARSED: dict[int, ParsedTable] = {}  # id(shared table) → its parse, while it is shared
+
+
+def check_source(name: str, options: dict) -> None:
+    """What ``load_source(name, **options)`` would refuse before reading anything: an unknown
+    source, options its function doesn't take, a data file that isn't there."""
+    if name not in SOURCES:
+        raise ConfigError(f"data.source={name!r} is invalid: expected one of {sorted(SOURCES)}")
+    try:
+        inspect.signature(SOURCES[name]).bind(**options)
+    except TypeError as err:
+        raise ConfigError(
+            f"data.options={options!r} is invalid for source {name!r}: {err}"
+        ) from None
+    if name == "csv" and isinstance(options.get("path"), str | Path):
+        check_file(options["path"], key="data.options.path")
 
 
 def load_source(name: str, **kwargs) -> tuple[pd.DataFrame, TableSpec]:

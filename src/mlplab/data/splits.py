@@ -62,6 +62,27 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_fraction(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1
+
+
+def check_data_args(batch_size, val_fraction, test_fraction, eval_batch_size) -> None:
+    """The DataModule's batch sizes and split fractions."""
+    ok_batch = batch_size == "full" or (_is_int(batch_size) and batch_size >= 1)
+    check(ok_batch, "data.batch_size", batch_size, "an integer >= 1 or 'full'")
+    check(_is_fraction(val_fraction), "data.val_fraction", val_fraction, "must be in (0, 1)")
+    check(_is_fraction(test_fraction), "data.test_fraction", test_fraction, "must be in (0, 1)")
+    total = val_fraction + test_fraction
+    check(
+        total < 1,
+        "data.val_fraction + data.test_fraction",
+        total,
+        "must be < 1 to leave rows for training",
+    )
+    ok_eval = _is_int(eval_batch_size) and eval_batch_size >= 1
+    check(ok_eval, "data.eval_batch_size", eval_batch_size, "an integer >= 1")
+
+
 def check_cv_args(cv_folds, cv_fold) -> None:
     """The DataModule's ``cv_folds``/``cv_fold`` pair: both null, or K ≥ 2 and k in 0..K−1."""
     if cv_folds is None:

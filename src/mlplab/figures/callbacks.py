@@ -211,8 +211,10 @@ def _predictor(pl_module: L.LightningModule, pre):
         was_training = pl_module.training
         pl_module.eval()  # dropout off
         try:
-            x = pre.features(frame).to(pl_module.device)  # (M, 2) standardized
-            return predictions(pl_module, pl_module(x), pre).cpu().numpy()
+            # (M, 2) standardized, in the model's dtype (a 64-true or bf16-true run's)
+            dtype = next(pl_module.parameters()).dtype
+            x = pre.features(frame).to(pl_module.device, dtype=dtype)
+            return predictions(pl_module, pl_module(x), pre).float().cpu().numpy()
         finally:
             pl_module.train(was_training)
 

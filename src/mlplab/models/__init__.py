@@ -1,7 +1,20 @@
-"""The lecture's networks: the from-scratch ``Dense`` layer, ``MLP`` and ``MLPModule``."""
+"""The lecture's networks: the from-scratch ``Dense`` layer, ``MLP`` and ``MLPModule``.
 
-from mlplab.models.dense import ACTIVATIONS, Dense
-from mlplab.models.mlp import MLP
-from mlplab.models.module import MLPModule
+Imported on first use (``mlplab.models.MLPModule`` is what configs name): the command line
+checks a model's arguments (``models.arguments``) before torch and Lightning are loaded."""
 
-__all__ = ["ACTIVATIONS", "MLP", "Dense", "MLPModule"]
+from importlib import import_module
+
+_WHERE = {
+    "ACTIVATIONS": "mlplab.models.dense",
+    "Dense": "mlplab.models.dense",
+    "MLP": "mlplab.models.mlp",
+    "MLPModule": "mlplab.models.module",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'mlplab.models' has no attribute {name!r}")
+    return getattr(import_module(_WHERE[name]), name)

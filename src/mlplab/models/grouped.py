@@ -29,16 +29,10 @@ from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from mlplab.errors import DivergedError, check
+from mlplab.errors import DivergedError
 
 # With group_batches=auto one training_step covers about this many rows.
 AUTO_GROUP_ROWS = 32768
-CLIP_ALGORITHMS = ("norm", "value")
-
-
-def check_group_batches(value) -> None:
-    ok = value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
-    check(ok, "model.group_batches", value, "an integer >= 1 or 'auto'")
 
 
 class GroupedSteps:

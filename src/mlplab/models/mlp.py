@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from mlplab.errors import check
+from mlplab.models.arguments import ACTIVATION_NAMES, check_mlp
 from mlplab.models.dense import ACTIVATIONS, Dense
 
 # The nn.Module that runs each activation of ``layer="torch"``. The names are ACTIVATIONS'
 # (dense.py): a name added there without a module here fails at import, with a KeyError.
 _MODULES = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "identity": nn.Identity}
 TORCH_ACTIVATIONS = {name: _MODULES[name] for name in ACTIVATIONS}
-LAYERS = ("torch", "scratch")
-
-
-def _is_pos_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+assert tuple(ACTIVATIONS) == ACTIVATION_NAMES  # one list of names, the checks' and the layers'
 
 
 class MLP(nn.Module):
@@ -44,27 +40,7 @@ class MLP(nn.Module):
         layer: str = "torch",
     ) -> None:
         super().__init__()
-        check(_is_pos_int(in_features), "model.in_features", in_features, "an integer >= 1")
-        check(_is_pos_int(out_features), "model.out_features", out_features, "an integer >= 1")
-        check(
-            isinstance(hidden_sizes, list | tuple) and all(map(_is_pos_int, hidden_sizes)),
-            "model.hidden_sizes",
-            hidden_sizes,
-            "a list of integers >= 1 ([] = perceptron)",
-        )
-        check(
-            activation in ACTIVATIONS,
-            "model.activation",
-            activation,
-            f"expected one of {list(ACTIVATIONS)}",
-        )
-        check(
-            isinstance(dropout, int | float) and 0 <= dropout < 1,
-            "model.dropout",
-            dropout,
-            "must be in [0, 1)",
-        )
-        check(layer in LAYERS, "model.layer", layer, f"expected one of {list(LAYERS)}")
+        check_mlp(in_features, hidden_sizes, out_features, activation, dropout, layer)
         widths = [in_features, *hidden_sizes]
         blocks: list[nn.Module] = []
         for d_in, d_out in zip(widths[:-1], widths[1:], strict=True):

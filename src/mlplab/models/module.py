@@ -28,7 +28,8 @@ from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
 from mlplab.data.spec import TASKS, unstandardize
 from mlplab.errors import DivergedError, check
-from mlplab.models.grouped import CLIP_ALGORITHMS, GroupedSteps, check_group_batches
+from mlplab.models.arguments import check_module
+from mlplab.models.grouped import GroupedSteps
 from mlplab.models.mlp import MLP
 from mlplab.models.optimization import build_optimization, check_optimization
 
@@ -92,18 +93,8 @@ class MLPModule(GroupedSteps, L.LightningModule):
         group_batches: int | str = "auto",
     ) -> None:
         super().__init__()
-        check_group_batches(group_batches)
         check(task in TASKS, "task", task, f"expected one of {list(TASKS)}")
-        check(isinstance(l1, int | float) and l1 >= 0, "model.l1", l1, "must be >= 0")
-        check(
-            gradient_clip_val >= 0, "trainer.gradient_clip_val", gradient_clip_val, "must be >= 0"
-        )
-        check(
-            gradient_clip_algorithm in CLIP_ALGORITHMS,
-            "trainer.gradient_clip_algorithm",
-            gradient_clip_algorithm,
-            f"expected one of {list(CLIP_ALGORITHMS)}",
-        )
+        check_module(l1, gradient_clip_val, gradient_clip_algorithm, group_batches)
         self.save_hyperparameters()
         self.automatic_optimization = False
         # A buffer follows the module to its device; None leaves the loss unweighted.

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlplab.config import derived
 from mlplab.errors import ConfigError, check
+from mlplab.run.rundir import POPULATION_CHECKPOINT
 
 MEMBER_KEYS = (  # prefixes of dotted keys
     "seed",
@@ -92,42 +93,64 @@ def _source(raw: dict, key: str, keys: list[str]) -> str:
     return next((k for k in keys if key in derived(raw, [k])), keys[0])
 
 
+def check_population_args(cfg: DictConfig) -> None:
+    """``cfg``'s ``seeds=``/``cv=`` and what they rule out, checked without the data: a
+    ConfigError naming the first bad key (``check_folds`` tells if the data parts into the
+    folds)."""
+    n, k = cfg.get("seeds"), cfg.get("cv")
+    if n is not None:
+        check(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 1,
+            "seeds",
+            n,
+            "an integer >= 1 (the number of seeds trained as one population)",
+        )
+        check(n <= MAX_MEMBERS, "seeds", n, f"at most {MAX_MEMBERS} (split them into several runs)")
+    if k is not None:
+        check(
+            isinstance(k, int) and not isinstance(k, bool) and k >= 2,
+            "cv",
+            k,
+            "an integer >= 2 (the number of folds)",
+        )
+        check(k <= MAX_MEMBERS, "cv", k, f"at most {MAX_MEMBERS} folds")
+        if n is not None:
+            raise ConfigError(
+                f"cv={k} and seeds={n} can't be combined: each seed has its own split, so the "
+                "seeds would not share a test split or folds; run cv=K once per seed=S instead"
+            )
+    if n is None and k is None:
+        return
+    which = f"cv={k}" if k is not None else f"seeds={n}"
+    check(
+        not cfg.get("ckpt_path"),
+        "ckpt_path",
+        cfg.get("ckpt_path"),
+        f"not set with {which}: a population continues from its own checkpoint "
+        f"({POPULATION_CHECKPOINT} in its dir), add resume=auto instead",
+    )
+    if k is not None:
+        data = cfg.data
+        allowed = "needs data with cv_folds (mlplab.data.TabularDataModule)"
+        check("cv_folds" in data, "cv", k, allowed)
+        for key in ("cv_folds", "cv_fold"):
+            value = data.get(key)
+            check(value is None, f"data.{key}", value, f"null with cv={k}: cv sets it per member")
+
+
 def seed_members(cfg: DictConfig) -> list[dict]:
     """``seeds=N``: seeds ``seed … seed+N−1``."""
-    n = cfg.seeds
-    check(
-        isinstance(n, int) and not isinstance(n, bool) and n >= 1,
-        "seeds",
-        n,
-        "an integer >= 1 (the number of seeds trained as one population)",
-    )
-    check(n <= MAX_MEMBERS, "seeds", n, f"at most {MAX_MEMBERS} (split them into several runs)")
-    return [{"seed": cfg.seed + i} for i in range(n)]
+    check_population_args(cfg)
+    return [{"seed": cfg.seed + i} for i in range(cfg.seeds)]
 
 
 def fold_members(cfg: DictConfig) -> list[dict]:
     """``cv=K``: folds ``0 … K−1`` of ``data.cv_folds=K`` (``mlplab.data.splits``)."""
+    check_population_args(cfg)
     k = cfg.cv
-    check(
-        isinstance(k, int) and not isinstance(k, bool) and k >= 2,
-        "cv",
-        k,
-        "an integer >= 2 (the number of folds)",
-    )
-    check(k <= MAX_MEMBERS, "cv", k, f"at most {MAX_MEMBERS} folds")
-    if cfg.get("seeds") is not None:
-        raise ConfigError(
-            f"cv={k} and seeds={cfg.seeds} can't be combined: each seed has its own split, so "
-            "the seeds would not share a test split or folds; run cv=K once per seed=S instead"
-        )
-    data = cfg.data
-    check("cv_folds" in data, "cv", k, "needs data with cv_folds (mlplab.data.TabularDataModule)")
-    for key in ("cv_folds", "cv_fold"):
-        value = data.get(key)
-        check(value is None, f"data.{key}", value, f"null with cv={k}: cv sets it per member")
     from mlplab.data.splits import check_folds
 
-    check_folds(data, k)  # too many folds for the rows: said now, before any member is built
+    check_folds(cfg.data, k)  # too many folds for the rows: said now, before any member is built
     return [{"data.cv_folds": k, "data.cv_fold": fold} for fold in range(k)]
 
 

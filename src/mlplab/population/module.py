@@ -22,13 +22,14 @@ import lightning as L
 import torch
 
 from mlplab.errors import check
+from mlplab.models.arguments import CLIP_ALGORITHMS
 from mlplab.population.metrics import MemberScores, TrainScores
 from mlplab.population.optim import build_stacked_optimizer
 from mlplab.population.schedule import MemberSchedules
 from mlplab.population.stacked import StackedMLP, gather_rows, member_batches, member_losses
 
 OK, STOPPED, DIVERGED, PRUNED = "ok", "stopped", "diverged", "pruned"
-CLIP_ALGORITHMS = ("norm", "value")
+
 # What the weights and the optimizer don't hold: saved in the population's checkpoint.
 MEMBER_STATE = ("status", "best_score", "best_epoch", "stopped_epoch", "wait", "stop_best")
 

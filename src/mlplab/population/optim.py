@@ -21,12 +21,12 @@ members that diverged. Build one from member configs (``conf/optimizer/*.yaml``)
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 
 import torch
 
 from mlplab.errors import check
+from mlplab.models.arguments import check_number
 
 Tensor = torch.Tensor
 
@@ -313,20 +313,6 @@ OPTIMIZERS: dict[str, type[StackedOptimizer]] = {
     "torch.optim.Adagrad": StackedAdagrad,
     "torch.optim.RMSprop": StackedRMSprop,
 }
-# Keys of a member's config that are per-member numbers, and their allowed range (torch's).
-RANGES = {
-    "lr": (lambda v: v >= 0, "a finite number >= 0"),
-    "momentum": (lambda v: v >= 0, "a finite number >= 0"),
-    "dampening": (lambda v: True, "a finite number"),
-    "weight_decay": (lambda v: v >= 0, "a finite number >= 0"),
-    "eps": (lambda v: v >= 0, "a finite number >= 0"),
-    "beta1": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "beta2": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "rho": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-    "alpha": (lambda v: v >= 0, "a finite number >= 0"),
-    "lr_decay": (lambda v: v >= 0, "a finite number >= 0"),
-    "initial_accumulator_value": (lambda v: v >= 0, "a finite number >= 0"),
-}
 
 
 def build_stacked_optimizer(params, target: str, members: list[dict]) -> StackedOptimizer:
@@ -383,7 +369,5 @@ def _member_options(cls, target: str, where: str, member: dict) -> dict:
 
 
 def _number(name: str, key: str, value) -> float:
-    ok_range, allowed = RANGES[key]
-    is_num = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    check(is_num and math.isfinite(value) and ok_range(value), name, value, allowed)
+    check_number(name, key, value)
     return float(value)

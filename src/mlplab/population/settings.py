@@ -23,11 +23,9 @@ import inspect
 from dataclasses import dataclass
 
 from hydra.utils import get_class
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from mlplab.errors import ConfigError
-from mlplab.population.module import Watch
 
 # key → (the values a population takes, why)
 REFUSED = {
@@ -44,31 +42,10 @@ REFUSED = {
     "trainer.reload_dataloaders_every_n_epochs": ((0, None), "members' data is built once"),
 }
 FIGURES = "mlplab.figures.callbacks"  # by name: with figures off, no figure code is imported
-HONOURED = {  # callback class → the arguments a population honours
-    ModelCheckpoint: {
-        "dirpath",
-        "filename",
-        "monitor",
-        "mode",
-        "save_top_k",
-        "verbose",
-        "auto_insert_metric_name",
-        "enable_version_counter",
-        "save_on_train_epoch_end",
-        "save_last",
-    },
-    EarlyStopping: {
-        "monitor",
-        "mode",
-        "patience",
-        "min_delta",
-        "verbose",
-        "strict",
-        "check_finite",
-    },
-    f"{FIGURES}.LearningCurves": {"filename"},
-    f"{FIGURES}.DecisionBoundary": {"filename"},
-}
+CHECKPOINT_ARGS = {"dirpath", "filename", "monitor", "mode", "save_top_k", "verbose"}
+CHECKPOINT_ARGS |= {"auto_insert_metric_name", "enable_version_counter"}
+CHECKPOINT_ARGS |= {"save_on_train_epoch_end", "save_last"}
+STOPPING_ARGS = {"monitor", "mode", "patience", "min_delta", "verbose", "strict", "check_finite"}
 SWEEP_PRUNING = "mlplab.sweep.objective.trial_pruning"  # the sweep prunes members itself
 
 
@@ -76,7 +53,7 @@ SWEEP_PRUNING = "mlplab.sweep.objective.trial_pruning"  # the sweep prunes membe
 class Settings:
     """What a population's config asks of it (after ``population_settings`` checked it)."""
 
-    best: Watch | None = None  # a ModelCheckpoint with a monitor: members' best weights
+    best: object = None  # a ModelCheckpoint with a monitor: ``module.Watch`` of members' best
     last: bool = False  # a ModelCheckpoint without one: the population's checkpoint (resume)
     stopping: dict | None = None  # EarlyStopping's monitor, mode, min_delta (patience: per member)
     curves: str | None = None  # LearningCurves' file name
@@ -84,14 +61,29 @@ class Settings:
     limit_train_batches: int | float = 1.0
 
 
-def population_settings(cfg: DictConfig) -> Settings:
-    """The settings of a population of ``cfg``; a ConfigError naming the first key it can't
-    honour."""
-    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+def check_population_trainer(trainer: dict) -> None:
+    """The trainer's keys a population can't honour (``REFUSED``): one ConfigError line."""
     for key, (allowed, why) in REFUSED.items():
         value = trainer.get(key.split(".", 1)[1])
         if value not in allowed:
             _refuse(key, value, f"{why}, e.g. {key}={allowed[0]}")
+
+
+def population_settings(cfg: DictConfig) -> Settings:
+    """The settings of a population of ``cfg``; a ConfigError naming the first key it can't
+    honour."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from mlplab.population.module import Watch
+
+    honoured = {  # callback class → the arguments a population honours
+        ModelCheckpoint: CHECKPOINT_ARGS,
+        EarlyStopping: STOPPING_ARGS,
+        f"{FIGURES}.LearningCurves": {"filename"},
+        f"{FIGURES}.DecisionBoundary": {"filename"},
+    }
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    check_population_trainer(trainer)
     limit = trainer.get("limit_train_batches")
     settings = Settings(limit_train_batches=1.0 if limit is None else limit)
     for name, node in (cfg.get("callbacks") or {}).items():
@@ -102,16 +94,16 @@ def population_settings(cfg: DictConfig) -> Settings:
         if target == SWEEP_PRUNING:
             continue
         cls = _class(target)
-        kind = next((c for c in HONOURED if cls is not None and _is(cls, c)), None)
+        kind = next((c for c in honoured if cls is not None and _is(cls, c)), None)
         if kind is None:
-            names = ", ".join(c if isinstance(c, str) else c.__name__ for c in HONOURED)
+            names = ", ".join(c if isinstance(c, str) else c.__name__ for c in honoured)
             _refuse(
                 f"callbacks.{name}",
                 target,
                 f"a population honours {names}: set callbacks.{name}=null, or train the "
                 "members one by one",
             )
-        _check_arguments(f"callbacks.{name}", cls, node, HONOURED[kind])
+        _check_arguments(f"callbacks.{name}", cls, node, honoured[kind])
         args = OmegaConf.to_container(cfg.callbacks[name], resolve=True)
         if issubclass(cls, ModelCheckpoint) and args.get("monitor"):
             if args.get("save_top_k", 1) != 1:

@@ -23,6 +23,7 @@ from mlplab.run.checkpoint import AtomicCheckpointIO, RunRecord, read_checkpoint
 from mlplab.run.progress import ProgressBar
 from mlplab.run.rundir import damaged_hint
 from mlplab.run.trackers import CSVLogger
+from mlplab.run.values import check_trainer
 
 CLIP_KEYS = ("gradient_clip_val", "gradient_clip_algorithm")
 
@@ -176,29 +177,6 @@ def wandb_id(output_dir: str | Path) -> str:
     return path.read_text().strip()
 
 
-def _int(low: int):
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-
-def _limit(v) -> bool:  # Lightning's limit_*_batches: a count, or a fraction of the batches
-    return _int(0)(v) or (isinstance(v, float) and 0.0 <= v <= 1.0)
-
-
-# Trainer arguments Lightning takes without checking (max_epochs="abc" fails deep inside fit).
-TRAINER_CHECKS = {
-    "max_epochs": (lambda v: v is None or _int(-1)(v), "an integer >= 0 (-1 = no limit)"),
-    "min_epochs": (lambda v: v is None or _int(0)(v), "an integer >= 0"),
-    "max_steps": (_int(-1), "an integer >= 1 (-1 = no limit)"),
-    "check_val_every_n_epoch": (lambda v: v is None or _int(1)(v), "an integer >= 1"),
-    "log_every_n_steps": (_int(1), "an integer >= 1"),
-    "num_sanity_val_steps": (_int(-1), "an integer >= 0 (-1 = all)"),
-    "limit_train_batches": (lambda v: v is None or _limit(v), "a count >= 0 or a fraction"),
-    "limit_val_batches": (lambda v: v is None or _limit(v), "a count >= 0 or a fraction"),
-    "limit_test_batches": (lambda v: v is None or _limit(v), "a count >= 0 or a fraction"),
-    "overfit_batches": (_limit, "a count >= 0 or a fraction"),
-}
-
-
 def build_trainer(
     cfg: DictConfig,
     callbacks: list,
@@ -213,9 +191,7 @@ def build_trainer(
     if model is None or not model.automatic_optimization:
         for key in CLIP_KEYS:
             trainer_cfg.pop(key, None)
-    for key, (ok, allowed) in TRAINER_CHECKS.items():
-        if key in trainer_cfg:
-            check(ok(trainer_cfg[key]), f"trainer.{key}", trainer_cfg[key], allowed)
+    check_trainer(trainer_cfg)
     # No ModelCheckpoint configured (callbacks=none) means no checkpoints, not Lightning's
     # default one in some folder of its own.
     has_checkpoints = any(isinstance(c, Checkpoint) for c in callbacks)

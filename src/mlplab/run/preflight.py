@@ -37,6 +37,7 @@ from omegaconf.errors import (
 from mlplab.config import compose_config
 from mlplab.errors import ConfigError
 from mlplab.run.rundir import check_run_dir, check_sweep_dir
+from mlplab.run.values import check_values
 
 
 @dataclass
@@ -134,6 +135,8 @@ def preflight(argv: Sequence[str], config_name: str, train: bool = False) -> lis
         check_required(cfg)
     if train and configs:
         check_train(configs, line.multirun)
+        for cfg in configs:  # the values, before Lightning is imported
+            check_values(cfg)
     return configs
 
 

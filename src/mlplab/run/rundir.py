@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover
     fcntl = None
 
 LOCK_NAME = ".lock"
-POPULATION_CHECKPOINT = Path("checkpoints") / "population.ckpt"  # mlplab.population.resume
+POPULATION_CHECKPOINT = Path("checkpoints") / "population.ckpt"  # mlplab.population.checkpoint
 RERUN_FLAGS = ("--config-dir", "-cd", "--config-name", "-cn")
 
 
