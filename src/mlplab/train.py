@@ -11,6 +11,8 @@ The command line is composed and checked before Hydra starts and before Lightnin
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -22,8 +24,9 @@ from omegaconf import DictConfig
 
 from mlplab.config import CONF_DIR, portable_data
 from mlplab.errors import DivergedError, clean_exit, fail, user_error
+from mlplab.run import interrupt
 from mlplab.run.console import one_console_handler, print_metrics, silence_known_noise
-from mlplab.run.preflight import normalize_argv, preflight
+from mlplab.run.preflight import expand_resume, normalize_argv, preflight
 from mlplab.run.provenance import write_run_info
 from mlplab.run.rundir import (
     RunLock,
@@ -76,7 +79,7 @@ def train_members(cfg: DictConfig, members: list[dict]) -> dict[str, float]:
     resume = cfg.get("resume") == "auto"
     summary = train_population(cfg, members, out_dir, resume=resume, before_fit=run_info)
     failed = summary[summary.status == "diverged"]
-    done = f"{len(summary) - len(failed)} of {len(summary)}"
+    done = f"{len(summary) - len(failed)} of {len(members)}"
     if cfg.get("cv") is not None:
         from mlplab.data.splits import check_folds
 
@@ -118,7 +121,18 @@ def _run(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
     try:
-        metrics = train(cfg)
+        with interrupt.session():
+            metrics = train(cfg)
+    except KeyboardInterrupt:  # before training started
+        if cfg.get("resume") == "auto":
+            _exit_interrupted("interrupted while starting: the run dir is left as it was")
+        shutil.rmtree(output_dir, ignore_errors=True)  # preflight found it empty: all ours
+        _exit_interrupted("interrupted while starting: nothing was written")
+    except interrupt.StopNow:
+        _exit_interrupted(
+            "interrupted: stopped at once; checkpoints/last.ckpt holds the last finished "
+            f"epoch. Continue with: {resume_command(output_dir)}"
+        )
     except Exception as err:
         cause = user_error(err)
         if cause is None:
@@ -148,12 +162,25 @@ def _run(cfg: DictConfig) -> None:
         else:
             print_metrics(metrics, sources=_metric_sources(output_dir))
         print(f"run dir: {output_dir}")
+    if interrupt.requested():
+        _exit_interrupted(f"interrupted: continue with: {resume_command(output_dir)}")
+
+
+def resume_command(run_dir: str | Path) -> str:
+    """The command that continues the run in ``run_dir`` with its saved config."""
+    return f"mlplab-train resume={shlex.quote(str(run_dir))}"
+
+
+def _exit_interrupted(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+    sys.exit(interrupt.EXIT_CODE)
 
 
 def main(argv: list[str] | None = None) -> None:
     """``mlplab-train``: check the command line, then let Hydra run it."""
     with clean_exit():
         argv = normalize_argv(expand_rerun(sys.argv[1:] if argv is None else argv))
+        argv = expand_resume(argv)
     # DDP ranks > 0 re-run this command line: rank 0 has checked it and holds the run dir.
     if process_rank() == 0:
         with clean_exit():

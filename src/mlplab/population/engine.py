@@ -61,8 +61,9 @@ from mlplab.population.module import (
 from mlplab.population.settings import Settings, population_settings
 from mlplab.population.stacked import StackedMLP
 from mlplab.population.tracking import PopulationTracker
-from mlplab.run import build
+from mlplab.run import build, interrupt
 from mlplab.run.checkpoint import write_model_checkpoint
+from mlplab.run.fit import StopAtEpochEnd, fit
 from mlplab.run.provenance import run_environment, write_run_info
 from mlplab.run.threads import apply_threads
 
@@ -194,6 +195,8 @@ def train_population(
                 history += [r | {"member": part[r["member"]]} for r in done.history]
                 if len(parts) > 1:  # what is done so far, in case a later chunk is killed
                     _write_tables(out_dir, rows, history)
+                if interrupt.requested():  # Ctrl-C: the later chunks wait for resume=auto
+                    break
             _write_tables(out_dir, rows, history)
             summary = pd.DataFrame(rows)
             tracker.done(history, summary)
@@ -315,7 +318,7 @@ class _Chunk:
             ),
         )
         apply_threads(config.get("threads", "auto"), self.net.flat.numel(), batch_size)
-        callbacks = []
+        callbacks = [StopAtEpochEnd()]
         if settings.last:
             members = [fingerprint(c) for c in cfgs]
             callbacks.append(PopulationCheckpoint(checkpoint_path(home), members))
@@ -388,8 +391,6 @@ def _one_after_another(
     cfg: DictConfig, configs: MemberConfigs, dirs: list[Path], out_dir: Path, columns, before_fit
 ) -> pd.DataFrame:
     """A model that isn't ``MLPModule``: each member is a stand-alone run in its member dir."""
-    from mlplab.run.fit import fit
-
     rows, history = [], []
     for k, run_dir in enumerate(dirs):
         member = OmegaConf.create(configs[k])
@@ -416,6 +417,8 @@ def _one_after_another(
         if epochs.is_file():
             table = pd.read_csv(epochs).groupby("epoch", as_index=False).first()
             history += [r | {"member": k} for r in table.to_dict("records")]
+        if interrupt.requested():  # Ctrl-C: the later members wait for resume=auto
+            break
     _write_tables(out_dir, rows, history)
     return pd.DataFrame(rows)
 

@@ -9,7 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from mlplab.config import portable_data
-from mlplab.run import build
+from mlplab.run import build, interrupt
 from mlplab.run.checkpoint import check_resumable, check_weights_only, has_step
 from mlplab.run.console import describe_run, print_config
 from mlplab.run.provenance import write_run_info
@@ -36,7 +36,8 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     if ckpt is not None:
         check_resumable(ckpt, str(ckpt_path), model, datamodule)
     resumed_epoch = ckpt.get("epoch") if ckpt is not None else None
-    callbacks = build.build_callbacks(cfg)
+    stop = StopAtEpochEnd()
+    callbacks = [*build.build_callbacks(cfg), stop]
     loggers = build.build_loggers(cfg, resumed_epoch)
     trainer = build.build_trainer(cfg, callbacks, loggers, model)
     failed = True
@@ -59,7 +60,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
                 logger.log_hyperparams({"config": config, "run_info": info})
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         if rank0:
-            _say_why_it_stopped(trainer)
+            _say_why_it_stopped(trainer, stop)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test") and not has_step(model, "test_step"):
             print(f"test: skipped, {type(model).__name__} has no test_step", flush=True)
@@ -73,6 +74,24 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+class StopAtEpochEnd(L.Callback):
+    """Stops training at the end of the epoch in which Ctrl-C was pressed (on every process
+    of a DDP run once any of them saw it). ``stopped_epoch``: that epoch, or None."""
+
+    def __init__(self) -> None:
+        self.stopped_epoch: int | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        interrupt.take_over()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.strategy.reduce_boolean_decision(interrupt.requested(), all=False):
+            trainer.should_stop = True
+            # trainer.min_epochs / min_steps don't hold an interrupt back
+            trainer.fit_loop.min_epochs, trainer.fit_loop.epoch_loop.min_steps = 0, None
+            self.stopped_epoch = trainer.current_epoch
+
+
 def _experiment() -> str | None:
     """The ``experiment=`` option of this run, when Hydra runs it."""
     if not HydraConfig.initialized():
@@ -80,7 +99,10 @@ def _experiment() -> str | None:
     return HydraConfig.get().runtime.choices.get("experiment")
 
 
-def _say_why_it_stopped(trainer) -> None:
+def _say_why_it_stopped(trainer, stop: StopAtEpochEnd) -> None:
+    if stop.stopped_epoch is not None:
+        print(f"interrupted: stopped after epoch {stop.stopped_epoch}", flush=True)
+        return
     stopper = trainer.early_stopping_callback
     if stopper is None or not stopper.stopped_epoch:
         return

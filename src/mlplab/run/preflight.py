@@ -19,6 +19,7 @@ import difflib
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import (
@@ -34,7 +35,7 @@ from omegaconf.errors import (
     ValidationError,
 )
 
-from mlplab.config import compose_config
+from mlplab.config import CONF_DIR, compose_config
 from mlplab.errors import ConfigError
 from mlplab.run.rundir import check_run_dir, check_sweep_dir
 from mlplab.run.values import check_values
@@ -138,6 +139,115 @@ def preflight(argv: Sequence[str], config_name: str, train: bool = False) -> lis
         for cfg in configs:  # the values, before Lightning is imported
             check_values(cfg)
     return configs
+
+
+# ---- resume -------------------------------------------------------------------------------
+IDENTITY = ("hydra", "paths", "run_name", "resume")  # what says where a run is, not what it is
+POPULATION = ("seeds", "cv")
+
+
+def expand_resume(argv: Sequence[str]) -> list[str]:
+    """``resume=<run dir>``, or ``resume=auto`` with a run dir that already holds a run: that
+    run's saved ``config.yaml`` again, in that dir, so it continues with what it was started
+    with (``mlplab-train resume=auto run_name=long`` needs none of the first command's
+    overrides). Overrides given too apply on top of it (``trainer.max_epochs=50``); a config
+    group given again (``experiment=…``, e.g. a requeued SLURM job's command) must ask for
+    what the run has, else a ConfigError names the key. Other command lines come back as
+    they are (``resume=auto`` for a fresh run dir starts it; a multirun resumes its jobs)."""
+    argv = list(argv)
+    line = parse_command_line(argv, "train")
+    given = [o for o in line.overrides if o.startswith("resume=")]
+    if not given or line.multirun or line.config_dir or line.prints_only:
+        return argv
+    value = given[-1].split("=", 1)[1]
+    others = [o for o in line.overrides if not o.startswith("resume=")]
+    if value in ("null", "auto"):
+        run_dir = _run_dir(compose_checked(line, line.overrides)) if value == "auto" else None
+        if run_dir is None or not (run_dir / "config.yaml").is_file():
+            return argv
+    else:
+        run_dir = Path(value).expanduser()
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(
+                f"resume={value!r} is invalid: 'auto' (continue this run_name's dir if it "
+                "holds a run) or a run dir holding the config.yaml mlplab-train writes"
+            )
+    run_dir = run_dir.resolve()
+    groups = [o for o in others if _is_group(o)]
+    values = [o for o in others if o not in groups and _key_of(o) not in IDENTITY]
+    where = _quoted(str(run_dir))
+    overrides = [*values, f"run_name={_quoted(run_dir.name)}", f"hydra.run.dir={where}"]
+    overrides.append("resume=auto")
+    resumed = CommandLine("config", str(run_dir), overrides)
+    has = compose_checked(resumed, overrides)
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    for key in POPULATION:  # what the run is: one run, or a population of seeds or folds
+        if saved.get(key) != has.get(key):
+            raise ConfigError(
+                f"{key}={has.get(key)} is invalid here: the run in {run_dir} has "
+                f"{key}={saved.get(key)}, and resume continues a run as it was started; drop "
+                f"{key}=, or start a new run"
+            )
+    if groups:
+        _check_groups(line, groups, values, has, run_dir)
+    flags = [a for a in argv if a not in line.overrides]
+    return [*flags, "--config-dir", str(run_dir), "--config-name", "config", *overrides]
+
+
+def _run_dir(cfg: DictConfig) -> Path | None:
+    """Where ``cfg`` (composed with its hydra node) would run."""
+    output_dir = OmegaConf.to_container(cfg.paths, resolve=False).get("output_dir", "")
+    if "${hydra:" not in str(output_dir):
+        return Path(cfg.paths.output_dir)
+    run_dir = OmegaConf.select(cfg, "hydra.run.dir", throw_on_resolution_failure=False)
+    return Path(run_dir) if run_dir else None
+
+
+def _is_group(override: str) -> bool:
+    """``data=moons``, ``experiment=…``: an override that picks a config of mlplab's groups."""
+    key = _key_of(override).lstrip("+~").split("@")[0]
+    return "." not in key and key != "hydra" and (Path(CONF_DIR) / key).is_dir()
+
+
+def _quoted(text: str) -> str:
+    """``text`` as one quoted value of Hydra's override grammar."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _check_groups(line, groups, values, resumed: DictConfig, run_dir: Path) -> None:
+    """Each key that the config groups of ``groups`` set must hold the resumed run's value."""
+    asked = _leaves(compose_checked(line, [*values, *groups]))
+    without = _leaves(compose_checked(line, []))  # values may need a group: not values alone
+    has = _leaves(resumed)
+    nodes = {_key_of(g).lstrip("+~").split("@")[0] for g in groups}  # data=…: all of data.*
+    for key, value in asked.items():
+        top = key.split(".")[0]
+        if top in IDENTITY or (top not in nodes and without.get(key, _NONE) == value):
+            continue
+        if has.get(key, _NONE) != value:
+            raise ConfigError(
+                f"{' '.join(groups)} sets {key}={value!r}, but the run in {run_dir} has "
+                f"{key}={has.get(key)!r}: resume continues a run with its saved config; drop "
+                f"{' '.join(groups)}, or start a new run"
+            )
+
+
+_NONE = object()
+
+
+def _leaves(cfg: DictConfig) -> dict:
+    """``cfg`` as dotted key → value (lists are values), interpolations as written."""
+    out = {}
+
+    def walk(node, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                out[f"{prefix}{key}"] = value
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return out
 
 
 # ---- overrides ----------------------------------------------------------------------------
@@ -276,7 +386,7 @@ def check_train(configs: list[DictConfig], multirun: bool) -> None:
     cfg = configs[0]
     resume = cfg.get("resume")
     if resume not in (None, "auto"):
-        raise ConfigError(f"resume={resume!r} is invalid: null or 'auto'")
+        raise ConfigError(f"resume={resume!r} is invalid: 'auto' or a run dir")
     if multirun:
         for job in configs:
             _check_no_ddp(job)
