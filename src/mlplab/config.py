@@ -53,7 +53,7 @@ class TrainConfig:
     seeds: Any = None  # N: train seeds seed, seed+1, ..., seed+N-1 as one population
     cv: Any = None  # K: K-fold cross-validation, the K folds as one population (mlplab.cv)
     threads: Any = "auto"
-    print_config: bool = True
+    print_config: bool = False
     ckpt_path: str | None = None
     resume: str | None = None
     test: bool = True

@@ -25,7 +25,12 @@ from omegaconf import DictConfig
 from mlplab.config import CONF_DIR, portable_data
 from mlplab.errors import DivergedError, clean_exit, fail, user_error
 from mlplab.run import interrupt
-from mlplab.run.console import one_console_handler, print_metrics, silence_known_noise
+from mlplab.run.console import (
+    one_console_handler,
+    print_metrics,
+    print_where,
+    silence_known_noise,
+)
 from mlplab.run.preflight import expand_resume, normalize_argv, preflight
 from mlplab.run.provenance import write_run_info
 from mlplab.run.rundir import (
@@ -161,7 +166,7 @@ def _run(cfg: DictConfig) -> None:
             print_metrics(metrics, title=f"mean and std over {cfg.seeds} seeds (summary.csv)")
         else:
             print_metrics(metrics, sources=_metric_sources(output_dir))
-        print(f"run dir: {output_dir}")
+        print_where(output_dir)
     if interrupt.requested():
         _exit_interrupted(f"interrupted: continue with: {resume_command(output_dir)}")
 

@@ -22,6 +22,18 @@ def test_train_cli_writes_a_complete_run_dir(tmp_path):
     run_dir = tmp_path / "train" / "e2e"
     assert f"run dir: {run_dir}" in out.stdout
     assert "test/acc" in out.stdout and "test/auroc" in out.stdout
+    # the console: one line before training (the config tree goes to a file), where things are
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("run: data pass_fail") and "├── data" not in out.stdout
+    assert (
+        "│   └── _target_: mlplab.data.TabularDataModule"
+        in (run_dir / "config_tree.log").read_text()
+    )
+    assert lines[-2:] == [
+        "figures: decision_boundary.png, learning_curves.png",
+        f"evaluate: mlplab-eval ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
+    ]
+    assert not [line for line in out.stderr.splitlines() if "wandb" in line.lower()], out.stderr
     # resolved config, overrides, provenance
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     # re-runnable: everything resolved except what names this run (a re-run gets a new dir)
@@ -172,7 +184,23 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "mlplab-train"
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "== Config ==" in out.stdout and "optimizer" in out.stdout
+    for own in ("seeds=N", "cv=K", "rerun=RUN_DIR", "resume=auto|RUN_DIR", "optimizer: "):
+        assert own in out.stdout, out.stdout
+    assert "powered by Hydra" not in out.stdout and len(out.stdout.splitlines()) < 60
+
+
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [
+        ("max_epochs=3", "trainer.max_epochs"),
+        ("lr=0.1", "optimizer.lr"),
+        ("dropout=0.2", "model.dropout"),
+    ],
+)
+def test_a_top_level_key_that_lives_one_level_down_gets_a_did_you_mean(given, meant, tmp_path):
+    out = run_cli(given, cwd=tmp_path)
+    assert out.returncode == 2
+    assert f"did you mean {meant}?" in out.stderr.strip().splitlines()[-1], out.stderr
 
 
 def test_multirun_refuses_ddp(tmp_path):

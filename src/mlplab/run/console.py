@@ -1,5 +1,6 @@
-"""What a run prints: the resolved config as a tree, one line saying what runs where, the
-final metrics labelled by where they come from — and silence for two known start-up messages.
+"""What a run prints: one line saying what runs where (the resolved config as a tree goes to
+``config_tree.log``), the final metrics labelled by where they come from, where the run and its
+figures are — and silence for Lightning's chatter.
 
 Cheap to import (rich and omegaconf only): entry points use it before Lightning is loaded.
 """
@@ -7,6 +8,7 @@ Cheap to import (rich and omegaconf only): entry points use it before Lightning 
 from __future__ import annotations
 
 import logging
+import shlex
 import warnings
 from pathlib import Path
 
@@ -22,13 +24,22 @@ CONFIG_TREE_FILE = "config_tree.log"
 
 
 # ---- known noise ----------------------------------------------------------------------------
-class _DropLightningChatter(logging.Filter):
-    """Lightning's cloud-logger tip ("💡 Tip: ... litlogger ...") and its accelerator lines
-    ("GPU available: False, used: False"): ``describe_run`` says where the run runs."""
+# Lightning's cloud-logger tip ("💡 Tip: ... litlogger ..."), its accelerator lines ("GPU
+# available: False, used: False": ``describe_run`` says where the run runs), why fit stopped
+# (said by the run itself) and which checkpoint the test loads (the metrics table says).
+CHATTER = (
+    "litlogger",
+    " available: ",
+    "`Trainer.fit` stopped: ",
+    "Restoring states from the checkpoint path",
+    "Loaded model weights from the checkpoint",
+)
 
+
+class _DropLightningChatter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not ("litlogger" in message or " available: " in message)
+        return not any(text in message for text in CHATTER)
 
 
 _FILTER = _DropLightningChatter()
@@ -77,10 +88,12 @@ def config_tree(cfg: DictConfig) -> Tree:
     return tree
 
 
-def print_config(cfg: DictConfig, run_dir: str | Path | None = None) -> None:
-    """Print the config tree; with ``run_dir``, also save it as ``config_tree.log`` there."""
+def print_config(cfg: DictConfig, run_dir: str | Path | None = None, show: bool = True) -> None:
+    """Print the config tree (``show``); with ``run_dir``, also save it as
+    ``config_tree.log`` there."""
     tree = config_tree(cfg)
-    Console().print(tree)
+    if show:
+        Console().print(tree)
     if run_dir is not None:
         with open(Path(run_dir) / CONFIG_TREE_FILE, "w") as f:
             Console(file=f, color_system=None, width=100).print(tree)
@@ -127,3 +140,18 @@ def print_metrics(
             row.append(sources.get(key.split("/")[0], ""))
         table.add_row(*row)
     Console().print(table)
+
+
+def print_where(run_dir: str | Path) -> None:
+    """The run's last lines: where it is, its figures, and the command that evaluates its best
+    checkpoint (its last one without a best)."""
+    run_dir = Path(run_dir)
+    print(f"run dir: {run_dir}")
+    figures = sorted(p.name for p in run_dir.glob("*.png"))
+    if figures:
+        print(f"figures: {', '.join(figures)}")
+    for name in ("best.ckpt", "last.ckpt"):
+        ckpt = run_dir / "checkpoints" / name
+        if ckpt.is_file():
+            print(f"evaluate: mlplab-eval ckpt_path={shlex.quote(str(ckpt))}")
+            break

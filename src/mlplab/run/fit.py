@@ -44,8 +44,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     try:
         if rank0:
             output_dir = cfg.paths.output_dir
-            if cfg.get("print_config", True):
-                print_config(cfg, output_dir)
+            print_config(cfg, output_dir, show=bool(cfg.get("print_config")))
             print(describe_run(datamodule, model, trainer, threads, _experiment()), flush=True)
             for group in build.unused_groups(cfg):
                 print(

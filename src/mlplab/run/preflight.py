@@ -326,15 +326,26 @@ def _unknown_key(key: str, line: CommandLine, overrides: list[str]) -> str:
     parent, _, leaf = key.rpartition(".")
     where = f"a key of {parent}" if parent else "a config key"
     known: list[str] = []
+    below: list[str] = []  # one level down: max_epochs → trainer.max_epochs
     try:  # the same config without the offending override: what keys are there?
         rest = [o for o in overrides if _key_of(o) != key]
         cfg = compose_config(line.config_name, rest, config_dir=line.config_dir)
         node = OmegaConf.select(cfg, parent) if parent else cfg
-        known = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+        if isinstance(node, DictConfig):
+            known = [str(k) for k in node.keys()]
+            below = [
+                f"{k}.{inner}"
+                for k in known
+                if isinstance(node.get(k), DictConfig)
+                for inner in node[k].keys()
+                if inner == leaf
+            ]
     except Exception:  # noqa: BLE001 — then no suggestion, the message still stands
         pass
     close = difflib.get_close_matches(leaf, known, n=1, cutoff=0.6)
-    if close:
+    if below:
+        hint = f"did you mean {' or '.join(f'{parent}.{b}' if parent else b for b in below)}?"
+    elif close:
         hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?"
     elif known:
         hint = f"its keys: {', '.join(sorted(known))}"
