@@ -108,8 +108,13 @@ def compose_config(
             holding a saved ``config.yaml``.
         return_hydra_config: keep the ``hydra`` node (run dir, launcher, ...).
     """
-    primary = str(Path(config_dir).resolve()) if config_dir else CONF_DIR
-    extra = [f"hydra.searchpath=[file://{CONF_DIR}]"] if config_dir else []
+    primary, extra = CONF_DIR, []
+    if config_dir:  # as Hydra's --config-dir: searched first, mlplab's conf/ still found
+        here = Path(config_dir).resolve()
+        if (here / f"{config_name}.yaml").is_file():  # a run dir's config.yaml
+            primary, extra = str(here), [f"hydra.searchpath=[file://{CONF_DIR}]"]
+        else:  # a folder of one's own groups (model/mine.yaml)
+            extra = [f"hydra.searchpath=[file://{here}]"]
     with initialize_config_dir(primary, version_base="1.3"):
         return compose(
             config_name,
@@ -139,7 +144,8 @@ def portable_data(cfg: DictConfig, keep: Iterable[str] = ()) -> dict:
     reference to re-run it: ``RUN_IDENTITY`` (run dir and run name are interpolations again,
     so a re-run gets a new dir) and every value derived from those, from ``seed`` (``data.seed:
     ${seed}``: a re-run with ``seed=7`` also splits with 7) or from a key in ``keep`` (a
-    population's member keys: its members' values follow them).
+    population's member keys: its members' values follow them). The data's file paths are
+    absolute (``data.sources.resolve_paths``): the config reads that data from any folder.
 
     Public OmegaConf only: the identity keys hold a placeholder while the rest resolves (a
     ``${hydra:...}`` run dir resolves only inside a Hydra run), then their references are
@@ -158,6 +164,9 @@ def portable_data(cfg: DictConfig, keep: Iterable[str] = ()) -> dict:
         _set(data, key, _get(raw, key))
     for key, value in RUN_IDENTITY.items():
         _set(data, key, value)
+    from mlplab.data.sources import resolve_paths  # pandas: imported when a run records
+
+    resolve_paths(data.get("data"))
     return data
 
 

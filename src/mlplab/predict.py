@@ -1,13 +1,16 @@
-"""Predict with a checkpoint: ``mlplab-predict ckpt_path=PATH input=new.csv output=pred.csv``.
+"""Predict with a checkpoint: ``mlplab-predict ckpt_path=PATH input=new.csv [output=pred.csv]``.
 
 Writes the input rows plus a ``prediction`` column (a value in the target's units for
 regression; the class label for classification, with one ``prob_<class>`` column per class).
-CSV and Parquet in and out. Categories never seen in training go to the "unknown" bucket.
-The output appears only once complete (written to a temp file, then renamed).
+CSV and Parquet in and out; without ``output=`` the CSV goes to stdout, alone, so it pipes
+(``mlplab-predict ... | head``). Categories never seen in training go to the "unknown"
+bucket, with a note on stderr counting them. The output appears only once complete (written
+to a temp file, then renamed).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import hydra
@@ -18,8 +21,9 @@ from omegaconf import DictConfig
 
 from mlplab.config import CONF_DIR
 from mlplab.data.io import FILE_TYPES, read_table, write_table
+from mlplab.data.preprocess import unseen_note
 from mlplab.errors import check, clean_exit
-from mlplab.run.preflight import normalize_argv, preflight
+from mlplab.run.preflight import import_from_here, normalize_argv, preflight
 
 
 @torch.inference_mode()
@@ -47,16 +51,23 @@ def with_predictions(df: pd.DataFrame, out: torch.Tensor, task: str, classes: li
 
 
 def predict(cfg: DictConfig) -> pd.DataFrame:
-    suffix = str(cfg.output).lower().rsplit(".", 1)[-1]
-    check(f".{suffix}" in FILE_TYPES, "output", cfg.output, f"file type one of {FILE_TYPES}")
+    """The input rows with their predictions, also written to ``cfg.output`` if it is set.
+    Categories never seen in training get one note on stderr."""
+    if cfg.get("output") is not None:
+        suffix = str(cfg.output).lower().rsplit(".", 1)[-1]
+        check(f".{suffix}" in FILE_TYPES, "output", cfg.output, f"file type one of {FILE_TYPES}")
     from mlplab.run.checkpoint import load_checkpoint  # Lightning: after the config checked out
 
     model, datamodule = load_checkpoint(cfg.ckpt_path)
     pre = datamodule.preprocessor
     df = read_table(cfg.input, key="input")
     out = predict_frame(model, pre.features(df), cfg.batch_size, pre)
+    note = unseen_note(pre.unseen_categories(df))
+    if note:
+        print(note, file=sys.stderr, flush=True)
     result = with_predictions(df, out, pre.task, pre.classes)
-    write_table(result, cfg.output)
+    if cfg.get("output") is not None:
+        write_table(result, cfg.output)
     return result
 
 
@@ -64,11 +75,20 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
 def _run(cfg: DictConfig) -> None:
     with clean_exit():
         result = predict(cfg)
-    print(f"wrote {len(result)} predictions to {cfg.output}")
+    if cfg.get("output") is not None:
+        print(f"wrote {len(result)} predictions to {cfg.output}")
+        return
+    text = result.to_csv(index=False)  # whole before the first byte: no half-written table
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader stopped early (`| head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no 2nd error at exit
 
 
 def main(argv: list[str] | None = None) -> None:
     """``mlplab-predict``: check the command line, then let Hydra run it."""
+    import_from_here()  # a model class of one's own, from the folder it is run in
     argv = normalize_argv(sys.argv[1:] if argv is None else argv)
     with clean_exit():
         preflight(argv, "predict")

@@ -31,7 +31,7 @@ from mlplab.run.console import (
     print_where,
     silence_known_noise,
 )
-from mlplab.run.preflight import expand_resume, normalize_argv, preflight
+from mlplab.run.preflight import expand_resume, import_from_here, normalize_argv, preflight
 from mlplab.run.provenance import write_run_info
 from mlplab.run.rundir import (
     RunLock,
@@ -50,6 +50,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     The run dir is locked while this runs and never written over: a dir that holds another
     run is refused unless ``resume=auto`` continues it.
     """
+    from mlplab.data.sources import resolve_paths  # torch-free: before Lightning loads
+
+    resolve_paths(cfg.get("data"))  # recorded absolute: re-run, eval work from any folder
     # Imported here, not at the top: `mlplab-train --help` and config mistakes then answer
     # without waiting for Lightning.
     from mlplab.population.members import population_members
@@ -183,6 +186,7 @@ def _exit_interrupted(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """``mlplab-train``: check the command line, then let Hydra run it."""
+    import_from_here()
     with clean_exit():
         argv = normalize_argv(expand_rerun(sys.argv[1:] if argv is None else argv))
         argv = expand_resume(argv)

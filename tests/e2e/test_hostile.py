@@ -238,7 +238,7 @@ CASES = [
     ("eval-inf", "eval", ["ckpt_path={ckpt}", "input={inf}"], "'x1'", 2),
     ("eval-output", "eval", ["ckpt_path={ckpt}", "output={root}/no/dir/m.json"], "does not", 2),
     # -- mlplab-predict ---------------------------------------------------------------------
-    ("pred-required", "predict", ["ckpt_path={ckpt}"], "input, output are required", 2),
+    ("pred-required", "predict", ["ckpt_path={ckpt}"], "input is required", 2),
     (
         "pred-out-type",
         "predict",

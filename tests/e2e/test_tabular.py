@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlplab.config import compose_config
+from mlplab.evaluate import evaluation
 from tests.conftest import ROOT, run_cli
 
 QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.max_epochs=3"]
@@ -20,7 +22,7 @@ def people(n: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame({"age": age, "city": city, "income": income, "buys": buys})
 
 
-def test_csv_train_eval_predict_with_unknown_category(tmp_path):
+def test_csv_train_eval_predict_with_unknown_category(tmp_path, capsys):
     people(400).to_csv(tmp_path / "train.csv", index=False)
     out = run_cli(
         "data=csv",
@@ -55,6 +57,18 @@ def test_csv_train_eval_predict_with_unknown_category(tmp_path):
     pred = pd.read_csv(tmp_path / "pred.csv")
     assert len(pred) == 20 and set(pred["prediction"]) <= {0, 1}
     assert pred[["prob_0", "prob_1"]].notna().all().all()
+    note = "note: categories never seen in training, scored as unknown: city: 1 in 1 row ('Paris')"
+    assert note in predicted.stderr.splitlines()
+
+    # mlplab-eval on a file says the same, and names the file and its rows
+    scored = people(30, seed=2)
+    scored.loc[[3, 5], "city"] = ["Paris", "Lyon"]
+    scored.to_csv(tmp_path / "scored.csv", index=False)
+    cfg = compose_config("eval", [f"ckpt_path={ckpt}", f"input={tmp_path / 'scored.csv'}"])
+    _, about = evaluation(cfg)
+    assert about == f"metrics on {tmp_path / 'scored.csv'} (30 rows)"
+    note = "scored as unknown: city: 2 in 2 rows ('Lyon', 'Paris')"
+    assert note in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,15 @@ from mlplab.errors import ConfigError, check
 FILE_TYPES = (".csv", ".parquet", ".pq")
 
 
+def absolute_path(path: str | Path) -> str:
+    """``path`` as an absolute path: ``~`` expanded, a relative path taken from the folder the
+    command was started in (Hydra's original one, also under ``hydra.job.chdir=true``),
+    ``..`` folded; symlinks are kept as named."""
+    from hydra.utils import to_absolute_path  # its original cwd, or os.getcwd() outside Hydra
+
+    return os.path.normpath(to_absolute_path(os.path.expanduser(str(path))))
+
+
 def check_file(path: str | Path, key: str = "path") -> None:
     """A file of a table type that is there and not empty; else one ConfigError naming it."""
     path = Path(path)

@@ -169,13 +169,30 @@ class Preprocessor:
             out[:, k + j] = missing[column]
         offset, rows = k + m, np.arange(n)
         for column, cats in zip(self.categorical, self.categories, strict=True):
-            codes, keys = columns.factorized(column)
-            known = pd.Index(cats).get_indexer([MISSING if k is None else k for k in keys])
+            known, codes, _ = _lookup(columns, column, cats)
             slots = known[codes]  # the key's slot per row; −1: never seen in training
             slots[slots < 0] = len(cats)  # unseen in training → the unknown slot
             out[rows, offset + slots] = 1.0
             offset += len(cats) + 1
         return torch.from_numpy(out)
+
+    def unseen_categories(
+        self, df: pd.DataFrame, columns: Columns | None = None
+    ) -> dict[str, tuple[list[str], int]]:
+        """The categories of ``df`` never seen in training (``features`` puts them in their
+        column's unknown slot): column → (those values as canonical keys, sorted, a missing
+        cell as ``<missing>``; the number of rows holding them). Columns without any are left
+        out."""
+        self.check_columns(df)
+        columns = columns or Columns(df)
+        found = {}
+        for column, cats in zip(self.categorical, self.categories, strict=True):
+            known, codes, names = _lookup(columns, column, cats)
+            unseen = known[codes] < 0
+            if unseen.any():
+                values = names[np.unique(codes[unseen])]  # code −1 (missing): the last name
+                found[column] = (sorted(set(values)), int(unseen.sum()))
+        return found
 
     def targets(self, df: pd.DataFrame, columns: Columns | None = None) -> torch.Tensor:
         """(N,) targets: float32 for binary/regression, int64 class indices for multiclass."""
@@ -218,6 +235,28 @@ class Preprocessor:
     @classmethod
     def from_state_dict(cls, state: dict) -> Preprocessor:
         return cls(**state)
+
+
+def unseen_note(unseen: dict[str, tuple[list[str], int]], shown: int = 3) -> str | None:
+    """One line for ``Preprocessor.unseen_categories``: per column, how many categories were
+    never seen in training, in how many rows, and the first ``shown`` of them."""
+    if not unseen:
+        return None
+    parts = []
+    for column, (values, rows) in unseen.items():
+        more = ", ..." if len(values) > shown else ""
+        names = ", ".join(repr(v) for v in values[:shown]) + more
+        parts.append(f"{column}: {len(values)} in {rows:,} row{'s' * (rows != 1)} ({names})")
+    return "note: categories never seen in training, scored as unknown: " + "; ".join(parts)
+
+
+def _lookup(columns: Columns, column: str, cats: list[str]) -> tuple[np.ndarray, ...]:
+    """(known, codes, names) of a categorical column: row i holds the value ``names[codes[i]]``
+    (a canonical key; ``<missing>``, the last, for code −1), whose slot among the training
+    categories ``cats`` is ``known[codes[i]]`` (−1: never seen in training)."""
+    codes, keys = columns.factorized(column)
+    names = np.array([MISSING if k is None else k for k in keys], dtype=object)
+    return pd.Index(cats).get_indexer(names), codes, names
 
 
 def _no_empty(df: pd.DataFrame, target: str, empty: np.ndarray) -> None:

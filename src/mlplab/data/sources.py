@@ -11,7 +11,7 @@ import pandas as pd
 
 from mlplab.data import flights, tabular, toy
 from mlplab.data.columns import ParsedTable
-from mlplab.data.io import check_file
+from mlplab.data.io import absolute_path, check_file
 from mlplab.data.spec import TableSpec
 from mlplab.errors import ConfigError
 
@@ -33,6 +33,14 @@ SOURCES: dict[str, Callable[..., tuple[pd.DataFrame, TableSpec]]] = {
     "csv": tabular.load_csv,
 }
 
+# The options of a source that name a file ("table": read by ``io.read_table``, checked before
+# anything runs) or a folder. A run makes them absolute first (``resolve_paths``), so its
+# config.yaml and checkpoints read the same data from whatever folder they are used in.
+PATH_OPTIONS: dict[str, dict[str, str]] = {
+    "csv": {"path": "table"},
+    "flights": {"cache_dir": "folder"},
+}
+
 
 _SHARED: dict[str, tuple[pd.DataFrame, TableSpec]] | None = None  # see shared_sources
 _PARSED: dict[int, ParsedTable] = {}  # id(shared table) → its parse, while it is shared
@@ -49,8 +57,52 @@ def check_source(name: str, options: dict) -> None:
         raise ConfigError(
             f"data.options={options!r} is invalid for source {name!r}: {err}"
         ) from None
-    if name == "csv" and isinstance(options.get("path"), str | Path):
-        check_file(options["path"], key="data.options.path")
+    for key in data_files(name, options):
+        check_file(options[key], key=f"data.options.{key}")
+
+
+def data_files(name: str, options: dict) -> list[str]:
+    """The keys of ``options`` that name a data file of source ``name``."""
+    kinds = PATH_OPTIONS.get(name, {})
+    return [k for k, kind in kinds.items() if kind == "table" and _is_path(options.get(k))]
+
+
+def check_recorded_files(name: str, options: dict, owner: str, advice: str) -> None:
+    """The data files a past run recorded are still there; else one ConfigError naming
+    ``owner`` (the record, e.g. ``ckpt_path='…'``), where the file was at training time, where
+    it was looked for (if elsewhere) and ``advice`` (what to do instead)."""
+    for key in data_files(name, options):
+        recorded = str(options[key])
+        looked = absolute_path(recorded)
+        if Path(looked).is_file():
+            continue
+        if Path(recorded).is_absolute():
+            where = f"{recorded} at training time and is not there now"
+        else:  # recorded before runs made their paths absolute
+            where = f"{recorded!r} relative to the folder training ran in, not found here"
+        seen = "" if looked == recorded else f" (looked at {looked})"
+        raise ConfigError(
+            f"{owner} can't rebuild its data: data.options.{key} was {where}{seen}: {advice}"
+        )
+
+
+def resolve_paths(data) -> None:
+    """Make the path options of ``data`` (a data config or its plain dict: ``source`` and
+    ``options``) absolute, in place (``io.absolute_path``): a relative path means the folder
+    the command was started in, and the run records where its data was, not how it was typed.
+    Anything else (another DataModule, no such option, a reference to the run dir that
+    ``config.portable_data`` keeps as ``${...}``) is left as it is."""
+    options = data.get("options") if hasattr(data, "get") else None
+    if not hasattr(options, "get"):
+        return
+    for key in PATH_OPTIONS.get(data.get("source"), {}):
+        value = options.get(key)
+        if _is_path(value) and "${" not in str(value):
+            options[key] = absolute_path(value)
+
+
+def _is_path(value) -> bool:
+    return isinstance(value, str | Path) and str(value) != ""
 
 
 def load_source(name: str, **kwargs) -> tuple[pd.DataFrame, TableSpec]:
