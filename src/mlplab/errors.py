@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -66,3 +67,46 @@ def clean_exit(cleanup: Callable[[], None] | None = None) -> Iterator[None]:
         if cleanup is not None:
             cleanup()
         fail(cause)
+
+
+def import_target(key: str, target: str) -> Any:
+    """The object a ``_target_`` names (``my_model.LitMLP``), or a ConfigError naming ``key``
+    with the import's own reason (``import_reason``)."""
+    try:
+        return locate(target)
+    except Exception as err:  # noqa: BLE001 — whatever the import raised, said in one line
+        reason = import_reason(err, target)
+        raise ConfigError(f"{key}={target!r} can't be imported: {reason}") from None
+
+
+def locate(target: str) -> Any:
+    """``module.attr[.attr...]`` → the object, importing the longest prefix that is a module;
+    the import's own error if there is none (not Hydra's ``get_class``: its message hides the
+    reason behind a line of its own, and it logs the failure on several more)."""
+    parts = target.split(".")
+    for i in range(len(parts), 0, -1):
+        module = ".".join(parts[:i])
+        try:
+            found = importlib.import_module(module)
+        except ModuleNotFoundError as err:  # not a module: a shorter prefix may be
+            if err.name and (module == err.name or module.startswith(f"{err.name}.")):
+                continue
+            raise
+        for attr in parts[i:]:
+            found = getattr(found, attr)
+        return found
+    raise ModuleNotFoundError(f"No module named {parts[0]!r}", name=parts[0])
+
+
+def import_reason(err: BaseException, target: str) -> str:
+    """Why ``target`` could not be imported, in one line: the error the import raised (a
+    module not on the path, a ``NameError`` in the user's file), and for a module of one's own
+    where Python looks for it."""
+    reason = f"{type(err).__name__}: {' '.join(str(err).split())}"
+    top = target.split(".")[0]
+    if isinstance(err, ModuleNotFoundError) and err.name == top:
+        reason += (
+            f" (a module of your own: run from the folder that holds {top}.py, or add that "
+            "folder to PYTHONPATH)"
+        )
+    return reason

@@ -35,15 +35,17 @@ def _train(tmp_path, monkeypatch, *overrides: str) -> tuple[dict, str]:
 
 
 def test_readme_shows_exactly_the_shipped_module():
+    """The README's my_model.py is models/example.py's class with the same imports (the
+    README's blocks themselves run in tests/e2e/test_readme.py)."""
     readme = (ROOT / "README.md").read_text()
     source = (ROOT / "src" / "mlplab" / "models" / "example.py").read_text()
-    config = (ROOT / "src" / "mlplab" / "conf" / "model" / "example.yaml").read_text()
-    code = re.search(r"```python\n(class LitMLP.*?)```", readme, flags=re.S)
-    assert code and code.group(1) in source
-    lines = [ln for ln in code.group(1).splitlines() if ln.strip()]
-    assert len(lines) <= 40
-    yaml_block = re.search(r"```yaml\n# conf/model/example.yaml\n(.*?)```", readme, flags=re.S)
-    assert yaml_block and yaml_block.group(1) in config
+    code = re.search(r"```python\n# file: my_model.py\n(.*?)```", readme, flags=re.S)
+    assert code
+    imports, _, body = code.group(1).partition("\n\n\nclass LitMLP")
+    assert f"class LitMLP{body}" in source
+    for line in imports.strip().splitlines():
+        assert line in source.splitlines(), line
+    assert len([ln for ln in body.splitlines() if ln.strip()]) <= 40
 
 
 @pytest.mark.parametrize(("data", "metric"), [("moons", "test/loss"), ("grades", "test/loss")])
@@ -149,3 +151,35 @@ def test_sweeps_over_the_modules_own_arguments(tmp_path, monkeypatch):
     assert len(study.trials) == 2 and all(t.value is not None for t in study.trials)
     lrs = [t.params["model.lr"] for t in study.trials]
     assert lrs[0] != lrs[1]
+
+
+def test_a_target_given_alone_leaves_out_the_model_group_keys_it_doesnt_take(make_cfg, capsys):
+    """``model._target_=...`` keeps model=mlp's hidden_sizes, activation, ...: the class takes
+    none of them, so they are left out with a note; a key of one's own it doesn't take is an
+    error naming it."""
+    from mlplab.errors import ConfigError
+    from mlplab.train import train
+
+    target = "model._target_=mlplab.models.example.LitMLP"
+    metrics = train(make_cfg(target, "data=moons", "trainer.max_epochs=1"))
+    out = capsys.readouterr().out
+    assert (
+        "note: LitMLP takes no hidden_sizes, activation, dropout, layer, l1, group_batches" in out
+    )
+    assert "test/loss" in metrics
+    with pytest.raises(ConfigError, match=r"model.hiden=3 is invalid: not an argument of"):
+        train(make_cfg(target, "+model.hiden=3", "trainer.max_epochs=1", name="typo"))
+    with pytest.raises(ConfigError, match=r"model.hidden_sizes=\[8\] is invalid: not an argument"):
+        train(make_cfg(target, "model.hidden_sizes=[8]", "trainer.max_epochs=1", name="set"))
+
+
+def test_a_model_module_that_fails_to_import_says_why(make_cfg, tmp_path, monkeypatch):
+    from mlplab.errors import ConfigError
+    from mlplab.train import train
+
+    (tmp_path / "broken_model.py").write_text("class LitMLP(L.LightningModule):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"NameError: name 'L' is not defined"):
+        train(make_cfg("model._target_=broken_model.LitMLP"))
+    with pytest.raises(ConfigError, match=r"No module named 'nowhere' \(a module of your own"):
+        train(make_cfg("model._target_=nowhere.LitMLP", name="run-2"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pandas as pd
@@ -9,9 +10,11 @@ import pytest
 import torch
 
 from mlplab.config import compose_config
+from mlplab.data.preprocess import Preprocessor, unseen_note
+from mlplab.data.spec import TableSpec
 from mlplab.data.toy import make_grades, make_pass_fail
 from mlplab.errors import ConfigError
-from mlplab.evaluate import evaluate
+from mlplab.evaluate import evaluate, evaluation
 from mlplab.predict import predict
 from mlplab.train import train
 from tests.conftest import run_cli
@@ -46,8 +49,11 @@ def test_eval_on_a_file_scores_every_row(trained, tmp_path):
     ckpt, _ = trained["binary"]
     df, _ = make_pass_fail(300, seed=7)
     df.to_csv(tmp_path / "new.csv", index=False)
-    result = evaluate(entry_cfg("eval", f"ckpt_path={ckpt}", f"input={tmp_path / 'new.csv'}"))
+    result, about = evaluation(
+        entry_cfg("eval", f"ckpt_path={ckpt}", f"input={tmp_path / 'new.csv'}")
+    )
     assert 0.6 < result["test/acc"] <= 1.0 and 0.6 < result["test/auroc"] <= 1.0
+    assert about == f"metrics on {tmp_path / 'new.csv'} (300 rows)"
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
@@ -139,8 +145,16 @@ def test_predict_cli(trained, tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "wrote 10 predictions" in out.stdout
-    assert len(pd.read_parquet(tmp_path / "out.parquet")) == 10
+    written = pd.read_parquet(tmp_path / "out.parquet")
+    assert len(written) == 10
     assert not list(Path(tmp_path).glob(".hydra"))  # prediction leaves no run dir behind
+    # without output=: the same table as CSV on stdout, alone (it pipes), nothing written
+    before = sorted(tmp_path.iterdir())
+    piped = run_cli(f"ckpt_path={ckpt}", "input=in.csv", cwd=tmp_path, module="mlplab.predict")
+    assert piped.returncode == 0, piped.stderr[-2000:]
+    shown = pd.read_csv(io.StringIO(piped.stdout))
+    pd.testing.assert_frame_equal(shown, written, check_dtype=False, atol=1e-6)
+    assert sorted(tmp_path.iterdir()) == before
 
 
 def test_eval_on_a_data_config_splits_with_the_checkpoints_seed(tmp_path):
@@ -156,3 +170,42 @@ def test_eval_on_a_data_config_splits_with_the_checkpoints_seed(tmp_path):
     assert result == {k: v for k, v in metrics.items() if k.startswith("test/")}
     other = evaluate(entry_cfg("eval", f"ckpt_path={ckpt}", *data, "seed=8", "accelerator=cpu"))
     assert other != result  # an explicit seed is honoured: another split, other numbers
+
+
+def test_unseen_categories_are_counted_per_column():
+    train = pd.DataFrame(
+        {
+            "x": [1.0, 2.0, 3.0, 4.0],
+            "city": ["A", "B", "A", "B"],
+            "n": [3, 4, 3, 4],
+            "y": [0, 1] * 2,
+        }
+    )
+    pre = Preprocessor.fit(train, TableSpec("y", "binary", ("x",), ("city", "n")))
+    new = pd.DataFrame(
+        {"x": [0.0] * 5, "city": ["A", "C", "D", "C", None], "n": ["3", 3.0, "4.0", "5", 4]}
+    )
+    unseen = pre.unseen_categories(new)  # "3", 3.0 and "4.0" are the categories 3 and 4
+    assert unseen == {"city": (["<missing>", "C", "D"], 4), "n": (["5"], 1)}
+    assert unseen_note(unseen) == (
+        "note: categories never seen in training, scored as unknown: "
+        "city: 3 in 4 rows ('<missing>', 'C', 'D'); n: 1 in 1 row ('5')"
+    )
+    assert pre.unseen_categories(train) == {} and unseen_note({}) is None
+    # each of them in the unknown slot of its column
+    names = pre.feature_names
+    x = pre.features(new)
+    assert x[:, names.index("city=<unknown>")].tolist() == [0, 1, 1, 1, 1]
+    assert x[:, names.index("n=<unknown>")].tolist() == [0, 0, 0, 1, 0]
+
+
+def test_a_model_class_that_cant_be_imported_keeps_the_reason(trained, tmp_path):
+    ckpt, _ = trained["binary"]
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    raw["mlplab"]["model_class"] = "my_model.LitMLP"  # the user's module, not on the path here
+    torch.save(raw, tmp_path / "mine.ckpt")
+    out = run_cli(f"ckpt_path={tmp_path / 'mine.ckpt'}", cwd=tmp_path, module="mlplab.evaluate")
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1, out.stderr[-2000:]
+    reason = "ModuleNotFoundError: No module named 'my_model' (a module of your own: run from"
+    assert lines[0].startswith("error: ") and reason in lines[0], lines[0]

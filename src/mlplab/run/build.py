@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
 from omegaconf import DictConfig, OmegaConf
 
-from mlplab.errors import ConfigError, check, user_error
+from mlplab.errors import ConfigError, check, import_target, user_error
 from mlplab.run.checkpoint import AtomicCheckpointIO, RunRecord, read_checkpoint
 from mlplab.run.progress import ProgressBar
 from mlplab.run.rundir import damaged_hint
@@ -103,11 +103,7 @@ def accepted(cls: type, arguments: dict) -> tuple[dict, list[str]]:
 def model_class(cfg) -> type:
     target = cfg["model"].get("_target_")
     check(isinstance(target, str) and target, "model._target_", target, "a LightningModule class")
-    try:
-        cls = get_class(target)
-    except Exception as err:  # noqa: BLE001 — a typo, a missing package: say which
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"model._target_={target!r} can't be imported: {first}") from None
+    cls = import_target("model._target_", target)
     check(
         isinstance(cls, type) and issubclass(cls, L.LightningModule),
         "model._target_",
@@ -119,10 +115,51 @@ def model_class(cfg) -> type:
 
 def build_model(cfg, datamodule) -> L.LightningModule:
     """The model config plus what only the data knows (sizes, task, target scaling): only
-    the arguments the model's constructor accepts, so any LightningModule can be used."""
-    kwargs, _ = accepted(model_class(cfg), model_arguments(cfg, datamodule))
+    the arguments the model's constructor accepts, so any LightningModule can be used.
+
+    ``model._target_=my_model.LitMLP`` on the command line keeps the rest of the model group
+    it replaces the class of (``model=mlp``'s ``hidden_sizes``, ...): those keys, as that
+    group has them, are left out with a note when the class takes no such argument; any
+    other argument it doesn't take is a ConfigError."""
+    cls = model_class(cfg)
+    kwargs, _ = accepted(cls, model_arguments(cfg, datamodule))
+    node = cfg["model"]
+    own = {k: v for k, v in container(node).items() if not k.startswith("_")}
+    _, foreign = accepted(cls, own)
+    if foreign:
+        choice, inherited = _model_group(cfg)
+        for key in foreign:
+            check(
+                key in inherited and inherited[key] == own[key],
+                f"model.{key}",
+                own[key],
+                f"not an argument of {node['_target_']}; it takes "
+                f"{', '.join(inspect.signature(cls.__init__).parameters) or 'none'}",
+            )
+        print(
+            f"note: {cls.__name__} takes no {', '.join(foreign)}: left out (they come from "
+            f"model={choice}; a model config of its own sets only its arguments)",
+            flush=True,
+        )
+        node = {k: v for k, v in container(node).items() if k not in foreign}
     # _recursive_=False: optimizer/scheduler stay plain dicts, built in configure_optimizers.
-    return instantiate_checked(cfg["model"], _recursive_=False, _convert_="all", **kwargs)
+    return instantiate_checked(node, _recursive_=False, _convert_="all", **kwargs)
+
+
+def _model_group(cfg) -> tuple[str, dict]:
+    """The ``model=`` option the run was composed with (``mlp`` outside a Hydra run: the
+    default) and its values."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from mlplab.config import CONF_DIR
+
+    choice = "mlp"
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get("model") or choice
+    path = Path(CONF_DIR) / "model" / f"{choice}.yaml"
+    if not path.is_file():
+        return choice, {}
+    return choice, OmegaConf.to_container(OmegaConf.load(path), resolve=False)
 
 
 def unused_groups(cfg: DictConfig) -> list[str]:

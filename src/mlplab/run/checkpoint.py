@@ -18,11 +18,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import get_class
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from mlplab.errors import ConfigError
+from mlplab.errors import ConfigError, import_reason, locate
 
 RECORD_KEY = "mlplab"
 RECORD_FORMAT = 1
@@ -173,11 +172,11 @@ def has_step(model: L.LightningModule, name: str) -> bool:
 
 def _load_class(name: str, path) -> type:
     try:
-        return get_class(name)
-    except Exception as err:  # noqa: BLE001 — moved or renamed class, uninstalled package
+        return locate(name)
+    except Exception as err:  # noqa: BLE001 — moved or renamed class, module not on the path
         raise ConfigError(
             f"ckpt_path={str(path)!r} is invalid: it was written by class {name}, which can't be "
-            f"imported here ({_first_line(err)})"
+            f"imported here: {import_reason(err, name)}"
         ) from None
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import shutil
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +80,16 @@ def _parser() -> argparse.ArgumentParser:
     info = ["all", "config", "defaults", "defaults-tree", "plugins", "searchpath"]
     parser.add_argument("--info", "-i", nargs="?", const="all", choices=info)
     return parser
+
+
+def import_from_here() -> None:
+    """Modules in the folder a command runs from import, as with ``python -m``: a model of
+    one's own (``_target_: my_model.LitMLP``) trains, evaluates and predicts from its folder.
+    Console scripts don't put that folder on ``sys.path``; it goes last, so it shadows
+    nothing installed."""
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.append(here)
 
 
 def normalize_argv(argv: Sequence[str]) -> list[str]:
