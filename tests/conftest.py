@@ -44,3 +44,36 @@ def run_cli(
     return subprocess.run(
         cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+@pytest.fixture
+def wandb_sent(monkeypatch):
+    """What this process hands to wandb, recorded as it happens: each run's ``wandb.init``
+    arguments, config updates and logged rows. wandb's own files are written by its service
+    process, whenever it gets to them: tests read this instead."""
+    import wandb
+
+    sent = {"init": [], "config": [], "log": []}
+    init, update, log = wandb.init, wandb.Config.update, wandb.Run.log
+
+    def spy_init(*args, **kwargs):
+        sent["init"].append(kwargs)
+        return init(*args, **kwargs)
+
+    def spy_update(config, d, *args, **kwargs):
+        sent["config"].append(d)
+        return update(config, d, *args, **kwargs)
+
+    def spy_log(run, data, *args, **kwargs):
+        sent["log"].append(dict(data))
+        return log(run, data, *args, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", spy_init)
+    monkeypatch.setattr(wandb.Config, "update", spy_update)
+    monkeypatch.setattr(wandb.Run, "log", spy_log)
+    return sent
+
+
+def logged_keys(sent: dict) -> set[str]:
+    """Every metric key a run logged (``wandb_sent``)."""
+    return {key for row in sent["log"] for key in row}

@@ -17,6 +17,7 @@ from mlplab.population.engine import MemberConfigs, train_population
 from mlplab.run import build
 from mlplab.train import main as train_main
 from mlplab.train import train
+from tests.conftest import logged_keys
 
 BASE = [
     "data=moons",
@@ -66,7 +67,9 @@ def test_bad_max_members_is_one_line(tmp_path, bad):
     assert not (tmp_path / "pop").exists()
 
 
-def test_short_memory_trains_seeds_in_chunks_with_the_same_results(tmp_path, monkeypatch, capsys):
+def test_short_memory_trains_seeds_in_chunks_with_the_same_results(
+    tmp_path, monkeypatch, capsys, wandb_sent
+):
     """5 seeds where 2 fit: chunks of 2, 2, 1; every member's numbers as in one population,
     one figure and one wandb run for all of them."""
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -95,9 +98,9 @@ def test_short_memory_trains_seeds_in_chunks_with_the_same_results(tmp_path, mon
         same = yaml.safe_load((tmp_path / "one" / member.name / "config.yaml").read_text())
         assert mine.pop("logger") != same.pop("logger") and mine == same  # logger=wandb aside
     assert (tmp_path / "split" / "learning_curves.png").is_file()
-    (run,) = (tmp_path / "split" / "wandb").glob("offline-run-*/*.wandb")
-    record = run.read_bytes()
-    assert all(f"val/loss/member_{k:03d}".encode() in record for k in range(5))
+    assert len(list((tmp_path / "split" / "wandb").glob("offline-run-*"))) == 1
+    assert len(wandb_sent["init"]) == 1  # one run for the chunks, with every member's metrics
+    assert all(f"val/loss/member_{k:03d}" in logged_keys(wandb_sent) for k in range(5))
     history = pd.read_csv(tmp_path / "split" / "metrics.csv")
     expected = pd.read_csv(tmp_path / "one" / "metrics.csv")  # rows in the same order
     pd.testing.assert_frame_equal(history, expected, atol=1e-6, rtol=0)

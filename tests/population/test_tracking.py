@@ -3,7 +3,6 @@ decision boundary) and one tracker run for the whole population."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -16,6 +15,7 @@ from mlplab.config import compose_run
 from mlplab.figures.plots import PIXELS
 from mlplab.figures.population import plot_population_curves
 from mlplab.population.engine import train_population
+from tests.conftest import logged_keys
 
 BASE = [
     "data=moons",
@@ -94,29 +94,30 @@ def test_figures_off_never_import_the_figure_code(tmp_path):
 def _offline_run(out_dir):
     runs = list((out_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, runs  # one run for the whole population
-    return runs[0], next(runs[0].glob("*.wandb")).read_bytes()
+    return runs[0]
 
 
-def test_one_wandb_run_per_population_with_every_members_metrics(tmp_path, monkeypatch):
+def test_one_wandb_run_per_population_with_every_members_metrics(tmp_path, monkeypatch, wandb_sent):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
     import wandb
 
     out = tmp_path / "pop"
     summary = _population(out, "logger=wandb")
-    run, record = _offline_run(out)
-    assert not list(out.glob("member_*/wandb"))  # no run per member
+    run = _offline_run(out)
+    assert len(wandb_sent["init"]) == 1 and not list(out.glob("member_*/wandb"))
     assert (out / "wandb_id").read_text() in run.name
+    keys = logged_keys(wandb_sent)
     for k in (0, 1):  # the members that trained: each epoch's metrics under their number
         for key in ("train/loss", "val/loss", "val/acc"):
-            assert f"{key}/member_{k:03d}".encode() in record
-    assert b"curves/val/loss" in record and b"learning_curves" in record
-    assert b"varying" in record and b"optimizer.lr" in record  # config: what differs
-    assert tmp_path.name.encode() in record  # the group: the population dir's parent
-    tables = run / "files" / "media" / "table"
-    table = json.loads(next(tables.glob("summary_*.table.json")).read_text())
-    assert len(table["data"]) == 3 and "status" in table["columns"]
-    assert table["data"][2][table["columns"].index("status")] == "diverged"
+            assert f"{key}/member_{k:03d}" in keys
+    assert {"curves/val/loss", "learning_curves", "summary"} <= keys
+    config = str([wandb_sent["init"][0].get("config"), *wandb_sent["config"]])
+    assert "varying" in config and "optimizer.lr" in config  # config: what differs
+    assert wandb_sent["init"][0]["group"] == tmp_path.name  # the population dir's parent
+    (table,) = [row["summary"] for row in wandb_sent["log"] if "summary" in row]
+    assert len(table.data) == 3 and "status" in table.columns
+    assert table.data[2][table.columns.index("status")] == "diverged"
     assert wandb.run is None and len(summary) == 3
 
 

@@ -246,3 +246,16 @@ def test_other_precisions_train_and_draw(precision, make_cfg):
     metrics = train(cfg)
     assert math.isfinite(metrics["test/loss"]) and 0.0 <= metrics["test/acc"] <= 1.0
     assert (Path(cfg.paths.output_dir) / "decision_boundary.png").is_file()
+
+
+def test_wandb_gets_the_resolved_config_and_the_provenance(make_cfg, monkeypatch, wandb_sent):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = make_cfg("trainer.max_epochs=1", "logger=wandb")
+    train(cfg)
+    assert len(wandb_sent["init"]) == 1
+    sent = [c for c in wandb_sent["config"] if "config" in c and "run_info" in c]
+    assert len(sent) == 1
+    assert sent[0]["config"]["data"]["_target_"] == "mlplab.data.TabularDataModule"
+    assert sent[0]["config"]["optimizer"]["lr"] == cfg.optimizer.lr
+    assert len(sent[0]["run_info"]["git"]["sha"]) == 40
+    assert {"train/loss", "val/loss"} <= {key for row in wandb_sent["log"] for key in row}

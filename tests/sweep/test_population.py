@@ -30,7 +30,7 @@ from mlplab.sweep import cli, launch, objective, report, retry
 from mlplab.sweep.cli import sweep
 from mlplab.sweep.objective import compose_train
 from mlplab.train import train
-from tests.conftest import QUIET
+from tests.conftest import QUIET, logged_keys
 
 FIGURES_OFF = ["callbacks.learning_curves=null", "callbacks.decision_boundary=null"]
 SGD_SPACE = {
@@ -277,16 +277,18 @@ def test_population_1_is_the_one_by_one_path(tmp_path, no_plots, count_train, mo
     assert not list((tmp_path / "sw").glob("population_*"))
 
 
-def test_wandb_one_run_per_population_in_the_studys_group(tmp_path, no_plots, monkeypatch):
+def test_wandb_one_run_per_population_in_the_studys_group(
+    tmp_path, no_plots, monkeypatch, wandb_sent
+):
     monkeypatch.setenv("WANDB_MODE", "offline")
     quiet = [o for o in QUIET if not o.startswith("logger=")]
     search = _search(tmp_path, SGD_SPACE, epochs=2)
     argv = [search, f"sweep_dir={tmp_path / 'sw'}", *quiet, "study_name=grp", "logger=wandb"]
     study = sweep([*argv, "n_trials=2", "population=2"])
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
-    (run,) = (tmp_path / "sw").glob("population_*/wandb/offline-run-*/*.wandb")
-    record = run.read_bytes()
-    assert b"grp" in record and b"val/loss/member_000" in record and b"member_001" in record
+    assert len(list((tmp_path / "sw").glob("population_*/wandb/offline-run-*"))) == 1
+    assert [init["group"] for init in wandb_sent["init"]] == ["grp"]
+    assert {"val/loss/member_000", "val/loss/member_001"} <= logged_keys(wandb_sent)
     assert not list((tmp_path / "sw").glob("trial_*/wandb"))  # no run per trial
     assert OmegaConf.load(tmp_path / "sw" / "trial_1" / "config.yaml").logger.wandb.group == "grp"
 
