@@ -231,6 +231,7 @@ def test_trial_value_is_the_best_epoch_not_the_last(tmp_path, fake_train, direct
     search = _search_file(tmp_path, FINITE, direction=direction)
     study = sweep([search, "n_trials=1", f"sweep_dir={tmp_path / 'sw'}"])
     assert study.trials[0].value == best != curve[-1]
+    assert study.metric_names == ["val/loss"]  # optuna-dashboard names its axis by it
 
 
 LRS = {"optimizer.lr": {"type": "categorical", "choices": [0.01, 0.02, 0.03, 0.04, 0.05]}}

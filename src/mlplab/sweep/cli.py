@@ -45,6 +45,7 @@ import functools
 import logging
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import optuna
@@ -210,6 +211,10 @@ def _load_study(
         search.direction,
         f"study {cfg.study_name!r} in this storage was made to {direction}",
     )
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, still its public API
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if study.metric_names is None:  # optuna-dashboard labels the axis val/loss
+            study.set_metric_names([search.metric])
     launch.fail_stale(study, on_stale)  # trials of killed runs → FAIL (retried: on_stale)
     n_history = len(study.get_trials(deepcopy=False))
     sampler = make_sampler(search.get("sampler") or {}, cfg.worker, n_history)
