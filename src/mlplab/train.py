@@ -76,7 +76,7 @@ def train_members(cfg: DictConfig, members: list[dict]) -> dict[str, float]:
     run dir inside this one; this dir's ``config.yaml`` re-runs the whole population.
     ``resume=auto`` continues it from its checkpoint."""
     from mlplab.population.engine import train_population
-    from mlplab.population.tracking import mean_and_std
+    from mlplab.population.stats import mean_and_std
 
     out_dir = Path(cfg.paths.output_dir)
     keys = sorted({key for member in members for key in member})

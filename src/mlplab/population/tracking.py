@@ -27,7 +27,7 @@ from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from mlplab.population.module import DIVERGED
+from mlplab.population.stats import mean_and_std
 from mlplab.run import build
 from mlplab.run.trackers import CSVLogger, finish_trackers
 
@@ -156,18 +156,6 @@ class PopulationTracker:
         if any(isinstance(logger, WandbLogger) for logger in self.loggers):
             finish_trackers(failed)
         self.loggers = []
-
-
-def mean_and_std(summary: pd.DataFrame) -> dict[str, float]:
-    """``metric`` → mean over the members that finished, ``metric.std`` → their spread
-    (sample std)."""
-    done = summary[summary.status != DIVERGED]
-    out = {}
-    for key in [c for c in summary.columns if "/" in c and c != "run_dir"]:
-        values = done[key].astype(float)
-        out[key] = float(values.mean())
-        out[f"{key}.std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
-    return out
 
 
 def _loggers(cfg: DictConfig, out_dir: Path) -> list:

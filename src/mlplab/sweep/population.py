@@ -315,7 +315,7 @@ def _tell_replicas(objective, job: Job, tell: Teller, cfg, summary, home: Path) 
     summary, epochs, run info and mean), and its value: the mean of the metric."""
     from mlplab.config import portable_data
     from mlplab.population.engine import override
-    from mlplab.population.tracking import mean_and_std
+    from mlplab.population.stats import mean_and_std
     from mlplab.run.provenance import write_run_info
 
     out = objective.trial_dir(job.trial)
