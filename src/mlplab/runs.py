@@ -623,7 +623,7 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see --help)")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mlplab-runs",
         description="List, compare, group and plot the runs under PATHS (default: logs/).",
@@ -732,7 +732,7 @@ def _label(run: Run, keys: list[str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     """``mlplab-runs``."""
     with clean_exit():
-        show(_parser().parse_args(sys.argv[1:] if argv is None else argv))
+        show(build_parser().parse_args(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":
