@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -38,6 +37,7 @@ from mlplab.run.rundir import (
     check_run_dir,
     expand_rerun,
     process_rank,
+    remove,
     remove_stub,
 )
 from mlplab.sweep.multirun import ERROR_FILE
@@ -134,7 +134,7 @@ def _run(cfg: DictConfig) -> None:
     except KeyboardInterrupt:  # before training started
         if cfg.get("resume") == "auto":
             _exit_interrupted("interrupted while starting: the run dir is left as it was")
-        shutil.rmtree(output_dir, ignore_errors=True)  # preflight found it empty: all ours
+        remove(output_dir)  # preflight found it empty: all ours
         _exit_interrupted("interrupted while starting: nothing was written")
     except interrupt.StopNow:
         _exit_interrupted(

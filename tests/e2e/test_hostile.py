@@ -358,6 +358,13 @@ def test_hostile_input_is_one_clear_error(
         assert any(p.name == "config.yaml" for p in after)
     else:
         assert after == before, "nothing may be written or changed"
+    # No log file this process still writes to lies in a dir the failed run removed: the next
+    # logging call anywhere in the process would fail on it.
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    log_files = [
+        getattr(h, "baseFilename", None) for lg in loggers for h in getattr(lg, "handlers", [])
+    ]
+    assert all(Path(f).parent.is_dir() for f in log_files if f), log_files
     assert not (files["root"] / "p.csv").exists()
 
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -171,7 +172,22 @@ def remove_stub(run_dir: str | Path) -> None:
     """Drop a run dir that holds only Hydra's start-up files: a failed start leaves nothing."""
     run_dir = Path(run_dir)
     if run_dir.is_dir() and not holds_run(run_dir):
-        shutil.rmtree(run_dir, ignore_errors=True)
+        remove(run_dir)
+
+
+def remove(run_dir: str | Path) -> None:
+    """Delete ``run_dir``, first closing the log files this process keeps open in it (Hydra's
+    ``train.log`` handler): a handler left on a deleted file fails the next logging call
+    anywhere in the process with FileNotFoundError."""
+    inside = Path(run_dir).resolve()
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in list(getattr(logger, "handlers", [])):
+            name = getattr(handler, "baseFilename", None)
+            if name is not None and inside in Path(name).resolve().parents:
+                logger.removeHandler(handler)
+                handler.close()
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 # The variables Lightning reads for a process's global rank (DDP, SLURM, torchrun, LSF).
