@@ -50,7 +50,8 @@ def test_option_composes_and_instantiates(option: Path, tmp_path):
     if option.as_posix() == "data/csv.yaml":  # the user's own file: give it one
         make_pass_fail(50)[0].to_csv(tmp_path / "mine.csv", index=False)
         extra = [f"data.options.path={tmp_path / 'mine.csv'}", "data.options.target=passed"]
-    cfg = compose_cfg(tmp_path, f"{group}={name}", *extra, quiet=False)
+    logs = f"paths.log_dir={tmp_path / 'logs'}"  # logger=mlflow's store: not in the repo
+    cfg = compose_cfg(tmp_path, f"{group}={name}", logs, *extra, quiet=False)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     model = build_model(cfg, datamodule)

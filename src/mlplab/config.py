@@ -93,6 +93,12 @@ def wandb_offline() -> bool:
     return os.environ.get("WANDB_MODE", "offline") != "online"
 
 
+def abspath(path: str) -> str:
+    """``path`` made absolute against the folder the command runs from: a URI built from it
+    (``sqlite:///${abspath:${paths.log_dir}}/mlflow.db``) names the same file from anywhere."""
+    return os.path.abspath(os.path.expanduser(path))
+
+
 def compose_config(
     config_name: str = "train",
     overrides: Sequence[str] = (),
@@ -276,5 +282,6 @@ def portable_yaml(data: dict, header: str = "") -> str:
 
 OmegaConf.register_new_resolver("run_id", run_id, replace=True)
 OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
+OmegaConf.register_new_resolver("abspath", abspath, replace=True)
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 ConfigStore.instance().store(name="sweep_schema", node=SweepConfig)

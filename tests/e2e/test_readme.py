@@ -3,7 +3,8 @@
 Blocks: ```` ```bash ```` commands run one by one (the slow test); a ```` ```python ```` or
 ```` ```yaml ```` block whose first line is ``# file: NAME`` is that file, written where the
 commands run; ```` ```bash repo ```` runs in the repository (its ``make`` targets must exist)
-and ```` ```bash cluster ```` needs GPUs or SLURM (its commands must compose here).
+and ```` ```bash cluster ```` needs GPUs or SLURM (its commands must compose here); each line
+of a ```` ```bash serve ```` block starts a web UI on its ``--port``: it must answer there.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import re
 import shlex
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
 from mlplab.run.preflight import parse_command_line, preflight
+from mlplab.runs import build_parser as runs_parser
 from tests.conftest import ROOT
 
 README = ROOT / "README.md"
@@ -61,7 +65,7 @@ def test_every_block_is_runnable_or_a_file():
     for language, tag, text in blocks():
         first = text.splitlines()[0]
         assert language == "bash" or first.startswith("# file: "), (language, first)
-        assert tag in ("", "repo", "cluster"), tag
+        assert tag in ("", "repo", "cluster", "serve"), tag
     files = file_blocks()
     assert {"my_data.py", "my_model.py", "myconf/model/mine.yaml"} <= set(files)
     for name, text in files.items():
@@ -83,6 +87,37 @@ def test_make_targets_exist_and_make_help_lists_every_target():
                 assert tag == "repo" and line.split()[1] in listed, line
 
 
+def test_every_ui_is_installed_and_names_its_port():
+    served = [line for _, tag, text in blocks() if tag == "serve" for line in commands(text)]
+    assert {line.split()[0] for line in served} == {"tensorboard", "mlflow", "optuna-dashboard"}
+    for line in served:
+        assert (BIN / line.split()[0]).is_file(), line
+        assert "--port" in shlex.split(line), line
+
+
+def serve(line: str, folder: Path, env: dict, timeout: float = 120) -> int:
+    """Start the UI of ``line`` in ``folder``; the HTTP status of its first answer on its port
+    (it is stopped then)."""
+    words = shlex.split(line)
+    port = int(words[words.index("--port") + 1])
+    server = subprocess.Popen(
+        words, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert server.poll() is None, f"{line} exited: {server.stderr.read().decode()[-2000:]}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as answer:
+                    return answer.status
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError(f"{line} did not answer on port {port} in {timeout} s")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_every_command_composes_and_its_values_check(tmp_path, monkeypatch):
     """Each command line is what its entry point accepts (composed and checked as it would be
     before Hydra starts); those that need an earlier command's output are checked for syntax."""
@@ -97,6 +132,9 @@ def test_every_command_composes_and_its_values_check(tmp_path, monkeypatch):
                 continue
             if words[0] == "srun":
                 words = words[1:]
+            if words[0] == "mlplab-runs":  # reads what earlier lines trained: its options parse
+                runs_parser().parse_args(words[1:])
+                continue
             if words[0] not in ENTRY:
                 continue
             argv, entry = words[1:], ENTRY[words[0]]
@@ -119,13 +157,18 @@ def test_readme_runs_as_printed_from_a_folder_outside_the_repo(tmp_path):
     env.pop("MLPLAB_RUN_ID", None)
     ran = []
     for language, tag, text in blocks():
-        if language != "bash" or tag:
+        if language != "bash" or tag not in ("", "serve"):
             continue
         for line in commands(text):
+            if tag == "serve":
+                assert serve(line, folder, env) == 200, line
+                ran.append(line)
+                continue
             done = subprocess.run(
                 line, shell=True, cwd=folder, env=env, capture_output=True, text=True, timeout=900
             )
             assert done.returncode == 0, f"{line}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
             ran.append(line)
     assert (folder / "pred.csv").is_file() and (folder / "logs" / "train" / "lit").is_dir()
+    assert (folder / "lr.png").is_file() and (folder / "runs.csv").is_file()
     assert len(ran) >= 25

@@ -177,7 +177,8 @@ def train_population(
             find_checkpoint(home, [configs[k] for k in part]) if resume else None
             for part, home in zip(parts, homes, strict=True)
         ]
-        tracker = PopulationTracker(cfg, out_dir, settings, configs, columns)
+        names = [d.name for d in dirs]
+        tracker = PopulationTracker(cfg, out_dir, settings, configs, columns, names)
         rows, history, environment = [], [], run_environment()
         try:
             for i, (part, home, start) in enumerate(zip(parts, homes, starts, strict=True)):

@@ -11,12 +11,16 @@
   a metric's members sit side by side; the shared config and what varies are its
   hyperparameters. At the end wandb also gets ``curves/<loss>`` (a chart, a line per member),
   the ``summary`` table, the figures, and the mean and std of every metric as its summary.
+- MLflow's population run is a parent run instead: each member logs its epochs to a nested run
+  of its own (``MemberRuns``), and the parent gets the config and the mean and std at the end.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import numbers
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +28,10 @@ import pandas as pd
 import torch
 from hydra.utils import get_class
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from mlplab.population.stats import mean_and_std
+from mlplab.population.stats import DIVERGED, mean_and_std
 from mlplab.run import build
 from mlplab.run.trackers import CSVLogger, finish_trackers
 
@@ -35,9 +39,15 @@ from mlplab.run.trackers import CSVLogger, finish_trackers
 class PopulationTracker:
     """The figures and tracker runs of the population written into ``out_dir``."""
 
-    def __init__(self, cfg: DictConfig, out_dir: Path, settings, configs, columns) -> None:
+    def __init__(
+        self, cfg: DictConfig, out_dir: Path, settings, configs, columns, names=None
+    ) -> None:
+        """``names``: the members' run names (their dirs' names; default ``member_<k>``)."""
         self.out_dir, self.settings, self.columns = Path(out_dir), settings, columns
         self.loggers = _loggers(cfg, self.out_dir)  # before training: a bad one fails first
+        self.member_runs = [
+            MemberRuns(logger, names) for logger in self.loggers if isinstance(logger, MLFlowLogger)
+        ]
         population = {"size": len(configs), "varying": columns}
         for logger in self.loggers:
             logger.log_hyperparams({"config": configs.base, "population": population})
@@ -58,7 +68,10 @@ class PopulationTracker:
                     if key not in ("epoch", "member"):
                         values[f"{key}/member_{row['member']:03d}"] = value
             for logger in self.loggers:
-                logger.log_metrics(values, step=epoch)
+                if not isinstance(logger, MLFlowLogger):  # its members log to their own runs
+                    logger.log_metrics(values, step=epoch)
+            for runs in self.member_runs:
+                runs.log_epoch(epoch, rows)
             stop = list(hook(epoch, rows)) if hook is not None else []
             local = {m: j for j, m in enumerate(members)}
             return [local[m] for m in stop]
@@ -121,7 +134,11 @@ class PopulationTracker:
         for logger in self.loggers:
             if isinstance(logger, WandbLogger):
                 self._wandb_end(logger, history, summary)
-            logger.finalize("success")
+            if isinstance(logger, MLFlowLogger):
+                stats = {k: v for k, v in mean_and_std(summary).items() if math.isfinite(v)}
+                logger.log_metrics(stats)
+        for runs in self.member_runs:
+            runs.end(summary, self.columns, history)
         self.finish()
 
     def _wandb_end(self, logger: WandbLogger, history: pd.DataFrame, summary) -> None:
@@ -152,10 +169,65 @@ class PopulationTracker:
         logger.experiment.summary.update(stats)
 
     def finish(self, failed: bool = False) -> None:
-        """End the tracker runs (wandb's with exit code 1 when ``failed``)."""
-        if any(isinstance(logger, WandbLogger) for logger in self.loggers):
-            finish_trackers(failed)
-        self.loggers = []
+        """End the tracker runs (FAILED, wandb's with exit code 1, when ``failed``)."""
+        for runs in self.member_runs:
+            runs.close("FAILED" if failed else "FINISHED")
+        finish_trackers(failed, self.loggers)
+        self.loggers, self.member_runs = [], []
+
+
+class MemberRuns:
+    """MLflow's runs of a population's members, nested in the logger's run (the parent): MLflow
+    nests a run that has the tag ``mlflow.parentRunId``. Each member's run is made at its first
+    epoch and gets that member's epochs under the plain metric names, then its final metrics and
+    the values its members differ in."""
+
+    def __init__(self, logger: MLFlowLogger, names: list[str] | None = None) -> None:
+        self.logger, self.client, self.names = logger, logger.experiment, names
+        self.runs: dict[int, str] = {}  # member → run id
+        self.open: set[int] = set()
+
+    def run_id(self, member: int) -> str:
+        if member not in self.runs:
+            name = self.names[member] if self.names else f"member_{member:03d}"
+            tags = {"mlflow.parentRunId": self.logger.run_id}
+            run = self.client.create_run(self.logger.experiment_id, tags=tags, run_name=name)
+            self.runs[member] = run.info.run_id
+            self.open.add(member)
+        return self.runs[member]
+
+    def log(self, member: int, values: dict, step: int = 0, params: dict | None = None) -> None:
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
+        params = [Param(k, str(v)) for k, v in (params or {}).items()]
+        self.client.log_batch(self.run_id(member), metrics=metrics, params=params)
+
+    def log_epoch(self, epoch: int, rows: list[dict]) -> None:
+        for row in rows:
+            values = {k: v for k, v in row.items() if k not in ("epoch", "member")}
+            self.log(row["member"], values, step=epoch)
+
+    def end(self, summary: pd.DataFrame, columns: list[str], history: pd.DataFrame) -> None:
+        """Each member's final metrics that its epochs didn't log (``test/...``), the values
+        it differs in as params; FAILED for a diverged member, else FINISHED."""
+        for row in summary.to_dict("records"):
+            member = int(row["member"])
+            final = {k: v for k, v in row.items() if "/" in k and k not in history}
+            final = {k: v for k, v in final.items() if k != "run_dir" and _finite(v)}
+            epochs = history.epoch[history.member == member] if "epoch" in history else []
+            step = int(epochs.max()) if len(epochs) else 0
+            self.log(member, final, step=step, params={k: row.get(k) for k in columns})
+            status = "FAILED" if row.get("status") == DIVERGED else "FINISHED"
+            self.client.set_terminated(self.run_id(member), status)
+            self.open.discard(member)
+
+    def close(self, status: str) -> None:
+        """End the runs still open (a population that failed or was stopped)."""
+        for member in sorted(self.open):
+            self.client.set_terminated(self.runs[member], status)
+        self.open.clear()
 
 
 def _loggers(cfg: DictConfig, out_dir: Path) -> list:
@@ -168,6 +240,8 @@ def _loggers(cfg: DictConfig, out_dir: Path) -> list:
         if issubclass(cls, CSVLogger | LightningCSVLogger):
             continue
         node = OmegaConf.to_container(node, resolve=True)
+        if issubclass(cls, MLFlowLogger):
+            node["run_name"] = out_dir.name
         if issubclass(cls, WandbLogger):
             build.quiet_wandb(bool(node.get("offline")))
             node["name"] = out_dir.name
@@ -175,6 +249,10 @@ def _loggers(cfg: DictConfig, out_dir: Path) -> list:
             node["id"] = node.get("id") or build.wandb_id(out_dir)
         loggers.append(build.instantiate_checked(node))
     return loggers
+
+
+def _finite(value) -> bool:
+    return isinstance(value, numbers.Real) and math.isfinite(value)
 
 
 def _cell(value):

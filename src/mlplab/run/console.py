@@ -33,6 +33,7 @@ CHATTER = (
     "`Trainer.fit` stopped: ",
     "Restoring states from the checkpoint path",
     "Loaded model weights from the checkpoint",
+    "not found. Creating it.",  # logger=mlflow's first run of an experiment
 )
 
 
@@ -55,8 +56,14 @@ def silence_known_noise() -> None:
     )
     # They go through whichever of these loggers was imported last; addFilter ignores a filter
     # already present, so calling this twice is harmless.
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning.pytorch.loggers.mlflow",
+    ):
         logging.getLogger(name).addFilter(_FILTER)
+    # MLflow's first use of a store: "Creating initial MLflow database tables..." (INFO).
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
 def one_console_handler() -> None:

@@ -69,7 +69,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         failed = False
     finally:
-        finish_trackers(failed)
+        finish_trackers(failed, loggers)
     return metrics
 
 

@@ -3,8 +3,9 @@
 - ``CSVLogger``: the files of Lightning's, except that a resumed run keeps the per-epoch
   history its run dir already has (Lightning's starts it over) and every row reaches the disk
   when it is logged (so a killed run loses nothing it had logged);
-- ``finish_trackers``: end the process's wandb run, so the next run in this process (a
-  multirun job, a sweep trial) gets its own instead of logging into this one.
+- ``finish_trackers``: end the run's tracker runs (MLflow's: FINISHED or FAILED) and the
+  process's wandb run, so the next run in this process (a multirun job, a sweep trial) gets
+  its own instead of logging into this one.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import csv
 import math
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from lightning.pytorch.core.saving import save_hparams_to_yaml
@@ -119,8 +121,12 @@ def _epoch(row: dict) -> int | None:
     return int(value) if math.isfinite(value) else None
 
 
-def finish_trackers(failed: bool = False) -> None:
-    """Finish the process's wandb run, if one is open (exit code 1 when the run failed)."""
+def finish_trackers(failed: bool = False, loggers: Iterable[Logger] = ()) -> None:
+    """End the tracker runs: each of ``loggers`` is finalized (an MLflow run ends FINISHED, or
+    FAILED when the run failed, also outside Lightning's fit and test), then the process's
+    wandb run, if one is open, is finished (exit code 1 when the run failed)."""
+    for logger in loggers:
+        logger.finalize("failed" if failed else "success")
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish(exit_code=1 if failed else 0)

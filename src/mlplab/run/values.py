@@ -4,22 +4,27 @@ the key (``mlplab.run.preflight`` calls ``check_values`` for every job).
 
 These are the checks the objects make when they are built — the DataModule's arguments and its
 data source, the MLP's and MLPModule's arguments, the optimizer's numbers and the shipped
-schedulers' arguments, the trainer's numbers, what a population refuses — called on the
-config's values first, without torch. What only the data can tell (a column, a class count)
-or only a built optimizer (an argument of another class) is checked when it is built.
+schedulers' arguments, the trainer's numbers, what a population refuses, a logger's package
+that isn't installed — called on the config's values first, without torch. What only the data
+can tell (a column, a class count) or only a built optimizer (an argument of another class) is
+checked when it is built.
 """
 
 from __future__ import annotations
 
+import importlib.util
+
 from omegaconf import DictConfig, OmegaConf
 
-from mlplab.errors import check
+from mlplab.errors import ConfigError, check
 
 DATAMODULE = "mlplab.data.TabularDataModule"
 MODEL = "mlplab.models.MLPModule"
 # What Lightning runs (``trainer.precision``): float64, float32, and bf16/16 mixed or true.
 PRECISIONS = ("64-true", "64", 64, "32-true", "32", 32, "bf16-mixed", "bf16-true", "bf16")
 PRECISIONS += ("16-mixed", "16-true", "16", 16, None)
+# Loggers whose package is an extra of mlplab (pyproject.toml): class name → (package, extra).
+LOGGER_EXTRAS = {"MLFlowLogger": ("mlflow", "mlflow")}
 
 
 def _int(low: int):
@@ -53,9 +58,22 @@ def check_trainer(trainer: dict) -> None:
             check(ok(trainer[key]), f"trainer.{key}", trainer[key], allowed)
 
 
+def check_loggers(cfg: DictConfig) -> None:
+    """A logger whose package is not installed: one line naming the extra that brings it (not
+    Lightning's ModuleNotFoundError after the run dir is made)."""
+    for name, node in (cfg.get("logger") or {}).items():
+        target = str((node or {}).get("_target_", ""))
+        package, extra = LOGGER_EXTRAS.get(target.rpartition(".")[2], (None, None))
+        if package is not None and importlib.util.find_spec(package) is None:
+            raise ConfigError(
+                f"logger={name} needs the {package} package: pip install 'mlplab[{extra}]'"
+            )
+
+
 def check_values(cfg: DictConfig) -> None:
     """Every value of ``cfg`` (a composed train config) that can be checked without Lightning;
     a ConfigError naming the first that is wrong."""
+    check_loggers(cfg)
     trainer = _resolved(cfg, "trainer")
     if cfg.get("seeds") is not None or cfg.get("cv") is not None:
         from mlplab.population.members import check_population_args

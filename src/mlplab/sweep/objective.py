@@ -16,6 +16,7 @@ from mlplab.config import compose_config
 from mlplab.errors import ConfigError
 from mlplab.population.members import shared_params
 from mlplab.run.preflight import CommandLine, compose_checked
+from mlplab.run.values import check_loggers
 from mlplab.sweep.search import check_group_choices, override_value, suggest
 from mlplab.train import train
 
@@ -62,7 +63,7 @@ def check_composes(overrides: list[str]) -> None:
     """Compose the train config once: a wrong key or group option in the search file or on
     the command line is one error line now (the same one mlplab-train gives), not a failure
     in every trial."""
-    compose_checked(CommandLine("train"), [*overrides, "paths.output_dir=unused"])
+    check_loggers(compose_checked(CommandLine("train"), [*overrides, "paths.output_dir=unused"]))
 
 
 def best_epoch_value(trial: optuna.Trial, direction: str, last: float) -> float:
