@@ -48,29 +48,51 @@ def run_cli(
 
 @pytest.fixture
 def wandb_sent(monkeypatch):
-    """What this process hands to wandb, recorded as it happens: each run's ``wandb.init``
-    arguments, config updates and logged rows. wandb's own files are written by its service
-    process, whenever it gets to them: tests read this instead."""
+    """What this process hands to wandb, recorded as it happens: each ``wandb.init``'s
+    arguments, config updates and logged rows, in order (``init``, ``config``, ``log``), and
+    the same per run (``runs``: run id → its ``init`` arguments, ``config`` updates, ``log``
+    rows, and the ``exit_codes`` it finished with and its ``summary`` then; a resumed run: a
+    second init of its id).
+    wandb's own files are written by its service process, whenever it gets to them: tests read
+    this instead."""
     import wandb
 
-    sent = {"init": [], "config": [], "log": []}
-    init, update, log = wandb.init, wandb.Config.update, wandb.Run.log
+    sent = {"init": [], "config": [], "log": [], "runs": {}}
+    init, update, log, finish = wandb.init, wandb.Config.update, wandb.Run.log, wandb.Run.finish
+    opened = []  # (run, its record): a config update finds its run by its Config object
+
+    def record(run) -> dict:
+        empty = {"init": [], "config": [], "log": [], "exit_codes": [], "summary": {}}
+        return sent["runs"].setdefault(run.id, empty)
 
     def spy_init(*args, **kwargs):
         sent["init"].append(kwargs)
-        return init(*args, **kwargs)
+        run = init(*args, **kwargs)
+        record(run)["init"].append(kwargs)
+        opened.append((run, record(run)))
+        return run
 
     def spy_update(config, d, *args, **kwargs):
         sent["config"].append(d)
+        for run, mine in opened:
+            if run.config is config:
+                mine["config"].append(d)
         return update(config, d, *args, **kwargs)
 
     def spy_log(run, data, *args, **kwargs):
         sent["log"].append(dict(data))
+        record(run)["log"].append(dict(data))
         return log(run, data, *args, **kwargs)
+
+    def spy_finish(run, exit_code=None, *args, **kwargs):
+        record(run)["exit_codes"].append(exit_code)
+        record(run)["summary"] = {key: run.summary.get(key) for key in run.summary.keys()}
+        return finish(run, exit_code, *args, **kwargs)
 
     monkeypatch.setattr(wandb, "init", spy_init)
     monkeypatch.setattr(wandb.Config, "update", spy_update)
     monkeypatch.setattr(wandb.Run, "log", spy_log)
+    monkeypatch.setattr(wandb.Run, "finish", spy_finish)
     return sent
 
 

@@ -17,7 +17,6 @@ from mlplab.population.engine import MemberConfigs, train_population
 from mlplab.run import build
 from mlplab.train import main as train_main
 from mlplab.train import train
-from tests.conftest import logged_keys
 
 BASE = [
     "data=moons",
@@ -71,7 +70,7 @@ def test_short_memory_trains_seeds_in_chunks_with_the_same_results(
     tmp_path, monkeypatch, capsys, wandb_sent
 ):
     """5 seeds where 2 fit: chunks of 2, 2, 1; every member's numbers as in one population,
-    one figure and one wandb run for all of them."""
+    one figure for all of them and a wandb run for each."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     overrides = [o for o in BASE if "learning_curves" not in o] + ["seeds=5", "seed=7"]
     one = train(compose_run(tmp_path / "one", *overrides))
@@ -98,9 +97,12 @@ def test_short_memory_trains_seeds_in_chunks_with_the_same_results(
         same = yaml.safe_load((tmp_path / "one" / member.name / "config.yaml").read_text())
         assert mine.pop("logger") != same.pop("logger") and mine == same  # logger=wandb aside
     assert (tmp_path / "split" / "learning_curves.png").is_file()
-    assert len(list((tmp_path / "split" / "wandb").glob("offline-run-*"))) == 1
-    assert len(wandb_sent["init"]) == 1  # one run for the chunks, with every member's metrics
-    assert all(f"val/loss/member_{k:03d}" in logged_keys(wandb_sent) for k in range(5))
+    # a wandb run per member across the chunks, each with its own epochs, finished
+    ids = [(tmp_path / "split" / f"member_{k:03d}" / "wandb_id").read_text() for k in range(5)]
+    assert sorted(wandb_sent["runs"]) == sorted(ids)
+    for run in wandb_sent["runs"].values():
+        assert len(run["init"]) == 1 and run["exit_codes"] == [0]
+        assert len([row for row in run["log"] if "val/loss" in row]) == 5  # its 5 epochs
     history = pd.read_csv(tmp_path / "split" / "metrics.csv")
     expected = pd.read_csv(tmp_path / "one" / "metrics.csv")  # rows in the same order
     pd.testing.assert_frame_equal(history, expected, atol=1e-6, rtol=0)

@@ -1,21 +1,22 @@
 """A population's tracking outputs: its figures (learning curves of every member, the members'
-decision boundary) and one tracker run for the whole population."""
+decision boundary) and its wandb runs, one per member in the population's group."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
-from lightning.pytorch.loggers import WandbLogger
+import yaml
 from matplotlib.image import imread
 
 from mlplab.config import compose_run
 from mlplab.figures.plots import PIXELS
 from mlplab.figures.population import plot_population_curves
 from mlplab.population.engine import train_population
-from tests.conftest import logged_keys
+from mlplab.train import train
 
 BASE = [
     "data=moons",
@@ -91,79 +92,93 @@ def test_figures_off_never_import_the_figure_code(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def _offline_run(out_dir):
-    runs = list((out_dir / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1, runs  # one run for the whole population
-    return runs[0]
+def _member_runs(out_dir, sent: dict) -> list[dict]:
+    """What wandb got of each member (``wandb_sent``), in member order: the run of the id in
+    the member's dir, whose wandb files are in that dir (offline: a dir per attempt)."""
+    dirs = sorted(out_dir.glob("member_*"))
+    ids = [(d / "wandb_id").read_text() for d in dirs]
+    assert sorted(sent["runs"]) == sorted(ids)  # a run per member, nothing else
+    for d, run_id in zip(dirs, ids, strict=True):
+        attempts = len(sent["runs"][run_id]["init"])
+        assert len(list((d / "wandb").glob(f"offline-run-*-{run_id}"))) == attempts
+    assert not (out_dir / "wandb").exists() and not (out_dir / "wandb_id").exists()
+    return [sent["runs"][run_id] | {"dir": d} for d, run_id in zip(dirs, ids, strict=True)]
 
 
-def test_one_wandb_run_per_population_with_every_members_metrics(tmp_path, monkeypatch, wandb_sent):
+def _epochs(run: dict, key: str = "val/loss") -> list[tuple[int, float]]:
+    return [(row["epoch"], row[key]) for row in run["log"] if key in row]
+
+
+@pytest.mark.parametrize("replicate", ["seeds=3", "cv=3"])
+def test_a_wandb_run_per_member_in_the_populations_group(
+    tmp_path, monkeypatch, wandb_sent, replicate
+):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
     import wandb
 
     out = tmp_path / "pop"
-    summary = _population(out, "logger=wandb")
-    run = _offline_run(out)
-    assert len(wandb_sent["init"]) == 1 and not list(out.glob("member_*/wandb"))
-    assert (out / "wandb_id").read_text() in run.name
-    keys = logged_keys(wandb_sent)
-    for k in (0, 1):  # the members that trained: each epoch's metrics under their number
-        for key in ("train/loss", "val/loss", "val/acc"):
-            assert f"{key}/member_{k:03d}" in keys
-    assert {"curves/val/loss", "learning_curves", "summary"} <= keys
-    config = str([wandb_sent["init"][0].get("config"), *wandb_sent["config"]])
-    assert "varying" in config and "optimizer.lr" in config  # config: what differs
-    assert wandb_sent["init"][0]["group"] == tmp_path.name  # the population dir's parent
-    (table,) = [row["summary"] for row in wandb_sent["log"] if "summary" in row]
-    assert len(table.data) == 3 and "status" in table.columns
-    assert table.data[2][table.columns.index("status")] == "diverged"
-    assert wandb.run is None and len(summary) == 3
+    train(compose_run(out, *BASE, replicate, "logger=wandb"))
+    runs = _member_runs(out, wandb_sent)
+    assert len(runs) == 3
+    history = pd.read_csv(out / "metrics.csv")
+    summary = pd.read_csv(out / "summary.csv")
+    for k, run in enumerate(runs):
+        (init,) = run["init"]
+        assert init["name"] == run["dir"].name == f"member_{k:03d}"
+        assert init["group"] == "pop"  # the population dir's name
+        assert init["job_type"] == replicate.partition("=")[0]
+        # each epoch under the plain names, with this member's values in the population's table
+        mine = history[history.member == k]
+        assert _epochs(run) == list(zip(mine.epoch, mine["val/loss"], strict=True))
+        assert _epochs(run, "train/loss") == list(zip(mine.epoch, mine["train/loss"], strict=True))
+        assert not [key for row in run["log"] for key in row if "member" in key]
+        # its own config: the one in its dir, the values it differs in included
+        (hparams,) = [c for c in run["config"] if "config" in c]
+        saved = yaml.safe_load((run["dir"] / "config.yaml").read_text())
+        saved.pop("defaults")  # the file's, for a re-run of it by Hydra
+        assert hparams["config"] == saved
+        assert hparams["population"]["member"] == k
+        # its final metrics as its summary; finished
+        assert run["summary"]["test/loss"] == pytest.approx(summary["test/loss"][k], abs=1e-12)
+        assert run["summary"]["status"] == "ok" and run["exit_codes"] == [0]
+    assert len({json.dumps(run["config"], sort_keys=True) for run in runs}) == 3
+    assert wandb.run is None
 
 
-def test_the_wandb_run_is_finished_when_training_fails(tmp_path, monkeypatch):
+def test_a_sweeps_population_and_a_diverged_member(tmp_path, monkeypatch, wandb_sent):
+    """Members given as values (a sweep's trials): job type ``population``, the group the
+    logger sets (a sweep: its study); the diverged member's run ends with exit code 1."""
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
+    summary = _population(tmp_path / "pop", "logger=wandb", "logger.wandb.group=study")
+    runs = _member_runs(tmp_path / "pop", wandb_sent)
+    assert [run["init"][0]["job_type"] for run in runs] == ["population"] * 3
+    assert [run["init"][0]["group"] for run in runs] == ["study"] * 3
+    assert [run["exit_codes"] for run in runs] == [[0], [0], [1]]
+    assert [run["summary"]["status"] for run in runs] == list(summary.status)
+    lrs = [run["config"][0]["config"]["optimizer"]["lr"] for run in runs]
+    assert lrs == [m["optimizer.lr"] for m in MEMBERS]
+
+
+def test_the_wandb_runs_are_finished_when_training_fails(tmp_path, monkeypatch, wandb_sent):
+    monkeypatch.setenv("WANDB_MODE", "offline")
     import wandb
-
-    finished = []
-    finish = wandb.Run.finish
-
-    def spy(run, exit_code=None):
-        finished.append(exit_code)
-        finish(run, exit_code)
-
-    monkeypatch.setattr(wandb.Run, "finish", spy)
 
     def fails(epoch, rows):
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
         _population(tmp_path / "pop", "logger=wandb", on_epoch=fails)
-    assert finished == [1]
-    _offline_run(tmp_path / "pop")
+    runs = wandb_sent["runs"].values()
+    assert len(runs) == 2  # the members that logged an epoch; the third diverged before one
+    assert [run["exit_codes"] for run in runs] == [[1], [1]]
     assert wandb.run is None  # nothing left open for the next run in this process
 
 
-def test_a_resumed_population_logs_on_in_its_wandb_run(tmp_path, monkeypatch):
+def test_a_resumed_population_logs_on_in_its_members_wandb_runs(tmp_path, monkeypatch, wandb_sent):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
     monkeypatch.setattr("mlplab.population.checkpoint.CHECKPOINT_EVERY_S", 0.0)  # every epoch
     import wandb
-
-    inits, logged = [], []
-    init, log = wandb.init, WandbLogger.log_metrics
-
-    def spy_init(**kwargs):
-        inits.append(kwargs)
-        return init(**kwargs)
-
-    def spy_log(logger, metrics, step=None):
-        log(logger, metrics, step)
-        logged.append((len(inits), step))  # (the run it went to, epoch)
-
-    monkeypatch.setattr(wandb, "init", spy_init)
-    monkeypatch.setattr(WandbLogger, "log_metrics", spy_log)
 
     def killed(epoch, rows):  # a crash after epoch 2's validation: its checkpoint is epoch 1's
         if epoch == 2:
@@ -174,8 +189,13 @@ def test_a_resumed_population_logs_on_in_its_wandb_run(tmp_path, monkeypatch):
     with pytest.raises(KeyError, match="simulated kill"):
         _population(out, "logger=wandb", on_epoch=killed, resume=True)
     summary = _population(out, "logger=wandb", resume=True)
-    # the same run (id of the population dir) continued, from the first epoch not saved
-    assert [kw["id"] for kw in inits] == [(out / "wandb_id").read_text()] * 2
-    assert [kw["resume"] for kw in inits] == ["allow", "allow"]
-    assert logged == [(1, 0), (1, 1), (1, 2), (2, 2), (2, 3)]
+    runs = _member_runs(out, wandb_sent)
+    # members 0 and 1: the same runs (ids of their dirs) continued, from the first epoch not
+    # saved; member 2 diverged in its first step, before the kill: its run opens at the end
+    assert [[kw["resume"] for kw in run["init"]] for run in runs] == [["allow"] * 2] * 2 + [
+        ["allow"]
+    ]
+    assert [run["exit_codes"] for run in runs] == [[1, 0], [1, 0], [1]]
+    for run in runs[:2]:
+        assert [epoch for epoch, _ in _epochs(run)] == [0, 1, 2, 2, 3]
     assert list(summary.status) == ["ok", "ok", "diverged"] and wandb.run is None

@@ -277,7 +277,7 @@ def test_population_1_is_the_one_by_one_path(tmp_path, no_plots, count_train, mo
     assert not list((tmp_path / "sw").glob("population_*"))
 
 
-def test_wandb_one_run_per_population_in_the_studys_group(
+def test_wandb_a_run_per_trial_of_a_population_in_the_studys_group(
     tmp_path, no_plots, monkeypatch, wandb_sent
 ):
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -286,10 +286,16 @@ def test_wandb_one_run_per_population_in_the_studys_group(
     argv = [search, f"sweep_dir={tmp_path / 'sw'}", *quiet, "study_name=grp", "logger=wandb"]
     study = sweep([*argv, "n_trials=2", "population=2"])
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
-    assert len(list((tmp_path / "sw").glob("population_*/wandb/offline-run-*"))) == 1
-    assert [init["group"] for init in wandb_sent["init"]] == ["grp"]
-    assert {"val/loss/member_000", "val/loss/member_001"} <= logged_keys(wandb_sent)
-    assert not list((tmp_path / "sw").glob("trial_*/wandb"))  # no run per trial
+    trials = [tmp_path / "sw" / f"trial_{n}" for n in (0, 1)]
+    ids = [(trial / "wandb_id").read_text() for trial in trials]
+    assert sorted(wandb_sent["runs"]) == sorted(ids)  # a run per trial, in the trial's dir
+    for trial, run_id in zip(trials, ids, strict=True):
+        assert len(list((trial / "wandb").glob(f"offline-run-*-{run_id}"))) == 1
+        (init,) = wandb_sent["runs"][run_id]["init"]
+        assert (init["name"], init["group"], init["job_type"]) == (trial.name, "grp", "population")
+        assert [row["epoch"] for row in wandb_sent["runs"][run_id]["log"]] == [0, 1]
+    assert "val/loss" in logged_keys(wandb_sent)
+    assert not list((tmp_path / "sw").glob("population_*/wandb"))  # no run of the population
     assert OmegaConf.load(tmp_path / "sw" / "trial_1" / "config.yaml").logger.wandb.group == "grp"
 
 

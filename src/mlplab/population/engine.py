@@ -177,8 +177,7 @@ def train_population(
             find_checkpoint(home, [configs[k] for k in part]) if resume else None
             for part, home in zip(parts, homes, strict=True)
         ]
-        names = [d.name for d in dirs]
-        tracker = PopulationTracker(cfg, out_dir, settings, configs, columns, names)
+        tracker = PopulationTracker(cfg, out_dir, settings, configs, columns, dirs)
         rows, history, environment = [], [], run_environment()
         try:
             for i, (part, home, start) in enumerate(zip(parts, homes, starts, strict=True)):

@@ -13,8 +13,9 @@ Callbacks, by class: a ``ModelCheckpoint`` with a monitor picks each member's be
 is the population's own checkpoint, which ``resume=auto`` continues from; ``EarlyStopping``
 stops members one by one (monitor, mode, min_delta; the patience may differ per member);
 ``LearningCurves`` and ``DecisionBoundary`` draw the population's figures. Loggers: the CSV
-logger is the population's ``metrics.csv`` (a row per epoch and member), any other logger
-(wandb, TensorBoard) gets ``<metric>/member_<k>`` each epoch.
+logger is the population's ``metrics.csv`` (a row per epoch and member); wandb and MLflow get
+a run per member (``population.tracking``); any other logger (TensorBoard) gets
+``<metric>/member_<k>`` each epoch.
 """
 
 from __future__ import annotations

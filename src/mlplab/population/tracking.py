@@ -4,15 +4,19 @@
   (``mlplab.figures.population``); a member that ended early ends in a marker.
 - ``DecisionBoundary`` (binary data on 2 numeric features) → ``decision_boundary.png``: the
   members' mean P(class 1) over the plane, each member through its own preprocessing.
-- Every logger but the CSV one (the population's ``metrics.csv`` is its CSV log) gets one run
-  for the population: wandb's is named after its dir, in the group ``logger.wandb.group`` (a
-  sweep sets its study) or else the dir's parent's name, one id per dir (a resumed population
-  logs on in it). Each epoch logs ``<metric>/member_<k>`` of the members that trained in it, so
-  a metric's members sit side by side; the shared config and what varies are its
-  hyperparameters. At the end wandb also gets ``curves/<loss>`` (a chart, a line per member),
-  the ``summary`` table, the figures, and the mean and std of every metric as its summary.
-- MLflow's population run is a parent run instead: each member logs its epochs to a nested run
-  of its own (``MemberRuns``), and the parent gets the config and the mean and std at the end.
+- wandb gets a run per member (``WandbRuns``), all in one group: ``logger.wandb.group`` (a
+  sweep sets its study) or else the population dir's name; the job type says what the
+  population is (``seeds``, ``cv``, or ``population`` for a sweep's). A member's run is named
+  after its dir, has one id per dir (a resumed population logs on in each member's run), gets
+  its own config, its epochs under the plain metric names and its final metrics as its
+  summary; a diverged member's run ends with exit code 1. wandb's group view aggregates the
+  members (mean and spread of a metric per epoch); the population's figures and ``summary.csv``
+  stay in its dir.
+- MLflow's population run is a parent run: each member logs its epochs to a nested run of its
+  own (``MemberRuns``), and the parent gets the config and the mean and std at the end.
+- Any other logger (TensorBoard) gets one run for the population: each epoch logs
+  ``<metric>/member_<k>`` of the members that trained in it, so a metric's members sit side by
+  side; the shared config and what varies are its hyperparameters.
 """
 
 from __future__ import annotations
@@ -40,24 +44,26 @@ class PopulationTracker:
     """The figures and tracker runs of the population written into ``out_dir``."""
 
     def __init__(
-        self, cfg: DictConfig, out_dir: Path, settings, configs, columns, names=None
+        self, cfg: DictConfig, out_dir: Path, settings, configs, columns, dirs: list[Path]
     ) -> None:
-        """``names``: the members' run names (their dirs' names; default ``member_<k>``)."""
+        """``dirs``: the members' run dirs (their names are the members' run names)."""
         self.out_dir, self.settings, self.columns = Path(out_dir), settings, columns
         self.loggers = _loggers(cfg, self.out_dir)  # before training: a bad one fails first
+        names = [d.name for d in dirs]
         self.member_runs = [
             MemberRuns(logger, names) for logger in self.loggers if isinstance(logger, MLFlowLogger)
         ]
         population = {"size": len(configs), "varying": columns}
         for logger in self.loggers:
             logger.log_hyperparams({"config": configs.base, "population": population})
+        self.wandb = WandbRuns.from_config(cfg, self.out_dir, dirs, configs, population)
         self.figures: dict[str, Path] = {}
 
     # ---- during training ------------------------------------------------------------------
     def on_epoch(self, hook, members: list[int]):
         """``PopulationModule``'s ``on_epoch``: log the epoch's rows (local member j is the
         population's ``members[j]``), then call ``hook`` with the population's numbers."""
-        if not self.loggers and hook is None:
+        if not self.loggers and self.wandb is None and hook is None:
             return None
 
         def logged(epoch: int, rows: list[dict]):
@@ -72,6 +78,8 @@ class PopulationTracker:
                     logger.log_metrics(values, step=epoch)
             for runs in self.member_runs:
                 runs.log_epoch(epoch, rows)
+            if self.wandb is not None:
+                self.wandb.log_epoch(epoch, rows)
             stop = list(hook(epoch, rows)) if hook is not None else []
             local = {m: j for j, m in enumerate(members)}
             return [local[m] for m in stop]
@@ -132,48 +140,23 @@ class PopulationTracker:
                 title=f"Learning curves: {len(summary)} members{what}",
             )
         for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                self._wandb_end(logger, history, summary)
             if isinstance(logger, MLFlowLogger):
                 stats = {k: v for k, v in mean_and_std(summary).items() if math.isfinite(v)}
                 logger.log_metrics(stats)
         for runs in self.member_runs:
             runs.end(summary, self.columns, history)
+        if self.wandb is not None:
+            self.wandb.end(summary)
         self.finish()
-
-    def _wandb_end(self, logger: WandbLogger, history: pd.DataFrame, summary) -> None:
-        import wandb
-
-        members = [int(m) for m in summary["member"]]
-        end: dict = {}
-        for key in ("train/loss", "val/loss"):
-            if key not in history:
-                continue
-            finite = history[history[key].map(math.isfinite)]  # a diverged member's NaN: its end
-            lines = [finite[finite.member == m] for m in members]
-            end[f"curves/{key}"] = wandb.plot.line_series(
-                xs=[line.epoch.tolist() for line in lines],
-                ys=[line[key].astype(float).tolist() for line in lines],
-                keys=[f"member_{m:03d}" for m in members],
-                title=key,
-                xname="epoch",
-            )
-        rows = [[_cell(v) for v in row] for row in summary.itertuples(index=False)]
-        end["summary"] = wandb.Table(
-            columns=list(summary.columns), data=rows, allow_mixed_types=True
-        )
-        for name, path in self.figures.items():
-            end[name] = wandb.Image(str(path))
-        logger.experiment.log(end)
-        stats = {k: v for k, v in mean_and_std(summary).items() if math.isfinite(v)}
-        logger.experiment.summary.update(stats)
 
     def finish(self, failed: bool = False) -> None:
         """End the tracker runs (FAILED, wandb's with exit code 1, when ``failed``)."""
         for runs in self.member_runs:
             runs.close("FAILED" if failed else "FINISHED")
+        if self.wandb is not None:
+            self.wandb.close(failed)
         finish_trackers(failed, self.loggers)
-        self.loggers, self.member_runs = [], []
+        self.loggers, self.member_runs, self.wandb = [], [], None
 
 
 class MemberRuns:
@@ -230,23 +213,102 @@ class MemberRuns:
         self.open.clear()
 
 
+class WandbRuns:
+    """wandb's runs of a population's members: a run per member, in one ``group`` with one
+    ``job_type``, so that wandb's group view aggregates the members as it does runs of one
+    experiment. Member k's run is a ``WandbLogger`` of the configured node, named after its dir,
+    with that dir's id (``build.wandb_id``: a resumed population logs on in each member's run)
+    and wandb files; it is made at its first epoch (nothing is written into a member's dir
+    before training) and stays open beside the others (``reinit="create_new"``) until the end,
+    when it gets its final metrics as its summary and finishes (exit code 1: it diverged)."""
+
+    def __init__(self, node: dict, dirs: list[Path], group: str, job_type: str, hparams) -> None:
+        """``hparams(k)``: member k's hyperparameters, logged as its run's config."""
+        self.node, self.dirs, self.hparams = node, dirs, hparams
+        self.group, self.job_type = group, job_type
+        self.open: dict[int, WandbLogger] = {}
+        build.instantiate_checked(node)  # no run yet: a bad argument fails before training
+
+    @classmethod
+    def from_config(
+        cls, cfg: DictConfig, out_dir: Path, dirs: list[Path], configs, population: dict
+    ) -> WandbRuns | None:
+        """The runs ``cfg``'s wandb logger asks for (None: no wandb logger)."""
+        nodes = [n for n in (cfg.get("logger") or {}).values() if n is not None]
+        nodes = [n for n in nodes if issubclass(get_class(str(n.get("_target_"))), WandbLogger)]
+        if not nodes:
+            return None
+        node = OmegaConf.to_container(nodes[0], resolve=True)
+        build.quiet_wandb(bool(node.get("offline")))
+        group = node.get("group") or out_dir.resolve().name
+
+        def hparams(k: int) -> dict:
+            return {"config": configs[k], "population": population | {"member": k}}
+
+        return cls(node, dirs, group, job_type(cfg), hparams)
+
+    def run(self, member: int) -> WandbLogger:
+        if member not in self.open:
+            run_dir = self.dirs[member]
+            node = self.node | {
+                "name": run_dir.name,
+                "save_dir": str(run_dir),
+                "id": build.wandb_id(run_dir),  # makes the dir, where wandb writes its files
+                "group": self.group,
+                "job_type": self.job_type,
+                "reinit": "create_new",  # beside the other members' runs, not instead of them
+            }
+            self.open[member] = build.instantiate_checked(node)
+            self.open[member].log_hyperparams(self.hparams(member))
+        return self.open[member]
+
+    def log_epoch(self, epoch: int, rows: list[dict]) -> None:
+        for row in rows:
+            values = {k: v for k, v in row.items() if k != "member"}
+            self.run(row["member"]).log_metrics(values, step=epoch)
+
+    def end(self, summary: pd.DataFrame) -> None:
+        """Each member's final metrics (val of its last weights, test of its best), status and
+        epochs as its run's summary; exit code 1 for a diverged member, else 0."""
+        for row in summary.to_dict("records"):
+            member = int(row["member"])
+            final = {k: v for k, v in row.items() if "/" in k and k != "run_dir" and _finite(v)}
+            ends = {k: _cell(row.get(k)) for k in ("status", "best_epoch", "stopped_epoch")}
+            experiment = self.run(member).experiment
+            experiment.summary.update(final | {k: v for k, v in ends.items() if v is not None})
+            experiment.finish(exit_code=1 if row.get("status") == DIVERGED else 0)
+            del self.open[member]
+
+    def close(self, failed: bool) -> None:
+        """Finish the runs still open (a population that failed or was stopped)."""
+        for member in sorted(self.open):
+            self.open[member].experiment.finish(exit_code=1 if failed else 0)
+        self.open.clear()
+
+
+def job_type(cfg: DictConfig) -> str:
+    """What a population is, as its members' wandb job type: ``cv`` folds, ``seeds``, or a
+    sweep's ``population`` of trials."""
+    if cfg.get("cv") is not None:
+        return "cv"
+    if cfg.get("seeds") is not None:
+        return "seeds"
+    return "population"
+
+
 def _loggers(cfg: DictConfig, out_dir: Path) -> list:
-    """The configured loggers but the CSV ones, each making one run for the population."""
+    """The configured loggers but the CSV and wandb ones, each making one run for the
+    population (wandb's runs are ``WandbRuns``)."""
     loggers = []
     for node in (cfg.get("logger") or {}).values():
         if node is None:
             continue
         cls = get_class(str(node.get("_target_")))
-        if issubclass(cls, CSVLogger | LightningCSVLogger):
+        if issubclass(cls, CSVLogger | LightningCSVLogger | WandbLogger):
             continue
         node = OmegaConf.to_container(node, resolve=True)
         if issubclass(cls, MLFlowLogger):
             node["run_name"] = out_dir.name
-        if issubclass(cls, WandbLogger):
-            build.quiet_wandb(bool(node.get("offline")))
-            node["name"] = out_dir.name
-            node["group"] = node.get("group") or out_dir.resolve().parent.name
-            node["id"] = node.get("id") or build.wandb_id(out_dir)
         loggers.append(build.instantiate_checked(node))
     return loggers
 
