@@ -39,9 +39,11 @@ import yaml
 from mlplab.errors import ConfigError, clean_exit
 from mlplab.run.rundir import LOCK_NAME, lock_owner
 
-# A dir holding any of these is a run (Hydra's ``.hydra`` and the lock come first: a run that
-# is starting, or one killed while it started).
-RUN_FILES = frozenset({"config.yaml", "metrics.json", "run_info.json", ".hydra", LOCK_NAME})
+# A dir holding any of these is a run (Hydra's ``.hydra``, the lock and a population member's
+# ``wandb_id`` come first: a run that is starting, or one killed while it started).
+RUN_FILES = frozenset(
+    {"config.yaml", "metrics.json", "run_info.json", ".hydra", LOCK_NAME, "wandb_id"}
+)
 NOT_RUNS = frozenset({"checkpoints", "csv", "wandb", "tensorboard", "mlruns", "__pycache__"})
 ERROR_FILE = "error.txt"  # mlplab.sweep.multirun.ERROR_FILE, without importing Hydra
 STATUSES = ("ok", "running", "diverged", "failed", "pruned", "incomplete")

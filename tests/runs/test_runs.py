@@ -282,6 +282,18 @@ def test_damaged_and_half_written_dirs_are_notes_not_crashes(logs, tmp_path, cap
     assert row["status"] == "ok"
 
 
+def test_a_member_killed_before_its_first_epoch_is_an_incomplete_run(logs, tmp_path, capsys):
+    copy = tmp_path / "pop"
+    shutil.copytree(logs / "train" / "pop", copy)
+    killed = copy / "member_003"  # its wandb run was opened, nothing else was written
+    (killed / "wandb").mkdir(parents=True)
+    (killed / "wandb_id").write_text("abc123")
+    rows = {r["run"]: r for r in records(capsys, str(copy))}
+    assert set(rows) == {f"member_00{k}" for k in range(4)}
+    assert rows["member_003"]["status"] == "incomplete"
+    assert [r["status"] for name, r in sorted(rows.items())][:3] == ["ok"] * 3
+
+
 def test_a_sweep_population_and_its_trials(logs, tmp_path, capsys):
     """A sweep dir: trials.csv says which trials failed or were pruned; a population dir whose
     members are the sweep's trial dirs lends them its epochs for --plot."""
