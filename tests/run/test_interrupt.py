@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from mlplab.config import compose_run, portable_data
+from mlplab.errors import ConfigError
+from mlplab.run.preflight import expand_resume
 from tests.conftest import ROOT, run_cli
 
 RUN = ["data=moons", "data.options.n_samples=300", "trainer.max_epochs=4", "logger=csv"]
@@ -108,7 +112,7 @@ def test_resume_checks_a_config_group_given_again_against_the_run(tmp_path):
 
 POPULATION = """
 import json, signal, sys
-from mlplab.config import compose_run
+from mlplab.config import compose_run, portable_data
 from mlplab.population.engine import train_population
 from mlplab.population.members import population_members
 from mlplab.run import interrupt
@@ -146,3 +150,20 @@ def test_ctrl_c_stops_a_population_at_the_epoch_end_and_resume_continues_it(tmp_
     assert runs == [{"requested": True, "members": 2}, {"requested": False, "members": 2}]
     summary = (out / "summary.csv").read_text().splitlines()
     assert len(summary) == 3  # a header and both members, after the resumed run
+
+
+def test_resume_compares_a_groups_interpolations_by_their_values(tmp_path, monkeypatch):
+    """A run's config.yaml holds values (``logger.wandb.offline: true``); a group given again
+    holds what resolves to them (``${wandb_offline:}``): equal, not a change."""
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # offline: the default
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    saved = portable_data(compose_run(run_dir, "logger=default"))  # as mlplab-train saves it
+    assert saved["logger"]["wandb"]["offline"] is True
+    OmegaConf.save(saved, run_dir / "config.yaml")
+    argv = expand_resume([f"resume={run_dir}", "logger=default"])
+    assert argv[argv.index("--config-dir") + 1] == str(run_dir.resolve())
+    saved["logger"]["wandb"]["offline"] = False  # a run that logged online: a change now
+    OmegaConf.save(saved, run_dir / "config.yaml")
+    with pytest.raises(ConfigError, match="logger.wandb.offline"):
+        expand_resume([f"resume={run_dir}", "logger=default"])

@@ -228,7 +228,8 @@ def _quoted(text: str) -> str:
 
 def _check_groups(line, groups, values, resumed: DictConfig, run_dir: Path) -> None:
     """Each key that the config groups of ``groups`` set must hold the resumed run's value."""
-    asked = _leaves(compose_checked(line, [*values, *groups]))
+    composed = compose_checked(line, [*values, *groups])
+    asked = _leaves(composed)
     without = _leaves(compose_checked(line, []))  # values may need a group: not values alone
     has = _leaves(resumed)
     nodes = {_key_of(g).lstrip("+~").split("@")[0] for g in groups}  # data=…: all of data.*
@@ -236,7 +237,7 @@ def _check_groups(line, groups, values, resumed: DictConfig, run_dir: Path) -> N
         top = key.split(".")[0]
         if top in IDENTITY or (top not in nodes and without.get(key, _NONE) == value):
             continue
-        if has.get(key, _NONE) != value:
+        if has.get(key, _NONE) != value and not _resolves_to(composed, key, has.get(key, _NONE)):
             raise ConfigError(
                 f"{' '.join(groups)} sets {key}={value!r}, but the run in {run_dir} has "
                 f"{key}={has.get(key)!r}: resume continues a run with its saved config; drop "
@@ -245,6 +246,19 @@ def _check_groups(line, groups, values, resumed: DictConfig, run_dir: Path) -> N
 
 
 _NONE = object()
+
+
+def _resolves_to(cfg: DictConfig, key: str, saved) -> bool:
+    """Whether ``key``, an interpolation in ``cfg`` (``${wandb_offline:}``), resolves to the
+    value the run saved (its ``config.yaml`` holds values, resolved when it started)."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if not isinstance(node, DictConfig) or not OmegaConf.is_interpolation(node, leaf):
+        return False
+    try:
+        return OmegaConf.select(cfg, key, throw_on_resolution_failure=True) == saved
+    except OmegaConfBaseException:  # it needs what only a started run has (Hydra's runtime)
+        return False
 
 
 def _leaves(cfg: DictConfig) -> dict:
