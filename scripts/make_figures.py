@@ -9,7 +9,8 @@ dir with ``logger=csv``) or from ``mlplab.figures.plots`` directly:
 - learning rates: ``experiment=lr_small / lr_stable / lr_large``, train/loss per epoch;
 - the optimizer race on a 2-D non-convex surface (six-hump camel);
 - optimizers on a real task: ``experiment=optimizers optimizer=sgd,...,rmsprop``;
-- gradient noise vs batch size, on breast_cancer with a freshly initialized MLP.
+- gradient noise vs batch size, on breast_cancer with a freshly initialized MLP;
+- ``mlplab-runs --group-by optimizer.lr --plot val/loss`` of the README's lr × seed grid.
 
     python scripts/make_figures.py [--out docs/figures] [--optimizer-epochs 50]
 """
@@ -20,7 +21,9 @@ import argparse
 import csv
 import logging
 import math
+import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +35,8 @@ from hydra.utils import instantiate
 from matplotlib import image as mpimg
 from omegaconf import DictConfig
 
-from mlplab.config import compose_run
+from mlplab import runs
+from mlplab.config import QUIET, compose_run
 from mlplab.figures.plots import (
     plot_gradient_variance,
     plot_loss_curves,
@@ -41,6 +45,7 @@ from mlplab.figures.plots import (
 from mlplab.lecture.gradients import gradient_variance
 from mlplab.run.build import build_model
 from mlplab.run.console import silence_known_noise
+from mlplab.train import main as train_main
 from mlplab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,6 +123,25 @@ class Figures:
         title = "Learning rate: too small, stable, too large (SGD on the moons)"
         self.keep(plot_loss_curves(curves, self.out / "learning_rates.png", title, "train/loss"))
 
+    def runs_grid(self) -> None:
+        """The README's lr × seed grid, run as ``mlplab-train -m`` runs it (a multirun dir of
+        finished jobs), drawn as ``mlplab-runs --group-by optimizer.lr --plot val/loss``."""
+        argv, run_id = sys.argv, os.environ.pop("MLPLAB_RUN_ID", None)  # a run names itself
+        sys.argv = ["mlplab-train"]  # Hydra reads the program name from it
+        try:
+            train_main(
+                ["-m", "data=moons", "optimizer.lr=0.1,0.01,0.001", "seed=1,2,3"]
+                + ["trainer.max_epochs=10", "run_name=grid", f"paths.log_dir={self.runs}"]
+                + [*QUIET, *EXTRA, "logger=csv", "callbacks=none"]
+            )
+        finally:
+            sys.argv = argv
+            if run_id is not None:
+                os.environ["MLPLAB_RUN_ID"] = run_id
+        found, _ = runs.load([str(self.runs / "train" / "multirun" / "grid")])
+        by = ["optimizer.lr"]
+        self.keep(runs.plot(found, "val/loss", self.out / "runs_val_loss.png", by, {}))
+
     def optimizer_race(self) -> None:
         self.keep(plot_optimizer_race(self.out / "optimizer_race.png"))
 
@@ -167,6 +191,7 @@ def main() -> None:
         figures.overfitting()
         figures.learning_rates()
         figures.optimizer_race()
+        figures.runs_grid()
         figures.optimizers(args.optimizer_epochs)
         figures.gradient_noise()
     print(f"{len(figures.written)} figures in {time.perf_counter() - start:.1f} s")

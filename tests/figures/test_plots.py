@@ -218,6 +218,6 @@ def test_make_figures_reproduces_the_committed_figures(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     committed = sorted((root / "docs" / "figures").glob("*.png"))
-    assert len(committed) == 10
+    assert len(committed) == 11
     for path in committed:
         assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
