@@ -528,8 +528,11 @@ def write_csv(rows: list[dict], file) -> None:
 
 
 def check_outside(flag: str, file: Path, runs: list[Run]) -> None:
-    """Refuse an output file inside a run dir: this command only reads them."""
+    """Refuse an output file inside a run dir (this command only reads them) or in a folder
+    that isn't there (before the table is printed, not after)."""
     target = file.resolve().parent
+    if not target.is_dir():
+        raise ConfigError(f"{flag} {file} is invalid: the folder {target} does not exist")
     for run in runs:
         folder = run.path.resolve()
         if target == folder or folder in target.parents:
