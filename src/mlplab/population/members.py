@@ -93,27 +93,22 @@ def _source(raw: dict, key: str, keys: list[str]) -> str:
     return next((k for k in keys if key in derived(raw, [k])), keys[0])
 
 
+def _check_count(key: str, value, low: int, what: str, most: str) -> None:
+    """``key``'s value: an integer from ``low`` to MAX_MEMBERS (the number of ``what``)."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+    check(ok, key, value, f"an integer >= {low} (the number of {what})")
+    check(value <= MAX_MEMBERS, key, value, f"at most {MAX_MEMBERS} ({most})")
+
+
 def check_population_args(cfg: DictConfig) -> None:
     """``cfg``'s ``seeds=``/``cv=`` and what they rule out, checked without the data: a
     ConfigError naming the first bad key (``check_folds`` tells if the data parts into the
     folds)."""
     n, k = cfg.get("seeds"), cfg.get("cv")
     if n is not None:
-        check(
-            isinstance(n, int) and not isinstance(n, bool) and n >= 1,
-            "seeds",
-            n,
-            "an integer >= 1 (the number of seeds trained as one population)",
-        )
-        check(n <= MAX_MEMBERS, "seeds", n, f"at most {MAX_MEMBERS} (split them into several runs)")
+        _check_count("seeds", n, 1, "seeds trained as one population", "split them into runs")
     if k is not None:
-        check(
-            isinstance(k, int) and not isinstance(k, bool) and k >= 2,
-            "cv",
-            k,
-            "an integer >= 2 (the number of folds)",
-        )
-        check(k <= MAX_MEMBERS, "cv", k, f"at most {MAX_MEMBERS} folds")
+        _check_count("cv", k, 2, "folds", "folds")
         if n is not None:
             raise ConfigError(
                 f"cv={k} and seeds={n} can't be combined: each seed has its own split, so the "
