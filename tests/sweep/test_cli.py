@@ -7,6 +7,7 @@ real ``train()`` on 200 moons points for an epoch or two.
 
 from __future__ import annotations
 
+import gc
 import math
 import sys
 import time
@@ -392,6 +393,20 @@ def test_failed_trials_record_why_and_the_sweep_goes_on(tmp_path, fake_train, ca
     assert "4 trials: 1 complete, 3 fail" in out
     assert "failed 1× RuntimeError: boom (injected by the test)  (trials 3)" in out
     assert (sweep_dir / "best.yaml").is_file()
+
+
+def test_trials_run_with_the_imports_frozen_and_the_heap_is_given_back(tmp_path, fake_train):
+    """The collection after each trial skips the objects that existed before the trials (the
+    imports); after the sweep, a trial that raised included, nothing stays frozen."""
+    calls, plan = fake_train
+    frozen: list[int] = []
+    plan.value = lambda cfg, n: frozen.append(gc.get_freeze_count()) or float(cfg.optimizer.lr)
+    plan.raises = {1: RuntimeError("boom (injected by the test)")}
+    before = gc.get_freeze_count()
+    sweep(["hparams_search=toy", "n_trials=3", f"sweep_dir={tmp_path / 'sw'}"])
+    assert len(calls) == 3 and len(frozen) == 2
+    assert all(count > 10_000 for count in frozen)  # torch, Lightning, pandas, optuna, …
+    assert gc.get_freeze_count() == before
 
 
 def test_a_missing_metric_stops_the_sweep_with_one_line(tmp_path, count_train, capsys):
