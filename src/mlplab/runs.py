@@ -8,15 +8,12 @@ or the runs' curves in one PNG.
     mlplab-runs --metrics val/loss test/acc --csv runs.csv      # or --markdown, --json
     mlplab-runs --group-by optimizer.lr --plot val/loss         # → runs_val_loss.png
 
-A run is a dir holding what ``mlplab-train`` writes (``config.yaml``, ``metrics.json``,
-``run_info.json``): a plain run, a multirun job, a sweep trial, a member of a population
-(``seeds=``, ``cv=``, ``mlplab-sweep population=K``; the population dir itself holds their mean
-and is no row). Its status: ``ok`` (it wrote ``metrics.json``), ``running`` (a live process holds
-its lock, or its population's), ``diverged``/``failed``/``pruned`` (its ``error.txt``, its
-population's ``summary.csv`` or its sweep's ``trials.csv`` says so), else ``incomplete``
-(stopped before the end, or still starting). A damaged file or a dir that isn't a run is a note
-under the table, never a crash. The command only reads run dirs, and imports neither torch nor
-Lightning, so it answers at once.
+A run is a dir holding what ``mlplab-train`` writes: a plain run, a multirun job, a sweep trial
+or a population member (the population dir holds their mean and is no row). Its status is
+``ok`` (it wrote ``metrics.json``), ``running`` (a live lock), ``diverged``/``failed``/``pruned``
+(its ``error.txt``, population's ``summary.csv`` or sweep's ``trials.csv`` says so), else
+``incomplete``. A damaged file is a note, never a crash. It only reads run dirs and imports
+neither torch nor Lightning, so it answers at once (docs/look.md).
 """
 
 from __future__ import annotations
@@ -50,6 +47,7 @@ STATUSES = ("ok", "running", "diverged", "failed", "pruned", "incomplete")
 TRIAL_STATES = {"FAIL": "failed", "PRUNED": "pruned"}  # Optuna's states in trials.csv
 OWN = frozenset({"defaults", "paths.output_dir", "run_name"})  # the row names the run already
 REF = re.compile(r"\$\{([\w.]+)\}")  # ${seed}: a plain reference to another key
+MEMBER = re.compile(r"member_(\d+)")
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser is ~10x faster
 MISSING = object()
 
@@ -68,44 +66,53 @@ class Run:
     follows: set[str] = field(default_factory=set)  # keys that are ${other key} in the file
 
 
-@dataclass
-class Found:
-    """What ``find`` saw under one folder."""
-
-    runs: list[Path] = field(default_factory=list)
-    populations: list[Path] = field(default_factory=list)
-    sweeps: list[Path] = field(default_factory=list)
-    notes: list[tuple[Path, str]] = field(default_factory=list)
-
-
 # ---- finding and reading runs -------------------------------------------------------------
-def find(root: Path) -> Found:
-    """Walk ``root``: run dirs, population dirs (their members are runs), sweep dirs (their
-    ``trials.csv``) and, as notes, dirs that hold none of these. Run dirs are not walked into,
-    but for a population's members."""
-    found = Found()
+def find(root: Path) -> tuple[list[Path], dict, dict, list[tuple[Path, str]]]:
+    """Walk ``root`` for run dirs (not walked into), population dirs (their members are runs)
+    and sweep dirs. Returns the run dirs; member dir → (its population dir, member number, its
+    ``summary.csv`` row); trial dir → its row of ``trials.csv``; and notes, such as the dirs
+    that hold none of these."""
+    runs, member_of, trial_of, notes = [], {}, {}, []
     stack = [root]
     while stack:
         folder = stack.pop()
         try:
             entries = list(os.scandir(folder))
         except OSError as err:
-            found.notes.append((folder, f"can't be read ({err.strerror})"))
+            notes.append((folder, f"can't be read ({err.strerror})"))
             continue
         names = {e.name for e in entries}
         subdirs = [Path(e.path) for e in entries if _walkable(e)]
-        if any(d.name.startswith("member_") for d in subdirs) or _population_table(folder, names):
-            found.populations.append(folder)
+        population = any(d.name.startswith("member_") for d in subdirs)
+        header, rows, note = [], [], ""
+        if "summary.csv" in names:  # a population's lists its members (a multirun's, its jobs)
+            header, rows, note = _read_table(folder / "summary.csv")
+            population = population or {"member", "run_dir"} <= set(header)
+        if population:
+            if note:
+                notes.append((folder, note))
+            for row in rows:
+                name = Path(row.get("run_dir") or "").name
+                if name and str(row.get("member", "")).isdigit():
+                    for dir_ in (folder / name, folder.parent / name):  # seeds=/cv=, or trials
+                        member_of.setdefault(dir_, (folder, int(row["member"]), row))
+            for dir_ in subdirs:  # a population still running: no summary.csv yet
+                if match := MEMBER.fullmatch(dir_.name):
+                    member_of.setdefault(dir_, (folder, int(match[1]), {}))
             stack += subdirs
         elif names & RUN_FILES:
-            found.runs.append(folder)
+            runs.append(folder)
         elif subdirs:
             if "trials.csv" in names:
-                found.sweeps.append(folder)
+                _, rows, note = _read_table(folder / "trials.csv")
+                if note:
+                    notes.append((folder, note))
+                for row in rows:
+                    trial_of[folder / f"trial_{row.get('number')}"] = row
             stack += subdirs
         else:
-            found.notes.append((folder, "not a run: no config.yaml, metrics.json or run_info.json"))
-    return found
+            notes.append((folder, "not a run: no config.yaml, metrics.json or run_info.json"))
+    return runs, member_of, trial_of, notes
 
 
 def _walkable(entry: os.DirEntry) -> bool:
@@ -117,58 +124,18 @@ def _walkable(entry: os.DirEntry) -> bool:
         return False
 
 
-def _population_table(folder: Path, names: set[str]) -> bool:
-    """True when ``folder/summary.csv`` lists population members (a multirun's lists jobs)."""
-    if "summary.csv" not in names:
-        return False
-    try:
-        with open(folder / "summary.csv", newline="") as f:
-            header = next(csv.reader(f), [])
-    except (OSError, csv.Error, UnicodeDecodeError):
-        return False
-    return "member" in header and "run_dir" in header
-
-
-def members(populations: list[Path]) -> tuple[dict[Path, tuple[Path, int, dict]], list]:
-    """Member dir → (its population dir, member number, its ``summary.csv`` row), and notes."""
-    out: dict[Path, tuple[Path, int, dict]] = {}
-    notes = []
-    for pop in populations:
-        rows, note = _read_table(pop / "summary.csv")
-        if note:
-            notes.append((pop, note))
-        for row in rows:
-            name = Path(row.get("run_dir") or "").name
-            if not name or not str(row.get("member", "")).isdigit():
-                continue
-            for folder in (pop / name, pop.parent / name):  # seeds=/cv=, or a sweep's trials
-                out.setdefault(folder, (pop, int(row["member"]), row))
-        for folder in pop.glob("member_*"):  # a population still running: no summary.csv yet
-            if folder.name[7:].isdigit():
-                out.setdefault(folder, (pop, int(folder.name[7:]), {}))
-    return out, notes
-
-
-def trials(sweeps: list[Path]) -> tuple[dict[Path, dict], list]:
-    """Trial dir → its row of the sweep's ``trials.csv``, and notes."""
-    out, notes = {}, []
-    for sweep in sweeps:
-        rows, note = _read_table(sweep / "trials.csv")
-        if note:
-            notes.append((sweep, note))
-        for row in rows:
-            out[sweep / f"trial_{row.get('number')}"] = row
-    return out, notes
-
-
-def _read_table(path: Path) -> tuple[list[dict], str]:
+def _read_table(path: Path) -> tuple[list[str], list[dict], str]:
+    """A CSV file's header and rows, and a note if it can't be read."""
+    header: list[str] = []
     try:
         with open(path, newline="") as f:
-            return list(csv.DictReader(f)), ""
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            return header, list(reader), ""
     except FileNotFoundError:
-        return [], ""
+        return [], [], ""
     except (OSError, csv.Error, UnicodeDecodeError) as err:
-        return [], f"{path.name} can't be read ({_reason(err)})"
+        return header, [], f"{path.name} can't be read ({_reason(err)})"
 
 
 def read_run(path: Path, name: str, member=None, trial: dict | None = None) -> Run:
@@ -176,14 +143,17 @@ def read_run(path: Path, name: str, member=None, trial: dict | None = None) -> R
     run = Run(path, name)
     run.config, run.follows = _read_config(path / "config.yaml", run.notes)
     metrics = _read_metrics(path / "metrics.json", run.notes)
-    if member is None and re.fullmatch(r"member_\d+", path.name):  # found without its population
-        if (path.parent / "metrics.csv").is_file():
-            member = (path.parent, int(path.name[7:]), {})
+    match = MEMBER.fullmatch(path.name)
+    if member is None and match and (path.parent / "metrics.csv").is_file():
+        member = (path.parent, int(match[1]), {})  # found without its population
     if member is not None:
         run.history = (member[0] / "metrics.csv", member[1])
     else:
         run.history = (path / "csv" / "metrics.csv", None)
-    owner = _owner(path) or (_owner(member[0]) if member is not None else None)
+    try:
+        owner = lock_owner(path) or (lock_owner(member[0]) if member is not None else None)
+    except OSError:
+        owner = None
     if owner is not None:
         run.status = "running"
         run.notes.append(f"in use by {owner}")
@@ -256,16 +226,6 @@ def _read_text(path: Path, notes: list[str] | None = None) -> str | None:
         return None
 
 
-def _owner(path: Path) -> str | None:
-    """Who holds the dir's lock (``mlplab.run.rundir``); only tried when there is a lock."""
-    if not (path / LOCK_NAME).is_file():
-        return None
-    try:
-        return lock_owner(path)
-    except OSError:
-        return None
-
-
 def _reason(err: BaseException) -> str:
     return " ".join(str(getattr(err, "strerror", None) or err).split())
 
@@ -278,11 +238,10 @@ def flatten(node: dict, prefix: str = "") -> dict[str, Any]:
     """``{"optimizer": {"lr": 0.01}}`` → ``{"optimizer.lr": 0.01}`` (lists stay values)."""
     out = {}
     for key, value in node.items():
-        name = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{name}."))
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
-            out[name] = value
+            out[f"{prefix}{key}"] = value
     return out
 
 
@@ -297,9 +256,6 @@ def load(paths: list[str]) -> tuple[list[Run], list[str]]:
             raise ConfigError(f"{given} does not exist{hint}: give a folder of runs")
         if not root.is_dir():
             raise ConfigError(f"{given} is not a folder: give a folder of runs")
-        found = find(root)
-        member_of, member_notes = members(found.populations)
-        trial_of, trial_notes = trials(found.sweeps)
 
         def name(path: Path, root=root, given=given) -> str:
             rel = path.relative_to(root)
@@ -307,10 +263,10 @@ def load(paths: list[str]) -> tuple[list[Run], list[str]]:
                 return given
             return str(rel if len(paths) == 1 else Path(given) / rel)
 
-        for path in found.runs:
+        found, member_of, trial_of, found_notes = find(root)
+        for path in found:
             runs.append(read_run(path, name(path), member_of.get(path), trial_of.get(path)))
-        for path, note in [*found.notes, *member_notes, *trial_notes]:
-            notes.append(f"{name(path)}: {note}")
+        notes += [f"{name(path)}: {note}" for path, note in found_notes]
     return sorted(runs, key=lambda r: _natural(r.name)), notes
 
 
@@ -349,14 +305,12 @@ def matches(config: dict[str, Any], key: str, text: str, value: Any) -> bool:
 
 
 def _as_number(value: Any) -> float | None:
-    if _is_number(value):
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        return None
+    try:
         return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
+    except ValueError:
+        return None
 
 
 def differing(runs: list[Run]) -> list[str]:
@@ -424,17 +378,6 @@ def _empty(value: Any) -> bool:
     return value is None or value is MISSING or (isinstance(value, float) and math.isnan(value))
 
 
-def run_rows(runs: list[Run], keys: list[str], metrics: list[str]) -> list[dict]:
-    """One record a run: ``run``, ``status``, the keys, the metrics, ``note``, ``path``."""
-    return [
-        {"run": run.name, "status": run.status}
-        | {key: run.config.get(key, MISSING) for key in keys}
-        | {m: run.metrics.get(m, math.nan) for m in metrics}
-        | {"note": "; ".join(run.notes), "path": os.path.abspath(run.path)}
-        for run in runs
-    ]
-
-
 def group_rows(runs: list[Run], by: list[str], metrics: list[str]) -> list[dict]:
     """Per group of equal ``by`` values: its ok runs' mean, std (ddof=1) and count of every
     metric — ``mean_and_std``, as ``seeds=``/``cv=`` report them — and the runs left out."""
@@ -450,8 +393,7 @@ def group_rows(runs: list[Run], by: list[str], metrics: list[str]) -> list[dict]
         ok = [run for run in group if run.status == "ok"]
         left = Counter(run.status for run in group if run.status != "ok")
         table = pd.DataFrame(
-            [{"status": "ok"} | {m: run.metrics.get(m, math.nan) for m in metrics} for run in ok],
-            columns=["status", *metrics],
+            [{"status": "ok"} | run.metrics for run in ok], columns=["status", *metrics]
         )
         stats = mean_and_std(table)
         row = {k: group[0].config.get(k, MISSING) for k in by}
@@ -464,26 +406,36 @@ def group_rows(runs: list[Run], by: list[str], metrics: list[str]) -> list[dict]
 
 
 # ---- writing ------------------------------------------------------------------------------
-def text_rows(rows: list[dict], keys: list[str], metrics: list[str], grouped: bool):
-    """(header, cells, right-aligned columns) of the table as printed."""
-    if grouped:
+def table(rows: list[dict], keys: list[str], metrics: list[str], by: list[str], markdown: bool):
+    """The rows as printed: aligned columns, or Markdown; metrics right-aligned."""
+    if by:
         header = [*keys, "runs", "left out", *metrics]
         cells = [
-            [_text(r[k]) for k in keys]
-            + [str(r["runs"]), r["left_out"]]
+            [*(_text(r[k]) for k in keys), str(r["runs"]), r["left_out"]]
             + [_stat(r[m], r[f"{m}.std"], r[f"{m}.n"], r["runs"]) for m in metrics]
             for r in rows
         ]
     else:
         header = ["run", "status", *keys, *metrics]
         cells = [
-            [r["run"], r["status"]]
-            + [_text(r[k]) for k in keys]
+            [r["run"], r["status"], *(_text(r[k]) for k in keys)]
             + ["" if math.isnan(r[m]) else f"{r[m]:.4f}" for m in metrics]
             for r in rows
         ]
-    numbers = {i for i, name in enumerate(header) if name in metrics or name == "runs"}
-    return header, cells, numbers
+    right = [name in metrics or name == "runs" for name in header]
+    if markdown:
+        rule = ["---:" if number else "---" for number in right]
+        lines = [header, rule, *cells]
+        return "\n".join("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in lines)
+    widths = [max(map(len, column)) for column in zip(header, *cells, strict=True)]
+
+    def line(row: list[str]) -> str:
+        padded = (
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right, strict=True)
+        )
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, cells)])
 
 
 def _stat(mean: float, std: float, n: int, runs: int) -> str:
@@ -493,38 +445,17 @@ def _stat(mean: float, std: float, n: int, runs: int) -> str:
     return text if n == runs else f"{text} (n={n})"
 
 
-def plain_table(header: list[str], cells: list[list[str]], numbers: set[int]) -> str:
-    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
-
-    def line(row):
-        return "  ".join(
-            c.rjust(w) if i in numbers else c.ljust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-
-    return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, cells)])
-
-
-def markdown_table(header: list[str], cells: list[list[str]], numbers: set[int]) -> str:
-    rule = ["---:" if i in numbers else "---" for i in range(len(header))]
-    rows = [header, rule, *cells]
-    return "\n".join("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows)
-
-
-def _plain(value: Any) -> Any:
-    """A record's value for JSON and CSV: NaN and missing → None."""
-    return None if _empty(value) else value
+def _record(row: dict) -> dict:
+    """A row for JSON and CSV: NaN and missing values → None."""
+    return {k: None if _empty(v) else v for k, v in row.items()}
 
 
 def write_csv(rows: list[dict], file) -> None:
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    writer = csv.DictWriter(file, columns, lineterminator="\n")
+    writer = csv.DictWriter(file, list(rows[0]) if rows else [], lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        values = {k: _plain(v) for k, v in row.items()}
-        writer.writerow(
-            {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in values.items()}
-        )
+        values = _record(row).items()
+        writer.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in values})
 
 
 def check_outside(flag: str, file: Path, runs: list[Run]) -> None:
@@ -544,26 +475,24 @@ def check_outside(flag: str, file: Path, runs: list[Run]) -> None:
 
 # ---- curves -------------------------------------------------------------------------------
 def curve(run: Run, metric: str, tables: dict) -> Any:
-    """The run's ``metric`` per epoch (a pandas Series), or None without one."""
+    """The run's ``metric`` per epoch (a pandas Series), or None without one; ``tables`` caches
+    the CSV files read."""
     import pandas as pd
 
-    if run.history is None:
-        return None
     file, member = run.history
     if file not in tables:
+        tables[file] = None
         try:
             tables[file] = pd.read_csv(file)
         except FileNotFoundError:
-            tables[file] = None
+            pass
         except (OSError, ValueError, UnicodeDecodeError) as err:
-            tables[file] = None
             run.notes.append(f"{file.name} can't be read ({_reason(err)})")
     table = tables[file]
-    if table is None or metric not in table or "epoch" not in table:
+    needed = {metric, "epoch"} | ({"member"} if member is not None else set())
+    if table is None or not needed <= set(table.columns):
         return None
     if member is not None:
-        if "member" not in table:
-            return None
         table = table[table["member"] == member]
     # A CSV log has a row per logging call (train, val, test apart): an epoch's first values.
     values = table.groupby("epoch")[metric].first()
@@ -590,11 +519,10 @@ def plot(runs: list[Run], metric: str, file: Path, by: list[str], labels: dict) 
             if values is not None:
                 groups.setdefault(tuple(run.config.get(k, MISSING) for k in by), []).append(values)
         for group in sorted(groups, key=lambda g: [_order(v) for v in g]):
-            curves = groups[group]
-            frame = pd.concat(curves, axis=1)  # (epochs, runs)
+            frame = pd.concat(groups[group], axis=1)  # (epochs, runs)
             mean, std = frame.mean(axis=1), frame.std(axis=1, ddof=1)
             label = ", ".join(f"{k}={_text(v)}" for k, v in zip(by, group, strict=True))
-            (line,) = ax.plot(mean.index, mean, label=f"{label} (n={len(curves)})")
+            (line,) = ax.plot(mean.index, mean, label=f"{label} (n={frame.shape[1]})")
             ax.fill_between(mean.index, mean - std, mean + std, color=line.get_color(), alpha=0.2)
             drawn += [mean - std.fillna(0), mean + std.fillna(0)]
         title = f"{metric}: mean ± std over the ok runs of each group"
@@ -638,9 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--where",
         action="append",
-        default=[],
         metavar="KEY=VALUE",
-        help="keep runs whose config has KEY=VALUE (repeatable)",
+        help="keep runs with KEY=VALUE (repeatable)",
     )
     add("--status", nargs="+", choices=STATUSES, help="keep runs with these statuses")
     add("--sort", metavar="KEY", help="sort by a metric or config key")
@@ -658,28 +585,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 def show(args: argparse.Namespace) -> None:
     """Find, filter, compare, group, sort, print (and write a CSV, draw a plot)."""
-    paths = args.paths or ["logs"]
+    paths, by = args.paths or ["logs"], args.group_by
     runs, notes = load(paths)
-    where = parse_where(args.where)
-    known = list(dict.fromkeys(key for run in runs for key in run.config))
-    for flag, key in [("--where", w[0]) for w in where] + [
-        ("--group-by", k) for k in args.group_by
-    ]:
-        if runs:
+    where = parse_where(args.where or [])
+    if runs:
+        known = list(dict.fromkeys(key for run in runs for key in run.config))
+        for flag, key in [("--where", w[0]) for w in where] + [("--group-by", k) for k in by]:
             check_known(flag, key, known)
-    for key, text, value in where:
-        runs = [run for run in runs if matches(run.config, key, text, value)]
-    if args.status:
-        runs = [run for run in runs if run.status in args.status]
-    found = sorted({m for run in runs for m in run.metrics})
-    for m in args.metrics or []:
-        if runs:
-            check_known("--metrics", m, found)
-    metrics = args.metrics or found
+    runs = [run for run in runs if all(matches(run.config, *w) for w in where)]
+    runs = [run for run in runs if run.status in (args.status or STATUSES)]
+    metrics = sorted({m for run in runs for m in run.metrics})
+    if runs:
+        for m in args.metrics or []:
+            check_known("--metrics", m, metrics)
+    metrics = args.metrics or metrics
 
-    by = args.group_by
     keys = by or differing(runs)
-    rows = group_rows(runs, by, metrics) if by else run_rows(runs, keys, metrics)
+    if by:
+        rows = group_rows(runs, by, metrics)
+    else:
+        rows = [
+            {"run": run.name, "status": run.status}
+            | {key: run.config.get(key, MISSING) for key in keys}
+            | {m: run.metrics.get(m, math.nan) for m in metrics}
+            | {"note": "; ".join(run.notes), "path": os.path.abspath(run.path)}
+            for run in runs
+        ]
     if args.sort:
         check_known(
             "--sort", args.sort, [*metrics, *keys, *(["runs"] if by else ["run", "status"])]
@@ -702,15 +633,16 @@ def show(args: argparse.Namespace) -> None:
         with open(args.csv, "w", newline="") as f:
             write_csv(rows, f)
     if args.json:
-        print(json.dumps([{k: _plain(v) for k, v in row.items()} for row in rows], indent=2))
+        print(json.dumps([_record(row) for row in rows], indent=2))
+    elif args.csv != "-" and runs:
+        print(table(rows, keys, metrics, by, args.markdown))
+        counts = Counter(run.status for run in runs)
+        statuses = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s])
+        grouped = f" in {len(rows)} groups by {', '.join(by)}" if by else ""
+        print(f"{len(runs)} runs{grouped} ({statuses})")
     elif args.csv != "-":
-        if runs:
-            header, cells, numbers = text_rows(rows, keys, metrics, bool(by))
-            print((markdown_table if args.markdown else plain_table)(header, cells, numbers))
-            print(_footer(runs, rows, by))
-        else:
-            filtered = " match" if args.where or args.status else ""
-            print(f"no runs under {', '.join(paths)}{filtered}")
+        filtered = " match" if args.where or args.status else ""
+        print(f"no runs under {', '.join(paths)}{filtered}")
     if plot_file is not None:
         labels = {run.name: _label(run, keys) for run in runs}
         print(f"plot: {plot(runs, args.plot, plot_file, by, labels)}", file=side)
@@ -718,13 +650,6 @@ def show(args: argparse.Namespace) -> None:
         print(f"csv: {args.csv}", file=side)
     for note in [f"{run.name}: {note}" for run in runs for note in run.notes] + notes:
         print(f"note: {note}", file=side)
-
-
-def _footer(runs: list[Run], rows: list[dict], by: list[str]) -> str:
-    counts = Counter(run.status for run in runs)
-    statuses = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s])
-    grouped = f" in {len(rows)} groups by {', '.join(by)}" if by else ""
-    return f"{len(runs)} runs{grouped} ({statuses})"
 
 
 def _label(run: Run, keys: list[str]) -> str:
