@@ -335,14 +335,12 @@ def _key(value: Any) -> Any:
 
 
 def _text(value: Any) -> str:
-    """A config value as the table shows it."""
-    if value is None or value is MISSING:
-        return "null" if value is None else ""
-    if isinstance(value, bool):
-        return str(value).lower()
+    """A config value as the table shows it: YAML's spelling of null, true and lists."""
+    if value is MISSING:
+        return ""
     if isinstance(value, float):
         return f"{value:.4g}"
-    if isinstance(value, list | dict):
+    if value is None or isinstance(value, bool | list | dict):
         return json.dumps(value)
     return str(value)
 
