@@ -12,33 +12,38 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import hydra
-import numpy as np
-import pandas as pd
-import torch
 from omegaconf import DictConfig
 
 from mlplab.config import CONF_DIR
-from mlplab.data.io import FILE_TYPES, read_table, write_table
-from mlplab.data.preprocess import unseen_note
 from mlplab.errors import check, clean_exit
 from mlplab.run.preflight import import_from_here, normalize_argv, preflight
 
+if TYPE_CHECKING:  # imported where used: a mistake in the command line answers before torch
+    import pandas as pd
+    import torch
 
-@torch.inference_mode()
+
 def predict_frame(model, features: torch.Tensor, batch_size: int, preprocessor) -> torch.Tensor:
     """Model predictions (probabilities or real-unit values) for (N, D) features."""
+    import torch
+
     from mlplab.models.outputs import predictions
 
-    parts = [
-        predictions(model, model(features[i : i + batch_size]), preprocessor)
-        for i in range(0, len(features), batch_size)
-    ]
+    with torch.inference_mode():
+        parts = [
+            predictions(model, model(features[i : i + batch_size]), preprocessor)
+            for i in range(0, len(features), batch_size)
+        ]
     return torch.cat(parts) if parts else torch.empty(0)
 
 
 def with_predictions(df: pd.DataFrame, out: torch.Tensor, task: str, classes: list) -> pd.DataFrame:
+    import numpy as np
+    import torch
+
     result = df.copy()
     if task == "regression":
         result["prediction"] = out.numpy()
@@ -53,10 +58,13 @@ def with_predictions(df: pd.DataFrame, out: torch.Tensor, task: str, classes: li
 def predict(cfg: DictConfig) -> pd.DataFrame:
     """The input rows with their predictions, also written to ``cfg.output`` if it is set.
     Categories never seen in training get one note on stderr."""
+    from mlplab.data.io import FILE_TYPES, read_table, write_table
+
     if cfg.get("output") is not None:
         suffix = str(cfg.output).lower().rsplit(".", 1)[-1]
         check(f".{suffix}" in FILE_TYPES, "output", cfg.output, f"file type one of {FILE_TYPES}")
-    from mlplab.run.checkpoint import load_checkpoint  # Lightning: after the config checked out
+    from mlplab.data.preprocess import unseen_note
+    from mlplab.run.checkpoint import load_checkpoint
 
     model, datamodule = load_checkpoint(cfg.ckpt_path)
     pre = datamodule.preprocessor
