@@ -564,8 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--where",
         action="append",
+        default=[],
         metavar="KEY=VALUE",
-        help="keep runs with KEY=VALUE (repeatable)",
+        help="keep runs whose config has KEY=VALUE (repeatable)",
     )
     add("--status", nargs="+", choices=STATUSES, help="keep runs with these statuses")
     add("--sort", metavar="KEY", help="sort by a metric or config key")
@@ -585,7 +586,7 @@ def show(args: argparse.Namespace) -> None:
     """Find, filter, compare, group, sort, print (and write a CSV, draw a plot)."""
     paths, by = args.paths or ["logs"], args.group_by
     runs, notes = load(paths)
-    where = parse_where(args.where or [])
+    where = parse_where(args.where)
     if runs:
         known = list(dict.fromkeys(key for run in runs for key in run.config))
         for flag, key in [("--where", w[0]) for w in where] + [("--group-by", k) for k in by]:
