@@ -462,6 +462,8 @@ def check_outside(flag: str, file: Path, runs: list[Run]) -> None:
     target = file.resolve().parent
     if not target.is_dir():
         raise ConfigError(f"{flag} {file} is invalid: the folder {target} does not exist")
+    if file.is_dir():
+        raise ConfigError(f"{flag} {file} is invalid: it is a folder; name a file in it")
     for run in runs:
         folder = run.path.resolve()
         if target == folder or folder in target.parents:

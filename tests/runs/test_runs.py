@@ -166,6 +166,15 @@ def test_an_output_in_a_missing_folder_is_one_error_line(logs, tmp_path, capsys,
     assert "does not exist" in err
 
 
+@pytest.mark.parametrize("flag", ["--csv", "--plot-file"])
+def test_an_output_that_is_a_folder_is_one_error_line(logs, tmp_path, capsys, flag):
+    extra = ["--plot", "val/loss"] if flag == "--plot-file" else []
+    code, out, err = runs(capsys, str(logs), *extra, flag, str(tmp_path))
+    assert code == 2 and out == "", out
+    assert err.startswith(f"error: {flag} ") and err.count("\n") == 1, err
+    assert "it is a folder" in err
+
+
 def test_a_missing_folder_is_one_error_line(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, err = runs(capsys)
