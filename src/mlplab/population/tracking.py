@@ -87,7 +87,8 @@ class PopulationTracker:
         return logged
 
     def boundary(self, net, datamodules) -> None:
-        """``decision_boundary.png``: the members' mean P(class 1) (the first chunk's)."""
+        """``decision_boundary.png``: the members' mean P(class 1) (the first chunk's), on a
+        grid of half a single run's resolution per axis: K members cost K× a run's grid."""
         name = self.settings.boundary
         if name is None:
             return
@@ -121,6 +122,7 @@ class PopulationTracker:
             feature_names=pre.numeric,
             title=f"Decision boundary: mean of {net.k} members",
             class_names=[str(c) for c in pre.classes],
+            resolution=100,
         )
 
     # ---- after training -------------------------------------------------------------------
