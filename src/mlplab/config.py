@@ -31,10 +31,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf, open_dict, read_write
 CONF_DIR = str(resources.files("mlplab") / "conf")
 # What identifies one run rather than describes it: a saved config keeps these as
 # interpolations, so running it again makes a new run dir instead of writing into the old one.
-RUN_IDENTITY = {
-    "paths.output_dir": "${hydra:runtime.output_dir}",
-    "run_name": "${run_id:}",
-}
+RUN_IDENTITY = {"paths.output_dir": "${hydra:runtime.output_dir}", "run_name": "${run_id:}"}
 
 
 @dataclass
@@ -123,9 +120,7 @@ def compose_config(
             extra = [f"hydra.searchpath=[file://{here}]"]
     with initialize_config_dir(primary, version_base="1.3"):
         return compose(
-            config_name,
-            overrides=[*overrides, *extra],
-            return_hydra_config=return_hydra_config,
+            config_name, overrides=[*overrides, *extra], return_hydra_config=return_hydra_config
         )
 
 

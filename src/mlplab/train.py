@@ -24,12 +24,7 @@ from omegaconf import DictConfig
 from mlplab.config import CONF_DIR, portable_data
 from mlplab.errors import DivergedError, clean_exit, fail, user_error
 from mlplab.run import interrupt
-from mlplab.run.console import (
-    one_console_handler,
-    print_metrics,
-    print_where,
-    silence_known_noise,
-)
+from mlplab.run.console import one_console_handler, print_metrics, print_where, silence_known_noise
 from mlplab.run.preflight import expand_resume, import_from_here, normalize_argv, preflight
 from mlplab.run.provenance import write_run_info
 from mlplab.run.rundir import (

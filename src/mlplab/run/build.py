@@ -12,12 +12,14 @@ import secrets
 from pathlib import Path
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
 from omegaconf import DictConfig, OmegaConf
 
+from mlplab.config import CONF_DIR
 from mlplab.errors import ConfigError, check, import_target, user_error
 from mlplab.run.checkpoint import AtomicCheckpointIO, RunRecord, read_checkpoint
 from mlplab.run.progress import ProgressBar
@@ -50,23 +52,7 @@ def instantiate_checked(node, **kwargs):
 def build_datamodule(cfg) -> L.LightningDataModule:
     # _convert_=all whatever the data config says: a DictConfig among the hyperparameters
     # would make every checkpoint of the run unloadable with weights_only.
-    node = cfg["data"]
-    if isinstance(node, dict) and not _nested_target(node):  # flat: no Hydra needed
-        args = {k: v for k, v in node.items() if not k.startswith("_")}
-        try:
-            return get_class(node["_target_"])(**args)
-        except TypeError:
-            pass  # Hydra's instantiate says what is wrong, in its words
-    return instantiate_checked(node, _convert_="all")
-
-
-def _nested_target(node) -> bool:
-    values = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-    return any(
-        (isinstance(v, dict) and "_target_" in v) or _nested_target(v)
-        for v in values
-        if isinstance(v, dict | list)
-    )
+    return instantiate_checked(cfg["data"], _convert_="all")
 
 
 def model_arguments(cfg, datamodule) -> dict:
@@ -149,17 +135,16 @@ def build_model(cfg, datamodule) -> L.LightningModule:
 def _model_group(cfg) -> tuple[str, dict]:
     """The ``model=`` option the run was composed with (``mlp`` outside a Hydra run: the
     default) and its values."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from mlplab.config import CONF_DIR
-
-    choice = "mlp"
-    if HydraConfig.initialized():
-        choice = HydraConfig.get().runtime.choices.get("model") or choice
+    choice = hydra_choice("model") or "mlp"
     path = Path(CONF_DIR) / "model" / f"{choice}.yaml"
     if not path.is_file():
         return choice, {}
     return choice, OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+def hydra_choice(group: str) -> str | None:
+    """The option of config group ``group`` this run was composed with, when Hydra runs it."""
+    return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
 
 
 def unused_groups(cfg: DictConfig) -> list[str]:

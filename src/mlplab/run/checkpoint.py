@@ -85,7 +85,6 @@ def write_model_checkpoint(
         "datamodule_hyper_parameters": dict(datamodule.hparams),
         RECORD_KEY: run_record(model, datamodule, epoch),
     }
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     AtomicCheckpointIO().save_checkpoint(checkpoint, path)
 
 
@@ -202,23 +201,26 @@ def check_resumable(raw: dict, path: str, model: L.LightningModule, datamodule) 
                 f"in the checkpoint but {tuple(tensor.shape)} here{_hparams_diff(raw, model)}"
             )
     old, new = raw.get("hyper_parameters") or {}, dict(model.hparams)
-    for key in ("optimizer", "scheduler"):
-        if key in old and key in new and old[key] != new[key]:
-            raise ConfigError(
-                f"{where} was trained with {key}={old[key]} but this run asks for "
-                f"{key}={new[key]}: "
-                f"resuming restores the checkpoint's {key} state (its learning rate too), so the "
-                f"new {key} would be silently ignored — start a new run (no ckpt_path/resume) "
-                "to change it"
-            )
-    old_data = raw.get("datamodule_hyper_parameters") or {}
-    new_data = dict(getattr(datamodule, "hparams", {}))
-    for key in ("source", "options"):
-        if key in old_data and key in new_data and old_data[key] != new_data[key]:
-            raise ConfigError(
-                f"{where} was trained on data.{key}={old_data[key]!r}, this run asks for "
-                f"data.{key}={new_data[key]!r}: resume on the same data, or start a new run"
-            )
+    key = _changed(old, new, ("optimizer", "scheduler"))
+    if key:
+        raise ConfigError(
+            f"{where} was trained with {key}={old[key]} but this run asks for {key}={new[key]}: "
+            f"resuming restores the checkpoint's {key} state (its learning rate too), so the "
+            f"new {key} would be silently ignored — start a new run (no ckpt_path/resume) "
+            "to change it"
+        )
+    old, new = raw.get("datamodule_hyper_parameters") or {}, dict(datamodule.hparams)
+    key = _changed(old, new, ("source", "options"))
+    if key:
+        raise ConfigError(
+            f"{where} was trained on data.{key}={old[key]!r}, this run asks for "
+            f"data.{key}={new[key]!r}: resume on the same data, or start a new run"
+        )
+
+
+def _changed(old: dict, new: dict, keys: tuple[str, ...]) -> str | None:
+    """The first of ``keys`` that both hold, with different values."""
+    return next((k for k in keys if k in old and k in new and old[k] != new[k]), None)
 
 
 def _hparams_diff(raw: dict, model: L.LightningModule) -> str:

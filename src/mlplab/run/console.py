@@ -37,13 +37,8 @@ CHATTER = (
 )
 
 
-class _DropLightningChatter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(text in message for text in CHATTER)
-
-
-_FILTER = _DropLightningChatter()
+def _not_chatter(record: logging.LogRecord) -> bool:
+    return not any(text in record.getMessage() for text in CHATTER)
 
 
 def silence_known_noise() -> None:
@@ -61,7 +56,7 @@ def silence_known_noise() -> None:
         "lightning.fabric.utilities.rank_zero",
         "lightning.pytorch.loggers.mlflow",
     ):
-        logging.getLogger(name).addFilter(_FILTER)
+        logging.getLogger(name).addFilter(_not_chatter)
     # MLflow's first use of a store: "Creating initial MLflow database tables..." (INFO).
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 

@@ -5,7 +5,6 @@ lock), and a population of a model that can't be stacked calls it once per membe
 from __future__ import annotations
 
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from mlplab.config import portable_data
@@ -45,7 +44,8 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         if rank0:
             output_dir = cfg.paths.output_dir
             print_config(cfg, output_dir, show=bool(cfg.get("print_config")))
-            print(describe_run(datamodule, model, trainer, threads, _experiment()), flush=True)
+            experiment = build.hydra_choice("experiment")
+            print(describe_run(datamodule, model, trainer, threads, experiment), flush=True)
             for group in build.unused_groups(cfg):
                 print(
                     f"note: {type(model).__name__} takes no {group} argument: its own "
@@ -89,13 +89,6 @@ class StopAtEpochEnd(L.Callback):
             # trainer.min_epochs / min_steps don't hold an interrupt back
             trainer.fit_loop.min_epochs, trainer.fit_loop.epoch_loop.min_steps = 0, None
             self.stopped_epoch = trainer.current_epoch
-
-
-def _experiment() -> str | None:
-    """The ``experiment=`` option of this run, when Hydra runs it."""
-    if not HydraConfig.initialized():
-        return None
-    return HydraConfig.get().runtime.choices.get("experiment")
 
 
 def _say_why_it_stopped(trainer, stop: StopAtEpochEnd) -> None:

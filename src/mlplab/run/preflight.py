@@ -24,11 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import (
-    ConfigCompositionException,
-    MissingConfigException,
-    OverrideParseException,
-)
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
@@ -39,7 +35,7 @@ from omegaconf.errors import (
 
 from mlplab.config import CONF_DIR, compose_config
 from mlplab.errors import ConfigError
-from mlplab.run.rundir import check_run_dir, check_sweep_dir
+from mlplab.run.rundir import check_run_dir, check_sweep_dir, saved_run_dir
 from mlplab.run.values import check_values
 
 
@@ -62,21 +58,16 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     """The flags ``@hydra.main`` takes (Hydra's own parser is not public), parsed alike."""
     parser = _Parser(add_help=False)
-    flag = {"action": "store_true"}
-    parser.add_argument("--help", "-h", **flag)
-    parser.add_argument("--hydra-help", **flag)
-    parser.add_argument("--version", **flag)
     parser.add_argument("overrides", nargs="*")
-    parser.add_argument("--cfg", "-c", choices=["job", "hydra", "all"])
-    parser.add_argument("--resolve", **flag)
-    parser.add_argument("--package", "-p")
-    parser.add_argument("--run", "-r", **flag)
-    parser.add_argument("--multirun", "-m", **flag)
-    parser.add_argument("--shell-completion", "-sc", **flag)
-    parser.add_argument("--config-path", "-cp")
-    parser.add_argument("--config-name", "-cn")
-    parser.add_argument("--config-dir", "-cd")
+    switches = (
+        "--help -h|--hydra-help|--version|--resolve|--run -r|--multirun -m|--shell-completion -sc"
+    )
+    for names in switches.split("|"):
+        parser.add_argument(*names.split(), action="store_true")
+    for names in "--package -p|--config-path -cp|--config-name -cn|--config-dir -cd".split("|"):
+        parser.add_argument(*names.split())
     parser.add_argument("--experimental-rerun")
+    parser.add_argument("--cfg", "-c", choices=["job", "hydra", "all"])
     info = ["all", "config", "defaults", "defaults-tree", "plugins", "searchpath"]
     parser.add_argument("--info", "-i", nargs="?", const="all", choices=info)
     return parser
@@ -115,20 +106,13 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
 def parse_command_line(argv: Sequence[str], config_name: str) -> CommandLine:
     """Hydra's own argument parser on ``argv`` (in Hydra's order, see ``normalize_argv``)."""
     args = _parser().parse_args(list(argv))
-    prints_only = bool(
-        args.help
-        or args.hydra_help
-        or args.version
-        or args.cfg
-        or args.info
-        or args.shell_completion
-    )
+    prints = (args.help, args.hydra_help, args.version, args.cfg, args.info, args.shell_completion)
     return CommandLine(
         config_name=args.config_name or config_name,
         config_dir=args.config_dir,
         overrides=list(args.overrides),
         multirun=bool(args.multirun),
-        prints_only=prints_only or bool(args.experimental_rerun),
+        prints_only=any(prints) or bool(args.experimental_rerun),
     )
 
 
@@ -178,12 +162,8 @@ def expand_resume(argv: Sequence[str]) -> list[str]:
         if run_dir is None or not (run_dir / "config.yaml").is_file():
             return argv
     else:
-        run_dir = Path(value).expanduser()
-        if not (run_dir / "config.yaml").is_file():
-            raise ConfigError(
-                f"resume={value!r} is invalid: 'auto' (continue this run_name's dir if it "
-                "holds a run) or a run dir holding the config.yaml mlplab-train writes"
-            )
+        allowed = "'auto' (continue this run_name's dir if it holds a run) or a run dir"
+        run_dir = saved_run_dir("resume", value, allowed)
     run_dir = run_dir.resolve()
     groups = [o for o in others if _is_group(o)]
     values = [o for o in others if o not in groups and _key_of(o) not in IDENTITY]
@@ -261,18 +241,16 @@ def _resolves_to(cfg: DictConfig, key: str, saved) -> bool:
         return False
 
 
-def _leaves(cfg: DictConfig) -> dict:
-    """``cfg`` as dotted key → value (lists are values), interpolations as written."""
+def _leaves(node, prefix: str = "") -> dict:
+    """A config as dotted key → value (lists are values), interpolations as written."""
+    if OmegaConf.is_config(node):
+        node = OmegaConf.to_container(node, resolve=False)
     out = {}
-
-    def walk(node, prefix: str) -> None:
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            else:
-                out[f"{prefix}{key}"] = value
-
-    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
     return out
 
 
@@ -293,19 +271,21 @@ def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
             f"{sweeps[0].input_line} lists several values: add -m (--multirun) to run one "
             "job per value"
         )
-    values: dict[int, list[str]] = {}
-    for i, p in enumerate(parsed):
-        if p.is_sweep_override():
-            try:
-                values[i] = [f"{p.get_key_element()}={v}" for v in p.sweep_string_iterator()]
-            except Exception:  # noqa: BLE001 — e.g. glob(): Hydra expands it itself
-                values[i] = []
-    base = [values[i][0] if values.get(i) else p.input_line for i, p in enumerate(parsed)]
-    base = [o for i, o in enumerate(base) if not (i in values and not values[i])]
+    base, swept = [], []
+    for p in parsed:
+        if not p.is_sweep_override():
+            base.append(p.input_line)
+            continue
+        try:
+            values = [f"{p.get_key_element()}={v}" for v in p.sweep_string_iterator()]
+        except Exception:  # noqa: BLE001 — e.g. glob(): Hydra expands it itself
+            values = []
+        if values:
+            base.append(values[0])
+            swept.append(values)
     jobs = [base]
-    for i, options in values.items():
-        for option in options[1:]:
-            jobs.append([option if o == values[i][0] else o for o in base])
+    for values in swept:
+        jobs += [[value if o == values[0] else o for o in base] for value in values[1:]]
     return jobs
 
 
@@ -351,33 +331,28 @@ def _composition(err: ConfigCompositionException, line: CommandLine, overrides) 
 def _unknown_key(key: str, line: CommandLine, overrides: list[str]) -> str:
     parent, _, leaf = key.rpartition(".")
     where = f"a key of {parent}" if parent else "a config key"
-    known: list[str] = []
-    below: list[str] = []  # one level down: max_epochs → trainer.max_epochs
+    known, below = [], []  # below: one level down, max_epochs → trainer.max_epochs
     try:  # the same config without the offending override: what keys are there?
         rest = [o for o in overrides if _key_of(o) != key]
         cfg = compose_config(line.config_name, rest, config_dir=line.config_dir)
         node = OmegaConf.select(cfg, parent) if parent else cfg
-        if isinstance(node, DictConfig):
-            known = [str(k) for k in node.keys()]
-            below = [
-                f"{k}.{inner}"
-                for k in known
-                if isinstance(node.get(k), DictConfig)
-                for inner in node[k].keys()
-                if inner == leaf
-            ]
+        known = _keys(node)
+        below = [f"{k}.{leaf}" for k in known if leaf in _keys(node.get(k))]
     except Exception:  # noqa: BLE001 — then no suggestion, the message still stands
         pass
     close = difflib.get_close_matches(leaf, known, n=1, cutoff=0.6)
-    if below:
-        hint = f"did you mean {' or '.join(f'{parent}.{b}' if parent else b for b in below)}?"
-    elif close:
-        hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?"
+    prefix = f"{parent}." if parent else ""
+    if below or close:
+        hint = f"did you mean {' or '.join(prefix + k for k in below or close)}?"
     elif known:
         hint = f"its keys: {', '.join(sorted(known))}"
     else:
         hint = "check the spelling"
     return f"{key} is not {where}: {hint} (to add a new key on purpose: +{key}=...)"
+
+
+def _keys(node) -> list[str]:
+    return [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
 
 
 def _key_of(override: str) -> str:

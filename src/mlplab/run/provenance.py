@@ -14,23 +14,9 @@ from pathlib import Path
 
 from mlplab.config import portable_yaml
 
-PACKAGES = (
-    "mlplab",
-    "torch",
-    "lightning",
-    "hydra-core",
-    "omegaconf",
-    "torchmetrics",
-    "wandb",
-    "numpy",
-    "pandas",
-)
+PACKAGES = "mlplab torch lightning hydra-core omegaconf torchmetrics wandb numpy pandas".split()
 SLURM_VARS = (
-    "SLURM_JOB_ID",
-    "SLURM_ARRAY_JOB_ID",
-    "SLURM_ARRAY_TASK_ID",
-    "SLURM_PROCID",
-    "SLURM_NODELIST",
+    "SLURM_JOB_ID SLURM_ARRAY_JOB_ID SLURM_ARRAY_TASK_ID SLURM_PROCID SLURM_NODELIST".split()
 )
 
 
@@ -38,14 +24,13 @@ def git_state(cwd: Path | str = ".") -> dict:
     """``{"sha": ..., "dirty": bool}``, or nulls outside a git checkout."""
 
     def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
-        if out.returncode != 0:
-            raise RuntimeError(out.stderr)
-        return out.stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
 
     try:
         return {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
-    except (OSError, RuntimeError, subprocess.TimeoutExpired):
+    except (OSError, subprocess.SubprocessError):  # no git, not a checkout, too slow
         return {"sha": None, "dirty": None}
 
 

@@ -41,14 +41,20 @@ def expand_rerun(argv: list[str]) -> list[str]:
     clash = [a for a in argv if a.split("=", 1)[0] in RERUN_FLAGS]
     if clash:
         raise ConfigError(f"rerun={value} names the config itself: drop {clash[0]}")
+    run_dir = saved_run_dir("rerun", value, "a run dir (e.g. logs/train/<run name>)")
+    rest = [a for a in argv if not a.startswith("rerun=")]
+    return ["--config-dir", str(run_dir), "--config-name", "config", *rest]
+
+
+def saved_run_dir(key: str, value: str, allowed: str) -> Path:
+    """The run dir ``key=value`` names (``rerun=``, ``resume=``): it must hold the config.yaml
+    that mlplab-train writes."""
     run_dir = Path(value).expanduser()
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(
-            f"rerun={value} is invalid: expected a run dir holding the config.yaml that "
-            "mlplab-train writes (e.g. logs/train/<run name>)"
+            f"{key}={value!r} is invalid: {allowed} holding the config.yaml mlplab-train writes"
         )
-    rest = [a for a in argv if not a.startswith("rerun=")]
-    return ["--config-dir", str(run_dir.resolve()), "--config-name", "config", *rest]
+    return run_dir.resolve()
 
 
 def _is_stub(path: Path) -> bool:
@@ -67,10 +73,7 @@ def check_run_dir(run_dir: str | Path, resume: str | None) -> None:
     run_dir = Path(run_dir)
     owner = lock_owner(run_dir)
     if owner is not None:
-        raise ConfigError(
-            f"run dir {run_dir} is in use by another running process ({owner}): wait for it "
-            "to finish, or choose another run_name"
-        )
+        raise _in_use(run_dir, owner)
     last = run_dir / "checkpoints" / "last.ckpt"
     if resume == "auto" and last.is_file() and not zipfile.is_zipfile(last):
         raise ConfigError(f"resume=auto: checkpoint {str(last)!r} is invalid: {damaged_hint(last)}")
@@ -115,14 +118,25 @@ def lock_owner(run_dir: str | Path) -> str | None:
     path = Path(run_dir) / LOCK_NAME
     if fcntl is None or not path.is_file():
         return None
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            return f.read().strip() or "unknown process"
-        fcntl.flock(f, fcntl.LOCK_UN)
+    with open(path, "a+") as f:  # closing it drops a lock taken here
+        return _lock(f)
+
+
+def _lock(f) -> str | None:
+    """Lock the open lock file ``f``; if a live process holds it, its ``"pid N on HOST"``."""
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        return f.read().strip() or "unknown process"
     return None
+
+
+def _in_use(run_dir: Path, owner: str) -> ConfigError:
+    return ConfigError(
+        f"run dir {run_dir} is in use by another running process ({owner}): wait for it to "
+        "finish, or choose another run_name"
+    )
 
 
 class RunLock:
@@ -140,16 +154,10 @@ class RunLock:
         self._made_dir = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         f = open(self.path, "a+")  # noqa: SIM115 — held open for the life of the run
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            owner = f.read().strip() or "unknown process"
+        owner = _lock(f)
+        if owner is not None:
             f.close()
-            raise ConfigError(
-                f"run dir {self.path.parent} is in use by another running process ({owner}): "
-                "wait for it to finish, or choose another run_name"
-            ) from None
+            raise _in_use(self.path.parent, owner)
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()} on {socket.gethostname()}")

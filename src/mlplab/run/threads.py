@@ -2,10 +2,8 @@
 
 Torch's intra-op pool defaults to every core. For the small MLPs here a step is a few tiny
 matrix products: splitting them across threads costs more in synchronisation than it saves,
-and on a machine where anything else runs the threads also wait for each other (measured in
-``scripts/bench_threads.py``: the default run takes about 3× longer with torch's default than
-with one thread while another process is busy). ``auto`` uses one thread below
-``SMALL_STEP`` multiply-adds per mini-batch and torch's default above it.
+most of all on a busy machine (``scripts/bench_threads.py`` measures it). ``auto`` uses one
+thread below ``SMALL_STEP`` multiply-adds per mini-batch and torch's default above it.
 """
 
 from __future__ import annotations
