@@ -81,32 +81,24 @@ def accepted(cls: type, arguments: dict) -> tuple[dict, list[str]]:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return dict(arguments), []
     names = {p.name for p in params}
-    return {k: v for k, v in arguments.items() if k in names}, [
-        k for k in arguments if k not in names
-    ]
+    rest = [k for k in arguments if k not in names]
+    return {k: v for k, v in arguments.items() if k in names}, rest
 
 
 def model_class(cfg) -> type:
     target = cfg["model"].get("_target_")
     check(isinstance(target, str) and target, "model._target_", target, "a LightningModule class")
     cls = import_target("model._target_", target)
-    check(
-        isinstance(cls, type) and issubclass(cls, L.LightningModule),
-        "model._target_",
-        target,
-        "a LightningModule subclass",
-    )
+    ok = isinstance(cls, type) and issubclass(cls, L.LightningModule)
+    check(ok, "model._target_", target, "a LightningModule subclass")
     return cls
 
 
 def build_model(cfg, datamodule) -> L.LightningModule:
-    """The model config plus what only the data knows (sizes, task, target scaling): only
-    the arguments the model's constructor accepts, so any LightningModule can be used.
-
-    ``model._target_=my_model.LitMLP`` on the command line keeps the rest of the model group
-    it replaces the class of (``model=mlp``'s ``hidden_sizes``, ...): those keys, as that
-    group has them, are left out with a note when the class takes no such argument; any
-    other argument it doesn't take is a ConfigError."""
+    """The model config plus what only the data knows (sizes, task, target scaling), as far
+    as the constructor takes them, so any LightningModule can be used. ``model._target_=...``
+    keeps the rest of the model group: keys the class doesn't take are left out with a note
+    if they are that group's own values, else a ConfigError."""
     cls = model_class(cfg)
     kwargs, _ = accepted(cls, model_arguments(cfg, datamodule))
     node = cfg["model"]
@@ -137,9 +129,8 @@ def _model_group(cfg) -> tuple[str, dict]:
     default) and its values."""
     choice = hydra_choice("model") or "mlp"
     path = Path(CONF_DIR) / "model" / f"{choice}.yaml"
-    if not path.is_file():
-        return choice, {}
-    return choice, OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    values = OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else {}
+    return choice, values
 
 
 def hydra_choice(group: str) -> str | None:
@@ -178,10 +169,8 @@ def build_loggers(cfg: DictConfig, resumed_epoch: int | None = None) -> list:
 
 
 def quiet_wandb(offline: bool) -> None:
-    """wandb prints its own lines to the terminal (where its offline files are, and a note
-    that the ``anonymous`` setting Lightning passes has no effect): the run dir says where
-    everything is. ``WANDB_SILENT=false`` shows them. wandb reads its environment once, when
-    it is set up: that happens here, with the offline mode Lightning would set later."""
+    """No wandb lines on the terminal (``WANDB_SILENT=false`` shows them): the run dir says
+    where everything is. wandb reads its environment once, at setup: that happens here."""
     os.environ.setdefault("WANDB_SILENT", "true")
     if offline:
         os.environ["WANDB_MODE"] = "offline"
@@ -219,9 +208,8 @@ def build_trainer(
     has_checkpoints = any(isinstance(c, Checkpoint) for c in callbacks)
     trainer_cfg.setdefault("enable_checkpointing", has_checkpoints)
     plugins = [AtomicCheckpointIO()] if has_checkpoints else None
-    if trainer_cfg.get("enable_progress_bar", True) and not any(
-        isinstance(c, ProgressBarBase) for c in callbacks
-    ):
+    has_bar = any(isinstance(c, ProgressBarBase) for c in callbacks)
+    if trainer_cfg.get("enable_progress_bar", True) and not has_bar:
         callbacks = [*callbacks, ProgressBar()]  # train/val loss on the bar, no version id
     try:
         return instantiate_checked(

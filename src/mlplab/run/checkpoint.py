@@ -93,13 +93,8 @@ def _class_path(obj) -> str:
 
 
 def read_checkpoint(path: str | Path, key: str = "ckpt_path", damaged_hint: str = "") -> dict:
-    """The checkpoint dict at ``path``, loaded with ``weights_only=True`` on the CPU.
-
-    Raises:
-        ConfigError: one line saying what is wrong with the file: missing, not a file,
-            damaged or truncated (``damaged_hint`` says what to do about it), or holding
-            Python objects that can't be loaded safely.
-    """
+    """The checkpoint dict at ``path``, loaded with ``weights_only=True`` on the CPU, or a
+    ConfigError saying what is wrong with the file (``damaged_hint``: what to do if damaged)."""
     path = Path(path)
     where = f"{key}={str(path)!r}"
     if not path.exists():

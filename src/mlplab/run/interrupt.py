@@ -25,7 +25,6 @@ class StopNow(BaseException):
 
 
 _pressed = 0
-_installed = False
 
 
 def requested() -> bool:
@@ -49,21 +48,18 @@ def _on_sigint(signum, frame) -> None:
 def session() -> Iterator[None]:
     """One run's Ctrl-C handling: starts with none pressed; the process's handler is restored
     at the end."""
-    global _pressed, _installed
-    _pressed, _installed = 0, False
+    global _pressed
+    _pressed = 0
     previous = signal.getsignal(signal.SIGINT)
     try:
         yield
     finally:
-        if _installed:
+        if signal.getsignal(signal.SIGINT) is _on_sigint:
             signal.signal(signal.SIGINT, previous)
-        _installed = False
 
 
 def take_over() -> None:
     """From now on Ctrl-C asks the run to stop at the end of its epoch (main thread only:
     elsewhere Python can't install a handler, and Ctrl-C stays a KeyboardInterrupt)."""
-    global _installed
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _on_sigint)
-        _installed = True

@@ -197,7 +197,7 @@ def _run_dir(cfg: DictConfig) -> Path | None:
 
 def _is_group(override: str) -> bool:
     """``data=moons``, ``experiment=…``: an override that picks a config of mlplab's groups."""
-    key = _key_of(override).lstrip("+~").split("@")[0]
+    key = _key_of(override).split("@")[0]
     return "." not in key and key != "hydra" and (Path(CONF_DIR) / key).is_dir()
 
 
@@ -212,7 +212,7 @@ def _check_groups(line, groups, values, resumed: DictConfig, run_dir: Path) -> N
     asked = _leaves(composed)
     without = _leaves(compose_checked(line, []))  # values may need a group: not values alone
     has = _leaves(resumed)
-    nodes = {_key_of(g).lstrip("+~").split("@")[0] for g in groups}  # data=…: all of data.*
+    nodes = {_key_of(g).split("@")[0] for g in groups}  # data=…: all of data.*
     for key, value in asked.items():
         top = key.split(".")[0]
         if top in IDENTITY or (top not in nodes and without.get(key, _NONE) == value):
@@ -229,12 +229,8 @@ _NONE = object()
 
 
 def _resolves_to(cfg: DictConfig, key: str, saved) -> bool:
-    """Whether ``key``, an interpolation in ``cfg`` (``${wandb_offline:}``), resolves to the
-    value the run saved (its ``config.yaml`` holds values, resolved when it started)."""
-    parent, _, leaf = key.rpartition(".")
-    node = OmegaConf.select(cfg, parent) if parent else cfg
-    if not isinstance(node, DictConfig) or not OmegaConf.is_interpolation(node, leaf):
-        return False
+    """Whether ``key`` of ``cfg`` resolves to the value the run saved: its ``config.yaml``
+    holds values, resolved when it started (``${wandb_offline:}`` → ``true``)."""
     try:
         return OmegaConf.select(cfg, key, throw_on_resolution_failure=True) == saved
     except OmegaConfBaseException:  # it needs what only a started run has (Hydra's runtime)

@@ -22,10 +22,8 @@ from lightning.pytorch.utilities import rank_zero_only
 
 
 class CSVLogger(Logger):
-    """``<save_dir>/<name>/<version>/metrics.csv`` (a row per ``log_metrics``: the values and
-    ``step``; columns sorted; a new column rewrites the file) and ``hparams.yaml`` — the files
-    Lightning's CSVLogger writes — except that every row reaches the disk when it is logged
-    (a killed run loses nothing it had logged) and a resumed run keeps its history.
+    """The files of Lightning's CSVLogger: ``<save_dir>/<name>/<version>/metrics.csv`` (a row
+    per ``log_metrics``: the values and ``step``; columns sorted) and ``hparams.yaml``.
 
     Args:
         save_dir, name, version: where (the run dir, ``csv``, ``""``: ``<run dir>/csv/``).
@@ -35,14 +33,11 @@ class CSVLogger(Logger):
     """
 
     def __init__(
-        self,
-        save_dir: str,
-        name: str = "csv",
-        version: str | int = "",
-        keep_until_epoch: int | None = None,
+        self, save_dir: str, name: str = "csv", version: str | int = "", keep_until_epoch=None
     ) -> None:
         super().__init__()
         self._save_dir, self._name, self._version = str(save_dir), name, version
+        self._dir = Path(save_dir, name, str(version))
         self.keep_until_epoch = keep_until_epoch
         self.hparams: dict = {}
         self.rows: list[dict] | None = None  # read on the first row (after a resume is known)
@@ -62,17 +57,13 @@ class CSVLogger(Logger):
 
     @property
     def log_dir(self) -> str:
-        return str(Path(self._save_dir, self._name, str(self._version)))
-
-    @property
-    def metrics_file(self) -> Path:
-        return Path(self.log_dir) / "metrics.csv"
+        return str(self._dir)
 
     @rank_zero_only
     def log_hyperparams(self, params, *args, **kwargs) -> None:
         self.hparams.update(dict(params) if not isinstance(params, dict) else params)
-        Path(self.log_dir).mkdir(parents=True, exist_ok=True)
-        save_hparams_to_yaml(Path(self.log_dir) / "hparams.yaml", self.hparams)
+        self._dir.mkdir(parents=True, exist_ok=True)
+        save_hparams_to_yaml(self._dir / "hparams.yaml", self.hparams)
 
     @rank_zero_only
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
@@ -83,7 +74,7 @@ class CSVLogger(Logger):
         self._write()
 
     def _kept(self) -> list[dict]:
-        path = self.metrics_file
+        path = self._dir / "metrics.csv"
         if self.keep_until_epoch is None or not path.is_file():
             return []
         with path.open(newline="") as f:
@@ -99,7 +90,7 @@ class CSVLogger(Logger):
     def _write(self) -> None:
         """Append the new row; write the whole file when it brings a new column."""
         keys = sorted(set(self._columns) | set(self.rows[-1]))
-        path = self.metrics_file
+        path = self._dir / "metrics.csv"
         if keys == self._columns:
             with path.open("a", newline="") as f:
                 csv.DictWriter(f, fieldnames=keys).writerow(self.rows[-1])

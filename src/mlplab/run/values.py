@@ -87,12 +87,8 @@ def check_values(cfg: DictConfig) -> None:
         from mlplab.data.sources import check_source
         from mlplab.data.splits import check_cv_args, check_data_args
 
-        check_data_args(
-            data.get("batch_size", 64),
-            data.get("val_fraction", 0.2),
-            data.get("test_fraction", 0.2),
-            data.get("eval_batch_size", 4096),
-        )
+        fractions = data.get("val_fraction", 0.2), data.get("test_fraction", 0.2)
+        check_data_args(data.get("batch_size", 64), *fractions, data.get("eval_batch_size", 4096))
         check_cv_args(data.get("cv_folds"), data.get("cv_fold"))
         check_source(data.get("source"), data.get("options") or {})
     model = _resolved(cfg, "model")
@@ -101,12 +97,9 @@ def check_values(cfg: DictConfig) -> None:
 
         hidden, activation = model.get("hidden_sizes") or [], model.get("activation", "relu")
         check_mlp(1, hidden, 1, activation, model.get("dropout", 0.0), model.get("layer", "torch"))
-        check_module(
-            model.get("l1", 0.0),
-            trainer.get("gradient_clip_val") or 0.0,
-            trainer.get("gradient_clip_algorithm") or "norm",
-            model.get("group_batches", "auto"),
-        )
+        clip = trainer.get("gradient_clip_val") or 0.0
+        algorithm = trainer.get("gradient_clip_algorithm") or "norm"
+        check_module(model.get("l1", 0.0), clip, algorithm, model.get("group_batches", "auto"))
         check_optimization_numbers(_resolved(cfg, "optimizer"), _resolved(cfg, "scheduler"))
 
 
