@@ -239,10 +239,7 @@ def _set(data, key: str, value) -> None:
     *parents, last = key.split(".")
     for part in parents:
         data = data[int(part)] if isinstance(data, list) else data.setdefault(part, {})
-    if isinstance(data, list):
-        data[int(last)] = value
-    else:
-        data[last] = value
+    data[int(last) if isinstance(data, list) else last] = value
 
 
 class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
