@@ -16,11 +16,15 @@ class Seen(L.Callback):
 
     def __init__(self) -> None:
         self.shown: list[tuple[float, float]] = []
+        self.speeds: list[float] = []
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         bar = next(c for c in trainer.callbacks if isinstance(c, ProgressBar))
         task = next(t for t in bar.progress.tasks if t.id == bar.train_progress_bar_id)
         self.shown.append((task.completed, task.total))
+        shown = [str(c.render(task)) for c in bar.progress.columns if not isinstance(c, str)]
+        speed = next(text for text in shown if text.endswith("it/s"))
+        self.speeds.append(float(speed.removesuffix("it/s")))
 
 
 @pytest.mark.parametrize(
@@ -49,4 +53,5 @@ def test_the_bar_counts_mini_batches(make_cfg, extra, steps_per_epoch):
     rows = len(datamodule.tensors["train"][0])
     batches = 4 if extra and "limit" in extra[0] else math.ceil(rows / 16)
     assert seen.shown == [(batches, batches)] * 2
+    assert all(speed > 0 for speed in seen.speeds), seen.speeds  # one update an epoch too
     assert trainer.num_training_batches == steps_per_epoch
