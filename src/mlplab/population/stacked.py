@@ -1,11 +1,11 @@
 """``StackedMLP``: K MLPs of one architecture trained at once, all their weights in one tensor.
 
-A population (a seed, fold or hyperparameter sweep in one process) keeps every member's
-parameters in one ``(K, N)`` tensor, member k's row holding its weights layer by layer (each
-layer's ``W`` (in, out), then its ``b`` (out)). Forward splits the row into views, so layer l
-of all members is one batched matmul, ``a_l = g(baddbmm(b_l, a_{l-1}, W_l))``, and backward
-writes one ``(K, N)`` gradient that the stacked optimizer steps in one go. Member k is exactly
-the MLP ``mlplab-train seed=s_k`` would build and train:
+A population keeps every member's parameters in one ``(K, N)`` tensor, member k's row holding
+its weights layer by layer (each layer's ``W`` (in, out), then its ``b`` (out)). Forward splits
+the row into views, so layer l of all members is one batched matmul,
+``a_l = g(baddbmm(b_l, a_{l-1}, W_l))``, and backward writes one ``(K, N)`` gradient that the
+stacked optimizer steps in one go. Member k is exactly the MLP ``mlplab-train seed=s_k`` would
+build and train:
 
 - initial weights: those of ``MLP(...)`` built right after seeding torch with ``s_k``;
 - mini-batches: the rows ``BatchIterator(seed=s_k)`` yields in each epoch (``member_batches``);
@@ -33,14 +33,14 @@ from mlplab.models.mlp import MLP, TORCH_ACTIVATIONS
 _ACTIVATION_NAMES = {cls: name for name, cls in TORCH_ACTIVATIONS.items()}
 
 
-def _seeded_mlp(seed: int, *args, dropout: float) -> tuple[MLP, torch.Tensor]:
-    """``MLP(*args)`` initialised as after ``torch.manual_seed(seed)`` (what
-    ``lightning.seed_everything`` does before ``mlplab.train`` builds the model), and the CPU
-    generator's state after it (what that run's dropout draws from next), without touching the
-    caller's random state. Only the CPU generator is seeded: nn.Linear draws its init there."""
+def _seeded_mlp(seed: int, *args, **kwargs) -> tuple[MLP, torch.Tensor]:
+    """``MLP(*args, **kwargs)`` initialised as after ``torch.manual_seed(seed)`` (what
+    ``seed_everything`` does before ``mlplab.train`` builds the model), and the CPU generator's
+    state after it (what that run's dropout draws from next), without touching the caller's
+    random state. nn.Linear draws its init from the CPU generator only."""
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
-        return MLP(*args, dropout=dropout, layer="torch"), torch.get_rng_state()
+        return MLP(*args, **kwargs), torch.get_rng_state()
 
 
 def _linears(mlp: MLP) -> list[nn.Linear]:
@@ -70,23 +70,18 @@ class StackedMLP(nn.Module):
     Hidden layer l of member k: ``a = g(a W_l[k] + b_l[k])``, then inverted dropout
     ``a ← a · m / (1 − p_k)`` with ``m ~ Bernoulli(1 − p_k)`` in training mode. Member k draws
     its masks from a generator of its own, which starts where its stand-alone run's global
-    generator is after building the model (``rng_states``): its masks are that run's. Saving
-    and restoring them touches no other generator.
+    generator is after building the model: its masks are that run's. Saving and restoring them
+    touches no other generator.
 
     Args:
-        in_features, hidden_sizes, out_features, activation: see ``MLP`` (shared by all).
+        *args, **kwargs: ``MLP``'s architecture (in_features, hidden_sizes, out_features,
+            activation), shared by all members; ``MLP`` checks every value.
         dropout: one rate for all members, or one per member, each in [0, 1).
         seeds: member k starts from the weights an ``MLP`` gets under ``seeds[k]``; K = len.
     """
 
     def __init__(
-        self,
-        in_features: int,
-        hidden_sizes: list[int],
-        out_features: int,
-        activation: str = "relu",
-        dropout: float | Sequence[float] = 0.0,
-        seeds: Sequence[int] = (0,),
+        self, *args, dropout: float | Sequence[float] = 0.0, seeds: Sequence[int] = (0,), **kwargs
     ) -> None:
         super().__init__()
         seeds = list(seeds)
@@ -95,10 +90,10 @@ class StackedMLP(nn.Module):
         check(
             len(rates) == len(seeds), "model.dropout", dropout, f"{len(seeds)} rates (one per seed)"
         )
-        args = (in_features, list(hidden_sizes), out_features, activation)
-        # MLP validates every value (naming the config key); its init is the members' init.
-        built = [_seeded_mlp(s, *args, dropout=p) for s, p in zip(seeds, rates, strict=True)]
-        self._stack([m for m, _ in built], rates, *args, states=[state for _, state in built])
+        built = [
+            _seeded_mlp(s, *args, dropout=p, **kwargs) for s, p in zip(seeds, rates, strict=True)
+        ]
+        self._stack([m for m, _ in built], [state for _, state in built])
 
     @classmethod
     def from_members(
@@ -108,37 +103,32 @@ class StackedMLP(nn.Module):
         ``rng_states``: each member's CPU generator state to draw its dropout masks from
         (default: seeded 0, 1, ...)."""
         check(len(members) >= 1, "members", members, "at least one MLP")
-        archs = [_architecture(m) for m in members]
-        shared = [{k: v for k, v in a.items() if k != "dropout"} for a in archs]
-        check(all(s == shared[0] for s in shared), "members", shared, "one architecture")
-        first = shared[0]
-        stacked = cls.__new__(cls)  # no K stand-in MLPs to build and throw away
-        nn.Module.__init__(stacked)
-        args = (first["in_features"], first["hidden_sizes"], first["out_features"])
         if rng_states is None:
             rng_states = [torch.Generator().manual_seed(k).get_state() for k in range(len(members))]
         check(len(rng_states) == len(members), "rng_states", len(rng_states), "one per member")
-        rates = [a["dropout"] for a in archs]
-        stacked._stack(members, rates, *args, first["activation"], states=list(rng_states))
+        stacked = cls.__new__(cls)  # no K stand-in MLPs to build and throw away
+        nn.Module.__init__(stacked)
+        stacked._stack(members, rng_states)
         return stacked
 
-    def _stack(self, members: Sequence[MLP], rates: list, *args, states: list) -> None:
-        in_features, hidden_sizes, out_features, activation = args
-        widths = [in_features, *hidden_sizes, out_features]
-        self.shapes = [(a, b) for a, b in zip(widths, widths[1:], strict=False)]  # (in, out)
+    def _stack(self, members: Sequence[MLP], states: Sequence[torch.Tensor]) -> None:
+        archs = [_architecture(m) for m in members]
+        shared = [{k: v for k, v in a.items() if k != "dropout"} for a in archs]
+        check(all(s == shared[0] for s in shared), "members", shared, "one architecture")
+        self.arch = shared[0]
+        widths = [self.arch["in_features"], *self.arch["hidden_sizes"], self.arch["out_features"]]
+        self.shapes = list(zip(widths, widths[1:], strict=False))  # (in, out) of each layer
         rows = [
             torch.cat([t for lin in _linears(m) for t in (lin.weight.T.flatten(), lin.bias)])
             for m in members
         ]
         self.flat = nn.Parameter(torch.stack(rows).detach().clone())  # (K, N)
-        # Fixed at construction: the floats give member(k) its exact rate back (float32 would
-        # turn 0.3 into 0.30000001); the (K,) buffer follows the device.
-        self.rates = [float(p) for p in rates]
+        # The floats give member(k) its exact rate back (float32 would turn 0.3 into
+        # 0.30000001); the (K,) buffer follows the device.
+        self.rates = [float(a["dropout"]) for a in archs]
         self.register_buffer("dropout", torch.tensor(self.rates, dtype=torch.float32))
-        self.has_dropout = any(p > 0 for p in rates)
-        self.in_features, self.out_features = in_features, out_features
-        self.hidden_sizes, self.activation = list(hidden_sizes), activation
-        self.g = ACTIVATIONS[activation]
+        self.out_features = self.arch["out_features"]
+        self.g = ACTIVATIONS[self.arch["activation"]]
         self.rng_states = [state.clone() for state in states]  # where each member's masks start
         self.generators: list[torch.Generator] | None = None  # made on the first draw
 
@@ -155,8 +145,7 @@ class StackedMLP(nn.Module):
     def layers(self, flat: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``[(W_l (K, in, out), b_l (K, 1, out)), ...]``: views of ``flat`` (default: the
         weights; the best weights or a gradient have the same layout)."""
-        flat = self.flat if flat is None else flat
-        blocks = flat.split(self.sizes, dim=1)
+        blocks = (self.flat if flat is None else flat).split(self.sizes, dim=1)
         return [
             (w.view(-1, d_in, d_out), b.view(-1, 1, d_out))
             for (d_in, d_out), w, b in zip(self.shapes, blocks[::2], blocks[1::2], strict=True)
@@ -165,43 +154,26 @@ class StackedMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(K, B, in) → (K, B, out); a (B, in) input is shared by all members."""
         h = x.expand(self.k, *x.shape) if x.ndim == 2 else x
-        layers = self.layers()
-        for i, (w, b) in enumerate(layers):
-            h = torch.baddbmm(b, h, w)  # (K, B, in) @ (K, in, out) + (K, 1, out)
-            if i < len(layers) - 1:
-                h = self.g(h)
-                if self.training and self.has_dropout:
-                    h = h * self._masks(h)
-        return h
+        *hidden, last = self.layers()
+        for w, b in hidden:
+            h = self.g(torch.baddbmm(b, h, w))  # (K, B, in) @ (K, in, out) + (K, 1, out)
+            if self.training and any(p > 0 for p in self.rates):
+                h = h * self._masks(h)
+        return torch.baddbmm(last[1], h, last[0])
 
     def _masks(self, h: torch.Tensor) -> torch.Tensor:
         """(K, B, width): member k's mask m / (1 − p_k), drawn from its own generator as
         ``nn.Dropout`` draws it (``bernoulli_(1 − p)``, then ÷ (1 − p)); ones where p_k = 0
         (an MLP without dropout draws nothing)."""
-        generators = self._generators(h.device)
-        ones = torch.ones(h.shape[1:], dtype=h.dtype, device=h.device)
+        if self.generators is None or self.generators[0].device != h.device:
+            self.generators = [_generator(state, h.device) for state in self.rng_states]
         masks = []
-        for p, generator in zip(self.rates, generators, strict=True):
+        for p, generator in zip(self.rates, self.generators, strict=True):
+            mask = torch.ones(h.shape[1:], dtype=h.dtype, device=h.device)
             if p > 0:
-                noise = torch.empty(h.shape[1:], dtype=h.dtype, device=h.device)
-                masks.append(noise.bernoulli_(1 - p, generator=generator).div_(1 - p))
-            else:
-                masks.append(ones)
+                mask.bernoulli_(1 - p, generator=generator).div_(1 - p)
+            masks.append(mask)
         return torch.stack(masks)
-
-    def _generators(self, device: torch.device) -> list[torch.Generator]:
-        if self.generators is None or self.generators[0].device != device:
-            self.generators = [self._generator(state, device) for state in self.rng_states]
-        return self.generators
-
-    @staticmethod
-    def _generator(state: torch.Tensor, device: torch.device) -> torch.Generator:
-        generator = torch.Generator(device=device)
-        if generator.device.type == "cpu":
-            generator.set_state(state)
-        else:  # another kind of generator: seeded from the CPU state's own numbers
-            generator.manual_seed(int(torch.Generator().set_state(state).initial_seed()))
-        return generator
 
     def dropout_states(self) -> list[torch.Tensor]:
         """Each member's dropout generator state now (``set_dropout_states`` restores it)."""
@@ -211,36 +183,25 @@ class StackedMLP(nn.Module):
 
     def set_dropout_states(self, states: Sequence[torch.Tensor]) -> None:
         check(len(states) == self.k, "dropout states", len(states), f"{self.k}, one per member")
-        device = self.flat.device
-        self.rng_states, self.generators = [s.clone() for s in states], None
-        if device.type == "cpu":
-            self.generators = [self._generator(s, device) for s in states]
-        else:
-            self.generators = [torch.Generator(device=device) for _ in states]
-            for generator, state in zip(self.generators, states, strict=True):
-                generator.set_state(state)
+        self.rng_states = [s.clone() for s in states]
+        self.generators = [torch.Generator(device=self.flat.device) for _ in states]
+        for generator, state in zip(self.generators, states, strict=True):
+            generator.set_state(state)
 
     def l1_penalty(self) -> torch.Tensor:
         """(K,) ``Σ|w|`` over each member's weight matrices, not biases (``MLPModule``)."""
         return sum(w.abs().sum(dim=(1, 2)) for w, _ in self.layers())
 
     def l2_penalty(self) -> torch.Tensor:
-        """(K,) ``½ Σ w²`` over all of each member's parameters, biases included.
-
-        In mlplab L2 is the optimizer's coupled ``weight_decay`` λ (``conf/regularization/
-        l2.yaml``), which adds ``λ w`` to every parameter's gradient; ``λ · l2_penalty()``
-        added to the loss has exactly that gradient. AdamW's decoupled decay is not a loss
-        term: it belongs to the optimizer.
-        """
+        """(K,) ``½ Σ w²`` over all of each member's parameters, biases included: the loss
+        term whose gradient is the optimizer's coupled ``weight_decay`` λ (mlplab's L2)."""
         return self.flat.square().sum(dim=1) / 2
 
     def member(self, k: int) -> MLP:
         """Member k as a plain ``MLP`` (same device and dtype, weights copied, not shared)."""
         check(-self.k <= k < self.k, "member", k, f"an index in [0, {self.k})")
-        args = (self.in_features, self.hidden_sizes, self.out_features, self.activation)
-        mlp, _ = _seeded_mlp(0, *args, dropout=self.rates[k])  # init overwritten below
-        mlp.to(device=self.flat.device, dtype=self.flat.dtype)
-        return self.copy_member(k, mlp)
+        mlp, _ = _seeded_mlp(0, **self.arch, dropout=self.rates[k])  # init overwritten below
+        return self.copy_member(k, mlp.to(device=self.flat.device, dtype=self.flat.dtype))
 
     @torch.no_grad()
     def copy_member(self, k: int, mlp: MLP, flat: torch.Tensor | None = None) -> MLP:
@@ -252,6 +213,15 @@ class StackedMLP(nn.Module):
             lin.weight.copy_(w[0].T)
             lin.bias.copy_(b[0, 0])
         return mlp
+
+
+def _generator(state: torch.Tensor, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` from a CPU generator's state (another kind of generator is
+    seeded from that state's own seed)."""
+    generator = torch.Generator(device=device)
+    if generator.device.type == "cpu":
+        return generator.set_state(state)
+    return generator.manual_seed(int(torch.Generator().set_state(state).initial_seed()))
 
 
 def member_losses(
