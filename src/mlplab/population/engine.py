@@ -2,29 +2,21 @@
 
     train_population(cfg, [{"seed": 42}, {"seed": 43}], out_dir)
 
-``seeds=N`` and ``cv=K`` (``mlplab.train``) and ``mlplab-sweep population=K``
-(``mlplab.sweep.population``) all come here. The config is composed once; member k's config
-is it with member k's values (``MemberConfigs``: what follows them by interpolation follows).
-Member k
-
-- starts from the weights ``mlplab-train`` would build for its config (same seeding order);
-- trains on its own split and shuffle, with its own hyperparameters (``PopulationModule``),
-  under the population's Trainer, built by the same code as a stand-alone run's
-  (``population.settings``: what a population can't honour is refused in one line);
-- ends as ``out_dir/member_<k>/`` (or ``member_dirs[k]``): ``config.yaml``, ``run_info.json``,
-  ``metrics.json`` (val of its last weights, test of its best, as a stand-alone run reports)
-  and ``checkpoints/best.ckpt`` (its own hyperparameters and fitted data) for ``mlplab-eval``.
-
-``out_dir`` gets ``summary.csv`` (a row per member), ``metrics.csv`` (a row per epoch and
-member), the population's checkpoint (``resume=True`` continues from it), its figures and
-tracker runs (``population.tracking``). A population that doesn't fit in memory trains in
-chunks (``population.memory``), each with its checkpoint in ``out_dir/chunk_<i>``. A model that
-isn't ``MLPModule`` can't be stacked: its members train one after another into the same layout.
+``seeds=N``, ``cv=K`` and ``mlplab-sweep population=K`` all come here. Member k starts from the
+weights ``mlplab-train`` would build for its config, trains on its own split and shuffle with
+its own hyperparameters under the population's Trainer (built as a stand-alone run's), and ends
+as ``out_dir/member_<k>/`` with the files a stand-alone run writes (``config.yaml``,
+``run_info.json``, ``metrics.json``, ``checkpoints/best.ckpt``). ``out_dir`` gets
+``summary.csv`` (a row per member), ``metrics.csv`` (a row per epoch and member), the
+population's checkpoint (``resume=True``), its figures and tracker runs. A population that
+doesn't fit in memory trains in chunks (``out_dir/chunk_<i>``); a model that isn't
+``MLPModule`` can't be stacked: its members train one after another into the same layout.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -38,7 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mlplab.config import RUN_IDENTITY, derived, portable_data
 from mlplab.data.sources import shared_sources
-from mlplab.errors import ConfigError, check
+from mlplab.errors import ConfigError, DivergedError, check, user_error
 from mlplab.models.mlp import MLP
 from mlplab.models.module import MLPModule
 from mlplab.models.optimization import check_optimization
@@ -51,13 +43,7 @@ from mlplab.population.checkpoint import (
 )
 from mlplab.population.members import POPULATION_KEYS, check_members
 from mlplab.population.memory import chunk_size, footprint, memory_bound
-from mlplab.population.module import (
-    DIVERGED,
-    PopulationBatches,
-    PopulationModule,
-    StackedSplit,
-    Stopping,
-)
+from mlplab.population.module import DIVERGED, PopulationBatches, PopulationModule, StackedSplit
 from mlplab.population.settings import Settings, population_settings
 from mlplab.population.stacked import StackedMLP
 from mlplab.population.tracking import PopulationTracker
@@ -71,10 +57,9 @@ Hook = Callable[[int, list[dict]], Iterable[int]] | None
 
 
 class MemberConfigs:
-    """Member k's config as plain data: ``cfg`` resolved once (``portable_data``: run dir and
-    name stay references), member k's values set, and what follows them by interpolation
-    resolved again with them (``data.seed: ${seed}``). Population keys (``seeds``, ``cv``) are
-    null in a member's config: it re-runs as that member alone."""
+    """Member k's config as plain data: ``cfg`` resolved once (run dir and name stay
+    references), member k's values set, and what follows them by interpolation resolved again
+    with them (``data.seed: ${seed}``). ``seeds``/``cv`` are null: it re-runs as that member."""
 
     def __init__(self, cfg: DictConfig, members: list[dict]) -> None:
         self.cfg, self.members = cfg, [dict(m) for m in members]
@@ -100,7 +85,10 @@ class MemberConfigs:
         if self.followers:
             with override(self.cfg, {k: v for k, v in values.items() if k in self.sources}):
                 for key in self.followers:
-                    _set(data, key, _plain(OmegaConf.select(self.cfg, key)))
+                    value = OmegaConf.select(self.cfg, key)
+                    if OmegaConf.is_config(value):
+                        value = OmegaConf.to_container(value, resolve=True)
+                    _set(data, key, value)
         return data
 
 
@@ -117,7 +105,8 @@ def override(cfg: DictConfig, values: dict) -> Iterator[None]:
                 try:
                     OmegaConf.update(cfg, key, value, force_add=True)
                 except OmegaConfBaseException as err:
-                    raise ConfigError(f"{key}={value!r} is invalid: {_first_line(err)}") from None
+                    why = (str(err).strip() or type(err).__name__).splitlines()[0]
+                    raise ConfigError(f"{key}={value!r} is invalid: {why}") from None
                 done.append((key, before))
         yield
     finally:
@@ -146,14 +135,13 @@ def train_population(
     Args:
         cfg: the composed config (no ``hydra`` node), its run dir the population's.
         members: one dict of dotted key → value per member (``population.members``).
-        out_dir: the population's dir. member_dirs: each member's run dir (default
-            ``out_dir/member_<k>``; its name is the member's run name).
-        on_epoch: ``PopulationModule``'s hook (report each epoch's rows, prune members); rows
-            carry the member's number in this population.
-        resume: continue from ``out_dir``'s checkpoints where there are any (checked first: a
-            ConfigError before anything is written if one is damaged or of other members).
-        before_fit: called once the first members are built and checked, before training
-            (the caller's own files: a bad member value writes nothing).
+        member_dirs: each member's run dir (default ``out_dir/member_<k>``; its name is the
+            member's run name).
+        on_epoch: ``PopulationModule``'s hook (report each epoch's rows, prune members).
+        resume: continue from ``out_dir``'s checkpoints where there are any (checked before
+            anything is written).
+        before_fit: called once the first members are built and checked (a bad member value
+            writes nothing).
         max_members: at most this many members at once (memory bounds it too).
     """
     out_dir = Path(out_dir)
@@ -234,8 +222,8 @@ class _Chunk:
 
     def build(self, first) -> None:
         """The members' DataModules (one per distinct data config), nets and hyperparameters,
-        seeded as ``mlplab.train`` seeds a run: member 0's model by ``build_model`` (its class,
-        its checks), the others' nets from their own seed."""
+        seeded as ``mlplab.train`` seeds a run: member 0's model by ``build_model``, the others'
+        nets from their own seed."""
         self.datamodules, nets, self.hparams, states = [], [], [], []
         built: dict[str, L.LightningDataModule] = {}
         if first is not None:
@@ -282,16 +270,10 @@ class _Chunk:
         x, y = _stack(dms, "train", 0), _stack(dms, "train", 1)
         batch_size = dms[0].hparams.batch_size
         batch_size = x.shape[1] if batch_size == "full" else int(batch_size)
-        stopping = None
-        if settings.stopping is not None:
-            rule = settings.stopping
-            stopping = Stopping(
-                rule["monitor"],
-                rule["mode"],
-                patience=[_select(c, rule["key"]) for c in cfgs],
-                min_delta=rule["min_delta"],
-                min_epochs=int(config["trainer"].get("min_epochs") or 0),
-            )
+        stopping = settings.stopping
+        if stopping is not None:
+            patience = [_get(c, settings.patience_key, None) for c in cfgs]
+            stopping = dataclasses.replace(stopping, patience=patience)
         scheduler = config.get("scheduler") or {}
         module = PopulationModule(
             self.net,
@@ -403,8 +385,6 @@ def _one_after_another(
         try:
             metrics = fit(member)
         except Exception as err:  # noqa: BLE001 — a diverged member: the others go on
-            from mlplab.errors import DivergedError, user_error
-
             if not isinstance(user_error(err), DivergedError):
                 raise
             reason = str(user_error(err))
@@ -445,24 +425,13 @@ def _seed(seed, last: bool) -> None:
         torch.default_generator.manual_seed(seed)
 
 
-def _select(config: dict, key: str):
-    node = config
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
-def _plain(value):
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-
 _ABSENT = object()
 
 
-def _get(data, key: str):
+def _get(data, key: str, default=_ABSENT):
     for part in key.split("."):
         if not isinstance(data, dict) or part not in data:
-            return _ABSENT
+            return default
         data = data[part]
     return data
 
@@ -474,8 +443,3 @@ def _set(data: dict, key: str, value) -> None:
             data[part] = {}
         data = data[part]
     data[last] = value
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -56,7 +56,8 @@ class Settings:
 
     best: object = None  # a ModelCheckpoint with a monitor: ``module.Watch`` of members' best
     last: bool = False  # a ModelCheckpoint without one: the population's checkpoint (resume)
-    stopping: dict | None = None  # EarlyStopping's monitor, mode, min_delta (patience: per member)
+    stopping: object = None  # EarlyStopping: ``module.Stopping``, its patience per member at
+    patience_key: str | None = None  # this key of each member's config
     curves: str | None = None  # LearningCurves' file name
     boundary: str | None = None  # DecisionBoundary's file name
     limit_train_batches: int | float = 1.0
@@ -75,7 +76,7 @@ def population_settings(cfg: DictConfig) -> Settings:
     honour."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from mlplab.population.module import Watch
+    from mlplab.population.module import Stopping, Watch
 
     honoured = {  # callback class → the arguments a population honours
         ModelCheckpoint: CHECKPOINT_ARGS,
@@ -114,12 +115,13 @@ def population_settings(cfg: DictConfig) -> Settings:
         elif issubclass(cls, ModelCheckpoint):
             settings.last = True
         elif issubclass(cls, EarlyStopping):
-            settings.stopping = {
-                "monitor": args["monitor"],
-                "mode": args.get("mode", "min"),
-                "min_delta": float(args.get("min_delta", 0.0)),
-                "key": f"callbacks.{name}.patience",
-            }
+            settings.stopping = Stopping(
+                args["monitor"],
+                args.get("mode", "min"),
+                min_delta=float(args.get("min_delta", 0.0)),
+                min_epochs=int(trainer.get("min_epochs") or 0),
+            )
+            settings.patience_key = f"callbacks.{name}.patience"
         elif kind == f"{FIGURES}.LearningCurves":
             settings.curves = args.get("filename", "learning_curves.png")
         else:
