@@ -1,15 +1,12 @@
 """``PopulationModule``: a LightningModule that trains the K members of a ``StackedMLP`` at once.
 
-One training step is one epoch of every member: member k gathers its own mini-batches (the
-rows its stand-alone run would see, ``PopulationBatches``), the stacked forward computes all
-members, the per-member losses (+ each member's L1) are summed — so member k's gradient is its
-own loss's — and one vectorized optimizer step a mini-batch updates every active member.
-Validation scores every member on its own val split with the pooling ``MLPModule`` uses, keeps
-each member's best weights (``ModelCheckpoint``'s monitor and mode) and stops members one by one
-(``EarlyStopping``'s rule, monitor, mode, min_delta and the trainer's min_epochs): a stopped,
-pruned or diverged member's weights and optimizer state stop changing. Test scores the best
-weights. Its checkpoint keeps the per-member state that ``resume=auto`` needs
-(``population.checkpoint``).
+One training step is one epoch of every member: for each mini-batch, member k gathers the rows
+its stand-alone run would see, the stacked forward computes all members, the per-member losses
+(+ L1) are summed — so member k's gradient is its own loss's — and one vectorized optimizer step
+updates every active member. Validation keeps each member's best weights (``ModelCheckpoint``'s
+rule) and stops members one by one (``EarlyStopping``'s): a stopped, pruned or diverged member's
+weights and optimizer state stop changing. Its checkpoint keeps the per-member state that
+``resume=auto`` needs.
 """
 
 from __future__ import annotations
@@ -32,6 +29,7 @@ OK, STOPPED, DIVERGED, PRUNED = "ok", "stopped", "diverged", "pruned"
 
 # What the weights and the optimizer don't hold: saved in the population's checkpoint.
 MEMBER_STATE = ("status", "best_score", "best_epoch", "stopped_epoch", "wait", "stop_best")
+MEMBER_STATE += ("triggered",)  # early stopping said stop, min_epochs not reached yet
 
 
 class PopulationBatches:
@@ -104,23 +102,17 @@ class PopulationModule(L.LightningModule):
     """Train ``net``'s K members, each on its own training split.
 
     Args:
-        net: the stacked members.
         x, y: each member's training features (K, N, D) and targets (K, N) (an ``expand`` of
             one split when members share it: no copy).
-        task: ``binary``, ``multiclass`` or ``regression``; num_classes: outputs of the net.
-        optimizer: ``_target_`` (a torch.optim class path) shared by all members.
-        members: one optimizer kwargs dict per member (lr, betas, weight_decay, ...).
+        optimizer, members: the shared ``_target_`` and one kwargs dict per member.
         l1: per-member L1 strength. class_weights: shared (as ``MLPModule``'s), or None.
-        best: what picks a member's best weights (None: no best checkpoint, test the last).
-        stopping: early stopping per member, or None.
+        best: what picks a member's best weights (None: test the last).
         target_scale: each member's (means, stds) of a regression target (metrics in its units).
         on_epoch: called after each epoch with its number and the rows of the members that
-            trained in it ({"member", "epoch", "train/...", "val/..."}); returns the members
-            to stop now (status ``pruned``, e.g. by an Optuna pruner).
-        schedules, monitor: each member's scheduler config (``MemberSchedules``) and the metric
-            ReduceLROnPlateau watches (shared); stepped once an epoch.
+            trained in it; returns the members to stop now (status ``pruned``).
+        schedules, monitor: each member's scheduler config and the metric ReduceLROnPlateau
+            watches (shared).
         clip: each member's ``trainer.gradient_clip_val`` (0: none) and the shared algorithm.
-        batch_size, seeds, limit: the members' training batches (``PopulationBatches``).
     """
 
     def __init__(
@@ -176,12 +168,12 @@ class PopulationModule(L.LightningModule):
         self.stopped_epoch: list[int | None] = [None] * k
         self.wait = [0] * k
         self.stop_best = [stopping.worst if stopping else math.nan] * k
+        self.triggered = [False] * k
         self.best_flat = net.flat.detach().clone()  # (K, N): each member's best weights
         self.history: list[dict] = []  # one row per (epoch, member)
         self.last_val: dict[int, dict] = {}  # member → its last validation's metrics
         self.test_results: dict[str, list[float]] = {}
         self._val: dict[str, list[float]] | None = None  # this epoch's validation
-        self._triggered = [False] * k  # early stopping said stop, min_epochs not reached yet
         self._train_sum = torch.zeros(k)
         self._train_rows = 0
         self._active_key: tuple | None = None
@@ -325,14 +317,16 @@ class PopulationModule(L.LightningModule):
             self.stop_best[k], self.wait[k] = value, 0
         else:
             self.wait[k] += 1
-            self._triggered[k] = self._triggered[k] or self.wait[k] >= rule.patience[k]
-        if self._triggered[k] and epoch + 1 >= rule.min_epochs:
+            self.triggered[k] = self.triggered[k] or self.wait[k] >= rule.patience[k]
+        if self.triggered[k] and epoch + 1 >= rule.min_epochs:
             self.status[k], self.stopped_epoch[k] = STOPPED, epoch
 
     # ---- validation and test ------------------------------------------------------------
     def validation_step(self, batch, batch_idx: int) -> None:
-        x, y = batch  # (K, B, D), (K, B): each member's own val rows
+        x, y = batch  # (K, B, D), (K, B): each member's own rows
         self.scores.update(self.net(x), y)
+
+    test_step = validation_step
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking and self.scores.preds:
@@ -342,10 +336,6 @@ class PopulationModule(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.scores = self._scorer()
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        x, y = batch
-        self.scores.update(self.net(x), y)
-
     def on_test_epoch_end(self) -> None:
         self.test_results = {k: v.cpu().tolist() for k, v in self.scores.compute("test").items()}
         self.scores.reset()
@@ -353,7 +343,6 @@ class PopulationModule(L.LightningModule):
     # ---- checkpoint -----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         state = {name: list(getattr(self, name)) for name in MEMBER_STATE}
-        state["triggered"] = list(self._triggered)
         state["best_flat"] = self.best_flat
         state["last_val"] = {str(k): v for k, v in self.last_val.items()}
         state["history"] = _columns(self.history)
@@ -364,7 +353,6 @@ class PopulationModule(L.LightningModule):
         state = checkpoint["population"]
         for name in MEMBER_STATE:
             setattr(self, name, list(state[name]))
-        self._triggered = list(state["triggered"])
         self.best_flat = state["best_flat"]
         self.last_val = {int(k): v for k, v in state["last_val"].items()}
         self.history = _rows(state["history"])
@@ -372,8 +360,8 @@ class PopulationModule(L.LightningModule):
 
 
 def _columns(rows: list[dict]) -> dict[str, torch.Tensor]:
-    """History rows as one (N,) tensor per key (int64 for epoch and member, float64 — a
-    Python float exactly — for metrics): thousands of small dicts pickle slowly."""
+    """History rows as one (N,) tensor per key (int64 for epoch and member, float64 for
+    metrics): thousands of small dicts pickle slowly."""
     keys = list(dict.fromkeys(k for row in rows for k in row))
     kinds = {k: torch.int64 if k in ("epoch", "member") else torch.float64 for k in keys}
     return {k: torch.tensor([row.get(k, math.nan) for row in rows], dtype=kinds[k]) for k in keys}

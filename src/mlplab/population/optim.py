@@ -1,17 +1,12 @@
 """Optimizers for a population of K MLPs stored as stacked tensors, one learning rate per member.
 
-Every parameter is a tensor whose first dimension is the member index (``StackedMLP``'s one
-``(K, N)`` tensor). ``torch.optim`` takes one float per hyperparameter for a whole tensor, so
-these optimizers keep each numeric hyperparameter as K floats (one per member) and update all
-members with a few vectorized tensor ops. Member k follows torch's single-tensor code op for
-op, scalar algebra in float64 and fused multiply-adds (``addcmul``) where torch uses them, so on
-CPU it reproduces ``torch.optim`` run on member k alone bit for bit (other kernels, e.g. CUDA,
-may differ by rounding).
-
-An ``active`` mask (K,) freezes members: a member whose entry is False keeps its weights and
-its optimizer state (step count included) bit for bit, for per-member early stopping and for
-members that diverged. Build one from member configs (``conf/optimizer/*.yaml``) with
-``build_stacked_optimizer``, or directly::
+Every parameter's first dimension is the member index (``StackedMLP``'s one ``(K, N)`` tensor).
+``torch.optim`` takes one float per hyperparameter for a whole tensor, so these keep each
+numeric hyperparameter as K floats and update all members with a few vectorized ops. Member k
+follows torch's single-tensor code op for op (scalar algebra in float64, ``addcmul`` where torch
+fuses), so on CPU it reproduces ``torch.optim`` run on member k alone bit for bit (CUDA may
+differ by rounding). An ``active`` mask (K,) freezes members: weights and optimizer state (step
+count included) stay bit for bit, for early stopping and diverged members::
 
     opt = StackedAdam([w, b], lr=[1e-3, 1e-2, 1e-1], beta2=[0.999, 0.99, 0.9])  # K = 3
     loss.backward(); opt.step(); opt.zero_grad()
@@ -37,10 +32,8 @@ class StackedOptimizer(torch.optim.Optimizer):
     Each param group holds every hyperparameter in ``DEFAULTS`` as a list of K floats, shared
     bools in ``FLAGS``, and ``active`` as K bools, so ``state_dict`` stores plain numbers and
     ``load_state_dict`` restores them. State per parameter: the buffers (shaped like it) and
-    ``step``, a (K,) float64 CPU tensor counting each member's active steps.
-
-    torch's LR schedulers expect one float per group and do not work here: apply a per-member
-    schedule with ``set_lr`` (e.g. ``opt.set_lr(lr0 * gamma**epoch)`` with ``lr0`` of shape (K,)).
+    ``step``, a (K,) float64 CPU tensor counting each member's active steps. Per-member
+    schedules set the learning rates with ``set_lr`` (``population.schedule``).
     """
 
     DEFAULTS: dict[str, float] = {}  # torch's defaults of the per-member numbers
@@ -64,7 +57,6 @@ class StackedOptimizer(torch.optim.Optimizer):
         defaults |= {n: bool(options.get(n, d)) for n, d in self.FLAGS.items()}
         super().__init__(params, defaults | {"active": [True] * k})
         self._tensors: dict = {}  # _numbers' cache: group → its hyperparameters as tensors
-        self._statics: dict = {}  # _static's cache: (group, layout) → its coefficients
         for shape in [tuple(p.shape) for g in self.param_groups for p in g["params"]]:
             check(shape[:1] == (k,), "param.shape", shape, f"({k}, ...), member index first")
 
@@ -144,16 +136,6 @@ class StackedOptimizer(torch.optim.Optimizer):
             state.update({n: torch.where(keep, v, state[n]) for n, v in new_state.items()})
         state["step"] = torch.where(active, step, state["step"])
 
-    def _static(self, p: Tensor, hp: dict[str, Tensor], group: dict, make) -> list[Tensor]:
-        """``_per_member(p, *make())`` for coefficients that depend only on the hyperparameters
-        (not on the step): made once per ``hp`` (``_numbers`` makes a new one when a value
-        changes) and layout, not at every step (~10 small ops, a quarter of a toy step)."""
-        key = (id(group), p.device, p.dtype, p.dim())
-        cached = self._statics.get(key)
-        if cached is None or cached[0] is not hp:
-            cached = self._statics[key] = (hp, _per_member(p, *make()))
-        return cached[1]
-
     def _init_buffers(self, p: Tensor, hp: dict[str, Tensor], group: dict) -> dict[str, Tensor]:
         return {name: torch.zeros_like(p) for name in self.BUFFERS}
 
@@ -179,13 +161,11 @@ class StackedSGD(StackedOptimizer):
     BUFFERS = ("momentum_buffer",)
 
     def _update(self, p, grad, state, hp, step, group):
-        neg_lr, mu, undamped, wd = self._static(
-            p,
-            hp,
-            group,
-            lambda: (-hp["lr"], hp["momentum"], 1 - hp["dampening"], hp["weight_decay"]),
+        mu = hp["momentum"]
+        neg_lr, mu, undamped, wd, fresh = _per_member(
+            p, -hp["lr"], mu, 1 - hp["dampening"], hp["weight_decay"], (step == 1) | (mu == 0)
         )
-        fresh = _per_member(p, (step == 1) | (hp["momentum"] == 0))[0].bool()
+        fresh = fresh.bool()
         g = torch.addcmul(grad, p, wd)
         buf = torch.where(fresh, g, torch.addcmul(state["momentum_buffer"] * mu, g, undamped))
         direction = torch.addcmul(g, buf, mu) if group["nesterov"] else buf
@@ -202,9 +182,9 @@ class StackedAdam(StackedOptimizer):
 
     def _update(self, p, grad, state, hp, step, group):
         b1, b2, lr, wd = hp["beta1"], hp["beta2"], hp["lr"], hp["weight_decay"]
-        step_size, bc2_sqrt = _per_member(p, lr / (1 - b1**step), (1 - b2**step).sqrt())
-        decay, wd, w1, b2, w2, eps = self._static(
-            p, hp, group, lambda: (1 - lr * wd, wd, 1 - b1, b2, 1 - b2, hp["eps"])
+        step_size, bc2_sqrt, decay, wd, w1, b2, w2, eps = _per_member(
+            *(p, lr / (1 - b1**step), (1 - b2**step).sqrt(), 1 - lr * wd, wd),
+            *(1 - b1, b2, 1 - b2, hp["eps"]),
         )
         if self.DECOUPLED:
             p, g = p * decay, grad
@@ -231,11 +211,8 @@ class StackedAdadelta(StackedOptimizer):
     BUFFERS = ("square_avg", "acc_delta")
 
     def _update(self, p, grad, state, hp, step, group):
-        neg_lr, rho, w, eps, wd = self._static(
-            p,
-            hp,
-            group,
-            lambda: (-hp["lr"], hp["rho"], 1 - hp["rho"], hp["eps"], hp["weight_decay"]),
+        neg_lr, rho, w, eps, wd = _per_member(
+            p, -hp["lr"], hp["rho"], 1 - hp["rho"], hp["eps"], hp["weight_decay"]
         )
         g = torch.addcmul(grad, p, wd)
         v = torch.addcmul(state["square_avg"] * rho, w * g, g)
@@ -262,8 +239,9 @@ class StackedAdagrad(StackedOptimizer):
         return {"sum": torch.zeros_like(p) + init}
 
     def _update(self, p, grad, state, hp, step, group):
-        (clr,) = _per_member(p, hp["lr"] / (1 + (step - 1) * hp["lr_decay"]))
-        wd, eps = self._static(p, hp, group, lambda: (hp["weight_decay"], hp["eps"]))
+        clr, wd, eps = _per_member(
+            p, hp["lr"] / (1 + (step - 1) * hp["lr_decay"]), hp["weight_decay"], hp["eps"]
+        )
         g = torch.addcmul(grad, p, wd)
         s = torch.addcmul(state["sum"], g, g)
         return p - clr * g / (s.sqrt() + eps), {"sum": s}
@@ -282,14 +260,9 @@ class StackedRMSprop(StackedOptimizer):
         return {name: torch.zeros_like(p) for name in self.BUFFERS + extra}
 
     def _update(self, p, grad, state, hp, step, group):
-        lr, alpha, w, eps, wd, mu, has_momentum = self._static(
-            p,
-            hp,
-            group,
-            lambda: (
-                *(hp["lr"], hp["alpha"], 1 - hp["alpha"], hp["eps"]),
-                *(hp["weight_decay"], hp["momentum"], hp["momentum"] > 0),
-            ),
+        lr, alpha, w, eps, wd, mu, has_momentum = _per_member(
+            *(p, hp["lr"], hp["alpha"], 1 - hp["alpha"], hp["eps"]),
+            *(hp["weight_decay"], hp["momentum"], hp["momentum"] > 0),
         )
         has_momentum = has_momentum.bool()
         g = torch.addcmul(grad, p, wd)
@@ -318,15 +291,9 @@ OPTIMIZERS: dict[str, type[StackedOptimizer]] = {
 def build_stacked_optimizer(params, target: str, members: list[dict]) -> StackedOptimizer:
     """The stacked version of the optimizer ``target``, member k configured by ``members[k]``.
 
-    Args:
-        params: stacked parameters, each (K, ...) with K = ``len(members)``.
-        target: torch's class path, a key of ``OPTIMIZERS`` (e.g. ``"torch.optim.Adam"``).
-        members: one kwargs dict per member, as in ``conf/optimizer/*.yaml`` (``betas`` as a
-            list of two numbers; a ``_target_`` equal to ``target`` is ignored). Missing keys take
-            torch's defaults. ``nesterov``/``centered`` must be the same for every member.
-
-    Raises:
-        ConfigError: unsupported ``target``, unknown key, or a value out of torch's range.
+    ``members``: one kwargs dict per member, as in ``conf/optimizer/*.yaml``; missing keys take
+    torch's defaults; ``nesterov``/``centered`` must be the same for every member. A ConfigError
+    names an unsupported ``target``, an unknown key or a value out of torch's range.
     """
     check(target in OPTIMIZERS, "optimizer._target_", target, f"one of {list(OPTIMIZERS)}")
     cls = OPTIMIZERS[target]
@@ -361,13 +328,10 @@ def _member_options(cls, target: str, where: str, member: dict) -> dict:
         elif key == "betas":
             ok = isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
             check(ok, name, value, "a list of two numbers [beta1, beta2]")
-            out |= {"beta1": _number(f"{name}[0]", "beta1", value[0])}
-            out |= {"beta2": _number(f"{name}[1]", "beta2", value[1])}
+            for i, beta in enumerate(("beta1", "beta2")):
+                check_number(f"{name}[{i}]", beta, value[i])
+                out[beta] = value[i]
         else:
-            out[key] = _number(name, key, value)
+            check_number(name, key, value)
+            out[key] = value
     return out
-
-
-def _number(name: str, key: str, value) -> float:
-    check_number(name, key, value)
-    return float(value)
