@@ -1,11 +1,9 @@
 """What the members of one population may differ in: the one place that says so.
 
-A population is one composed config plus a table of member values: ``[{"seed": 42}, {"seed":
-43}]`` for ``seeds=2``, ``[{"data.cv_folds": 5, "data.cv_fold": k}, ...]`` for ``cv=5``, the
-member parameters of each trial for ``mlplab-sweep population=K``. A member value sets a
-dotted key of the config; what is derived from it by interpolation (``data.seed: ${seed}``)
-follows. Members share everything else: the architecture, the data and its batch size, the
-optimizer and scheduler types, the trainer. They may differ in
+A population is one composed config plus a table of member values (``[{"seed": 42}, {"seed":
+43}]`` for ``seeds=2``); what follows a member value by interpolation follows it. Members share
+the architecture, the data and its batch size, the optimizer type and the trainer. They may
+differ in
 
 - ``seed`` (weights, split and shuffle), ``data.seed``, the cross-validation fold;
 - every number of the optimizer (``optimizer.lr``, ``optimizer.betas``, ...), not its type or
@@ -81,16 +79,13 @@ def check_members(cfg: DictConfig, members: list[Mapping]) -> list[str]:
     raw = OmegaConf.to_container(cfg, resolve=False)
     for key in derived(raw, varying):
         if not is_member_key(key):
+            source = next((k for k in varying if key in derived(raw, [k])), varying[0])
             raise ConfigError(
-                f"{key} follows {_source(raw, key, varying)} by interpolation, and population "
+                f"{key} follows {source} by interpolation, and population "
                 "members can't differ in it (it would give them different architectures or "
                 "data): set it to a value"
             )
     return varying
-
-
-def _source(raw: dict, key: str, keys: list[str]) -> str:
-    return next((k for k in keys if key in derived(raw, [k])), keys[0])
 
 
 def _check_count(key: str, value, low: int, what: str, most: str) -> None:
@@ -133,28 +128,17 @@ def check_population_args(cfg: DictConfig) -> None:
             check(value is None, f"data.{key}", value, f"null with cv={k}: cv sets it per member")
 
 
-def seed_members(cfg: DictConfig) -> list[dict]:
-    """``seeds=N``: seeds ``seed … seed+N−1``."""
-    check_population_args(cfg)
-    return [{"seed": cfg.seed + i} for i in range(cfg.seeds)]
-
-
-def fold_members(cfg: DictConfig) -> list[dict]:
-    """``cv=K``: folds ``0 … K−1`` of ``data.cv_folds=K`` (``mlplab.data.splits``)."""
-    check_population_args(cfg)
-    k = cfg.cv
-    from mlplab.data.splits import check_folds
-
-    check_folds(cfg.data, k)  # too many folds for the rows: said now, before any member is built
-    return [{"data.cv_folds": k, "data.cv_fold": fold} for fold in range(k)]
-
-
 def population_members(cfg: DictConfig) -> list[dict] | None:
-    """The member table of ``cfg``'s ``cv=``/``seeds=`` (None: a single run)."""
-    if cfg.get("cv") is not None:  # before seeds: cv refuses seeds= itself
-        return fold_members(cfg)
+    """The member table of ``cfg``'s ``cv=K`` (folds ``0 … K−1`` of ``data.cv_folds=K``) or
+    ``seeds=N`` (seeds ``seed … seed+N−1``); None: a single run."""
+    check_population_args(cfg)
+    if cfg.get("cv") is not None:
+        from mlplab.data.splits import check_folds
+
+        check_folds(cfg.data, cfg.cv)  # too many folds for the rows: said before any build
+        return [{"data.cv_folds": cfg.cv, "data.cv_fold": fold} for fold in range(cfg.cv)]
     if cfg.get("seeds") is not None:
-        return seed_members(cfg)
+        return [{"seed": cfg.seed + i} for i in range(cfg.seeds)]
     return None
 
 
