@@ -1,15 +1,10 @@
 """A population's own checkpoint, so that ``resume=auto`` continues a killed population.
 
-``<out dir>/checkpoints/population.ckpt`` is written after the first epoch, every
-``CHECKPOINT_EVERY_S`` seconds and after the last (atomically: a kill mid-write leaves the
-previous one whole) by ``PopulationCheckpoint``, with Lightning's own checkpointing: the
-stacked weights, the optimizer and scheduler state, the epoch and step, the
-``PopulationModule``'s per-member state (its ``on_save_checkpoint``) and the members' configs —
-what they learn from, so a resume with other members is refused (``find_checkpoint``) instead of
-mixing two populations. Everything in it loads with ``torch.load(weights_only=True)``.
-
-``train_population(..., resume=True)`` continues from it (fresh when there is none) and ends
-with the outputs an uninterrupted run writes.
+``<out dir>/checkpoints/population.ckpt``, written atomically by Lightning's own checkpointing:
+the stacked weights, optimizer and scheduler state, epoch and step, the ``PopulationModule``'s
+per-member state and the members' configs — what they learn from, so a resume with other
+members is refused (``find_checkpoint``) instead of mixing two populations. It loads with
+``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -35,11 +30,6 @@ TRAINED = ("data.", "model.", "optimizer.", "scheduler.", "callbacks.early_stopp
 TRAINED_EXACT = ("seed", "callbacks.early_stopping", "trainer.check_val_every_n_epoch")
 
 
-def checkpoint_path(out_dir: str | Path) -> Path:
-    """Where the population trained into ``out_dir`` keeps its checkpoint."""
-    return Path(out_dir) / CHECKPOINT
-
-
 def fingerprint(config: dict) -> dict[str, str]:
     """The keys of a member's config (plain data) that its training depends on, as ``repr``s."""
     flat = flatten(config)
@@ -58,14 +48,11 @@ def flatten(data: dict, prefix: str = "") -> dict:
 
 
 class PopulationCheckpoint(Checkpoint):
-    """Save the population into ``path`` at the end of an epoch, once the module's own epoch
-    end (its scheduler step) is done: Lightning calls a ``Checkpoint``'s ``on_train_epoch_end``
-    after the LightningModule's. ``members``: the members' ``fingerprint``s.
-
-    Saved after the first epoch, then when ``every_s`` seconds have passed since the last save,
-    and after the last epoch: a kill loses at most ``every_s`` of training, and a population of
-    small models doesn't spend a tenth of its time on checkpoints (64 toy members: ~11 ms a
-    save, ~0.2 s an epoch of training)."""
+    """Save the population into ``path`` at the end of an epoch (Lightning calls a
+    ``Checkpoint``'s ``on_train_epoch_end`` after the module's, its scheduler step included):
+    after the first epoch, when ``every_s`` seconds have passed since the last save, and after
+    the last. A kill loses at most ``every_s`` of training, and small models don't spend their
+    time on checkpoints. ``members``: the members' ``fingerprint``s."""
 
     def __init__(
         self, path: Path, members: list[dict[str, str]], every_s: float | None = None
@@ -97,7 +84,7 @@ def find_checkpoint(
         ConfigError: one line naming the file: damaged, not a population checkpoint, or of
             other members (their number, or the keys whose values differ).
     """
-    path = checkpoint_path(out_dir)
+    path = Path(out_dir) / CHECKPOINT
     if not path.is_file():
         return None
     key = "resume=auto: population checkpoint"

@@ -34,13 +34,7 @@ from mlplab.errors import ConfigError, DivergedError, check, user_error
 from mlplab.models.mlp import MLP
 from mlplab.models.module import MLPModule
 from mlplab.models.optimization import check_optimization
-from mlplab.population.checkpoint import (
-    PopulationCheckpoint,
-    checkpoint_path,
-    find_checkpoint,
-    fingerprint,
-    flatten,
-)
+from mlplab.population.checkpoint import PopulationCheckpoint, find_checkpoint, fingerprint, flatten
 from mlplab.population.members import POPULATION_KEYS, check_members
 from mlplab.population.memory import chunk_size, footprint, memory_bound
 from mlplab.population.module import DIVERGED, PopulationBatches, PopulationModule, StackedSplit
@@ -51,6 +45,7 @@ from mlplab.run import build, interrupt
 from mlplab.run.checkpoint import write_model_checkpoint
 from mlplab.run.fit import StopAtEpochEnd, fit
 from mlplab.run.provenance import run_environment, write_run_info
+from mlplab.run.rundir import POPULATION_CHECKPOINT
 from mlplab.run.threads import apply_threads
 
 Hook = Callable[[int, list[dict]], Iterable[int]] | None
@@ -303,7 +298,7 @@ class _Chunk:
         callbacks = [StopAtEpochEnd()]
         if settings.last:
             members = [fingerprint(c) for c in cfgs]
-            callbacks.append(PopulationCheckpoint(checkpoint_path(home), members))
+            callbacks.append(PopulationCheckpoint(home / POPULATION_CHECKPOINT, members))
         trainer = build.build_trainer(
             self.cfg, callbacks, [], module, limit_train_batches=None, default_root_dir=str(home)
         )

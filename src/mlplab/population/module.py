@@ -57,20 +57,19 @@ class PopulationBatches:
 
 
 class StackedSplit:
-    """Eval batches of every member's own split at once: ((K, B, D), (K, B)) slices."""
+    """Eval batches of every member's own split at once: ((K, B, D), (K, B)) views (a class,
+    not a list: Lightning takes a list for several dataloaders)."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
-        self.x, self.y, self.batch_size = x, y, batch_size
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, size: int) -> None:
+        self.batches = [
+            (x[:, i : i + size], y[:, i : i + size]) for i in range(0, x.shape[1], size)
+        ]
 
     def __len__(self) -> int:
-        return -(-self.x.shape[1] // self.batch_size)
+        return len(self.batches)
 
     def __iter__(self):
-        size = self.batch_size
-        return (
-            (self.x[:, i : i + size], self.y[:, i : i + size])
-            for i in range(0, self.x.shape[1], size)
-        )
+        return iter(self.batches)
 
 
 @dataclass

@@ -1,11 +1,9 @@
 """Learning-rate schedules of a population: torch's own scheduler for each member.
 
-Member k's scheduler is the one its stand-alone run builds (any class of
-``torch.optim.lr_scheduler``, with member k's numbers, or none), driving a one-number optimizer
-of its own; after each of its steps the stacked optimizer takes the member's learning rate from
-it. So member k's learning rates are torch's, whatever the class, and members may even differ
-in their scheduler. A member that is not active (stopped early, diverged, pruned) doesn't step:
-its learning rate and schedule stay where they were, and go on from there if it resumes::
+Member k's scheduler is the one its stand-alone run builds (any class, or none), driving a
+one-number optimizer of its own whose learning rate the stacked optimizer takes after each
+step: member k's learning rates are torch's, and members may differ in their scheduler. A
+member that is not active doesn't step: its schedule goes on from there if it resumes::
 
     schedules = MemberSchedules(optimizer, [{"_target_": "torch.optim.lr_scheduler.StepLR",
                                              "step_size": 10}, {}])  # member 1: constant lr
@@ -29,11 +27,8 @@ MODULE_KEYS = ("_target_", "monitor")  # read by the population, not arguments o
 class MemberSchedules:
     """One torch scheduler per member (None: a constant learning rate), stepped per member.
 
-    Args:
-        optimizer: the population's optimizer; its current learning rates are the start.
-        members: K scheduler configs as ``conf/scheduler/*.yaml`` (``_target_`` and its
-            arguments; ``monitor`` is the population's; ``{}`` or no ``_target_``: none). The
-            values are torch's to check (``check_optimization`` did, naming the key).
+    ``members``: K scheduler configs as ``conf/scheduler/*.yaml`` (``{}``: none), starting
+    from ``optimizer``'s learning rates; ``check_optimization`` checked their values.
     """
 
     def __init__(self, optimizer: StackedOptimizer, members: Sequence[Mapping]) -> None:
@@ -47,13 +42,9 @@ class MemberSchedules:
             args = {key: v for key, v in (member or {}).items() if key not in MODULE_KEYS}
             self.shadows.append(shadow)
             self.schedulers.append(get_class(target)(shadow, **args) if target else None)
-        self._take_lrs()
-
-    @property
-    def needs_metric(self) -> list[bool]:
-        """Which members step on a metric (ReduceLROnPlateau), not on the epoch."""
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau
-        return [isinstance(s, plateau) for s in self.schedulers]
+        self.needs_metric = [isinstance(s, plateau) for s in self.schedulers]  # not the epoch
+        self._take_lrs()
 
     def step(
         self,
