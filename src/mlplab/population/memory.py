@@ -1,13 +1,10 @@
 """How many members of a population fit in memory at once.
 
-A population of K members holds K copies of everything a run holds: weights, gradients,
-optimizer state, activations, and (when the members' splits differ) K copies of the data, as
-tensors and as the DataModules' tables. So K members need about ``fixed + K × per_member`` bytes
-(``footprint``). ``chunk_size`` compares that with ``memory_bound`` (a share of the free GPU
-memory, or of the available RAM on CPU): a population that doesn't fit trains in chunks of
-that many members, one after another. Members are independent (each its own weights, batches
-and optimizer state), so a member trained in a chunk of 2 ends with the numbers it has in a
-population of 64.
+K members hold K copies of what a run holds (weights, gradients, optimizer state, activations,
+and the data when their splits differ): about ``fixed + K × per_member`` bytes (``footprint``).
+``chunk_size`` compares that with ``memory_bound`` (a share of the free GPU memory or of the
+available RAM): a population that doesn't fit trains in chunks, one after another. Members are
+independent, so a member ends with the same numbers in a chunk of 2 as in a population of 64.
 """
 
 from __future__ import annotations

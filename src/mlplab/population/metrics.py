@@ -124,26 +124,29 @@ class MemberScores:
 
 
 class TrainScores:
-    """The train metric ``MLPModule`` keeps (acc, or mse in target units), per member."""
+    """The train loss and metric ``MLPModule`` keeps (acc, or mse in target units), per
+    member: an epoch's mini-batches pooled by rows."""
 
     def __init__(self, scorer: MemberScores) -> None:
         self.scorer = scorer
+        self.name = "train/mse" if scorer.task == "regression" else "train/acc"
         self.reset()
 
     def reset(self) -> None:
-        self.sum, self.rows = 0.0, 0
+        self.loss, self.metric, self.rows = 0.0, 0.0, 0
 
-    def update(self, out: Tensor, y: Tensor) -> None:
+    def update(self, out: Tensor, y: Tensor, losses: Tensor) -> None:
         pred, target = self.scorer.predictions(out.detach()), self.scorer.target(y)
         if self.scorer.task == "binary":
-            value = ((pred > 0.5) == (target == 1)).sum(1)
+            value = (pred > 0.5) == (target == 1)
         elif self.scorer.task == "multiclass":
-            value = (pred.argmax(-1) == target).sum(1)
+            value = pred.argmax(-1) == target
         else:
-            value = ((pred - target) ** 2).sum(1)
-        self.sum = self.sum + value.float()
+            value = (pred - target) ** 2
+        self.loss = self.loss + losses.detach() * y.shape[1]
+        self.metric = self.metric + value.sum(1).float()
         self.rows += y.shape[1]
 
     def compute(self) -> dict[str, Tensor]:
-        name = "mse" if self.scorer.task == "regression" else "acc"
-        return {f"train/{name}": self.sum / max(self.rows, 1)}
+        rows = max(self.rows, 1)
+        return {"train/loss": self.loss / rows, self.name: self.metric / rows}

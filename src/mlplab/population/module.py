@@ -173,8 +173,6 @@ class PopulationModule(L.LightningModule):
         self.last_val: dict[int, dict] = {}  # member → its last validation's metrics
         self.test_results: dict[str, list[float]] = {}
         self._val: dict[str, list[float]] | None = None  # this epoch's validation
-        self._train_sum = torch.zeros(k)
-        self._train_rows = 0
         self._active_key: tuple | None = None
 
     def _scorer(self) -> MemberScores:
@@ -229,9 +227,7 @@ class PopulationModule(L.LightningModule):
         if self.has_clip:
             self._clip_gradients()
         opt.step()
-        self._train_sum = self._train_sum.to(losses) + losses.detach() * index.shape[1]
-        self._train_rows += index.shape[1]
-        self.train_scores.update(out, y)
+        self.train_scores.update(out, y, losses)
 
     @torch.no_grad()
     def _clip_gradients(self) -> None:
@@ -257,8 +253,7 @@ class PopulationModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         """The epoch's rows, best weights, early stopping and pruning; then the scheduler."""
         epoch, val = self.current_epoch, self._val
-        train = {"train/loss": (self._train_sum / max(self._train_rows, 1)).cpu().tolist()}
-        train |= {k: v.cpu().tolist() for k, v in self.train_scores.compute().items()}
+        train = {k: v.cpu().tolist() for k, v in self.train_scores.compute().items()}
         rows, improved = [], []
         for k in range(self.net.k):
             if self.status[k] != OK:  # stopped before, or diverged in this epoch's steps
@@ -286,8 +281,6 @@ class PopulationModule(L.LightningModule):
         if all(s != OK for s in self.status):
             self.trainer.should_stop = True
         self._val = None
-        self._train_sum.zero_()
-        self._train_rows = 0
         self.train_scores.reset()
 
     def _improved(self, k: int, row: dict, epoch: int) -> bool:
@@ -301,9 +294,7 @@ class PopulationModule(L.LightningModule):
     @torch.no_grad()
     def _keep_best(self, members: list[int]) -> None:
         if members:
-            mask = torch.zeros(self.net.k, dtype=torch.bool, device=self.best_flat.device)
-            mask[members] = True
-            self.best_flat = torch.where(mask[:, None], self.net.flat.detach(), self.best_flat)
+            self.best_flat[members] = self.net.flat[members].to(self.best_flat)
 
     def _early_stop(self, k: int, row: dict, epoch: int) -> None:
         """Lightning's EarlyStopping, per member; it stops once the trainer's min_epochs are

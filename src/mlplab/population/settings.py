@@ -1,21 +1,12 @@
 """What a population does with the run settings it shares: every ``trainer.*``, ``callbacks.*``
 and ``logger.*`` key means what it means for a stand-alone run, or is refused in one line.
 
-A population's Trainer is built by ``mlplab.run.build.build_trainer``, as a stand-alone run's,
-so the trainer keys Lightning reads mean the same (``max_epochs``, ``min_epochs``,
-``check_val_every_n_epoch``, ``limit_val_batches``, ``max_time``, ``accelerator``, ...). What
-the population does itself, per member: ``limit_train_batches`` (each member's first batches),
-``gradient_clip_val`` / ``gradient_clip_algorithm``, the callbacks below. ``REFUSED`` lists the
-keys it can't honour, with the value it needs (the README's table).
-
-Callbacks, by class: a ``ModelCheckpoint`` with a monitor picks each member's best weights
-(its monitor and mode; ``best.ckpt`` in the member's dir); one without a monitor (``last``)
-is the population's own checkpoint, which ``resume=auto`` continues from; ``EarlyStopping``
-stops members one by one (monitor, mode, min_delta; the patience may differ per member);
-``LearningCurves`` and ``DecisionBoundary`` draw the population's figures. Loggers: the CSV
-logger is the population's ``metrics.csv`` (a row per epoch and member); wandb and MLflow get
-a run per member (``population.tracking``); any other logger (TensorBoard) gets
-``<metric>/member_<k>`` each epoch.
+Its Trainer is built as a stand-alone run's, so the keys Lightning reads mean the same. The
+population does per member: ``limit_train_batches``, gradient clipping, and the callbacks: a
+``ModelCheckpoint`` with a monitor picks each member's best weights; one without is the
+population's own checkpoint (``resume=auto``); ``EarlyStopping`` stops members one by one;
+``LearningCurves`` and ``DecisionBoundary`` draw the population's figures. ``REFUSED`` lists the
+trainer keys it can't honour (the README's table); loggers are ``population.tracking``'s.
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
 """``StackedMLP``: K MLPs of one architecture trained at once, all their weights in one tensor.
 
-A population keeps every member's parameters in one ``(K, N)`` tensor, member k's row holding
-its weights layer by layer (each layer's ``W`` (in, out), then its ``b`` (out)). Forward splits
-the row into views, so layer l of all members is one batched matmul,
-``a_l = g(baddbmm(b_l, a_{l-1}, W_l))``, and backward writes one ``(K, N)`` gradient that the
-stacked optimizer steps in one go. Member k is exactly the MLP ``mlplab-train seed=s_k`` would
-build and train:
-
-- initial weights: those of ``MLP(...)`` built right after seeding torch with ``s_k``;
-- mini-batches: the rows ``BatchIterator(seed=s_k)`` yields in each epoch (``member_batches``);
-- losses and penalties: ``MLPModule.loss`` / ``l1_penalty`` per member (``member_losses``);
-- ``member(k)`` gives it back as a plain ``MLP`` whose state_dict loads into ``MLPModule.net``.
-
-Because member losses are summed before backward, member k's gradient is its own loss's
-gradient: ``∂(Σ_j J_j)/∂W_k = ∂J_k/∂W_k``.
+Member k's row of the ``(K, N)`` parameter holds its weights layer by layer (``W`` (in, out),
+then ``b``). Forward splits the row into views, so layer l of all members is one batched matmul
+``a_l = g(baddbmm(b_l, a_{l-1}, W_l))``, and backward writes one ``(K, N)`` gradient. Member k is
+exactly the MLP ``mlplab-train seed=s_k`` would build and train: its initial weights, its
+mini-batches (``member_batches``), its loss (``member_losses``); ``member(k)`` gives it back as
+a plain ``MLP``. Member losses are summed before backward, and ``∂(Σ_j J_j)/∂W_k = ∂J_k/∂W_k``.
 """
 
 from __future__ import annotations
@@ -230,18 +222,13 @@ def member_losses(
     task: str,
     class_weights: Sequence[float] | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(K,) each member's mean loss on its batch, as ``MLPModule.loss`` computes it.
+    """(K,) each member's mean loss on its batch, as ``MLPModule.loss`` computes it, from
+    outputs (K, B, out) and targets (K, B):
 
     - binary: ``J = −1/B Σ w·y·log σ(z) + (1−y)·log(1−σ(z))``, w = ``class_weights[0]``
       (pos_weight) on positives, 1 without weights;
     - multiclass: cross-entropy ``Σ w_y ℓ / Σ w_y`` (the mean over rows without weights);
     - regression: ``1/B Σ (y − ŷ)²``.
-
-    Args:
-        out: (K, B, out_features) outputs of ``StackedMLP``.
-        y: (K, B) targets: float for binary/regression, long class ids for multiclass.
-        task: ``binary``, ``multiclass`` or ``regression``.
-        class_weights: per class (binary: ``[pos_weight]``), shared by all members, or None.
     """
     check(task in TASKS, "task", task, f"expected one of {list(TASKS)}")
     w = None if class_weights is None else torch.as_tensor(class_weights).to(out)
@@ -259,13 +246,8 @@ def member_losses(
 def member_batches(
     n_rows: int, batch_size: int, seeds: Sequence[int], epoch: int
 ) -> list[torch.Tensor]:
-    """Row indices of one training epoch per member: a list of (K, B) LongTensors.
-
-    Row k of batch i holds the rows of the i-th batch that ``BatchIterator(..., shuffle=True,
-    seed=seeds[k])`` yields after ``set_epoch(epoch)``, on one device (no DDP sharding). All
-    members see every row once per epoch, so the last (partial) batch has one size for all.
-    Gather with ``gather_rows`` → (K, B, D).
-    """
+    """Row indices of one training epoch per member: a list of (K, B) LongTensors, row k of
+    batch i the rows of the i-th batch ``BatchIterator(seed=seeds[k])`` yields in ``epoch``."""
     check(batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
     perms = []
     for seed in seeds:  # BatchIterator's own shuffle: one definition of it
