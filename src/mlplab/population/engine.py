@@ -31,6 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 from mlplab.config import RUN_IDENTITY, derived, portable_data
 from mlplab.data.sources import shared_sources
 from mlplab.errors import ConfigError, DivergedError, check, user_error
+from mlplab.models.arguments import check_module
 from mlplab.models.mlp import MLP
 from mlplab.models.module import MLPModule
 from mlplab.models.optimization import check_optimization
@@ -240,7 +241,8 @@ class _Chunk:
             own = {k: v for k, v in config["model"].items() if not k.startswith("_")}
             hp = dict(self.template.hparams)
             hp |= build.accepted(MLPModule, own | build.model_arguments(config, dm))[0]
-            check(hp["l1"] >= 0, "model.l1", hp["l1"], "must be >= 0")
+            clip = hp["gradient_clip_val"], hp["gradient_clip_algorithm"]
+            check_module(hp["l1"], *clip, hp["group_batches"])  # member 0's: MLPModule's
             check_optimization(hp["optimizer"], hp["scheduler"])
             args = (hp["in_features"], hp["hidden_sizes"] or [], hp["out_features"])
             nets.append(MLP(*args, hp["activation"], hp["dropout"], hp["layer"]))
@@ -281,7 +283,6 @@ class _Chunk:
             class_weights=dms[0].class_weights,
             best=settings.best,
             stopping=stopping,
-            num_classes=int(hps[0]["out_features"]),
             target_scale=(  # each member's from its own training split
                 [float(h.get("target_mean") or 0.0) for h in hps],
                 [float(h.get("target_std") or 1.0) for h in hps],

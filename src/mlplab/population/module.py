@@ -18,8 +18,6 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 
-from mlplab.errors import check
-from mlplab.models.arguments import CLIP_ALGORITHMS
 from mlplab.population.metrics import MemberScores, TrainScores
 from mlplab.population.optim import build_stacked_optimizer
 from mlplab.population.schedule import MemberSchedules
@@ -126,7 +124,6 @@ class PopulationModule(L.LightningModule):
         class_weights: list[float] | None = None,
         best: Watch | None = None,
         stopping: Stopping | None = None,
-        num_classes: int = 1,
         target_scale: tuple[list[float], list[float]] | None = None,
         on_epoch: Callable[[int, list[dict]], Iterable[int]] | None = None,
         schedules: list[dict] | None = None,
@@ -141,15 +138,7 @@ class PopulationModule(L.LightningModule):
         self.register_buffer("y", y, persistent=False)
         self.register_buffer("l1", torch.tensor(l1, dtype=torch.float32), persistent=False)
         self.has_l1 = any(v != 0 for v in l1)
-        values, self.clip_algorithm = clip if clip else ([0.0] * k, "norm")
-        check(
-            self.clip_algorithm in CLIP_ALGORITHMS,
-            "trainer.gradient_clip_algorithm",
-            self.clip_algorithm,
-            str(CLIP_ALGORITHMS),
-        )
-        for v in values:
-            check(v >= 0, "trainer.gradient_clip_val", v, "must be >= 0")
+        values, self.clip_algorithm = clip if clip else ([0.0] * k, "norm")  # checked: check_module
         self.register_buffer("clip", torch.tensor(values, dtype=torch.float32), persistent=False)
         self.has_clip = any(v > 0 for v in values)
         cw = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
