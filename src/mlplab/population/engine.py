@@ -279,7 +279,7 @@ class _Chunk:
             task=dms[0].task,
             optimizer=config["optimizer"]["_target_"],
             members=[{k: v for k, v in c["optimizer"].items() if k != "_target_"} for c in cfgs],
-            l1=[float(c["model"].get("l1") or 0.0) for c in cfgs],
+            l1=[float(h["l1"]) for h in hps],
             class_weights=dms[0].class_weights,
             best=settings.best,
             stopping=stopping,
@@ -290,10 +290,7 @@ class _Chunk:
             on_epoch=on_epoch,
             schedules=[c.get("scheduler") or {} for c in cfgs],
             monitor=scheduler.get("monitor", "val/loss"),
-            clip=(
-                [float(c["trainer"].get("gradient_clip_val") or 0.0) for c in cfgs],
-                config["trainer"].get("gradient_clip_algorithm") or "norm",
-            ),
+            clip=([h["gradient_clip_val"] for h in hps], hps[0]["gradient_clip_algorithm"]),
         )
         apply_threads(config.get("threads", "auto"), self.net.flat.numel(), batch_size)
         callbacks = [StopAtEpochEnd()]

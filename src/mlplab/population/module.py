@@ -256,10 +256,14 @@ class PopulationModule(L.LightningModule):
                 if not math.isfinite(row["val/loss"]):
                     self.status[k], self.stopped_epoch[k] = DIVERGED, epoch
                     continue
-                if self._improved(k, row, epoch):
+                value = row.get(self.best_watch.monitor) if self.best_watch else None
+                if value is not None and self.best_watch.better(value, self.best_score[k]):
+                    self.best_score[k], self.best_epoch[k] = value, epoch
                     improved.append(k)
                 self._early_stop(k, row, epoch)
-        self._keep_best(improved)
+        if improved:
+            with torch.no_grad():
+                self.best_flat[improved] = self.net.flat[improved].to(self.best_flat)
         if self.on_epoch is not None:
             for k in self.on_epoch(epoch, rows):
                 if self.status[k] == OK:
@@ -271,19 +275,6 @@ class PopulationModule(L.LightningModule):
             self.trainer.should_stop = True
         self._val = None
         self.train_scores.reset()
-
-    def _improved(self, k: int, row: dict, epoch: int) -> bool:
-        watch = self.best_watch
-        value = row.get(watch.monitor) if watch else None
-        if value is None or not watch.better(value, self.best_score[k]):
-            return False
-        self.best_score[k], self.best_epoch[k] = value, epoch
-        return True
-
-    @torch.no_grad()
-    def _keep_best(self, members: list[int]) -> None:
-        if members:
-            self.best_flat[members] = self.net.flat[members].to(self.best_flat)
 
     def _early_stop(self, k: int, row: dict, epoch: int) -> None:
         """Lightning's EarlyStopping, per member; it stops once the trainer's min_epochs are
