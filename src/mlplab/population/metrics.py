@@ -116,11 +116,9 @@ class MemberScores:
 
     def compute(self, stage: str) -> dict[str, Tensor]:
         pred, target = torch.cat(self.preds, 1), torch.cat(self.targets, 1)
-        out = {f"{stage}/loss": self.loss_sum / self.weight}
-        out |= {
-            f"{stage}/{k}": v for k, v in scores(pred, target, self.task, self.num_classes).items()
-        }
-        return out
+        out = {"loss": self.loss_sum / self.weight}
+        out |= scores(pred, target, self.task, self.num_classes)
+        return {f"{stage}/{name}": value for name, value in out.items()}
 
 
 class TrainScores:
