@@ -152,7 +152,7 @@ def portable_data(cfg: DictConfig, keep: Iterable[str] = ()) -> dict:
     ``${hydra:...}`` run dir resolves only inside a Hydra run), then their references are
     put back from the unresolved config."""
     raw = OmegaConf.to_container(cfg, resolve=False)
-    present = [key for key in RUN_IDENTITY if _get(raw, key) is not _ABSENT]
+    present = [key for key in RUN_IDENTITY if get_key(raw, key) is not ABSENT]
     with read_write(cfg), open_dict(cfg):
         try:
             for key in present:
@@ -160,18 +160,18 @@ def portable_data(cfg: DictConfig, keep: Iterable[str] = ()) -> dict:
             data = OmegaConf.to_container(cfg, resolve=True)
         finally:
             for key in present:
-                OmegaConf.update(cfg, key, _get(raw, key))
+                OmegaConf.update(cfg, key, get_key(raw, key))
     for key in derived(raw, {*RUN_IDENTITY, "seed", *keep}):
-        _set(data, key, _get(raw, key))
+        set_key(data, key, get_key(raw, key))
     for key, value in RUN_IDENTITY.items():
-        _set(data, key, value)
+        set_key(data, key, value)
     from mlplab.data.sources import resolve_paths  # pandas: imported when a run records
 
     resolve_paths(data.get("data"))
     return data
 
 
-_ABSENT = object()
+ABSENT = object()  # get_key: no such key
 _REFERENCE = re.compile(r"\$\{([^{}]*)\}")
 _NAME = re.compile(r"\.*[A-Za-z_][\w.]*")
 
@@ -224,21 +224,28 @@ def _related(a: str, b: str) -> bool:
     return a == b or a.startswith(f"{b}.") or b.startswith(f"{a}.")
 
 
-def _get(data, key: str):
+def get_key(data, key: str, default=ABSENT):
+    """``data``'s value at a dotted ``key`` (list items by index), or ``default``."""
     for part in key.split("."):
         if isinstance(data, list) and part.isdigit() and int(part) < len(data):
             data = data[int(part)]
         elif isinstance(data, dict) and part in data:
             data = data[part]
         else:
-            return _ABSENT
+            return default
     return data
 
 
-def _set(data, key: str, value) -> None:
+def set_key(data, key: str, value) -> None:
+    """Set ``data``'s dotted ``key``; a missing or null parent becomes a dict."""
     *parents, last = key.split(".")
     for part in parents:
-        data = data[int(part)] if isinstance(data, list) else data.setdefault(part, {})
+        if isinstance(data, list):
+            data = data[int(part)]
+        else:
+            if not isinstance(data.get(part), dict | list):
+                data[part] = {}
+            data = data[part]
     data[int(last) if isinstance(data, list) else last] = value
 
 

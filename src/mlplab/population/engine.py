@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from mlplab.config import RUN_IDENTITY, derived, portable_data
+from mlplab.config import ABSENT, RUN_IDENTITY, derived, get_key, portable_data, set_key
 from mlplab.data.sources import shared_sources
 from mlplab.errors import ConfigError, DivergedError, check, user_error
 from mlplab.models.arguments import check_module
@@ -66,7 +66,7 @@ class MemberConfigs:
         # what follows them (and ``seed``, kept a reference in every saved config)
         self.followers = [k for k in derived(raw, [*self.keys, "seed"]) if k not in identity]
         # the member keys something follows: set on the config to resolve the followers
-        self.sources = {k for k in self.keys if _get(raw, k) is not _ABSENT and derived(raw, [k])}
+        self.sources = {k for k in self.keys if get_key(raw, k) is not ABSENT and derived(raw, [k])}
 
     def __len__(self) -> int:
         return len(self.members)
@@ -77,14 +77,14 @@ class MemberConfigs:
             data[key] = None
         values = self.members[k]
         for key, value in values.items():
-            _set(data, key, value)
+            set_key(data, key, value)
         if self.followers:
             with override(self.cfg, {k: v for k, v in values.items() if k in self.sources}):
                 for key in self.followers:
                     value = OmegaConf.select(self.cfg, key)
                     if OmegaConf.is_config(value):
                         value = OmegaConf.to_container(value, resolve=True)
-                    _set(data, key, value)
+                    set_key(data, key, value)
         return data
 
 
@@ -97,7 +97,7 @@ def override(cfg: DictConfig, values: dict) -> Iterator[None]:
     try:
         with read_write(cfg), open_dict(cfg):
             for key, value in values.items():
-                before = _get(raw, key)
+                before = get_key(raw, key)
                 try:
                     OmegaConf.update(cfg, key, value, force_add=True)
                 except OmegaConfBaseException as err:
@@ -108,7 +108,7 @@ def override(cfg: DictConfig, values: dict) -> Iterator[None]:
     finally:
         with read_write(cfg), open_dict(cfg):
             for key, before in reversed(done):
-                if before is _ABSENT:
+                if before is ABSENT:
                     parent, _, leaf = key.rpartition(".")
                     node = OmegaConf.select(cfg, parent) if parent else cfg
                     node.pop(leaf, None)
@@ -269,7 +269,7 @@ class _Chunk:
         batch_size = x.shape[1] if batch_size == "full" else int(batch_size)
         stopping = settings.stopping
         if stopping is not None:
-            patience = [_get(c, settings.patience_key, None) for c in cfgs]
+            patience = [get_key(c, settings.patience_key, None) for c in cfgs]
             stopping = dataclasses.replace(stopping, patience=patience)
         scheduler = config.get("scheduler") or {}
         module = PopulationModule(
@@ -416,23 +416,3 @@ def _seed(seed, last: bool) -> None:
         L.seed_everything(seed, workers=True, verbose=False)
     else:
         torch.default_generator.manual_seed(seed)
-
-
-_ABSENT = object()
-
-
-def _get(data, key: str, default=_ABSENT):
-    for part in key.split("."):
-        if not isinstance(data, dict) or part not in data:
-            return default
-        data = data[part]
-    return data
-
-
-def _set(data: dict, key: str, value) -> None:
-    *parents, last = key.split(".")
-    for part in parents:
-        if not isinstance(data.get(part), dict):
-            data[part] = {}
-        data = data[part]
-    data[last] = value
