@@ -236,6 +236,17 @@ def get_key(data, key: str, default=ABSENT):
     return data
 
 
+def flatten(data: dict, prefix: str = "") -> dict:
+    """``{"optimizer": {"lr": 0.01}}`` → ``{"optimizer.lr": 0.01}`` (lists stay values)."""
+    out: dict = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def set_key(data, key: str, value) -> None:
     """Set ``data``'s dotted ``key``; a missing or null parent becomes a dict."""
     *parents, last = key.split(".")

@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 
+from mlplab.config import flatten
 from mlplab.errors import ConfigError
 from mlplab.run.checkpoint import read_checkpoint
 from mlplab.run.rundir import POPULATION_CHECKPOINT as CHECKPOINT
@@ -34,17 +35,6 @@ def fingerprint(config: dict) -> dict[str, str]:
     """The keys of a member's config (plain data) that its training depends on, as ``repr``s."""
     flat = flatten(config)
     return {k: repr(v) for k, v in flat.items() if k in TRAINED_EXACT or k.startswith(TRAINED)}
-
-
-def flatten(data: dict, prefix: str = "") -> dict:
-    """``{"optimizer.lr": 0.01, ...}``: the leaves of a config (plain data) by dotted key."""
-    out: dict = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            out |= flatten(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 class PopulationCheckpoint(Checkpoint):

@@ -28,14 +28,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from mlplab.config import ABSENT, RUN_IDENTITY, derived, get_key, portable_data, set_key
+from mlplab.config import ABSENT, RUN_IDENTITY, derived, flatten, get_key, portable_data, set_key
 from mlplab.data.sources import shared_sources
 from mlplab.errors import ConfigError, DivergedError, check, user_error
 from mlplab.models.arguments import check_module
 from mlplab.models.mlp import MLP
 from mlplab.models.module import MLPModule
 from mlplab.models.optimization import check_optimization
-from mlplab.population.checkpoint import PopulationCheckpoint, find_checkpoint, fingerprint, flatten
+from mlplab.population.checkpoint import PopulationCheckpoint, find_checkpoint, fingerprint
 from mlplab.population.members import POPULATION_KEYS, check_members
 from mlplab.population.memory import chunk_size, footprint, memory_bound
 from mlplab.population.module import DIVERGED, PopulationBatches, PopulationModule, StackedSplit
