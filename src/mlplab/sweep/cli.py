@@ -61,7 +61,7 @@ from mlplab.errors import ConfigError, check, clean_exit
 from mlplab.run.preflight import CommandLine, compose_checked
 from mlplab.sweep import launch
 from mlplab.sweep.objective import Objective, compose_train, override_key
-from mlplab.sweep.population import check_population, run_populations
+from mlplab.sweep.population import run_populations
 from mlplab.sweep.report import print_trial, write_reports
 from mlplab.sweep.retry import RESUMES, RetryKilled, counted
 from mlplab.sweep.search import (
@@ -110,7 +110,9 @@ def parse_args(argv: list[str]) -> tuple[DictConfig, list[str]]:
         value = cfg.get(key)
         check(value is None or value >= 0, key, value, "a whole number ≥ 0")
     check(cfg.workers >= 1, "workers", cfg.workers, "at least 1")
-    check_population(cfg.population)
+    size = cfg.population  # 1: one trial at a time, as without it
+    ok = size is None or (type(size) is int and size >= 1)
+    check(ok, "population", size, "a whole number ≥ 1 (trials trained at once as one population)")
     if cfg.hparams_search is None:
         raise ConfigError(
             f"hparams_search is required: one of {available_searches()} "
@@ -171,7 +173,7 @@ def sweep(argv: list[str]) -> optuna.Study:
     objective = Objective(search, overrides, cfg.study_name, sweep_dir)
     if cfg.worker is None:  # workers: the command that started them has checked
         objective.check()
-    storage = launch.open_user_storage(cfg.storage) if cfg.storage else None
+    storage = launch.open_storage(cfg.storage) if cfg.storage else None
     for key in fixed:
         print(f"note: {key} is fixed on the command line, so it is not searched")
 
@@ -285,8 +287,16 @@ def _optimize(study, objective, cfg: DictConfig, n_trials: int, remaining: int) 
         callbacks = [print_trial, objective.stop_if_fatal]
         if cfg.worker is not None:
             callbacks.append(optuna.study.MaxTrialsCallback(n_trials, states=states))
+
+        def beating(trial: optuna.Trial) -> float:
+            """What ``optimize`` doesn't do for every storage: fail the trials of killed
+            workers before each trial, and keep this one's heartbeat while it runs."""
+            launch.fail_stale(study)
+            with launch.heartbeats([trial]):
+                return objective(trial)
+
         study.optimize(
-            _beating(objective),
+            beating,
             n_trials=remaining,
             catch=(Exception,),
             callbacks=callbacks,
@@ -294,18 +304,6 @@ def _optimize(study, objective, cfg: DictConfig, n_trials: int, remaining: int) 
         )
     if objective.fatal is not None:
         raise objective.fatal
-
-
-def _beating(objective: Objective):
-    """The objective with what ``study.optimize`` doesn't do for every storage: fail the trials
-    of killed workers before each trial, and keep this one's heartbeat while it runs."""
-
-    def run(trial: optuna.Trial) -> float:
-        launch.fail_stale(trial.study)
-        with launch.heartbeats([trial]):
-            return objective(trial)
-
-    return run
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -54,8 +54,7 @@ def slurm_defaults() -> dict:
         line.replace("${hydra.launcher.cpus_per_task}", str(node.get("cpus_per_task")))
         for line in node.get("setup") or []
     ]
-    known = {k: v for k, v in node.items() if v is not None and k not in HYDRA_ONLY}
-    return known
+    return {k: v for k, v in node.items() if v is not None and k not in HYDRA_ONLY}
 
 
 def _submitit_parameter(key: str) -> str:
@@ -63,8 +62,19 @@ def _submitit_parameter(key: str) -> str:
     return key if key in SUBMITIT_GENERIC else f"slurm_{key}"
 
 
-def check_slurm_parameters(slurm: dict) -> None:
-    """Each ``slurm.KEY`` must be a parameter submitit knows (it says which it knows)."""
+def check_launcher(launcher: str, slurm: dict) -> None:
+    """SLURM must be there before anything is written; each ``slurm.KEY`` must be a parameter
+    submitit knows (it says which it knows)."""
+    if launcher == "processes":
+        return
+    if launcher == "slurm":
+        check(
+            shutil.which("sbatch") is not None,
+            "launcher",
+            "slurm",
+            "sbatch is not on PATH (no SLURM on this machine): run the workers here with "
+            "launcher=processes, or try the job-array path locally with launcher=submitit_local",
+        )
     import submitit
 
     with tempfile.TemporaryDirectory() as folder:
@@ -79,29 +89,17 @@ def check_slurm_parameters(slurm: dict) -> None:
                 check(False, f"slurm.{key}", value, f"not a submitit parameter{hint}")
 
 
-STORAGE_FILE = "study.journal"  # the study, in the sweep dir (an older sweep's study.db too)
-
-
 def study_storage(sweep_dir: Path) -> optuna.storages.BaseStorage:
-    """The study's storage in ``sweep_dir``: an Optuna journal file (one line a write, safe for
-    workers sharing it on a network file system), or the ``study.db`` of a sweep that began
-    with one."""
+    """The study's storage in ``sweep_dir``: ``study.journal``, an Optuna journal file (one line
+    a write, safe for workers sharing it on a network file system), or the ``study.db`` of a
+    sweep that began with one."""
     sqlite = sweep_dir / "study.db"
-    url = f"sqlite:///{sqlite}" if sqlite.is_file() else str(sweep_dir / STORAGE_FILE)
-    return open_storage(url)
+    return open_storage(f"sqlite:///{sqlite}" if sqlite.is_file() else f"{sweep_dir}/study.journal")
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An RDB URL (sqlite waits for locks held by other workers), or a ``*.journal`` file."""
-    if url.endswith(".journal"):
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(url))
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-
-
-def open_user_storage(url: str) -> optuna.storages.BaseStorage:
+    """``storage=URL``: an RDB URL (sqlite waits for locks held by other workers), or a
+    ``*.journal`` file. What fails to open is one error line."""
     check(
         url.endswith(".journal") or "://" in url,
         "storage",
@@ -109,7 +107,12 @@ def open_user_storage(url: str) -> optuna.storages.BaseStorage:
         "an Optuna storage URL (sqlite:///path/study.db, postgresql://...) or a *.journal file",
     )
     try:
-        return open_storage(url)
+        if url.endswith(".journal"):
+            from optuna.storages.journal import JournalFileBackend
+
+            return optuna.storages.JournalStorage(JournalFileBackend(url))
+        kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     except Exception as err:  # noqa: BLE001 — a URL the user gave: one line says what failed
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ConfigError(f"storage={url!r} is invalid: {type(err).__name__}: {first}") from None
@@ -155,21 +158,6 @@ def fail_stale(study: optuna.Study, on_stale=None) -> None:
             continue
         if on_stale is not None:
             on_stale(study, trial)
-
-
-def check_launcher(launcher: str, slurm: dict) -> None:
-    """SLURM must be there before anything is written; slurm.KEY names a submitit parameter."""
-    if launcher == "processes":
-        return
-    if launcher == "slurm":
-        check(
-            shutil.which("sbatch") is not None,
-            "launcher",
-            "slurm",
-            "sbatch is not on PATH (no SLURM on this machine): run the workers here with "
-            "launcher=processes, or try the job-array path locally with launcher=submitit_local",
-        )
-    check_slurm_parameters(slurm)
 
 
 def run_workers(argv: list[str], workers: int) -> None:

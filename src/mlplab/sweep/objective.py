@@ -142,7 +142,9 @@ class Objective:
         """The finished trial this one repeats (recorded as ``duplicate_of``), or None.
         ``finished``: ``self.finished(study)``, when the caller has it (a population's batch)."""
         finished = self.finished(trial.study) if finished is None else finished
-        earlier = _earlier_same(trial, overrides, finished)
+        config = (trial.params, overrides)
+        same = [t for t in finished if (t.params, t.user_attrs.get("overrides")) == config]
+        earlier = same[-1] if same else None  # the latest
         if earlier is not None:
             trial.set_user_attr(
                 "duplicate_of", earlier.user_attrs.get("duplicate_of", earlier.number)
@@ -211,19 +213,18 @@ class Objective:
             _active_trial = None
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        if self.metric not in metrics:
+        return self.finite(best_epoch_value(trial, self.direction, self.metric_of(metrics)))
+
+    def metric_of(self, metrics: dict) -> float:
+        """The search's metric in what train() returned (a trial's, a member's, their mean)."""
+        if self.metric not in metrics:  # every trial would fail alike: the sweep stops
             raise MissingMetric(
                 f"metric={self.metric!r} is invalid: train() returned {sorted(metrics)}"
             )
-        value = best_epoch_value(trial, self.direction, metrics[self.metric])
-        if not math.isfinite(value):  # Optuna would fail the trial without saying why
+        return float(metrics[self.metric])
+
+    def finite(self, value: float) -> float:
+        """The trial's value; Optuna would fail a nan or inf without saying why."""
+        if not math.isfinite(value):
             raise FloatingPointError(f"{self.metric} was {value} in every epoch")
         return value
-
-
-def _earlier_same(trial: optuna.Trial, overrides: list[str], finished: list) -> FrozenTrial | None:
-    """The latest of ``finished`` with this trial's params and overrides (the same config)."""
-    for t in reversed(finished):
-        if t.params == trial.params and t.user_attrs.get("overrides") == overrides:
-            return t
-    return None

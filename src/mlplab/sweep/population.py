@@ -33,18 +33,12 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from mlplab.errors import ConfigError, DivergedError, check
+from mlplab.errors import ConfigError, DivergedError
 from mlplab.run.console import silence_known_noise
 from mlplab.sweep import launch, retry
 from mlplab.sweep.objective import MissingMetric, Objective, best_of, fail_reason
 from mlplab.sweep.report import print_trial
 from mlplab.sweep.search import override_value
-
-
-def check_population(size) -> None:
-    """``population=`` is unset or a whole number ≥ 1 (1: one trial at a time, as without it)."""
-    ok = size is None or (type(size) is int and size >= 1)
-    check(ok, "population", size, "a whole number ≥ 1 (trials trained at once as one population)")
 
 
 @dataclass
@@ -192,7 +186,7 @@ def _run_batch(objective: Objective, trials: list[optuna.Trial], tell: Teller) -
         groups.setdefault(key, []).append(job)
     for group in groups.values():
         if group[0].resumes is not None:  # a killed population's retries: in its order
-            group.sort(key=lambda job: retry.member_order(job.resumes))
+            group.sort(key=lambda job: job.resumes.number)
         if objective.fatal is not None:  # the sweep stops: these are not trained
             for job in group:
                 tell.failed(objective, job.trial, objective.fatal)
@@ -210,8 +204,8 @@ def _train_group(objective: Objective, jobs: list[Job], tell: Teller) -> None:
     from mlplab.population.members import population_members
 
     numbers = [job.trial.number for job in jobs]
-    shared = [f"{k}={override_value(v)}" for k, v in jobs[0].trial.params.items()]
-    shared = [line for line in shared if line.partition("=")[0] in objective.shared]
+    params = jobs[0].trial.params.items()
+    shared = [f"{k}={override_value(v)}" for k, v in params if k in objective.shared]
     killed = [job.resumes for job in jobs]
     old = retry.old_population(killed[0])
     home = objective.sweep_dir / (old or f"population_{numbers[0]}")
@@ -226,7 +220,7 @@ def _train_group(objective: Objective, jobs: list[Job], tell: Teller) -> None:
     dirs = [objective.trial_dir(job.trial) for job in jobs]
     if len(replicas) > 1:
         dirs = [d / f"member_{r:03d}" for d in dirs for r in range(len(replicas))]
-    epoch = retry.go_on_from(home, killed, numbers, cfg, members)  # the checkpoint's, or None
+    epoch = None if old is None else retry.go_on_from(home, numbers, cfg, members)
     if old is not None and epoch is None:  # a retry that can't go on: from the start, elsewhere
         home = objective.sweep_dir / f"population_{numbers[0]}"
         cfg = objective.population_config(shared, home)
@@ -288,26 +282,22 @@ def _train_alone(objective: Objective, job: Job, tell: Teller) -> None:
 
 
 def _tell_members(objective, jobs: list[Job], tell: Teller, summary, reporter) -> None:
-    metric = objective.metric
-    missing = None
-    if metric not in summary.columns:
-        returned = sorted(c for c in summary.columns if "/" in c and c != "run_dir")
-        missing = MissingMetric(f"metric={metric!r} is invalid: train() returned {returned}")
+    returned = [c for c in summary.columns if "/" in c and c != "run_dir"]  # the metrics
     for k, job in enumerate(jobs):
         row = summary.iloc[k]
         if k in reporter.pruned or row["status"] == "pruned":
             tell(job.trial, state=TrialState.PRUNED)
         elif isinstance(row.get("error"), str):  # diverged (or never a finite val/loss)
             tell.failed(objective, job.trial, DivergedError(row["error"]))
-        elif missing is not None:
-            tell.failed(objective, job.trial, missing)
-        else:
-            value = best_of(reporter.values[k].values(), objective.direction, float(row[metric]))
-            if math.isfinite(value):
-                tell(job.trial, value)
-            else:  # as the one-by-one path: Optuna would fail it without saying why
-                err = FloatingPointError(f"{metric} was {value} in every epoch")
+        else:  # as the one-by-one path: the best epoch's value
+            try:
+                last = objective.metric_of({c: row[c] for c in returned})
+                best = best_of(reporter.values[k].values(), objective.direction, last)
+                value = objective.finite(best)
+            except (MissingMetric, FloatingPointError) as err:
                 tell.failed(objective, job.trial, err)
+            else:
+                tell(job.trial, value)
 
 
 def _tell_replicas(objective, job: Job, tell: Teller, cfg, summary, home: Path) -> None:
@@ -334,12 +324,9 @@ def _tell_replicas(objective, job: Job, tell: Teller, cfg, summary, home: Path) 
     epochs.to_csv(out / "metrics.csv", index=False)
     metrics = mean_and_std(summary)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    metric = objective.metric
-    if metric not in metrics:
-        err = MissingMetric(f"metric={metric!r} is invalid: train() returned {sorted(metrics)}")
-        tell.failed(objective, job.trial, err)
-    elif not math.isfinite(metrics[metric]):  # every member diverged
-        err = FloatingPointError(f"{metric} was {metrics[metric]} in every epoch")
+    try:
+        value = objective.finite(objective.metric_of(metrics))  # nan: every member diverged
+    except (MissingMetric, FloatingPointError) as err:
         tell.failed(objective, job.trial, err)
     else:
-        tell(job.trial, metrics[metric])
+        tell(job.trial, value)

@@ -44,9 +44,8 @@ class RetryKilled:
 def has_checkpoint(population_dir: Path) -> bool:
     """A population checkpoint in the dir, or in one of its chunks' (``chunk_<i>``: a batch of
     ``cv=``/``seeds=`` trials whose members train in chunks, ``sweep.replicates``)."""
-    if (population_dir / POPULATION_CHECKPOINT).is_file():
-        return True
-    return any(population_dir.glob(f"chunk_*/{POPULATION_CHECKPOINT.as_posix()}"))
+    own = (population_dir / POPULATION_CHECKPOINT).is_file()
+    return own or any(population_dir.glob(f"chunk_*/{POPULATION_CHECKPOINT.as_posix()}"))
 
 
 def record_population(jobs: list, name: str | None) -> None:
@@ -84,27 +83,19 @@ def old_population(killed: FrozenTrial | None) -> str | None:
     return None if killed is None else killed.user_attrs.get("population")
 
 
-def member_order(killed: FrozenTrial) -> int:
-    """Where it stands among that population's members: their order is their trials'."""
-    return killed.number
-
-
-def go_on_from(home: Path, killed: list, numbers: list[int], cfg, members: list[dict]):
-    """The epoch of the checkpoint in ``home`` (the population dir of the ``killed`` trials
-    these retry) to go on from, when its members are these (``cfg`` and ``members``: the
-    population's config and member values); else None — train from the start in a new dir,
-    with one ``note:`` line for retries. A population that trained in chunks: each chunk's
+def go_on_from(home: Path, numbers: list[int], cfg, members: list[dict]) -> int | None:
+    """The epoch of the checkpoint in ``home`` (the population dir of the killed trials that
+    trials ``numbers`` retry) to go on from, when its members are these (``cfg`` and
+    ``members``: the population's config and member values); else None — train from the start
+    in a new dir, with one ``note:`` line. A population that trained in chunks: each chunk's
     checkpoint is checked against its members."""
     from mlplab.population.checkpoint import find_chunk_checkpoints
     from mlplab.population.engine import MemberConfigs
 
-    old = old_population(killed[0])  # the group's key (sweep.population._run_batch)
-    if old is None:
-        return None
     try:
         configs = MemberConfigs(cfg, members)
         found = find_chunk_checkpoints(home, [configs[k] for k in range(len(members))])
-        why = f"{old} has no checkpoint" if found is None else None
+        why = f"{home.name} has no checkpoint" if found is None else None
     except ConfigError as err:
         found, why = None, str(err).removeprefix("resume=auto: ")
     if found is None:
