@@ -61,8 +61,8 @@ from mlplab.errors import ConfigError, check, clean_exit
 from mlplab.run.preflight import CommandLine, compose_checked
 from mlplab.sweep import launch
 from mlplab.sweep.objective import Objective, compose_train, override_key
-from mlplab.sweep.population import run_populations
-from mlplab.sweep.report import print_trial, write_reports
+from mlplab.sweep.population import run_trials
+from mlplab.sweep.report import write_reports
 from mlplab.sweep.retry import RESUMES, RetryKilled, counted
 from mlplab.sweep.search import (
     available_searches,
@@ -253,8 +253,12 @@ def _run_study(study, objective, cfg: DictConfig, argv, n_trials: int, sweep_dir
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
         if cfg.worker is not None:
             torch.set_num_threads(1)  # N workers share the CPU
+        # Workers stop once all of them together reach n_trials (others' running trials count).
+        states = (*DONE, TrialState.RUNNING) if cfg.worker is not None else DONE
         with _imports_frozen():
-            _optimize(study, objective, cfg, n_trials, remaining)
+            run_trials(study, objective, cfg.population or 1, n_trials, states)
+        if objective.fatal is not None:
+            raise objective.fatal
     elif cfg.launcher == "processes":
         launch.run_workers(argv, cfg.workers)
     else:
@@ -275,35 +279,6 @@ def _imports_frozen():
         yield
     finally:
         gc.unfreeze()
-
-
-def _optimize(study, objective, cfg: DictConfig, n_trials: int, remaining: int) -> None:
-    """Trials in this process: one by one (Optuna's loop) or ``population`` at a time."""
-    # Workers stop once all of them together reach n_trials (others' running trials count).
-    states = (*DONE, TrialState.RUNNING) if cfg.worker is not None else DONE
-    if (cfg.population or 1) > 1:
-        run_populations(study, objective, cfg.population, n_trials, states)
-    else:
-        callbacks = [print_trial, objective.stop_if_fatal]
-        if cfg.worker is not None:
-            callbacks.append(optuna.study.MaxTrialsCallback(n_trials, states=states))
-
-        def beating(trial: optuna.Trial) -> float:
-            """What ``optimize`` doesn't do for every storage: fail the trials of killed
-            workers before each trial, and keep this one's heartbeat while it runs."""
-            launch.fail_stale(study)
-            with launch.heartbeats([trial]):
-                return objective(trial)
-
-        study.optimize(
-            beating,
-            n_trials=remaining,
-            catch=(Exception,),
-            callbacks=callbacks,
-            gc_after_trial=True,
-        )
-    if objective.fatal is not None:
-        raise objective.fatal
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -116,15 +116,6 @@ class Objective:
         check_group_choices(self.params)
         check_composes(merge_overrides(self.base, first, self.user))
 
-    def __call__(self, trial: optuna.Trial) -> float:
-        overrides = self.trial_overrides(trial)
-        earlier = self.repeat_of(trial, overrides)
-        if earlier is not None:  # Optuna's FAQ pattern for finite spaces: don't retrain
-            if earlier.state == TrialState.PRUNED:
-                raise optuna.TrialPruned()
-            return earlier.value
-        return self.train_trial(trial, overrides)
-
     def trial_overrides(self, trial: optuna.Trial) -> list[str]:
         """The trial's train overrides (search file, suggestions, command line), recorded."""
         overrides = merge_overrides(self.base, suggest(trial, self.params), self.user)
@@ -137,11 +128,10 @@ class Objective:
         return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
 
     def repeat_of(
-        self, trial: optuna.Trial, overrides: list[str], finished: list | None = None
+        self, trial: optuna.Trial, overrides: list[str], finished: list
     ) -> FrozenTrial | None:
-        """The finished trial this one repeats (recorded as ``duplicate_of``), or None.
-        ``finished``: ``self.finished(study)``, when the caller has it (a population's batch)."""
-        finished = self.finished(trial.study) if finished is None else finished
+        """The trial of ``finished`` (``self.finished(study)``) this one repeats, or None: Optuna's
+        FAQ pattern for finite spaces, don't retrain (recorded as ``duplicate_of``)."""
         config = (trial.params, overrides)
         same = [t for t in finished if (t.params, t.user_attrs.get("overrides")) == config]
         earlier = same[-1] if same else None  # the latest
@@ -168,11 +158,6 @@ class Objective:
         print(f"trial {trial.number} failed: {reason}", flush=True)
         if isinstance(err, MissingMetric):
             self.fatal = err
-
-    def stop_if_fatal(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """A ``study.optimize`` callback: stop after a trial that says the sweep can't run."""
-        if self.fatal is not None:
-            study.stop()
 
     def trial_dir(self, trial: optuna.Trial) -> Path:
         return self.sweep_dir / f"trial_{trial.number}"

@@ -115,14 +115,15 @@ class Reporter:
         return stop
 
 
-def run_populations(
+def run_trials(
     study: optuna.Study, objective: Objective, size: int, n_trials: int, states: tuple
 ) -> None:
     """Ask ≤ ``size`` trials, train and tell them, until ``n_trials`` trials of the study are in
     ``states`` (finished ones; for workers, other workers' running ones too; ``retry.counted``).
-    Stale trials are failed (and retried, ``retry.RetryKilled``) before each batch."""
+    Stale trials are failed (and for populations retried, ``retry.RetryKilled``) before each
+    batch. ``size`` 1: each trial alone, by ``train()`` with the pruning callback."""
     silence_known_noise()  # as train() does for each trial
-    on_stale = retry.RetryKilled(objective.sweep_dir)
+    on_stale = retry.RetryKilled(objective.sweep_dir) if size > 1 else None
     while objective.fatal is None:
         left = n_trials - retry.counted(study, states)
         if left <= 0:
@@ -132,7 +133,7 @@ def run_populations(
         tell = Teller(study)
         try:
             with launch.heartbeats(trials):
-                _run_batch(objective, trials, tell)
+                _run_batch(objective, trials, tell, alone=size == 1)
         except BaseException as err:  # Ctrl-C, a lost storage: don't leave them RUNNING
             for trial in trials:
                 if trial.number not in tell.told:
@@ -159,8 +160,9 @@ def ask(study: optuna.Study, objective: Objective, size: int) -> list[optuna.Tri
     return trials + [study.ask() for _ in range(size - 1)]
 
 
-def _run_batch(objective: Objective, trials: list[optuna.Trial], tell: Teller) -> None:
-    """Each trial's overrides (repeats are told at once), then its population, group by group."""
+def _run_batch(objective: Objective, trials: list[optuna.Trial], tell: Teller, alone: bool) -> None:
+    """Each trial's overrides (repeats are told at once), then its population, group by group
+    (``alone``: each trial by itself)."""
     jobs: list[Job] = []
     killed = retry.predecessors(trials)
     finished = objective.finished(trials[0].study)  # once a batch, not once a trial
@@ -190,6 +192,8 @@ def _run_batch(objective: Objective, trials: list[optuna.Trial], tell: Teller) -
         if objective.fatal is not None:  # the sweep stops: these are not trained
             for job in group:
                 tell.failed(objective, job.trial, objective.fatal)
+        elif alone:
+            _train_alone(objective, group[0], tell)
         else:
             _train_group(objective, group, tell)
         for job in group:
@@ -270,7 +274,7 @@ def _train_group(objective: Objective, jobs: list[Job], tell: Teller) -> None:
 
 
 def _train_alone(objective: Objective, job: Job, tell: Teller) -> None:
-    """The one-by-one path (``train()`` with the pruning callback) for an asked trial."""
+    """``train()`` with the pruning callback (``population=1``, or a refused population)."""
     try:
         value = objective.train_trial(job.trial, job.overrides)
     except optuna.TrialPruned:
