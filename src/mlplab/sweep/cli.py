@@ -259,13 +259,9 @@ def _run_study(study, objective, cfg: DictConfig, argv, n_trials: int, sweep_dir
             run_trials(study, objective, cfg.population or 1, n_trials, states)
         if objective.fatal is not None:
             raise objective.fatal
-    elif cfg.launcher == "processes":
-        launch.run_workers(argv, cfg.workers)
     else:
-        slurm = {**launch.slurm_defaults(), **cfg.slurm}
-        launch.submit_workers(
-            sweep, argv, cfg.launcher, cfg.workers, slurm, cfg.study_name, sweep_dir
-        )
+        slurm = dict(cfg.slurm)
+        launch.run_workers(sweep, argv, cfg.launcher, cfg.workers, slurm, cfg.study_name, sweep_dir)
 
 
 @contextmanager

@@ -160,36 +160,36 @@ def fail_stale(study: optuna.Study, on_stale=None) -> None:
             on_stale(study, trial)
 
 
-def run_workers(argv: list[str], workers: int) -> None:
-    """``workers`` local processes running ``python -m mlplab.sweep`` on the same study."""
-    argv = [a for a in argv if override_key(a) != "workers"]
-    env_cmd = [sys.executable, "-m", "mlplab.sweep", *argv]
-    procs = [subprocess.Popen([*env_cmd, f"{WORKER_KEY}={i}"]) for i in range(workers)]
-    failed = [i for i, p in enumerate(procs) if p.wait() != 0]
-    if failed:
-        print(f"note: workers {failed} exited with an error (see above)")
-
-
-def submit_workers(
+def run_workers(
     worker, argv: list[str], launcher: str, workers: int, slurm: dict, study_name: str, sweep_dir
 ) -> None:
-    """``workers`` tasks of one SLURM job array (submitit) sharing the study, each running
-    ``worker(argv + [worker=i])`` (a module-level function, so it pickles); waits for them.
+    """``workers`` workers sharing the study, each running ``worker(argv + [worker=i])``; waits
+    for them. ``launcher=processes``: local processes (``python -m mlplab.sweep``); else the
+    tasks of one SLURM job array (submitit; ``worker`` is a module-level function, so it
+    pickles), with ``slurm`` over the defaults of ``slurm_defaults``.
 
     ``launcher=submitit_local`` runs the same jobs as local processes (to try it without a
     cluster). The study's storage must be reachable from the compute nodes: the default
     journal file in the sweep dir works on a shared file system.
     """
+    own = {"workers", "launcher"}
+    argv = [a for a in argv if override_key(a) not in own and not a.startswith("slurm.")]
+    commands = [[*argv, f"{WORKER_KEY}={i}"] for i in range(workers)]
+    if launcher == "processes":
+        procs = [subprocess.Popen([sys.executable, "-m", "mlplab.sweep", *c]) for c in commands]
+        failed = [i for i, p in enumerate(procs) if p.wait() != 0]
+        if failed:
+            print(f"note: workers {failed} exited with an error (see above)")
+        return
     import submitit
 
     cluster = "slurm" if launcher == "slurm" else "local"
     executor = submitit.AutoExecutor(folder=sweep_dir / "submitit", cluster=cluster)
+    slurm = {**slurm_defaults(), **slurm}
     params = {_submitit_parameter(k): v for k, v in slurm.items() if v is not None}
     executor.update_parameters(name=f"sweep-{study_name}", **params)
-    own = {"workers", "launcher"}
-    argv = [a for a in argv if override_key(a) not in own and not a.startswith("slurm.")]
     with executor.batch():  # one job array
-        jobs = [executor.submit(worker, [*argv, f"{WORKER_KEY}={i}"]) for i in range(workers)]
+        jobs = [executor.submit(worker, command) for command in commands]
     print(f"submitted {len(jobs)} workers as job array {jobs[0].job_id.split('_')[0]}")
     for job in jobs:
         try:

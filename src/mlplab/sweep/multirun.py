@@ -85,13 +85,9 @@ def read_jobs(sweep_dir: Path, expected: dict[int, dict] | None = None) -> list[
 def summarize(
     sweep_dir: str | Path, expected: dict[int, dict] | None = None, print_table: bool = True
 ) -> Path | None:
-    """Write ``<sweep_dir>/summary.csv`` (and print it). Returns its path; None without jobs.
-
-    Args:
-        sweep_dir: the multirun's dir, holding one dir per job (``0/``, ``1/``, ...).
-        expected: job number → overrides of jobs that should exist (see ``grid_jobs``).
-        print_table: also print the rows (train/* metrics left out) as a table.
-    """
+    """Write ``<sweep_dir>/summary.csv`` for the job dirs (``0/``, ``1/``, ...) and the
+    ``expected`` jobs (``grid_jobs``) and print it as a table (train/* metrics left out).
+    Returns its path; None without jobs."""
     sweep_dir = Path(sweep_dir)
     jobs = read_jobs(sweep_dir, expected) if sweep_dir.is_dir() else []
     if not jobs:

@@ -59,13 +59,6 @@ def compose_train(overrides: list[str]) -> DictConfig:
     return compose_config("train", overrides)
 
 
-def check_composes(overrides: list[str]) -> None:
-    """Compose the train config once: a wrong key or group option in the search file or on
-    the command line is one error line now (the same one mlplab-train gives), not a failure
-    in every trial."""
-    check_loggers(compose_checked(CommandLine("train"), [*overrides, "paths.output_dir=unused"]))
-
-
 def best_epoch_value(trial: optuna.Trial, direction: str, last: float) -> float:
     """The best value the metric reached over the epochs (what the pruning callback reported),
     not the last epoch's: with early stopping the last epoch is `patience` epochs past the best
@@ -108,13 +101,16 @@ class Objective:
         self.fatal: ConfigError | None = None  # set when the whole sweep must stop
 
     def check(self) -> None:
-        """Every override a trial will get composes (each parameter at its first value)."""
+        """Every override a trial will get composes (each parameter at its first value): a wrong
+        key or group option in the search file or on the command line is one error line now
+        (the same one mlplab-train gives), not a failure in every trial."""
         first = []
         for key, spec in self.params.items():
             value = spec.choices[0] if spec.type == "categorical" else spec.low
             first.append(f"{key}={override_value(value)}")
         check_group_choices(self.params)
-        check_composes(merge_overrides(self.base, first, self.user))
+        overrides = [*merge_overrides(self.base, first, self.user), "paths.output_dir=unused"]
+        check_loggers(compose_checked(CommandLine("train"), overrides))
 
     def trial_overrides(self, trial: optuna.Trial) -> list[str]:
         """The trial's train overrides (search file, suggestions, command line), recorded."""
@@ -141,30 +137,15 @@ class Objective:
             )
         return earlier
 
-    def train_trial(self, trial: optuna.Trial, overrides: list[str]) -> float:
-        """``train()`` the trial's config; a failure is recorded with its reason and re-raised."""
-        try:
-            return self._run(trial, overrides)
-        except optuna.TrialPruned:
-            raise
-        except BaseException as err:  # Optuna records FAIL (catch=...); we record why
-            self.record_failure(trial, err)
-            raise
-
-    def record_failure(self, trial: optuna.Trial, err: BaseException) -> None:
-        """``fail_reason`` and one line; a MissingMetric makes the whole sweep stop."""
-        reason = fail_reason(err)
-        trial.set_user_attr("fail_reason", reason)
-        print(f"trial {trial.number} failed: {reason}", flush=True)
-        if isinstance(err, MissingMetric):
-            self.fatal = err
-
     def trial_dir(self, trial: optuna.Trial) -> Path:
         return self.sweep_dir / f"trial_{trial.number}"
 
-    def trial_config(self, trial: optuna.Trial, overrides: list[str]) -> DictConfig:
-        """The train config of the trial, writing into its own ``trial_<number>`` dir."""
-        cfg = self._compose(overrides, self.trial_dir(trial))
+    def train_trial(self, trial: optuna.Trial, overrides: list[str]) -> float:
+        """``train()`` the trial's config, in its own ``trial_<number>`` dir, with Optuna's
+        pruning callback; its value."""
+        global _active_trial
+        out = self.trial_dir(trial)
+        cfg = self._compose(overrides, out)
         with open_dict(cfg):
             if cfg.get("callbacks") is None:
                 cfg.callbacks = {}
@@ -172,7 +153,14 @@ class Objective:
                 "_target_": f"{__name__}.trial_pruning",
                 "monitor": self.metric,
             }
-        return cfg
+        _active_trial = trial
+        try:
+            metrics = train(cfg)  # which finishes its tracking run: one per trial
+        finally:
+            _active_trial = None
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        return self.finite(best_epoch_value(trial, self.direction, self.metric_of(metrics)))
 
     def population_config(self, shared: list[str], out: Path) -> DictConfig:
         """The config a population of trials shares (``shared``: the overrides of its shared
@@ -186,19 +174,6 @@ class Objective:
             with open_dict(cfg):
                 cfg.logger.wandb.group = cfg.logger.wandb.group or self.study_name
         return cfg
-
-    def _run(self, trial: optuna.Trial, overrides: list[str]) -> float:
-        global _active_trial
-        out = self.trial_dir(trial)
-        cfg = self.trial_config(trial, overrides)
-        _active_trial = trial
-        try:
-            metrics = train(cfg)  # which finishes its tracking run: one per trial
-        finally:
-            _active_trial = None
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        return self.finite(best_epoch_value(trial, self.direction, self.metric_of(metrics)))
 
     def metric_of(self, metrics: dict) -> float:
         """The search's metric in what train() returned (a trial's, a member's, their mean)."""

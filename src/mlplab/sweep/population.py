@@ -1,22 +1,15 @@
-"""``mlplab-sweep population=K``: K trials at a time, trained as one population.
+"""The trials of ``mlplab-sweep`` in this process: one at a time, or ``population=K`` at a time,
+trained as one population (docs/population.md says what a user sees).
 
-What members can't differ in (architecture, activation, optimizer type, batch size, data:
-``population.members``) is sampled once per population, the rest for each member: the sweep
-asks a trial (the leader), samples its parameters, and enqueues K−1 trials with the leader's
-shared parameters fixed, so the sampler chooses only their member parameters. Each trial is
-still the one the sweep trains alone: its number, its ``trial_<n>`` dir, its config and value
-(the best epoch's metric, reported after each epoch, so the pruner stops members one by one);
-``trials.csv`` names its ``population``. The population's config is composed once (the trials'
-shared overrides) and its members are the trials' member values (``train_population``).
-
-Trials whose shared parameters differ anyway (a space with no member parameters, another
-worker took an enqueued trial, retries) train as separate populations; a population refused
-before anything is written trains its trials one by one. A trial with ``cv=``/``seeds=`` is a
-population of its own: a batch of them trains all their folds or seeds as one population, each
-trial dir ending as the trial alone leaves it (``member_000`` …, ``summary.csv``,
-``metrics.csv``, ``metrics.json``), its value the members' mean. Every asked trial has a
-heartbeat until it is told, so a later run fails the trials of a killed worker and retries
-those whose population wrote a checkpoint (``mlplab.sweep.retry``).
+A batch: ask a leader trial, sample its parameters, enqueue K−1 trials with its shared ones
+(``population.members``: what members can't differ in) fixed, so the sampler chooses only their
+member parameters. The population's config is composed once (the shared overrides), its members
+are the trials' member values; each trial keeps its number, ``trial_<n>`` dir and value (the
+best epoch's metric, reported after each epoch so the pruner stops members one by one). Trials
+whose shared parameters differ anyway train as separate populations; a population refused
+before anything is written trains its trials one by one; ``cv=``/``seeds=`` trials bring their
+folds or seeds as members. Asked trials beat (``launch.heartbeats``) until told, so a later run
+fails a killed worker's trials and retries those with a checkpoint (``mlplab.sweep.retry``).
 """
 
 from __future__ import annotations
@@ -55,15 +48,20 @@ class Job:
 class Teller:
     """Tells Optuna a trial's result once and prints its line (what ``optimize`` does)."""
 
-    def __init__(self, study: optuna.Study) -> None:
-        self.study, self.told = study, {}
+    def __init__(self, study: optuna.Study, objective: Objective) -> None:
+        self.study, self.objective, self.told = study, objective, {}
 
     def __call__(self, trial, value=None, state=TrialState.COMPLETE) -> None:
         self.told[trial.number] = self.study.tell(trial, value, state=state)
         print_trial(self.study, self.told[trial.number])
 
-    def failed(self, objective: Objective, trial: optuna.Trial, err: BaseException) -> None:
-        objective.record_failure(trial, err)
+    def failed(self, trial: optuna.Trial, err: BaseException) -> None:
+        """FAIL with its ``fail_reason`` and one line; a MissingMetric stops the whole sweep."""
+        reason = fail_reason(err)
+        trial.set_user_attr("fail_reason", reason)
+        print(f"trial {trial.number} failed: {reason}", flush=True)
+        if isinstance(err, MissingMetric):
+            self.objective.fatal = err
         self(trial, state=TrialState.FAIL)
 
     def like(self, trial: optuna.Trial, earlier: FrozenTrial) -> None:
@@ -130,7 +128,7 @@ def run_trials(
             return
         launch.fail_stale(study, on_stale)
         trials = ask(study, objective, min(size, left))
-        tell = Teller(study)
+        tell = Teller(study, objective)
         try:
             with launch.heartbeats(trials):
                 _run_batch(objective, trials, tell, alone=size == 1)
@@ -138,8 +136,7 @@ def run_trials(
             for trial in trials:
                 if trial.number not in tell.told:
                     with suppress(Exception):
-                        trial.set_user_attr("fail_reason", fail_reason(err))
-                        tell(trial, state=TrialState.FAIL)
+                        tell.failed(trial, err)
             raise
         gc.collect()
 
@@ -191,7 +188,7 @@ def _run_batch(objective: Objective, trials: list[optuna.Trial], tell: Teller, a
             group.sort(key=lambda job: job.resumes.number)
         if objective.fatal is not None:  # the sweep stops: these are not trained
             for job in group:
-                tell.failed(objective, job.trial, objective.fatal)
+                tell.failed(job.trial, objective.fatal)
         elif alone:
             _train_alone(objective, group[0], tell)
         else:
@@ -218,7 +215,7 @@ def _train_group(objective: Objective, jobs: list[Job], tell: Teller) -> None:
         replicas = population_members(cfg) or [{}]
     except Exception as err:  # noqa: BLE001 — as a trial that raises: FAIL, the sweep goes on
         for job in jobs:
-            tell.failed(objective, job.trial, err)
+            tell.failed(job.trial, err)
         return
     members = [job.values | replica for job in jobs for replica in replicas]
     dirs = [objective.trial_dir(job.trial) for job in jobs]
@@ -263,7 +260,7 @@ def _train_group(objective: Objective, jobs: list[Job], tell: Teller) -> None:
                 _train_alone(objective, job, tell)
             return
         for job in jobs:
-            tell.failed(objective, job.trial, err)
+            tell.failed(job.trial, err)
         return
     if len(replicas) > 1:
         for t, job in enumerate(jobs):
@@ -279,8 +276,8 @@ def _train_alone(objective: Objective, job: Job, tell: Teller) -> None:
         value = objective.train_trial(job.trial, job.overrides)
     except optuna.TrialPruned:
         tell(job.trial, state=TrialState.PRUNED)
-    except Exception:  # noqa: BLE001 — recorded with its reason by train_trial
-        tell(job.trial, state=TrialState.FAIL)
+    except Exception as err:  # noqa: BLE001 — a trial that raises: FAIL, the sweep goes on
+        tell.failed(job.trial, err)
     else:
         tell(job.trial, value)
 
@@ -292,14 +289,14 @@ def _tell_members(objective, jobs: list[Job], tell: Teller, summary, reporter) -
         if k in reporter.pruned or row["status"] == "pruned":
             tell(job.trial, state=TrialState.PRUNED)
         elif isinstance(row.get("error"), str):  # diverged (or never a finite val/loss)
-            tell.failed(objective, job.trial, DivergedError(row["error"]))
+            tell.failed(job.trial, DivergedError(row["error"]))
         else:  # as the one-by-one path: the best epoch's value
             try:
                 last = objective.metric_of({c: row[c] for c in returned})
                 best = best_of(reporter.values[k].values(), objective.direction, last)
                 value = objective.finite(best)
             except (MissingMetric, FloatingPointError) as err:
-                tell.failed(objective, job.trial, err)
+                tell.failed(job.trial, err)
             else:
                 tell(job.trial, value)
 
@@ -331,6 +328,6 @@ def _tell_replicas(objective, job: Job, tell: Teller, cfg, summary, home: Path) 
     try:
         value = objective.finite(objective.metric_of(metrics))  # nan: every member diverged
     except (MissingMetric, FloatingPointError) as err:
-        tell.failed(objective, job.trial, err)
+        tell.failed(job.trial, err)
     else:
         tell(job.trial, value)

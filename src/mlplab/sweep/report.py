@@ -57,18 +57,14 @@ def write_reports(study: optuna.Study, search: DictConfig, sweep_dir: Path) -> N
         return
     df = study.trials_dataframe(attrs=("number", "state", "value", "params", "duration"))
     df["duration"] = df["duration"].dt.total_seconds()
-    by_number = {t.number: t for t in trials}
-    duplicate_of = [by_number[n].user_attrs.get("duplicate_of") for n in df["number"]]
-    df["duplicate_of"] = pd.array(duplicate_of, dtype="Int64")
-    resumes = [by_number[n].user_attrs.get(RESUMES) for n in df["number"]]
-    df["resumes"] = pd.array(resumes, dtype="Int64")
-    df["population"] = [by_number[n].user_attrs.get("population") for n in df["number"]]
+    attrs = [t.user_attrs for t in trials]  # the dataframe's rows are the trials, in order
+    for key in ("duplicate_of", RESUMES):
+        df[key] = pd.array([a.get(key) for a in attrs], dtype="Int64")
+    df["population"] = [a.get("population") for a in attrs]
     retried = retries(trials)
     df["fail_reason"] = [
-        trial_fail_reason(by_number[n], retried.get(n))
-        if by_number[n].state == TrialState.FAIL
-        else None
-        for n in df["number"]
+        trial_fail_reason(t, retried.get(t.number)) if t.state == TrialState.FAIL else None
+        for t in trials
     ]
     df.to_csv(sweep_dir / "trials.csv", index=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]

@@ -37,15 +37,12 @@ class RetryKilled:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         name = trial.user_attrs.get("population")  # set when its population started
-        if name and has_checkpoint(self.sweep_dir / name):
+        if not name:
+            return
+        # Its checkpoint, or its chunks' (cv=/seeds= trials whose members train in chunks).
+        home, checkpoint = self.sweep_dir / name, POPULATION_CHECKPOINT.as_posix()
+        if (home / checkpoint).is_file() or any(home.glob(f"chunk_*/{checkpoint}")):
             study.enqueue_trial(trial.params, user_attrs={RESUMES: trial.number})
-
-
-def has_checkpoint(population_dir: Path) -> bool:
-    """A population checkpoint in the dir, or in one of its chunks' (``chunk_<i>``: a batch of
-    ``cv=``/``seeds=`` trials whose members train in chunks, ``sweep.replicates``)."""
-    own = (population_dir / POPULATION_CHECKPOINT).is_file()
-    return own or any(population_dir.glob(f"chunk_*/{POPULATION_CHECKPOINT.as_posix()}"))
 
 
 def record_population(jobs: list, name: str | None) -> None:

@@ -32,19 +32,11 @@ def check_search(search, name: str) -> DictConfig:
     """The composed search node (``hparams_search``), checked key by key."""
     check(isinstance(search, DictConfig), "hparams_search", name, "a mapping of search keys")
     for key in search:
-        check(
-            key in SEARCH_KEYS,
-            key,
-            search[key],
-            f"not a search key{did_you_mean(key, SEARCH_KEYS)}",
-        )
-    check(
-        search.get("direction") in ("minimize", "maximize"),
-        "direction",
-        search.get("direction"),
-        "minimize or maximize",
-    )
-    check(bool(search.get("metric")), "metric", search.get("metric"), "a metric key, e.g. val/loss")
+        hint = did_you_mean(key, SEARCH_KEYS)
+        check(key in SEARCH_KEYS, key, search[key], f"not a search key{hint}")
+    direction, metric = search.get("direction"), search.get("metric")
+    check(direction in ("minimize", "maximize"), "direction", direction, "minimize or maximize")
+    check(bool(metric), "metric", metric, "a metric key, e.g. val/loss")
     n_trials = search.get("n_trials", 20)
     check(isinstance(n_trials, int) and n_trials >= 0, "n_trials", n_trials, "a whole number ≥ 0")
     overrides = search.get("overrides") or []
@@ -113,9 +105,8 @@ def check_group_choices(params: DictConfig) -> None:
         options = sorted(p.stem for p in group.glob("*.yaml"))
         for choice in spec.choices:
             hint = did_you_mean(choice, options)
-            check(
-                str(choice) in options, f"params.{key}.choices", choice, f"one of {options}{hint}"
-            )
+            where = f"params.{key}.choices"
+            check(str(choice) in options, where, choice, f"one of {options}{hint}")
 
 
 def derive_seed(seed: int, worker: int, n_history: int) -> int:
