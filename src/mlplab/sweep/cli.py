@@ -64,12 +64,7 @@ from mlplab.sweep.objective import Objective, compose_train, override_key
 from mlplab.sweep.population import run_trials
 from mlplab.sweep.report import write_reports
 from mlplab.sweep.retry import RESUMES, RetryKilled, counted
-from mlplab.sweep.search import (
-    available_searches,
-    check_search,
-    make_pruner,
-    make_sampler,
-)
+from mlplab.sweep.search import available_searches, check_search, make_pruner, make_sampler
 
 SWEEP_KEYS = tuple(SweepConfig.__dataclass_fields__)  # worker: set on worker processes
 LAUNCHERS = ("processes", "slurm", "submitit_local")
@@ -80,13 +75,9 @@ def parse_args(argv: list[str]) -> tuple[DictConfig, list[str]]:
     """The sweep's config (``conf/sweep.yaml`` composed with the sweep's own ``key=value``
     arguments, the search as its ``hparams_search`` node) and the train overrides (the rest)."""
     sweep_args, overrides, search_file = [], [], None
+    usage = "mlplab-sweep takes key=value arguments (see mlplab-sweep --help)"
     for arg in argv:
-        check(
-            not arg.startswith("-"),
-            "argument",
-            arg,
-            "mlplab-sweep takes key=value arguments (see mlplab-sweep --help)",
-        )
+        check(not arg.startswith("-"), "argument", arg, usage)
         key, sep, value = arg.partition("=")
         if sep and key == "hparams_search" and value.endswith(".yaml"):
             search_file = value
@@ -144,9 +135,8 @@ def _check_not_a_sweep_key_typo(key: str, value: str) -> None:
     a plain key close to a sweep key that the train config lacks is named here instead."""
     close = difflib.get_close_matches(key, SWEEP_KEYS, n=1, cutoff=0.75)
     if close and key.isidentifier() and key not in _train_keys():
-        check(
-            False, key, value, f"not a sweep key nor a train config key; did you mean {close[0]}?"
-        )
+        hint = f"did you mean {close[0]}?"
+        check(False, key, value, f"not a sweep key nor a train config key; {hint}")
 
 
 @functools.cache
@@ -208,13 +198,9 @@ def _load_study(
         direction=search.direction,
         load_if_exists=True,
     )
-    direction = study.direction.name.lower()
-    check(
-        direction == search.direction,
-        "direction",
-        search.direction,
-        f"study {cfg.study_name!r} in this storage was made to {direction}",
-    )
+    made = study.direction.name.lower()
+    why = f"study {cfg.study_name!r} in this storage was made to {made}"
+    check(made == search.direction, "direction", search.direction, why)
     with warnings.catch_warnings():  # experimental since Optuna 3.2, still its public API
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if study.metric_names is None:  # optuna-dashboard labels the axis val/loss

@@ -10,7 +10,6 @@ from pathlib import Path
 import optuna
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, open_dict
-from optuna.trial import FrozenTrial, TrialState
 
 from mlplab.config import compose_config
 from mlplab.errors import ConfigError
@@ -117,25 +116,6 @@ class Objective:
         overrides = merge_overrides(self.base, suggest(trial, self.params), self.user)
         trial.set_user_attr("overrides", overrides)
         return overrides
-
-    @staticmethod
-    def finished(study: optuna.Study) -> list[FrozenTrial]:
-        """The study's trials a new one may repeat (COMPLETE or PRUNED)."""
-        return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-
-    def repeat_of(
-        self, trial: optuna.Trial, overrides: list[str], finished: list
-    ) -> FrozenTrial | None:
-        """The trial of ``finished`` (``self.finished(study)``) this one repeats, or None: Optuna's
-        FAQ pattern for finite spaces, don't retrain (recorded as ``duplicate_of``)."""
-        config = (trial.params, overrides)
-        same = [t for t in finished if (t.params, t.user_attrs.get("overrides")) == config]
-        earlier = same[-1] if same else None  # the latest
-        if earlier is not None:
-            trial.set_user_attr(
-                "duplicate_of", earlier.user_attrs.get("duplicate_of", earlier.number)
-            )
-        return earlier
 
     def trial_dir(self, trial: optuna.Trial) -> Path:
         return self.sweep_dir / f"trial_{trial.number}"

@@ -53,7 +53,7 @@ class Teller:
 
     def __call__(self, trial, value=None, state=TrialState.COMPLETE) -> None:
         self.told[trial.number] = self.study.tell(trial, value, state=state)
-        print_trial(self.study, self.told[trial.number])
+        print_trial(self.told[trial.number])
 
     def failed(self, trial: optuna.Trial, err: BaseException) -> None:
         """FAIL with its ``fail_reason`` and one line; a MissingMetric stops the whole sweep."""
@@ -65,7 +65,8 @@ class Teller:
         self(trial, state=TrialState.FAIL)
 
     def like(self, trial: optuna.Trial, earlier: FrozenTrial) -> None:
-        """A repeat: ``earlier``'s state and value (``duplicate_of`` is set already)."""
+        """A repeat (``duplicate_of``): ``earlier``'s state and value."""
+        trial.set_user_attr("duplicate_of", earlier.user_attrs.get("duplicate_of", earlier.number))
         if earlier.state == TrialState.FAIL:
             trial.set_user_attr("fail_reason", earlier.user_attrs.get("fail_reason"))
         value = earlier.value if earlier.state == TrialState.COMPLETE else None
@@ -145,35 +146,33 @@ def ask(study: optuna.Study, objective: Objective, size: int) -> list[optuna.Tri
     """A leader and ``size − 1`` trials that share its parameters that members can't differ in
     (enqueued with those fixed: the sampler picks only their member parameters). A retry
     leads the other retries waiting in the queue instead."""
-    leader = study.ask()
-    trials = [leader]
-    shared = objective.shared
+    leader, shared = study.ask(), objective.shared
     member = [key for key in objective.params if key not in shared]
     if size > 1 and member and shared and retry.RESUMES not in leader.user_attrs:
         objective.trial_overrides(leader)  # samples its parameters
         fixed = {key: leader.params[key] for key in shared}
         for _ in range(size - 1):
             study.enqueue_trial(fixed, user_attrs={"leader": leader.number}, skip_if_exists=False)
-    return trials + [study.ask() for _ in range(size - 1)]
+    return [leader, *(study.ask() for _ in range(size - 1))]
 
 
 def _run_batch(objective: Objective, trials: list[optuna.Trial], tell: Teller, alone: bool) -> None:
-    """Each trial's overrides (repeats are told at once), then its population, group by group
-    (``alone``: each trial by itself)."""
+    """Each trial's overrides, then its population, group by group (``alone``: each trial by
+    itself). A repeat of a finished trial's config is told its result at once, a repeat of
+    another in the batch after that one: Optuna's FAQ pattern for finite spaces, don't retrain."""
     jobs: list[Job] = []
     killed = retry.predecessors(trials)
-    finished = objective.finished(trials[0].study)  # once a batch, not once a trial
+    done = (TrialState.COMPLETE, TrialState.PRUNED)
+    finished = trials[0].study.get_trials(deepcopy=False, states=done)  # once a batch
     for trial in trials:
         overrides = objective.trial_overrides(trial)
-        earlier = objective.repeat_of(trial, overrides, finished)
-        if earlier is not None:
-            tell.like(trial, earlier)
+        config = (trial.params, overrides)
+        earlier = [t for t in finished if (t.params, t.user_attrs.get("overrides")) == config]
+        if earlier:
+            tell.like(trial, earlier[-1])  # the latest
             continue
-        same = next(
-            (j for j in jobs if (j.trial.params, j.overrides) == (trial.params, overrides)), None
-        )
+        same = next((j for j in jobs if (j.trial.params, j.overrides) == config), None)
         if same is not None:
-            trial.set_user_attr("duplicate_of", same.trial.number)
             same.copies.append(trial)
             continue
         values = {k: v for k, v in trial.params.items() if k not in objective.shared}

@@ -21,7 +21,8 @@ from mlplab.sweep.retry import RESUMES, retries
 NO_REASON = "no reason recorded (its worker was killed or lost contact)"
 
 
-def print_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+def print_trial(trial: FrozenTrial) -> None:
+    """The line a finished trial prints."""
     value = "" if trial.value is None else f"{trial.value:.4g}"
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
     params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
