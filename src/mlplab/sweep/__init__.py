@@ -3,6 +3,8 @@
 - ``search``: the search file (``conf/hparams_search/NAME.yaml``): checks, suggestions, sampler,
   pruner;
 - ``objective``: one trial = compose the train config + ``train()`` in this process;
+- ``population``: the trials in this process, one at a time or ``population=K`` as one
+  population; ``retry``: a killed population's trials go on from its checkpoint;
 - ``launch``: storage, local worker processes, a SLURM job array (submitit);
 - ``report``: ``trials.csv``, ``best.yaml``, plots, the summary;
 - ``cli``: the arguments, the study, ``main``;

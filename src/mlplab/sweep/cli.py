@@ -193,10 +193,7 @@ def _load_study(
     """The study (created if new), stale trials failed, with this run's sampler; and the
     number of trials it held before this run (which seeds the sampler)."""
     study = optuna.create_study(
-        study_name=cfg.study_name,
-        storage=storage,
-        direction=search.direction,
-        load_if_exists=True,
+        study_name=cfg.study_name, storage=storage, direction=search.direction, load_if_exists=True
     )
     made = study.direction.name.lower()
     why = f"study {cfg.study_name!r} in this storage was made to {made}"

@@ -100,12 +100,8 @@ def study_storage(sweep_dir: Path) -> optuna.storages.BaseStorage:
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """``storage=URL``: an RDB URL (sqlite waits for locks held by other workers), or a
     ``*.journal`` file. What fails to open is one error line."""
-    check(
-        url.endswith(".journal") or "://" in url,
-        "storage",
-        url,
-        "an Optuna storage URL (sqlite:///path/study.db, postgresql://...) or a *.journal file",
-    )
+    want = "an Optuna storage URL (sqlite:///path/study.db, postgresql://...) or a *.journal file"
+    check(url.endswith(".journal") or "://" in url, "storage", url, want)
     try:
         if url.endswith(".journal"):
             from optuna.storages.journal import JournalFileBackend

@@ -147,11 +147,8 @@ class SweepSummary(Callback):
         if failed:
             first = failed[0]
             reason = f" (job {first['job']}: {first['error']})" if first["error"] else ""
-            print(
-                f"error: {len(failed)} of {len(jobs)} jobs failed{reason}; see {path}",
-                file=sys.stderr,
-                flush=True,
-            )
+            message = f"error: {len(failed)} of {len(jobs)} jobs failed{reason}; see {path}"
+            print(message, file=sys.stderr, flush=True)
             sys.exit(1)
 
     def _summarize(self, config: DictConfig) -> Path | None:

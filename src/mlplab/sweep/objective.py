@@ -1,5 +1,5 @@
 """One trial: suggest → compose the train config → ``train(cfg)`` in this process → the
-metric's best epoch. Also what a failed trial records and when a trial is a repeat."""
+metric's best epoch; and a failure's one-line reason."""
 
 from __future__ import annotations
 
