@@ -84,7 +84,11 @@ def canonical(values, missing: object = MISSING) -> np.ndarray:
         values: a column (Series) or a list of values.
         missing: what stands for a missing value (``MISSING`` here, NaN in loaded frames).
     """
-    codes, keys = factorized(values)
+    return decode(*factorized(values), missing)
+
+
+def decode(codes: np.ndarray, keys: list[str | None], missing: object = MISSING) -> np.ndarray:
+    """``factorized``'s (codes, keys) as each row's key, ``missing`` where a cell is missing."""
     table = np.array([missing if k is None else k for k in keys], dtype=object)
     return table[codes]  # code −1 (missing) picks the last entry
 

@@ -5,7 +5,7 @@ table (``sources.shared_sources``) K ways, and parsing a column costs the same f
 as for 600: ``TableRows`` parses each column of the shared table once (``ParsedTable``) and
 hands a split its rows of the result. Parsing is per cell (``cells.to_numbers``,
 ``cells.canonical_key``), so a split's rows of the table's parse are the split's own parse:
-the same numbers and the same canonical key per row (``tests/test_columns.py`` checks the
+the same numbers and the same canonical key per row (``tests/data/test_columns.py`` checks the
 tensors and the fitted state equal). A column whose table-wide parse fails (a bad cell
 anywhere) is parsed from the split's frame instead, so errors name the split's own cell and
 come when they came before.
@@ -13,11 +13,13 @@ come when they came before.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
 from mlplab.data import numbers
-from mlplab.data.cells import MISSING, factorized
+from mlplab.data.cells import MISSING, decode, factorized
 
 
 class Columns:
@@ -36,9 +38,7 @@ class Columns:
 
     def canonical(self, column: str, missing: object = MISSING) -> np.ndarray:
         """``cells.canonical``: (N,) canonical keys, ``missing`` where a cell is missing."""
-        codes, keys = self.factorized(column)
-        table = np.array([missing if k is None else k for k in keys], dtype=object)
-        return table[codes]  # code −1 (missing) picks the last entry
+        return decode(*self.factorized(column), missing)
 
     def is_float32(self, column: str) -> bool:
         return self.df[column].dtype == np.float32
@@ -49,13 +49,21 @@ class ParsedTable:
 
     def __init__(self, df: pd.DataFrame) -> None:
         self.df = df
-        self._numeric: dict[tuple[str, bool], np.ndarray | None] = {}
-        self._factorized: dict[str, tuple[np.ndarray, list[str | None]] | None] = {}
-        self._float32: dict[str, bool] = {}
+        self.parsed: dict[tuple, object] = {}  # (what, column, ...) → its parse, None if it failed
 
     def rows(self, frame: pd.DataFrame, rows: np.ndarray) -> TableRows:
         """The columns of ``frame``, which is ``df.iloc[rows]``."""
         return TableRows(frame, self, rows)
+
+    def parse(self, key: tuple, parse: Callable[[pd.DataFrame], object]):
+        """``parse(df)``, made once per ``key``; None where it fails (a bad cell somewhere, or
+        unhashable cells: each split then parses its own frame and says its own error)."""
+        if key not in self.parsed:
+            try:
+                self.parsed[key] = parse(self.df)
+            except Exception:  # noqa: BLE001
+                self.parsed[key] = None
+        return self.parsed[key]
 
 
 class TableRows(Columns):
@@ -66,32 +74,14 @@ class TableRows(Columns):
         self.table, self.rows = table, rows
 
     def numeric(self, column: str, where: str = "", lenient: bool = False) -> np.ndarray:
-        parsed = self.table._numeric
-        key = (column, lenient)
-        if key not in parsed:
-            try:
-                parsed[key] = numbers.numeric(self.table.df, column, lenient=lenient)
-            except Exception:  # noqa: BLE001 — a bad cell somewhere: each split says its own
-                parsed[key] = None
-        whole = parsed[key]
-        if whole is None:
-            return super().numeric(column, where, lenient)
-        return whole[self.rows]
+        whole = self.table.parse(
+            ("numeric", column, lenient), lambda df: numbers.numeric(df, column, lenient=lenient)
+        )
+        return super().numeric(column, where, lenient) if whole is None else whole[self.rows]
 
     def factorized(self, column: str) -> tuple[np.ndarray, list[str | None]]:
-        parsed = self.table._factorized
-        if column not in parsed:
-            try:
-                parsed[column] = factorized(self.table.df[column])
-            except Exception:  # noqa: BLE001 — e.g. unhashable cells: each split says its own
-                parsed[column] = None
-        if parsed[column] is None:
+        whole = self.table.parse(("factorized", column), lambda df: factorized(df[column]))
+        if whole is None:
             return super().factorized(column)
-        codes, keys = parsed[column]
+        codes, keys = whole
         return codes[self.rows], keys  # keys of values other splits hold too: never indexed
-
-    def is_float32(self, column: str) -> bool:
-        known = self.table._float32
-        if column not in known:
-            known[column] = super().is_float32(column)
-        return known[column]

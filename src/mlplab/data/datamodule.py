@@ -143,19 +143,10 @@ class TabularDataModule(L.LightningDataModule):
         batch_size = self.hparams.batch_size
         if batch_size == "full":
             batch_size = -(-len(x) // world)  # the whole (per-rank) training split
-        group = self._batches_per_step(batch_size, world)
         # Trainer(overfit_batches=k) means "the same k batches every epoch": no reshuffle.
-        overfit = bool(self.trainer and self.trainer.overfit_batches)
-        return BatchIterator(
-            x,
-            y,
-            batch_size,
-            shuffle=not overfit,
-            seed=self.hparams.seed,
-            rank=rank,
-            world_size=world,
-            group=group,
-        )
+        shuffle = not (self.trainer and self.trainer.overfit_batches)
+        group = self._batches_per_step(batch_size, world)
+        return BatchIterator(x, y, batch_size, shuffle, self.hparams.seed, rank, world, group)
 
     def _batches_per_step(self, batch_size: int, world: int) -> int | None:
         """Groups of mini-batches for a module that asks for them (``GroupedSteps``); plain

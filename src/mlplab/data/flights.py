@@ -24,13 +24,8 @@ LOADER_VERSION = 2  # bump when load_flights' preparation changes, so stale cach
 FLIGHTS_WEATHER = ("temp", "dewp", "humid", "wind_dir", "wind_speed", "precip", "pressure", "visib")
 # Weather of the hours before departure (rolling over each airport's time line): delays
 # build up after a storm, not only during it.
-FLIGHTS_RECENT = (
-    "precip_3h",
-    "precip_6h",
-    "visib_min_3h",
-    "visib_min_6h",
-    "wind_max_3h",
-    "wind_max_6h",
+FLIGHTS_RECENT = tuple(
+    f"{name}_{h}h" for name in ("precip", "visib_min", "wind_max") for h in (3, 6)
 )
 # Known from the schedule in advance: how busy the airport is that hour and that day.
 FLIGHTS_TRAFFIC = ("flights_hour", "flights_day")

@@ -27,11 +27,6 @@ def row_of(df: pd.DataFrame, position: int) -> int:
     return int(label) + 1 if is_int else position + 1
 
 
-def shown(value) -> str:
-    """A cell as a message shows it: 'text' quoted, numbers plain (inf, 1e+308)."""
-    return repr(value.item() if isinstance(value, np.generic) else value)
-
-
 def numeric(df: pd.DataFrame, column: str, where: str = "", lenient: bool = False) -> np.ndarray:
     """Column as finite float64 (NaN for missing). Text that isn't a number is an error, or
     missing for a ``lenient`` column; a non-finite number is always an error."""
@@ -46,9 +41,11 @@ def numeric(df: pd.DataFrame, column: str, where: str = "", lenient: bool = Fals
 
 
 def cell_error(df: pd.DataFrame, column: str, where: np.ndarray, what: str, why: str):
-    """``column 'x'<what, with the first cell of where> (row N)<why>`` as a ConfigError."""
+    """``column 'x'<what, with the first cell of where> (row N)<why>`` as a ConfigError; a
+    cell shows as 'text' quoted, a number plain (inf, 1e+308)."""
     i = int(np.flatnonzero(where)[0])
-    cell = shown(df[column].iloc[i])
+    cell = df[column].iloc[i]
+    cell = repr(cell.item() if isinstance(cell, np.generic) else cell)
     return ConfigError(f"column {column!r}{what.format(cell)} (row {row_of(df, i)}){why}")
 
 
@@ -64,11 +61,9 @@ def as_float32(df: pd.DataFrame, column: str, x: np.ndarray) -> np.ndarray:
 def overflow(df: pd.DataFrame, column: str, values: np.ndarray, what: str) -> ConfigError:
     """The error for a column whose statistics or scaled values overflow: names its largest
     value (where the overflow comes from) and that value's row."""
-    i = int(np.nanargmax(np.abs(values)))
-    return ConfigError(
-        f"column {column!r} has value {shown(df[column].iloc[i])} (row {row_of(df, i)}) "
-        f"too large to standardize: {what} overflows; rescale the column (e.g. other units)"
-    )
+    largest = np.arange(len(values)) == np.nanargmax(np.abs(values))
+    why = f" too large to standardize: {what} overflows; rescale the column (e.g. other units)"
+    return cell_error(df, column, largest, " has value {}", why)
 
 
 def scaled(df: pd.DataFrame, column: str, x: np.ndarray, mean: float, std: float) -> np.ndarray:

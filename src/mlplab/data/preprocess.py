@@ -10,10 +10,8 @@ Feature layout of the model input, in order:
 Categories and class labels are matched by their canonical string (rules and code:
 :mod:`mlplab.data.cells`), the same key the loaders give them when they finish a frame.
 
-Numbers must be finite: an ``inf`` cell, or a value so large that the mean, the standard
-deviation or the standardized float32 input overflows, is a ConfigError naming the column,
-the row and the value. Rows in messages are 1-based data rows of the loaded table: a frame's
-index label + 1 (split frames keep the table's labels; files are read with a RangeIndex).
+Numbers must be finite and fit float32 once standardized (:mod:`mlplab.data.numbers` names
+the column, row and value that don't).
 
 The state is a dict of lists, floats and strings, so it travels inside a Lightning checkpoint
 (through ``TabularDataModule.state_dict``) and loads with ``torch.load(weights_only=True)``.
@@ -34,7 +32,6 @@ from mlplab.data.spec import TableSpec, unstandardize
 from mlplab.errors import ConfigError
 
 
-# ---- the fitted preprocessor ----------------------------------------------------------------
 @dataclass
 class Preprocessor:
     """Encodes features and target of one table spec; see the module docstring.
@@ -79,7 +76,7 @@ class Preprocessor:
             if np.isnan(x).any():
                 indicators.append(column)
         mean, std, median = ([s[i] for s in stats] for i in range(3))
-        state = dict(
+        return cls(
             task=spec.task,
             target=spec.target,
             numeric=list(spec.numeric),
@@ -91,8 +88,8 @@ class Preprocessor:
             categories=[sorted(set(columns.canonical(c))) for c in spec.categorical],
             lenient=lenient,
             float32=[c for c in spec.numeric if columns.is_float32(c)],
+            **cls._fit_target(train, spec, columns),
         )
-        return cls(**state, **cls._fit_target(train, spec, columns))
 
     @staticmethod
     def _fit_target(train: pd.DataFrame, spec: TableSpec, columns: Columns) -> dict:
@@ -206,7 +203,7 @@ class Preprocessor:
         # canonical keys are per distinct value: match those to the classes, then index rows
         rows, keys = columns.factorized(self.target)  # key of row i: keys[rows[i]] (−1 → None)
         _no_empty(df, self.target, np.array([k is None for k in keys])[rows])
-        lookup = self._class_index().get_indexer(keys[:-1])
+        lookup = pd.Index(canonical(self.classes)).get_indexer(keys[:-1])
         codes = np.append(lookup, -1).astype(np.int64)[rows]
         if (codes < 0).any():  # −1: a class the model never saw
             unseen = sorted(set(df[self.target][codes < 0].tolist()), key=str)[:10]
@@ -216,14 +213,6 @@ class Preprocessor:
             )
         t = torch.from_numpy(codes)
         return t.float() if self.task == "binary" else t
-
-    def _class_index(self) -> pd.Index:
-        """The classes' canonical keys, made once (``targets`` runs once per split)."""
-        cached = self.__dict__.get("_classes_index")
-        if cached is None or cached[0] != self.classes:
-            cached = (list(self.classes), pd.Index(canonical(self.classes)))
-            self.__dict__["_classes_index"] = cached  # not a field: state_dict leaves it out
-        return cached[1]
 
     def inverse_target(self, y: torch.Tensor) -> torch.Tensor:
         """Regression predictions back in the target's own units."""

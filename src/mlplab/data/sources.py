@@ -141,6 +141,4 @@ def parsed_table(df: pd.DataFrame) -> ParsedTable | None:
     (``data.columns``); None for a table that isn't shared (each DataModule parses its own)."""
     if _SHARED is None or not any(df is table for table, _ in _SHARED.values()):
         return None
-    if id(df) not in _PARSED:
-        _PARSED[id(df)] = ParsedTable(df)
-    return _PARSED[id(df)]
+    return _PARSED.setdefault(id(df), ParsedTable(df))

@@ -23,12 +23,20 @@ from mlplab.data.spec import SPLITS, TableSpec
 from mlplab.errors import check
 
 
-def _allocate(total: int, counts: np.ndarray) -> np.ndarray:
-    """Split ``total`` rows across groups in proportion to ``counts`` (largest remainder),
-    so per-class rounding never adds up to more or fewer rows than asked for."""
+def _allocate(total: int, counts: np.ndarray, cap: np.ndarray | None = None) -> np.ndarray:
+    """Split ``total`` rows across groups in proportion to ``counts`` (largest remainder), so
+    per-group rounding never adds up to more or fewer rows than asked for; a group never gets
+    more than its ``cap`` (if given): the turn passes to the next remainder."""
     raw = counts * total / counts.sum()
-    share = np.floor(raw).astype(int)
-    share[np.argsort(share - raw, kind="stable")[: total - share.sum()]] += 1
+    cap = np.full(len(counts), total) if cap is None else cap
+    share = np.minimum(np.floor(raw).astype(int), cap)
+    order = np.argsort(share - raw, kind="stable")
+    turn = 0
+    while share.sum() < total:
+        c = order[turn % len(order)]
+        if share[c] < cap[c]:
+            share[c] += 1
+        turn += 1
     return share
 
 
@@ -108,24 +116,6 @@ def check_cv_args(cv_folds, cv_fold) -> None:
     )
 
 
-def _leftover_counts(extra: int, counts: np.ndarray, folds: int) -> np.ndarray:
-    """How many of the ``extra`` left-over rows each class gives: in proportion to its size
-    (largest remainder), but never so many that the class is missing from a fold."""
-    raw = extra * counts / counts.sum()
-    spare = counts - folds  # rows a class can give up and still have one in every fold
-    share = np.minimum(np.floor(raw).astype(int), spare)
-    # Largest remainders first; a class at its limit is passed over. Every class has ≥ K rows,
-    # so N ≥ C·K and the spare rows (N − C·K ≥ N mod K) always cover the left-overs.
-    order = np.argsort(share - raw, kind="stable")
-    turn = 0
-    while share.sum() < extra:
-        c = order[turn % len(order)]
-        if share[c] < spare[c]:
-            share[c] += 1
-        turn += 1
-    return share
-
-
 def assign_folds(codes: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """The fold (0 … K−1) of each row, or −1 for a left-over row. Stratified by ``codes``.
 
@@ -142,7 +132,9 @@ def assign_folds(codes: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """
     rng = np.random.default_rng([seed, folds])
     counts = np.bincount(codes)
-    extra = _leftover_counts(len(codes) % folds, counts, folds)
+    # each class's share of the left-overs, never so many that the class misses a fold: every
+    # class has ≥ K rows, so its spare rows (N − C·K ≥ N mod K) always cover them
+    extra = _allocate(len(codes) % folds, counts, cap=counts - folds)
     dealt = [rng.permutation(np.flatnonzero(codes == c))[n:] for c, n in enumerate(extra)]
     order = np.concatenate(dealt)  # (K · (N // K),)
     fold = np.full(len(codes), -1)
@@ -150,9 +142,19 @@ def assign_folds(codes: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def _check_fold_sizes(values: pd.Series, spec: TableSpec, folds: int, key: str) -> None:
-    n = len(values)
-    where = "outside the test split"
+def _fold_pool(df: pd.DataFrame, spec: TableSpec, parts: dict, folds: int, key: str):
+    """The train+val rows that K folds part (sorted), or a ConfigError naming ``key`` for data
+    with its own split column or too few rows (of the smallest class) for K folds."""
+    check(
+        not spec.split_by,
+        key,
+        folds,
+        f"this data splits its rows by its own column {spec.split_by!r} (flights: by date, so "
+        "val and test come after train); shuffled folds would undo that, so cross-validation "
+        "is not offered for it",
+    )
+    pool = np.sort(np.concatenate([parts["train"], parts["val"]]))
+    n, values, where = len(pool), df[spec.target].iloc[pool], "outside the test split"
     if spec.task == "regression":  # R² is undefined on one row
         check(
             n // folds >= 2,
@@ -161,7 +163,7 @@ def _check_fold_sizes(values: pd.Series, spec: TableSpec, folds: int, key: str) 
             f"{n} rows {where} make folds of {n // folds}; regression metrics (R²) need at "
             f"least 2 rows per fold: at most {n // 2} folds",
         )
-        return
+        return pool
     counts = values.value_counts()
     smallest = counts.index.tolist()[int(np.argmin(counts.to_numpy()))]  # a Python value
     check(
@@ -171,6 +173,7 @@ def _check_fold_sizes(values: pd.Series, spec: TableSpec, folds: int, key: str) 
         f"class {smallest!r} of {spec.target!r} has {counts.min()} rows {where} and stratified "
         f"folds hold out at least one row of every class: at most {counts.min()} folds",
     )
+    return pool
 
 
 def cv_split(
@@ -192,42 +195,22 @@ def cv_split(
         seed: ``data.seed`` (the same partition for every k).
         key: how the user spelt K, for the error messages (``data.cv_folds`` or ``cv``).
     """
-    check(
-        not spec.split_by,
-        key,
-        folds,
-        f"this data splits its rows by its own column {spec.split_by!r} (flights: by date, so "
-        "val and test come after train); shuffled folds would undo that, so cross-validation "
-        "is not offered for it",
-    )
-    pool = np.sort(np.concatenate([parts["train"], parts["val"]]))
-    values = df[spec.target].iloc[pool]
-    _check_fold_sizes(values, spec, folds, key)
+    pool = _fold_pool(df, spec, parts, folds, key)
     if spec.task == "regression":
         codes = np.zeros(len(pool), dtype=int)
     else:
-        codes = pd.factorize(values, sort=True)[0]
+        codes = pd.factorize(df[spec.target].iloc[pool], sort=True)[0]
     assigned = assign_folds(codes, folds, seed)
     return {"train": pool[assigned != fold], "val": pool[assigned == fold], "test": parts["test"]}
 
 
 def check_folds(data, folds: int, key: str = "cv") -> tuple[int, int]:
-    """Check that ``data`` (a data config) parts into ``folds`` folds, without making them: a
-    ConfigError naming ``key`` for data with its own split column or too few rows (of the
-    smallest class); else (rows each fold holds out, left-over rows held out by none): N // K
-    and N mod K of its N train+val rows."""
+    """Check that ``data`` (a data config) parts into ``folds`` folds, without making them (a
+    ConfigError naming ``key`` if not): (rows each fold holds out, left-over rows held out by
+    none), N // K and N mod K of its N train+val rows."""
     from mlplab.data.sources import load_source
 
     df, spec = load_source(data["source"], **(data.get("options") or {}))
-    check(
-        not spec.split_by,
-        key,
-        folds,
-        f"this data splits its rows by its own column {spec.split_by!r} (flights: by date, so "
-        "val and test come after train); shuffled folds would undo that, so cross-validation "
-        "is not offered for it",
-    )
     parts = split_indices(df, spec, data["val_fraction"], data["test_fraction"], data["seed"])
-    pool = np.concatenate([parts["train"], parts["val"]])
-    _check_fold_sizes(df[spec.target].iloc[pool], spec, folds, key)
+    pool = _fold_pool(df, spec, parts, folds, key)
     return len(pool) // folds, len(pool) % folds
