@@ -11,7 +11,10 @@ the same key:
     integers beyond 2**53 (which a float column can't hold) as floats, "1e+20";
   - any other text: surrounding whitespace stripped, case kept ("Red" and "red" differ).
 
-Numeric columns read by the same rule for missing (``to_numbers``).
+Numeric columns read by the same rule for missing (``to_numbers``); a cell that is no number, or
+an ``inf``, is a ConfigError naming the column, the value and its row (``numeric``). Rows in
+messages are 1-based data rows of the loaded table: a frame's index label + 1 (split frames
+keep the table's labels; files are read with a RangeIndex).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import re
 
 import numpy as np
 import pandas as pd
+
+from mlplab.errors import ConfigError
 
 MISSING = "<missing>"  # how a missing categorical value is spelled in the categories
 # pandas.read_csv's default na_values (tests pin this to the installed pandas): text spelled
@@ -106,3 +111,33 @@ def to_numbers(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         blank = [isinstance(v, str) and v.strip() in NA_STRINGS for v in col.to_numpy()[bad]]
         bad[np.flatnonzero(bad)[blank]] = False
     return values, bad
+
+
+def row_of(df: pd.DataFrame, position: int) -> int:
+    """1-based data row of ``df.iloc[position]``: its index label + 1 (a split keeps the loaded
+    table's labels), or ``position + 1`` where the index isn't made of integers."""
+    label = df.index[position]
+    is_int = isinstance(label, int | np.integer) and not isinstance(label, bool | np.bool_)
+    return int(label) + 1 if is_int else position + 1
+
+
+def numeric(df: pd.DataFrame, column: str, where: str = "", lenient: bool = False) -> np.ndarray:
+    """Column as finite float64 (NaN for missing). Text that isn't a number is an error, or
+    missing for a ``lenient`` column; a non-finite number is always an error."""
+    values, bad = to_numbers(df[column])
+    if bad.any() and not lenient:
+        raise cell_error(df, column, bad, f"{where} has non-numeric value {{}}", "")
+    infinite = np.isinf(values)
+    if infinite.any():
+        why = ": numbers must be finite (leave the cell empty if unknown)"
+        raise cell_error(df, column, infinite, f"{where} has non-finite value {{}}", why)
+    return values
+
+
+def cell_error(df: pd.DataFrame, column: str, where: np.ndarray, what: str, why: str):
+    """``column 'x'<what, with the first cell of where> (row N)<why>`` as a ConfigError; a
+    cell shows as 'text' quoted, a number plain (inf, 1e+308)."""
+    i = int(np.flatnonzero(where)[0])
+    cell = df[column].iloc[i]
+    cell = repr(cell.item() if isinstance(cell, np.generic) else cell)
+    return ConfigError(f"column {column!r}{what.format(cell)} (row {row_of(df, i)}){why}")

@@ -2,13 +2,11 @@
 
 ``Columns(df)`` parses the frame's own cells. A population's K DataModules split one shared
 table (``sources.shared_sources``) K ways, and parsing a column costs the same for 1,000 rows
-as for 600: ``TableRows`` parses each column of the shared table once (``ParsedTable``) and
-hands a split its rows of the result. Parsing is per cell (``cells.to_numbers``,
-``cells.canonical_key``), so a split's rows of the table's parse are the split's own parse:
-the same numbers and the same canonical key per row (``tests/data/test_columns.py`` checks the
-tensors and the fitted state equal). A column whose table-wide parse fails (a bad cell
-anywhere) is parsed from the split's frame instead, so errors name the split's own cell and
-come when they came before.
+as for 600: ``Columns(df, table, rows)`` takes its rows of the shared table's parse
+(``ParsedTable``), made once. Parsing is per cell, so those rows are the split's own parse
+(``tests/data/test_columns.py`` checks the tensors and the fitted state equal). A column whose
+table-wide parse fails (a bad cell anywhere) is parsed from the split's frame instead, so
+errors name the split's own cell and come when they came before.
 """
 
 from __future__ import annotations
@@ -18,30 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from mlplab.data import numbers
-from mlplab.data.cells import MISSING, decode, factorized
-
-
-class Columns:
-    """A frame's columns, parsed from its own cells."""
-
-    def __init__(self, df: pd.DataFrame) -> None:
-        self.df = df
-
-    def numeric(self, column: str, where: str = "", lenient: bool = False) -> np.ndarray:
-        """``numbers.numeric``: the column as finite float64, NaN where missing."""
-        return numbers.numeric(self.df, column, where, lenient)
-
-    def factorized(self, column: str) -> tuple[np.ndarray, list[str | None]]:
-        """``cells.factorized``: (codes, keys), row i's canonical key is ``keys[codes[i]]``."""
-        return factorized(self.df[column])
-
-    def canonical(self, column: str, missing: object = MISSING) -> np.ndarray:
-        """``cells.canonical``: (N,) canonical keys, ``missing`` where a cell is missing."""
-        return decode(*self.factorized(column), missing)
-
-    def is_float32(self, column: str) -> bool:
-        return self.df[column].dtype == np.float32
+from mlplab.data.cells import MISSING, decode, factorized, numeric
 
 
 class ParsedTable:
@@ -50,10 +25,6 @@ class ParsedTable:
     def __init__(self, df: pd.DataFrame) -> None:
         self.df = df
         self.parsed: dict[tuple, object] = {}  # (what, column, ...) → its parse, None if it failed
-
-    def rows(self, frame: pd.DataFrame, rows: np.ndarray) -> TableRows:
-        """The columns of ``frame``, which is ``df.iloc[rows]``."""
-        return TableRows(frame, self, rows)
 
     def parse(self, key: tuple, parse: Callable[[pd.DataFrame], object]):
         """``parse(df)``, made once per ``key``; None where it fails (a bad cell somewhere, or
@@ -66,22 +37,36 @@ class ParsedTable:
         return self.parsed[key]
 
 
-class TableRows(Columns):
-    """A split's columns: its rows of the shared table's parse."""
+class Columns:
+    """The columns of ``df``: parsed from its own cells, or, where ``df`` is
+    ``table.df.iloc[rows]``, its rows of the table's parse."""
 
-    def __init__(self, frame: pd.DataFrame, table: ParsedTable, rows: np.ndarray) -> None:
-        super().__init__(frame)
-        self.table, self.rows = table, rows
+    def __init__(
+        self, df: pd.DataFrame, table: ParsedTable | None = None, rows: np.ndarray | None = None
+    ) -> None:
+        self.df, self.table, self.rows = df, table, rows
 
     def numeric(self, column: str, where: str = "", lenient: bool = False) -> np.ndarray:
-        whole = self.table.parse(
-            ("numeric", column, lenient), lambda df: numbers.numeric(df, column, lenient=lenient)
-        )
-        return super().numeric(column, where, lenient) if whole is None else whole[self.rows]
+        """``cells.numeric``: the column as finite float64, NaN where missing."""
+        if self.table is not None:
+            key = ("numeric", column, lenient)
+            whole = self.table.parse(key, lambda df: numeric(df, column, lenient=lenient))
+            if whole is not None:
+                return whole[self.rows]
+        return numeric(self.df, column, where, lenient)
 
     def factorized(self, column: str) -> tuple[np.ndarray, list[str | None]]:
-        whole = self.table.parse(("factorized", column), lambda df: factorized(df[column]))
-        if whole is None:
-            return super().factorized(column)
-        codes, keys = whole
-        return codes[self.rows], keys  # keys of values other splits hold too: never indexed
+        """``cells.factorized``: (codes, keys), row i's canonical key is ``keys[codes[i]]``."""
+        if self.table is not None:
+            whole = self.table.parse(("factorized", column), lambda df: factorized(df[column]))
+            if whole is not None:
+                codes, keys = whole
+                return codes[self.rows], keys  # keys of values other splits hold: never indexed
+        return factorized(self.df[column])
+
+    def canonical(self, column: str, missing: object = MISSING) -> np.ndarray:
+        """``cells.canonical``: (N,) canonical keys, ``missing`` where a cell is missing."""
+        return decode(*self.factorized(column), missing)
+
+    def is_float32(self, column: str) -> bool:
+        return self.df[column].dtype == np.float32

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from mlplab.data.batches import BatchIterator
+from mlplab.data.columns import Columns
 from mlplab.data.preprocess import Preprocessor
 from mlplab.data.sources import load_source, parsed_table
 from mlplab.data.spec import SPLITS
@@ -87,9 +88,9 @@ class TabularDataModule(L.LightningDataModule):
             )
         self.frames = {name: df.iloc[rows] for name, rows in parts.items()}
         table = parsed_table(df)  # a population's shared table: parsed once for all members
-        columns = {n: table.rows(self.frames[n], r) for n, r in parts.items()} if table else {}
+        columns = {n: Columns(self.frames[n], table, r) for n, r in parts.items()}
         if self.preprocessor is None:  # a checkpoint's state (load_state_dict) wins
-            self.preprocessor = Preprocessor.fit(self.frames["train"], spec, columns.get("train"))
+            self.preprocessor = Preprocessor.fit(self.frames["train"], spec, columns["train"])
         self._build_tensors(columns)
 
     def _build_tensors(self, columns: dict | None = None) -> None:

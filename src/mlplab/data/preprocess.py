@@ -10,8 +10,9 @@ Feature layout of the model input, in order:
 Categories and class labels are matched by their canonical string (rules and code:
 :mod:`mlplab.data.cells`), the same key the loaders give them when they finish a frame.
 
-Numbers must be finite and fit float32 once standardized (:mod:`mlplab.data.numbers` names
-the column, row and value that don't).
+Numbers must be finite: an ``inf`` cell, or a value so large that the mean, the standard
+deviation or the standardized float32 input overflows, is a ConfigError naming the column,
+the row and the value.
 
 The state is a dict of lists, floats and strings, so it travels inside a Lightning checkpoint
 (through ``TabularDataModule.state_dict``) and loads with ``torch.load(weights_only=True)``.
@@ -19,17 +20,19 @@ The state is a dict of lists, floats and strings, so it travels inside a Lightni
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
 
-from mlplab.data import numbers
-from mlplab.data.cells import MISSING, canonical
+from mlplab.data.cells import MISSING, canonical, cell_error, row_of
 from mlplab.data.columns import Columns
 from mlplab.data.spec import TableSpec, unstandardize
 from mlplab.errors import ConfigError
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -72,7 +75,7 @@ class Preprocessor:
         stats, indicators = [], []
         for column in spec.numeric:
             x = columns.numeric(column, lenient=column in lenient)  # (N,)
-            stats.append(numbers.statistics(train, column, x))
+            stats.append(_statistics(train, column, x))
             if np.isnan(x).any():
                 indicators.append(column)
         mean, std, median = ([s[i] for s in stats] for i in range(3))
@@ -96,7 +99,7 @@ class Preprocessor:
         if spec.task == "regression":
             y = columns.numeric(spec.target, " (the target)")
             _no_empty(train, spec.target, np.isnan(y))
-            mean, std, _ = numbers.statistics(train, spec.target, y)
+            mean, std, _ = _statistics(train, spec.target, y)
             return {"target_mean": mean, "target_std": std}
         y = train[spec.target]
         keys = columns.canonical(spec.target, missing=None)
@@ -158,10 +161,10 @@ class Preprocessor:
         for j, column in enumerate(self.numeric):
             x = columns.numeric(column, lenient=column in self.lenient)  # (N,)
             if column in self.float32:
-                x = numbers.as_float32(df, column, x)
+                x = _as_float32(df, column, x)
             missing[column] = np.isnan(x)
             x = np.where(missing[column], self.median[j], x)
-            out[:, j] = numbers.scaled(df, column, x, self.mean[j], self.std[j])
+            out[:, j] = _scaled(df, column, x, self.mean[j], self.std[j])
         for j, column in enumerate(self.indicators):
             out[:, k + j] = missing[column]
         offset, rows = k + m, np.arange(n)
@@ -198,7 +201,7 @@ class Preprocessor:
         if self.task == "regression":
             y = columns.numeric(self.target, " (the target)")
             _no_empty(df, self.target, np.isnan(y))
-            z = numbers.scaled(df, self.target, y, self.target_mean, self.target_std)
+            z = _scaled(df, self.target, y, self.target_mean, self.target_std)
             return torch.from_numpy(z).float()
         # canonical keys are per distinct value: match those to the classes, then index rows
         rows, keys = columns.factorized(self.target)  # key of row i: keys[rows[i]] (−1 → None)
@@ -252,7 +255,7 @@ def _no_empty(df: pd.DataFrame, target: str, empty: np.ndarray) -> None:
     if empty.any():
         raise ConfigError(
             f"target {target!r} has {int(empty.sum())} empty value(s) "
-            f"(first at row {numbers.row_of(df, int(np.flatnonzero(empty)[0]))})"
+            f"(first at row {row_of(df, int(np.flatnonzero(empty)[0]))})"
         )
 
 
@@ -262,3 +265,42 @@ def _sorted(labels: list) -> list:
         return sorted(labels)
     except TypeError:
         return sorted(labels, key=str)
+
+
+def _as_float32(df: pd.DataFrame, column: str, x: np.ndarray) -> np.ndarray:
+    """``x`` rounded to float32 (and back to float64), refusing values float32 can't hold."""
+    with np.errstate(over="ignore"):
+        rounded = x.astype(np.float32)
+    if np.isinf(rounded).any():
+        raise _overflow(df, column, x, "float32 (its type in training)")
+    return rounded.astype(np.float64)
+
+
+def _overflow(df: pd.DataFrame, column: str, values: np.ndarray, what: str) -> ConfigError:
+    """The error for a column whose statistics or scaled values overflow: names its largest
+    value (where the overflow comes from) and that value's row."""
+    largest = np.arange(len(values)) == np.nanargmax(np.abs(values))
+    why = f" too large to standardize: {what} overflows; rescale the column (e.g. other units)"
+    return cell_error(df, column, largest, " has value {}", why)
+
+
+def _scaled(df: pd.DataFrame, column: str, x: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """``(x − mean) / std``, refusing a result that doesn't fit in float32 (the model input)."""
+    with np.errstate(all="ignore"):
+        z = (x - mean) / std
+    too_big = ~(np.abs(z) <= FLOAT32_MAX)
+    if too_big.any():
+        why = f" too large to standardize: (x − {mean:.6g}) / {std:.6g} overflows float32"
+        raise cell_error(df, column, too_big, " has value {}", why)
+    return z
+
+
+def _statistics(df: pd.DataFrame, column: str, x: np.ndarray) -> tuple[float, float, float]:
+    """(mean, std, median) of a column's non-missing values; (0, 1, 0) when it has none."""
+    if np.isnan(x).all():
+        return 0.0, 1.0, 0.0  # an all-missing column: imputed to 0, never scaled away
+    with np.errstate(all="ignore"):
+        mean, std, median = float(np.nanmean(x)), float(np.nanstd(x)), float(np.nanmedian(x))
+    if not (math.isfinite(mean) and math.isfinite(std)):
+        raise _overflow(df, column, x, "its mean or standard deviation")
+    return mean, std if std > 0 else 1.0, median  # a constant column → 0, not NaN
