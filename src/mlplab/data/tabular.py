@@ -171,14 +171,14 @@ def load_csv(
     inferred, lenient = [], {}
     if numeric is None:
         text = [c for c in rest if not _is_number(df[c])]
-        lenient = {c: found for c in text if (found := _mostly_numbers(df[c])) is not None}
+        lenient = {c: found for c in text if (found := _mostly_numbers(df, c)) is not None}
         numeric = [c for c in rest if _is_number(df[c]) or c in lenient]
         inferred.append(f"numeric={_short(numeric)}")
     if categorical is None:
         categorical = [c for c in rest if not _is_number(df[c]) and c not in lenient]
         inferred.append(f"categorical={_short(categorical)}")
     check(numeric or categorical, "features", [], f"{name} has no columns besides the target")
-    notes = [_lenient_note(df, c, unread) for c, (_, unread) in lenient.items()]
+    notes = [note for _, note in lenient.values()]
     for col in numeric:
         df[col] = lenient[col][0] if col in lenient else _numbers(df[col], col, name)
     if task is None:
@@ -230,11 +230,13 @@ def _numbers(col: pd.Series, column: str, name: str, allowed: str = "") -> pd.Se
     return pd.Series(values, index=col.index)
 
 
-def _mostly_numbers(col: pd.Series) -> tuple[pd.Series, np.ndarray] | None:
-    """(values, unread) for a text column of numbers with a few non-numeric cells: ``unread``
-    marks the cells with text, read as missing in ``values``. Typos ("12,5", "?") count toward
-    the ``LENIENT_*`` limits; missing markers read_csv doesn't know (" n/a", "NA ") don't.
-    None for any other column (text of numbers only stays categorical: codes kept as text)."""
+def _mostly_numbers(df: pd.DataFrame, column: str) -> tuple[pd.Series, str] | None:
+    """(values, note) for a text column of numbers with a few non-numeric cells, read as
+    missing in ``values`` (``note`` says how many and the first). Typos ("12,5", "?") count
+    toward the ``LENIENT_*`` limits; missing markers read_csv doesn't know (" n/a", "NA ")
+    don't. None for any other column (text of numbers only stays categorical: codes kept as
+    text)."""
+    col = df[column]
     values, bad = to_numbers(col)
     unread = np.isnan(values) & col.notna().to_numpy()
     n_numbers, n_bad = int((~np.isnan(values)).sum()), int(bad.sum())
@@ -242,15 +244,12 @@ def _mostly_numbers(col: pd.Series) -> tuple[pd.Series, np.ndarray] | None:
     limit = min(max(LENIENT_CELLS, LENIENT_SHARE * n), LENIENT_MAX_SHARE * n)
     if not (unread.any() and n_numbers and n_bad <= limit):
         return None
-    return pd.Series(values, index=col.index), unread
-
-
-def _lenient_note(df: pd.DataFrame, column: str, unread: np.ndarray) -> str:
     i = int(np.flatnonzero(unread)[0])
-    return (
+    note = (
         f"{column}: {int(unread.sum())} non-numeric cell(s) read as missing "
-        f"(first {df[column].iloc[i]!r} in row {i + 1})"
+        f"(first {col.iloc[i]!r} in row {i + 1})"
     )
+    return pd.Series(values, index=col.index), note
 
 
 def _infer_task(y: pd.Series) -> str:
