@@ -159,13 +159,11 @@ class StackedMLP(nn.Module):
         (an MLP without dropout draws nothing)."""
         if self.generators is None or self.generators[0].device != h.device:
             self.generators = [_generator(state, h.device) for state in self.rng_states]
-        masks = []
-        for p, generator in zip(self.rates, self.generators, strict=True):
-            mask = torch.ones(h.shape[1:], dtype=h.dtype, device=h.device)
+        masks = torch.ones_like(h)
+        for mask, p, generator in zip(masks, self.rates, self.generators, strict=True):
             if p > 0:
                 mask.bernoulli_(1 - p, generator=generator).div_(1 - p)
-            masks.append(mask)
-        return torch.stack(masks)
+        return masks
 
     def dropout_states(self) -> list[torch.Tensor]:
         """Each member's dropout generator state now (``set_dropout_states`` restores it)."""
