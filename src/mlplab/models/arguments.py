@@ -18,6 +18,11 @@ def _is_pos_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
+def is_real(v) -> bool:
+    """A finite real number (not a bool)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def check_mlp(in_features, hidden_sizes, out_features, activation, dropout, layer) -> None:
     """``MLP``'s arguments."""
     check(_is_pos_int(in_features), "model.in_features", in_features, "an integer >= 1")
@@ -56,43 +61,37 @@ def check_module(l1, gradient_clip_val, gradient_clip_algorithm, group_batches) 
 
 
 # The optimizers' numbers and their allowed ranges (torch's; betas are checked one by one).
+_NON_NEGATIVE = (lambda v: v >= 0, "a finite number >= 0")
+_BETA = (lambda v: 0 <= v < 1, "a number in [0, 1)")
 RANGES = {
-    "lr": (lambda v: v >= 0, "a finite number >= 0"),
-    "momentum": (lambda v: v >= 0, "a finite number >= 0"),
+    **dict.fromkeys(
+        ("lr", "momentum", "weight_decay", "eps", "alpha", "lr_decay", "initial_accumulator_value"),
+        _NON_NEGATIVE,
+    ),
     "dampening": (lambda v: True, "a finite number"),
-    "weight_decay": (lambda v: v >= 0, "a finite number >= 0"),
-    "eps": (lambda v: v >= 0, "a finite number >= 0"),
-    "beta1": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "beta2": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "beta1": _BETA,
+    "beta2": _BETA,
     "rho": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-    "alpha": (lambda v: v >= 0, "a finite number >= 0"),
-    "lr_decay": (lambda v: v >= 0, "a finite number >= 0"),
-    "initial_accumulator_value": (lambda v: v >= 0, "a finite number >= 0"),
 }
 
 
 def check_number(name: str, key: str, value) -> None:
     """``value`` of optimizer key ``key`` (named ``name`` in the message) is in torch's range."""
     ok_range, allowed = RANGES[key]
-    is_num = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    check(is_num and math.isfinite(value) and ok_range(value), name, value, allowed)
+    check(is_real(value) and ok_range(value), name, value, allowed)
 
 
 # The shipped schedulers' arguments (others are checked when they are built).
 SCHEDULER_ARGS = {
-    "StepLR": {"step_size": ("an integer >= 1", lambda v: _is_pos_int(v))},
-    "CosineAnnealingLR": {"T_max": ("an integer >= 1", lambda v: _is_pos_int(v))},
+    "StepLR": {"step_size": ("an integer >= 1", _is_pos_int)},
+    "CosineAnnealingLR": {"T_max": ("an integer >= 1", _is_pos_int)},
     "ReduceLROnPlateau": {
         "mode": ("min or max", lambda v: v in ("min", "max")),
-        "factor": ("a number in [0, 1)", lambda v: _real(v) and 0 <= v < 1),
+        "factor": ("a number in [0, 1)", lambda v: is_real(v) and 0 <= v < 1),
         "patience": ("an integer >= 0", lambda v: _is_pos_int(v) or v == 0),
         "threshold_mode": ("rel or abs", lambda v: v in ("rel", "abs")),
     },
 }
-
-
-def _real(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def check_optimization_numbers(optimizer: dict | None, scheduler: dict | None) -> None:
@@ -101,7 +100,7 @@ def check_optimization_numbers(optimizer: dict | None, scheduler: dict | None) -
     building them, found without torch."""
     optimizer = optimizer or {}
     lr = optimizer.get("lr")
-    check(_real(lr) and lr > 0, "optimizer.lr", lr, "must be a finite number > 0")
+    check(is_real(lr) and lr > 0, "optimizer.lr", lr, "must be a finite number > 0")
     for key, value in optimizer.items():
         if key == "betas" and isinstance(value, list | tuple) and len(value) == 2:
             for i, beta in enumerate(value):

@@ -1,24 +1,16 @@
 """Grouped mini-batches: several optimizer steps in one Lightning ``training_step`` (opt-in).
 
-Lightning pays a fixed cost per ``training_step`` (hooks, logging, progress, loop bookkeeping)
-that is larger than a small MLP's forward + backward. A LightningModule that inherits
-``GroupedSteps`` (with manual optimization) gets whole groups of mini-batches instead:
+Lightning pays a fixed cost per ``training_step`` (hooks, logging, loop bookkeeping) larger
+than a small MLP's forward + backward. A LightningModule that inherits ``GroupedSteps`` (with
+manual optimization) is fed lists of ``batches_per_step(batch_size, world_size)`` mini-batches
+by the DataModule — plain ``(x, y)`` batches whenever Lightning counts training steps
+(``counts_training_steps``), so those settings keep their meaning. Per mini-batch it runs the
+module's ``step_loss`` → zero_grad → backward → clipping → ``optimizer.step()`` (one
+``W ← W − η ∂J/∂W`` per mini-batch, as without groups), syncs with the host once per group to
+stop on a non-finite loss, and hands the group to the module's ``group_done``.
 
-- the DataModule asks it ``batches_per_step(batch_size, world_size)`` and yields lists of that
-  many ``(x, y)`` batches; a module without the method gets plain ``(x, y)`` batches, and so
-  does this one whenever Lightning counts training steps (``limit_train_batches``,
-  ``max_steps``, ``val_check_interval``, ``overfit_batches``) so those keep their meaning;
-- its ``training_step`` runs, per mini-batch, the module's ``step_loss(x, y)`` → zero_grad →
-  backward → clipping → ``optimizer.step()`` (``W ← W − η ∂J/∂W`` once per mini-batch, as
-  without groups), then syncs with the host once per group to stop on a non-finite loss, and
-  hands the group to the module's ``group_done`` (metrics, epoch sums).
-
-What Lightning's automatic optimization does that matters is done explicitly:
-``manual_backward`` (AMP scaling, DDP gradient sync) — or a plain ``loss.backward()`` when that
-is provably identical —, ``clip_gradients``, ``optimizer.step()`` (AMP, ``global_step``).
-Measured (``scripts/bench_throughput.py``, docs/throughput.md): 0.91× a raw PyTorch loop at
-batch 512, against 0.42× for Lightning fed by a DataLoader; tests check grouped and ungrouped
-training give the same weights bit for bit.
+``scripts/bench_throughput.py`` measures the gain (docs/throughput.md); tests check grouped
+and ungrouped training give the same weights bit for bit.
 """
 
 from __future__ import annotations
@@ -108,13 +100,9 @@ class GroupedSteps:
         self._plain_backward = self._backward_is_plain()
 
     def _backward_is_plain(self) -> bool:
-        """True when ``manual_backward(loss)`` would do exactly ``loss.backward()``.
-
-        That is: full precision (no AMP scaling), one device (no DDP hooks), and no callback
-        or module hook listening around backward. Then we skip Lightning's ~5 hook
-        dispatches per mini-batch (≈5% of a step at batch 512 on CPU). Anything else keeps
-        ``manual_backward``.
-        """
+        """True when ``manual_backward(loss)`` would do exactly ``loss.backward()``: full
+        precision (no AMP scaling), one device (no DDP hooks), and no callback or module hook
+        listening around backward. Then Lightning's hook dispatches per mini-batch are skipped."""
         trainer = self.trainer
         hooks = ("on_before_backward", "on_after_backward")
         listening = [

@@ -7,11 +7,10 @@ from torch import nn
 from mlplab.models.arguments import ACTIVATION_NAMES, check_mlp
 from mlplab.models.dense import ACTIVATIONS, Dense
 
-# The nn.Module that runs each activation of ``layer="torch"``. The names are ACTIVATIONS'
-# (dense.py): a name added there without a module here fails at import, with a KeyError.
-_MODULES = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "identity": nn.Identity}
-TORCH_ACTIVATIONS = {name: _MODULES[name] for name in ACTIVATIONS}
-assert tuple(ACTIVATIONS) == ACTIVATION_NAMES  # one list of names, the checks' and the layers'
+# The nn.Module that runs each activation of ``layer="torch"``.
+TORCH_ACTIVATIONS = dict(sigmoid=nn.Sigmoid, tanh=nn.Tanh, relu=nn.ReLU, identity=nn.Identity)
+# One list of names: the checks', the scratch layers' and the torch layers'.
+assert tuple(ACTIVATIONS) == tuple(TORCH_ACTIVATIONS) == ACTIVATION_NAMES
 
 
 class MLP(nn.Module):
@@ -54,12 +53,9 @@ class MLP(nn.Module):
     def _dense(layer: str, d_in: int, d_out: int, activation: str) -> nn.Module:
         if layer == "scratch":
             return Dense(d_in, d_out, activation)
-        linear = nn.Linear(d_in, d_out)
-        return (
-            linear
-            if activation == "identity"
-            else nn.Sequential(linear, TORCH_ACTIVATIONS[activation]())
-        )
+        if activation == "identity":
+            return nn.Linear(d_in, d_out)
+        return nn.Sequential(nn.Linear(d_in, d_out), TORCH_ACTIVATIONS[activation]())
 
     def forward(self, x):
         return self.net(x)  # (B, D) -> (B, out_features)
