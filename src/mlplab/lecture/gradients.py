@@ -37,16 +37,9 @@ def gradient_variance(
     ``1/b`` and is exactly 0 for the full batch. The model is measured in eval mode (dropout
     off: only the sampling noise counts) and put back in its previous mode.
 
-    Args:
-        x, y: (N, D) inputs and (N,) targets.
-        model: the network; ``loss_fn(model(x), y)`` is the loss (default ``model.loss``).
-        batch_sizes: ints ≤ N, or ``"full"`` (= N, the one full batch, deterministic).
-        draws: mini-batches per batch size.
-        loss_fn: the loss; defaults to ``model.loss`` (``MLPModule`` has one).
-        seed: seeds the batch draws.
-
-    Returns:
-        batch size (as given) → mean squared distance.
+    ``x`` (N, D) and ``y`` (N,) are the data, ``loss_fn(model(x), y)`` the loss (default
+    ``model.loss``, which ``MLPModule`` has); ``batch_sizes`` are ints ≤ N or ``"full"`` (= N,
+    the one full batch, deterministic). Returns batch size (as given) → mean squared distance.
     """
     loss_fn = loss_fn if loss_fn is not None else model.loss
     n = len(x)

@@ -72,17 +72,8 @@ def _check_loss(loss: str) -> None:
 
 
 def perceptron(x: Tensor, w0: float, w: Tensor, activation: str = "sigmoid") -> Tensor:
-    """A single perceptron: ŷ = g(w0 + XᵀW).
-
-    Args:
-        x: inputs (N, D), one example per row.
-        w0: the bias, a scalar.
-        w: the weights (D,).
-        activation: the nonlinearity g, one of ``ACTIVATIONS``.
-
-    Returns:
-        ŷ, shape (N,).
-    """
+    """A single perceptron: ŷ = g(w0 + XᵀW) → (N,), for inputs x (N, D) one example per row,
+    a scalar bias w0, weights w (D,) and g one of ``ACTIVATIONS``."""
     _check_activation(activation)
     z = _f64(w0) + _f64(x) @ _f64(w)  # () + (N, D) @ (D,) -> (N,)
     return ACTIVATIONS[activation][0](z)
@@ -96,15 +87,9 @@ def init_params(
     Random weights break the symmetry between hidden units: units that start equal get
     equal gradients and stay equal forever. Once the weights differ, zero biases are fine.
 
-    Args:
-        in_features: input width D.
-        hidden: hidden width H.
-        out_features: output width K (1 for ``bce`` and ``mse``, the class count for ``ce``).
-        sigma: standard deviation σ of the weights.
-        seed: seed of the ``torch.Generator`` that draws them (the global RNG is untouched).
-
-    Returns:
-        ``{"W1": (D, H), "b1": (H,), "W2": (H, K), "b2": (K,)}``, float64.
+    Widths D → H → K (K = 1 for ``bce`` and ``mse``, the class count for ``ce``); ``seed``
+    seeds a ``torch.Generator`` (the global RNG is untouched). Returns ``{"W1": (D, H),
+    "b1": (H,), "W2": (H, K), "b2": (K,)}``, float64.
     """
     check(sigma > 0, "sigma", sigma, "a number > 0")
     gen = torch.Generator().manual_seed(seed)
@@ -118,15 +103,8 @@ def forward(params: Params, x: Tensor, activation: str = "relu") -> tuple[Tensor
     """Forward propagation: z1 = xW1 + b1, a1 = g(z1), z2 = a1W2 + b2.
 
     The output z2 stays linear (logits): the loss applies σ or softmax itself, in the form
-    that cannot overflow, and its gradient then simplifies to p − y.
-
-    Args:
-        params: from ``init_params``.
-        x: inputs (N, D).
-        activation: the hidden nonlinearity g, one of ``ACTIVATIONS``.
-
-    Returns:
-        z2 (N, K), and the cache ``{"x", "z1", "a1", "z2"}`` that ``backward`` reads.
+    that cannot overflow, and its gradient then simplifies to p − y. Returns z2 (N, K) for x
+    (N, D), and the cache ``{"x", "z1", "a1", "z2"}`` that ``backward`` reads.
     """
     _check_activation(activation)
     x = _f64(x)
@@ -156,18 +134,11 @@ def _risk(z2: Tensor, y: Tensor, loss: str) -> Tensor:
 def loss(
     params: Params, x: Tensor, y: Tensor, activation: str = "relu", loss: str = "bce"
 ) -> Tensor:
-    """Empirical risk J(W) = 1/n Σᵢ L(f(x⁽ⁱ⁾; W), y⁽ⁱ⁾).
+    """Empirical risk J(W) = 1/n Σᵢ L(f(x⁽ⁱ⁾; W), y⁽ⁱ⁾), a 0-d float64 tensor.
 
-    Args:
-        params: from ``init_params``.
-        x: inputs (N, D).
-        y: targets (N,): 0/1 for ``bce``, class indices for ``ce``, reals for ``mse``.
-        activation: the hidden nonlinearity g.
-        loss: ``"bce"`` (binary cross entropy on p = σ(z2), K = 1), ``"ce"`` (softmax cross
-            entropy, K classes) or ``"mse"`` (mean squared error on ŷ = z2, K = 1).
-
-    Returns:
-        J, a 0-d float64 tensor.
+    ``loss`` is ``"bce"`` (binary cross entropy on p = σ(z2), K = 1, targets 0/1), ``"ce"``
+    (softmax cross entropy, K classes, targets class indices) or ``"mse"`` (mean squared error
+    on ŷ = z2, K = 1, real targets); x is (N, D), y is (N,).
     """
     _check_loss(loss)
     return _risk(forward(params, x, activation)[0], y, loss)
@@ -204,15 +175,8 @@ def backward(
         ∂J/∂z1 = ∂J/∂a1 ⊙ g'(z1)
         ∂J/∂W1 = xᵀ ∂J/∂z1           ∂J/∂b1 = Σᵢ ∂J/∂z1
 
-    Args:
-        params: the weights ``forward`` used.
-        cache: the cache ``forward`` returned.
-        y: targets (N,), as in ``loss``.
-        activation: the hidden nonlinearity g used in ``forward``.
-        loss: ``"bce"``, ``"ce"`` or ``"mse"``.
-
-    Returns:
-        ∂J/∂θ for every θ in ``params``, same keys and shapes.
+    ``params``, ``cache`` and ``activation`` are those of the ``forward`` call; returns ∂J/∂θ
+    for every θ in ``params``, same keys and shapes.
     """
     _check_activation(activation)
     _check_loss(loss)
@@ -254,19 +218,7 @@ def gradient_descent(
     order does not depend on what was drawn before. ``batch_size`` picks the slide: None is
     gradient descent (one step per epoch on all n examples; shuffling only changes rounding),
     1 is stochastic gradient descent, k is mini-batch (the last batch may be smaller).
-    ``params`` is not modified.
-
-    Args:
-        params: initial weights, from ``init_params``.
-        x: inputs (N, D).
-        y: targets (N,), as in ``loss``.
-        lr: learning rate η > 0.
-        epochs: passes over the data, >= 1.
-        batch_size: None, or examples per step >= 1.
-        activation: the hidden nonlinearity g.
-        loss: ``"bce"``, ``"ce"`` or ``"mse"``.
-        seed: base seed of the per-epoch shuffles.
-        record_steps: also keep the weights after every update.
+    ``params`` is not modified; ``lr`` is η > 0, ``epochs`` the passes over the data.
 
     Returns:
         The final weights and ``{"loss": [J(W) on all data after each epoch], "steps":
