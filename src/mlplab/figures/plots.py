@@ -71,25 +71,12 @@ def plot_learning_curves(
     if best_epoch is not None:
         val = np.asarray(val_loss, dtype=float)[epochs == best_epoch]
         if val.size:
-            ax.plot(
-                best_epoch,
-                val[0],
-                "*",
-                ms=16,
-                color="C1",
-                mec="k",
-                zorder=5,
-                label=f"best checkpoint (epoch {best_epoch})",
-            )
+            label = f"best checkpoint (epoch {best_epoch})"
+            ax.plot(best_epoch, val[0], "*", ms=16, color="C1", mec="k", zorder=5, label=label)
         ax.axvline(best_epoch, color="C1", lw=0.8, alpha=0.5)
     if stopped_epoch is not None:
-        ax.axvline(
-            stopped_epoch,
-            color="k",
-            ls="--",
-            lw=1.2,
-            label=f"early stopping (epoch {stopped_epoch})",
-        )
+        label = f"early stopping (epoch {stopped_epoch})"
+        ax.axvline(stopped_epoch, color="k", ls="--", lw=1.2, label=label)
     ax.set(xlabel="epoch", ylabel="loss", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -227,18 +214,12 @@ def plot_optimizer_race(
     ax.contour(xx, yy, zz, levels=levels, colors="k", linewidths=0.3, alpha=0.5)
     for i, (label, p) in enumerate(paths.items()):
         final = float(six_hump_camel(torch.from_numpy(p[-1])))
-        ax.plot(
-            p[:, 0], p[:, 1], "-", lw=1.6, color=f"C{i}", label=f"{label}\nfinal f = {final:.2f}"
-        )
+        label = f"{label}\nfinal f = {final:.2f}"
+        ax.plot(p[:, 0], p[:, 1], "-", lw=1.6, color=f"C{i}", label=label)
         ax.plot(*p[-1], "o", ms=6, color=f"C{i}", mec="k")
     ax.plot(*start, "k^", ms=9, label="start")
-    ax.set(
-        xlim=(x0, x1),
-        ylim=(y0, y1),
-        xlabel="w1",
-        ylabel="w2",
-        title=f"Optimizers on the six-hump camel surface, {steps} steps",
-    )
+    title = f"Optimizers on the six-hump camel surface, {steps} steps"
+    ax.set(xlim=(x0, x1), ylim=(y0, y1), xlabel="w1", ylabel="w2", title=title)
     fig.legend(fontsize="small", loc="outside right upper")  # keeps the minima visible
     return _save(fig, path)
 
