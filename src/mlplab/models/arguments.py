@@ -27,12 +27,8 @@ def check_mlp(in_features, hidden_sizes, out_features, activation, dropout, laye
     """``MLP``'s arguments."""
     check(_is_pos_int(in_features), "model.in_features", in_features, "an integer >= 1")
     check(_is_pos_int(out_features), "model.out_features", out_features, "an integer >= 1")
-    check(
-        isinstance(hidden_sizes, list | tuple) and all(map(_is_pos_int, hidden_sizes)),
-        "model.hidden_sizes",
-        hidden_sizes,
-        "a list of integers >= 1 ([] = perceptron)",
-    )
+    ok = isinstance(hidden_sizes, list | tuple) and all(map(_is_pos_int, hidden_sizes))
+    check(ok, "model.hidden_sizes", hidden_sizes, "a list of integers >= 1 ([] = perceptron)")
     allowed = f"expected one of {list(ACTIVATION_NAMES)}"
     check(activation in ACTIVATION_NAMES, "model.activation", activation, allowed)
     ok = isinstance(dropout, int | float) and not isinstance(dropout, bool) and 0 <= dropout < 1
@@ -40,24 +36,17 @@ def check_mlp(in_features, hidden_sizes, out_features, activation, dropout, laye
     check(layer in LAYERS, "model.layer", layer, f"expected one of {list(LAYERS)}")
 
 
-def check_group_batches(value) -> None:
-    ok = value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
-    check(ok, "model.group_batches", value, "an integer >= 1 or 'auto'")
-
-
 def check_module(l1, gradient_clip_val, gradient_clip_algorithm, group_batches) -> None:
     """``MLPModule``'s own arguments (its net's are ``check_mlp``'s)."""
-    check_group_batches(group_batches)
+    ok = group_batches == "auto" or _is_pos_int(group_batches)
+    check(ok, "model.group_batches", group_batches, "an integer >= 1 or 'auto'")
     ok = isinstance(l1, int | float) and not isinstance(l1, bool) and l1 >= 0
     check(ok, "model.l1", l1, "must be >= 0")
     ok = isinstance(gradient_clip_val, int | float) and gradient_clip_val >= 0
     check(ok, "trainer.gradient_clip_val", gradient_clip_val, "must be >= 0")
-    check(
-        gradient_clip_algorithm in CLIP_ALGORITHMS,
-        "trainer.gradient_clip_algorithm",
-        gradient_clip_algorithm,
-        f"expected one of {list(CLIP_ALGORITHMS)}",
-    )
+    ok = gradient_clip_algorithm in CLIP_ALGORITHMS
+    allowed = f"expected one of {list(CLIP_ALGORITHMS)}"
+    check(ok, "trainer.gradient_clip_algorithm", gradient_clip_algorithm, allowed)
 
 
 # The optimizers' numbers and their allowed ranges (torch's; betas are checked one by one).
