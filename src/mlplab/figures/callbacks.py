@@ -59,13 +59,10 @@ def _metric(trainer: L.Trainer, key: str) -> float | None:
 class LearningCurves(L.Callback):
     """Record ``train/loss`` and ``val/loss`` per epoch; at fit end draw them.
 
-    Hook order matters (Lightning 2.x): a callback's ``on_*_epoch_end`` runs *before* the
-    module's, where the epoch's loss is logged, and in each epoch validation runs before
-    ``on_train_epoch_end``. So ``val/loss`` of epoch e is read at ``on_validation_end`` (after
-    the module's ``on_validation_epoch_end``), and ``train/loss`` of epoch e at the start of
-    epoch e + 1, at ``on_train_end`` for the last one, or when a checkpoint is written after
-    the module's ``on_train_epoch_end`` (``last.ckpt``). The curves travel in checkpoints, so
-    a resumed run draws every epoch once.
+    A callback's ``on_*_epoch_end`` runs *before* the module's, which logs the epoch's loss.
+    So ``val/loss`` of epoch e is read at ``on_validation_end``, and ``train/loss`` of epoch e
+    at the start of epoch e + 1, at ``on_train_end``, or when ``last.ckpt`` is written. The
+    curves travel in checkpoints, so a resumed run draws every epoch once.
 
     Attributes (after fit): ``epochs``, ``train_loss``, ``val_loss`` (NaN where an epoch has
     no value), ``best_epoch`` (lowest val/loss, the one ``ModelCheckpoint`` keeps, or None),
@@ -160,13 +157,11 @@ class LearningCurves(L.Callback):
 class DecisionBoundary(L.Callback):
     """At fit end, draw ``P(class 1 | x)`` over the training rows, in raw units.
 
-    Only for a binary task on exactly 2 numeric features and no categorical ones (the toy
-    data of the lecture, e.g. ``data=moons``); on any other data it does nothing. The grid
-    goes through the datamodule's own ``preprocessor.features`` — the same standardization
-    the model was trained on — so the axes are the data's units (lectures, hours, ...).
-    The model is drawn as it is at the end of fit (last weights, not the best checkpoint).
-
-    Attributes: ``path`` — the PNG written, or None.
+    Only for a binary task on exactly 2 numeric features and no categorical ones (the
+    lecture's toy data, e.g. ``data=moons``); on other data it does nothing. The grid goes
+    through the datamodule's own ``preprocessor.features``, so the axes are the data's units.
+    The model is drawn with its last weights, not the best checkpoint's. ``path``: the PNG
+    written, or None.
     """
 
     def __init__(self, filename: str = "decision_boundary.png") -> None:
