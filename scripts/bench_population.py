@@ -17,7 +17,8 @@ test/loss is printed (float32 sums in another order: batched vs one-by-one produ
 The shipped search spaces through ``mlplab-sweep`` itself (``space-toy``: ``hparams_search=toy``;
 ``space-tabular``: ``hparams_search=tabular data=breast_cancer``): ``n_trials=64`` with
 ``population=16`` against ``population=1``, Optuna (its journal file, the sweep's default;
-``--space-storage sqlite``: an sqlite study), pruner and reports included, once each; printed
+``--space-storage sqlite``: an sqlite study), pruner and reports included (``--no-figures``:
+without the two figures of every run and population), once each; printed
 with the best value each found (the searches sample differently, so the best values are in the
 same range, not equal).
 
@@ -125,6 +126,8 @@ def run_space(name: str, args, root: Path) -> dict:
     base = [*SPACES[name], f"n_trials={n}", "trainer.accelerator=cpu", "study_name=bench"]
     if name == "space-tabular":
         base.append("data=breast_cancer")
+    if args.no_figures:
+        base += ["callbacks.learning_curves=null", "callbacks.decision_boundary=null"]
 
     def once(size: int) -> tuple[float, object]:
         where = root / f"{name}-{size}-{args.space_storage}"
@@ -172,6 +175,7 @@ def main() -> None:
     parser.add_argument("--space-trials", type=int, default=64)
     parser.add_argument("--space-population", type=int, default=16)
     parser.add_argument("--space-storage", choices=["journal", "sqlite"], default="journal")
+    parser.add_argument("--no-figures", action="store_true", help="spaces without figures")
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     parser.add_argument("--repeats", type=int, default=5, help="population runs (median)")
     args = parser.parse_args()
