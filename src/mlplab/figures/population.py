@@ -10,6 +10,7 @@ pruned ▼). Values far above the typical loss are clipped as ``plot_loss_curves
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -47,19 +48,25 @@ def plot_population_curves(
     """
     ended, names = ended or {}, names or {}
     members = sorted({int(m) for m in history.get("member", [])} | set(ended) | set(names))
-    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    many = len(members) > LEGEND_MEMBERS
+    # A fixed layout: constrained layout measured every tick label and cost as much as the
+    # drawing. The margins fit one-line axis labels, a wrapped title and the colour bar.
+    lines = textwrap.wrap(title, 90)
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    top = 0.89 - 0.035 * (len(lines) - 1)
+    fig.subplots_adjust(left=0.08, right=0.89 if many else 0.98, bottom=0.1, top=top)
     axes = fig.subplots(1, 2, sharex=True)
     cmap = colormaps["viridis"]
     norm = Normalize(min(members, default=0), max(max(members, default=1), 1))
-    many = len(members) > LEGEND_MEMBERS
+    rows = dict(tuple(history.sort_values("epoch").groupby("member"))) if len(history) else {}
     for ax, key in zip(axes, ("train/loss", "val/loss"), strict=True):
         curves = {}
         for m in members:
-            rows = history[history["member"] == m].sort_values("epoch") if len(history) else None
-            if rows is None or key not in rows:
+            got = rows.get(m)
+            if got is None or key not in got:
                 curves[m] = (np.array([]), np.array([]))
             else:
-                curves[m] = (rows["epoch"].to_numpy(float), rows[key].to_numpy(float))
+                curves[m] = (got["epoch"].to_numpy(float), got[key].to_numpy(float))
         ceiling = _ceiling([v for _, v in curves.values()])
         for m, (epochs, values) in curves.items():
             keep = np.isfinite(values)
@@ -73,16 +80,19 @@ def plot_population_curves(
             x = epochs[-1] if len(epochs) else (epoch or 0)
             y = values[-1] if len(values) and np.isfinite(values[-1]) else ceiling
             ax.plot(x, min(y, ceiling), ENDS[status][0], ms=8, color=color, mec="k")
-        ax.set(xlabel="epoch", ylabel="loss", title=key)
+        ax.set(xlabel="epoch", title=key)
         ax.grid(alpha=0.3)
+    axes[0].set_ylabel("loss")
     used = {status for status, _ in ended.values()}
     for status, (marker, what) in ENDS.items():  # legend entries for the end markers in use
         if status in used:
             axes[1].plot([], [], marker, ms=8, color="grey", mec="k", label=what)
     if many:
-        bar = fig.colorbar(ScalarMappable(norm, cmap), ax=axes, label="member")
+        cax = fig.add_axes((0.91, 0.1, 0.015, top - 0.1))
+        bar = fig.colorbar(ScalarMappable(norm, cmap), cax=cax)
+        bar.set_label("member")
         bar.ax.yaxis.get_major_locator().set_params(integer=True)
     if axes[1].get_legend_handles_labels()[0]:
         axes[1].legend(fontsize="small")
-    fig.suptitle(title)
+    fig.suptitle("\n".join(lines))
     return _save(fig, path)

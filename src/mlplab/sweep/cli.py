@@ -251,8 +251,8 @@ def _run_study(study, objective, cfg: DictConfig, argv, n_trials: int, sweep_dir
 def _imports_frozen():
     """The objects the imports made (torch, Lightning, pandas: ~450k) are kept out of the
     garbage collector while trials run, so the collection after each trial or population looks
-    only at what trials made."""
-    gc.collect()
+    only at what trials made. (No collection first: it would walk all of them once more, and
+    what garbage the imports left is freed when they are given back.)"""
     gc.freeze()
     try:
         yield
