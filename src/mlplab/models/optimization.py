@@ -4,12 +4,12 @@
 "lr": 1e-3, ...}``); a bad class name or argument is a ConfigError naming the config key,
 raised when the module is built (``check_optimization``) rather than at the first step.
 
-Unless the config sets ``foreach`` or ``fused``, a torch optimizer is built with its fastest
-kernel for the parameters' device: ``fused=True`` (one kernel for the whole update: Adam,
-AdamW, SGD, Adagrad) where a probe step on that device works, else ``foreach=True`` (one
-multi-tensor kernel per operation). On CPU torch defaults to a loop over the parameters,
-slower for small MLPs (``scripts/bench_throughput.py`` prints all three). ``foreach`` gives
-the loop's weights bit for bit; ``fused`` rounds differently (within float32 precision).
+A torch optimizer that takes ``foreach`` is built with ``foreach=True`` (one multi-tensor
+kernel per operation) unless the config sets ``foreach`` or ``fused``: on CPU torch defaults to
+a loop over the parameters, slower for small MLPs (``scripts/bench_throughput.py`` prints
+both) and with bit-for-bit the same weights. ``+optimizer.fused=true`` (one kernel for the
+whole update) is faster still but rounds differently, so a population, whose members
+reproduce the loop's arithmetic, refuses it.
 """
 
 from __future__ import annotations
@@ -86,32 +86,13 @@ def _build(target: str | None, key: str, first, **kwargs):
             f"({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})"
         ) from None
     given = dict(kwargs)
-    if key == "optimizer" and not {"foreach", "fused"} & set(kwargs):
-        first = list(first)  # a generator (net.parameters()) is read twice
-        kwargs |= _fastest_kernel(cls, first, kwargs)
+    if key == "optimizer" and not {"foreach", "fused"} & set(kwargs) and _takes(cls, "foreach"):
+        kwargs["foreach"] = True
     try:
         return cls(first, **kwargs)
     except Exception as err:  # noqa: BLE001 — any failure here is a config mistake
         node = {"_target_": target, **given}
         raise ConfigError(f"{key}={_describe(node)} is invalid: {err}") from None
-
-
-def _fastest_kernel(cls, params: list, kwargs: dict) -> dict:
-    """``{"fused": True}`` if a step of ``cls(..., fused=True)`` works on a one-element tensor
-    of the first parameter's device and dtype, else ``{"foreach": True}`` where the class takes
-    it, else nothing."""
-    first = params[0]["params"] if params and isinstance(params[0], dict) else params
-    like = next(iter(first), None)
-    if _takes(cls, "fused") and isinstance(like, torch.Tensor):
-        probe = torch.zeros(1, device=like.device, dtype=like.dtype, requires_grad=True)
-        try:
-            opt = cls([probe], **kwargs, fused=True)
-            probe.grad = torch.ones_like(probe)
-            opt.step()
-            return {"fused": True}
-        except Exception:  # noqa: BLE001 — no fused kernel here, or not with these arguments
-            pass
-    return {"foreach": True} if _takes(cls, "foreach") else {}
 
 
 def _takes(cls, name: str) -> bool:

@@ -4,10 +4,10 @@ Every parameter's first dimension is the member index (``StackedMLP``'s one ``(K
 ``torch.optim`` takes one float per hyperparameter for a whole tensor, so these keep each
 numeric hyperparameter as K floats and update all members with a few vectorized ops. Member k
 follows torch's single-tensor code op for op (scalar algebra in float64, ``addcmul`` where torch
-fuses), so on CPU it reproduces ``torch.optim``'s single-tensor code run on member k alone bit
-for bit (CUDA may differ by rounding; a stand-alone run's fused kernel rounds differently, within
-float32 precision). An ``active`` mask (K,) freezes members: weights and optimizer state (step
-count included) stay bit for bit, for early stopping and diverged members::
+fuses), so on CPU it reproduces ``torch.optim`` run on member k alone bit for bit (its
+single-tensor and its ``foreach`` code, which runs use; CUDA may differ by rounding). An
+``active`` mask (K,) freezes members: weights and optimizer state (step count included) stay
+bit for bit, for early stopping and diverged members::
 
     opt = StackedAdam([w, b], lr=[1e-3, 1e-2, 1e-1], beta2=[0.999, 0.99, 0.9])  # K = 3
     loss.backward(); opt.step(); opt.zero_grad()
