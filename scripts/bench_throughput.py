@@ -15,7 +15,10 @@ default Adam. A last case runs mlplab and the raw loops on the flights table
 The last printed line is one JSON object.
 
     python scripts/bench_throughput.py [--rows 200000] [--small-rows 50000] [--epochs 3]
-        [--rounds 2] [--batch-sizes 512 32] [--skip-sklearn] [--skip-flights]
+        [--rounds 2] [--batch-sizes 512 32] [--skip-sklearn] [--skip-flights] [--fused]
+
+``--fused`` runs mlplab with ``+optimizer.fused=true`` (torch's fused Adam) instead of its
+default ``foreach`` Adam.
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ class EpochTimer(L.Callback):
         return [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)]
 
 
-def mlplab_config(run_dir: str, data: list[str], batch_size: int, epochs: int):
+def mlplab_config(run_dir: str, data: list[str], batch_size: int, epochs: int, *extra: str):
     """The train config ``mlplab-train`` would run (CSV logger instead of CSV + wandb)."""
     return compose_run(
         run_dir,
@@ -111,6 +114,7 @@ def mlplab_config(run_dir: str, data: list[str], batch_size: int, epochs: int):
         f"optimizer.lr={LR}",
         f"trainer.max_epochs={epochs}",
         "trainer.accelerator=cpu",
+        *extra,
         "logger=csv",
         quiet=False,
     )
@@ -229,7 +233,7 @@ def raw_and_mlplab(cfg, batch_size: int, epochs: int, rounds: int) -> tuple[dict
     return {name: len(x) / min(t) for name, t in times.items()}, (x, y)
 
 
-def bench_flights(epochs: int, rounds: int, rows: list) -> dict:
+def bench_flights(epochs: int, rounds: int, rows: list, extra: list[str]) -> dict:
     """The lecture's flights table (~246k training rows, one-hot categoricals), batch 512."""
     from mlplab.data import TabularDataModule
 
@@ -238,7 +242,7 @@ def bench_flights(epochs: int, rounds: int, rows: list) -> dict:
     TabularDataModule("flights", batch_size=512).setup("fit")
     prep = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = mlplab_config(tmp, ["data=flights"], 512, epochs)
+        cfg = mlplab_config(tmp, ["data=flights"], 512, epochs, *extra)
         torch.set_num_threads(threads_for(194, 512))
         speeds, (x, _) = raw_and_mlplab(cfg, 512, epochs, rounds)
     print(f"flights: {len(x)} training rows, {x.shape[1]} features, data ready in {prep:.2f} s")
@@ -260,7 +264,9 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[512, 32])
     parser.add_argument("--skip-sklearn", action="store_true")
     parser.add_argument("--skip-flights", action="store_true")
+    parser.add_argument("--fused", action="store_true", help="mlplab with +optimizer.fused=true")
     args = parser.parse_args()
+    extra = ["+optimizer.fused=true"] if args.fused else []
     silence_known_noise()
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     started = time.perf_counter()
@@ -271,7 +277,7 @@ def main() -> None:
         threads = threads_for(20, bs)
         torch.set_num_threads(threads)
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = mlplab_config(tmp, synthetic(n), bs, args.epochs)
+            cfg = mlplab_config(tmp, synthetic(n), bs, args.epochs, *extra)
             speeds, (x, y) = raw_and_mlplab(cfg, bs, args.epochs, args.rounds)
         print(f"batch {bs}: {len(x)} training rows, MLP {x.shape[1]}→{HIDDEN}→1, {threads} threads")
         dl_times = bench_lightning_dataloader(x, y, bs, args.epochs)
@@ -293,7 +299,7 @@ def main() -> None:
         result[f"mlplab_samples_per_s_b{bs}"] = round(speeds["mlplab"])
 
     if not args.skip_flights:
-        result.update(bench_flights(args.epochs, args.rounds, rows))
+        result.update(bench_flights(args.epochs, args.rounds, rows, extra))
     result["wall_s"] = round(time.perf_counter() - started)
 
     print(f"\n{'batch':>7}  {'threads':>7}  {'path':<22}{'samples/s':>12}{'vs raw':>9}")
