@@ -269,7 +269,7 @@ def test_twenty_sgd_steps_equal_three_separately_trained_mlps():
 
 def test_members_draw_their_own_dropout_masks_from_generators_of_their_own():
     """Members with equal weights and inputs still drop different units (a mask shared by all
-    members would make them equal); member k's masks are those its ``Dropout`` draws in its own
+    members would make them equal); member k's masks are those ``nn.Dropout`` draws in its own
     stand-alone run (its generator starts where that run's is after building the model), and
     drawing them touches no other generator."""
     args = (3, [64, 32], 1, "relu")

@@ -20,7 +20,7 @@ from mlplab.data.batches import BatchIterator
 from mlplab.data.spec import TASKS
 from mlplab.errors import check
 from mlplab.models.dense import ACTIVATIONS, Dense
-from mlplab.models.mlp import MLP, TORCH_ACTIVATIONS, keep_
+from mlplab.models.mlp import MLP, TORCH_ACTIVATIONS
 
 _ACTIVATION_NAMES = {cls: name for name, cls in TORCH_ACTIVATIONS.items()}
 
@@ -154,19 +154,16 @@ class StackedMLP(nn.Module):
         return torch.baddbmm(last[1], h, last[0])
 
     def _masks(self, h: torch.Tensor) -> torch.Tensor:
-        """(K, B, width): member k's multiplier m / (1 − p_k), its noise drawn from its own
-        generator as its run's ``Dropout`` draws it (``mlplab.models.mlp``); ones where
-        p_k = 0 (an MLP without dropout draws nothing)."""
+        """(K, B, width): member k's mask m / (1 − p_k), drawn from its own generator as
+        ``nn.Dropout`` draws it (``bernoulli_(1 − p)``, then ÷ (1 − p)); ones where p_k = 0
+        (an MLP without dropout draws nothing)."""
         if self.generators is None or self.generators[0].device != h.device:
             self.generators = [_generator(state, h.device) for state in self.rng_states]
-        noise = torch.zeros_like(h)  # zero noise ≥ p = 0: kept, × 1
-        for row, p, generator in zip(noise, self.rates, self.generators, strict=True):
+        masks = torch.ones_like(h)
+        for mask, p, generator in zip(masks, self.rates, self.generators, strict=True):
             if p > 0:
-                row.uniform_(generator=generator)
-        shape = (self.k, 1, 1)
-        p = torch.tensor(self.rates, dtype=h.dtype).view(shape).to(h.device)
-        scale = torch.tensor([1 / (1 - p) for p in self.rates], dtype=h.dtype)
-        return keep_(noise, p, scale.view(shape).to(h.device))
+                mask.bernoulli_(1 - p, generator=generator).div_(1 - p)
+        return masks
 
     def dropout_states(self) -> list[torch.Tensor]:
         """Each member's dropout generator state now (``set_dropout_states`` restores it)."""
