@@ -68,7 +68,7 @@ def bench_raw(
 ) -> list[float]:
     """The reference: a hand-written loop over index-sliced batches of in-memory tensors, with
     torch's default Adam (on CPU a loop over the parameters), or ``kernel="foreach"`` (one
-    multi-tensor kernel per operation) or ``"fused"`` (one kernel: what mlplab builds)."""
+    multi-tensor kernel per operation: what mlplab builds) or ``"fused"`` (one kernel)."""
     net, n = raw_net(x.shape[1]), len(x)
     opt = torch.optim.Adam(net.parameters(), lr=LR, **KERNELS[kernel])
     times = []

@@ -346,6 +346,7 @@ def test_members_clip_gradients_like_stand_alone_runs(tmp_path, algorithm):
         (["seeds=2", "trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1"),
         (["cv=2", "trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1"),
         (["seeds=2", "+trainer.max_steps=3"], "trainer.max_steps=3 can't be used"),
+        (["seeds=2", "+optimizer.fused=true"], "fused=True is invalid: not an option"),
     ],
 )
 def test_bad_seeds_is_one_error_line(args, named, tmp_path, monkeypatch, capfd):

@@ -144,6 +144,7 @@ class PopulationModule(L.LightningModule):
         cw = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", cw, persistent=False)
         self.optimizer_target, self.member_options = optimizer, members
+        build_stacked_optimizer([net.flat], optimizer, members)  # a bad option fails before fit
         self.scale = target_scale or ([0.0] * k, [1.0] * k)
         self.scores = self._scorer()
         self.train_scores = TrainScores(self.scores)
