@@ -3,11 +3,8 @@
 ``DataLoader(TensorDataset)`` indexes one row at a time and collates; for small tabular
 models that Python work costs more than the model. ``BatchIterator`` draws one permutation per
 epoch and gathers each batch with a single index operation; evaluation batches are contiguous
-slices (views, no copy).
-
-For training it can also group ``group`` consecutive mini-batches into one list, so that one
-Lightning ``training_step`` runs several optimizer steps and Lightning's fixed per-step cost
-is paid once per group (see ``MLPModule.training_step``).
+slices (views, no copy). For training it can also yield lists of ``group`` mini-batches, one
+per ``training_step`` (``mlplab.models.grouped``).
 """
 
 from __future__ import annotations
@@ -33,7 +30,7 @@ class BatchIterator:
         rank, world_size: DDP position. Training shards (``shuffle=True``) wrap around so
             every rank gets the same number of rows and batches; evaluation shards are
             disjoint contiguous blocks, so no row is counted twice.
-        group: if set, yield lists of up to ``group`` mini-batches instead of single ones.
+        group: if set, yield lists of up to ``group`` mini-batches.
     """
 
     def __init__(
@@ -78,8 +75,7 @@ class BatchIterator:
         return math.ceil(self.num_batches() / (self.group or 1))
 
     def rows_of_epoch(self) -> torch.Tensor | slice:
-        """This rank's rows of the current epoch, in order: a permutation (shuffled), or a
-        slice (evaluation)."""
+        """This rank's rows of the epoch: a permutation (shuffled) or a slice (evaluation)."""
         n, w = len(self.x), self.world_size
         if not self.shuffle:
             return slice(self.rank * n // w, (self.rank + 1) * n // w)

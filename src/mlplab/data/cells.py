@@ -68,8 +68,8 @@ def canonical_key(value) -> str | None:
 
 
 def factorized(values) -> tuple[np.ndarray, list[str | None]]:
-    """(codes, keys): the canonical key of row i is ``keys[codes[i]]`` (the last key is None,
-    for missing). Keys are computed once per distinct value: fast on flights-sized columns."""
+    """(codes, keys): row i's canonical key is ``keys[codes[i]]`` (the last key, None, is
+    missing), computed once per distinct value."""
     series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
     if pd.api.types.is_float_dtype(series) and series.dtype.itemsize < 8:
         # as text first: float32 0.1 is the "0.1" a CSV file shows, not 0.10000000149011612
@@ -83,12 +83,8 @@ def factorized(values) -> tuple[np.ndarray, list[str | None]]:
 
 
 def canonical(values, missing: object = MISSING) -> np.ndarray:
-    """(N,) object array of canonical category strings, ``missing`` where a value is missing.
-
-    Args:
-        values: a column (Series) or a list of values.
-        missing: what stands for a missing value (``MISSING`` here, NaN in loaded frames).
-    """
+    """(N,) canonical category strings of a column or list of values, ``missing`` (NaN in
+    loaded frames) where a value is missing."""
     return decode(*factorized(values), missing)
 
 

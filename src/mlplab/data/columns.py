@@ -27,8 +27,8 @@ class ParsedTable:
         self.parsed: dict[tuple, object] = {}  # (what, column, ...) → its parse, None if it failed
 
     def parse(self, key: tuple, parse: Callable[[pd.DataFrame], object]):
-        """``parse(df)``, made once per ``key``; None where it fails (a bad cell somewhere, or
-        unhashable cells: each split then parses its own frame and says its own error)."""
+        """``parse(df)``, made once per ``key``; None where it fails (each split then parses
+        its own frame and says its own error)."""
         if key not in self.parsed:
             try:
                 self.parsed[key] = parse(self.df)
@@ -67,6 +67,3 @@ class Columns:
     def canonical(self, column: str, missing: object = MISSING) -> np.ndarray:
         """``cells.canonical``: (N,) canonical keys, ``missing`` where a cell is missing."""
         return decode(*self.factorized(column), missing)
-
-    def is_float32(self, column: str) -> bool:
-        return self.df[column].dtype == np.float32

@@ -150,20 +150,12 @@ class TabularDataModule(L.LightningDataModule):
         return BatchIterator(x, y, batch_size, shuffle, self.hparams.seed, rank, world, group)
 
     def _batches_per_step(self, batch_size: int, world: int) -> int | None:
-        """Groups of mini-batches for a module that asks for them (``GroupedSteps``); plain
-        ``(x, y)`` batches for any other module, and whenever Lightning counts steps."""
+        """Groups of mini-batches for a module that asks for them (``GroupedSteps``), unless
+        Lightning counts steps."""
         ask = getattr(getattr(self.trainer, "lightning_module", None), "batches_per_step", None)
         if ask is None or counts_training_steps(self.trainer):
             return None
         return ask(batch_size, world)
-
-    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        # Our batches are sliced on the training device already: skip Lightning's recursive
-        # walk over a group of (x, y) pairs (measurable at small batch sizes).
-        first = batch[0] if isinstance(batch[0], torch.Tensor) else batch[0][0]
-        if isinstance(first, torch.Tensor) and first.device == device:
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def _eval(self, name: str) -> BatchIterator:
         device, rank, world = self._placement()

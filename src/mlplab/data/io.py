@@ -34,8 +34,7 @@ def check_file(path: str | Path, key: str = "path") -> None:
 
 
 def read_table(path: str | Path, key: str = "path") -> pd.DataFrame:
-    """A non-empty table; any problem is one ConfigError naming the file (``key`` = its
-    config key, for the message)."""
+    """A non-empty table; any problem is one ConfigError naming the file and its ``key``."""
     check_file(path, key)
     path = Path(path)
     where = repr(str(path))

@@ -39,13 +39,11 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 class Preprocessor:
     """Encodes features and target of one table spec; see the module docstring.
 
-    Targets: classification → class index (``classes`` sorted, matched by canonical key, kept
-    as the readable labels of the training frame); regression → standardized
-    ``(y − target_mean) / target_std``, which ``inverse_target`` undoes. ``lenient`` numeric
-    columns read text that isn't a number as missing (``load_csv`` decides which). ``float32``
-    columns were float32 in training: inputs are rounded to float32 first, because a file
-    shows a float32 by its shortest decimal (0.1), which reads back as a different float64.
-    Fields added later have defaults, so older checkpoints still load.
+    Targets: classification → class index (``classes``: the training frame's labels, sorted);
+    regression → ``(y − target_mean) / target_std``. ``lenient`` columns read text that isn't a
+    number as missing. ``float32`` columns were float32 in training: inputs are rounded to
+    float32 first, because a file shows a float32 by its shortest decimal (0.1), which reads
+    back as a different float64. Fields added later have defaults, so older checkpoints load.
     """
 
     task: str
@@ -68,8 +66,7 @@ class Preprocessor:
     def fit(
         cls, train: pd.DataFrame, spec: TableSpec, columns: Columns | None = None
     ) -> Preprocessor:
-        """Fitted on ``train``; ``columns``: where its cells are read parsed (its own cells
-        by default; a population's splits read a shared table's parse, ``data.columns``)."""
+        """Fitted on ``train``, read through ``columns`` (default: its own cells)."""
         columns = columns or Columns(train)
         lenient = [c for c in spec.lenient if c in spec.numeric]
         stats, indicators = [], []
@@ -90,7 +87,7 @@ class Preprocessor:
             categorical=list(spec.categorical),
             categories=[sorted(set(columns.canonical(c))) for c in spec.categorical],
             lenient=lenient,
-            float32=[c for c in spec.numeric if columns.is_float32(c)],
+            float32=[c for c in spec.numeric if train[c].dtype == np.float32],
             **cls._fit_target(train, spec, columns),
         )
 
@@ -176,15 +173,11 @@ class Preprocessor:
             offset += len(cats) + 1
         return torch.from_numpy(out)
 
-    def unseen_categories(
-        self, df: pd.DataFrame, columns: Columns | None = None
-    ) -> dict[str, tuple[list[str], int]]:
-        """The categories of ``df`` never seen in training (``features`` puts them in their
-        column's unknown slot): column → (those values as canonical keys, sorted, a missing
-        cell as ``<missing>``; the number of rows holding them). Columns without any are left
-        out."""
+    def unseen_categories(self, df: pd.DataFrame) -> dict[str, tuple[list[str], int]]:
+        """Column → (its categories never seen in training as sorted canonical keys, a missing
+        cell as ``<missing>``; the rows holding them), for the columns that have any."""
         self.check_columns(df)
-        columns = columns or Columns(df)
+        columns = Columns(df)
         found = {}
         for column, cats in zip(self.categorical, self.categories, strict=True):
             known, codes, names = _lookup(columns, column, cats)
@@ -230,8 +223,8 @@ class Preprocessor:
 
 
 def unseen_note(unseen: dict[str, tuple[list[str], int]], shown: int = 3) -> str | None:
-    """One line for ``Preprocessor.unseen_categories``: per column, how many categories were
-    never seen in training, in how many rows, and the first ``shown`` of them."""
+    """One line for ``Preprocessor.unseen_categories``: per column, the count, the rows and
+    the first ``shown`` of them."""
     if not unseen:
         return None
     parts = []
@@ -243,9 +236,8 @@ def unseen_note(unseen: dict[str, tuple[list[str], int]], shown: int = 3) -> str
 
 
 def _lookup(columns: Columns, column: str, cats: list[str]) -> tuple[np.ndarray, ...]:
-    """(known, codes, names) of a categorical column: row i holds the value ``names[codes[i]]``
-    (a canonical key; ``<missing>``, the last, for code −1), whose slot among the training
-    categories ``cats`` is ``known[codes[i]]`` (−1: never seen in training)."""
+    """(known, codes, names): row i holds ``names[codes[i]]`` (``<missing>`` for code −1),
+    whose slot among ``cats`` is ``known[codes[i]]`` (−1: never seen in training)."""
     codes, keys = columns.factorized(column)
     names = np.array([MISSING if k is None else k for k in keys], dtype=object)
     return pd.Index(cats).get_indexer(names), codes, names
@@ -277,8 +269,7 @@ def _as_float32(df: pd.DataFrame, column: str, x: np.ndarray) -> np.ndarray:
 
 
 def _overflow(df: pd.DataFrame, column: str, values: np.ndarray, what: str) -> ConfigError:
-    """The error for a column whose statistics or scaled values overflow: names its largest
-    value (where the overflow comes from) and that value's row."""
+    """The overflow error, naming the column's largest value (the cause) and its row."""
     largest = np.arange(len(values)) == np.nanargmax(np.abs(values))
     why = f" too large to standardize: {what} overflows; rescale the column (e.g. other units)"
     return cell_error(df, column, largest, " has value {}", why)

@@ -87,11 +87,9 @@ def check_recorded_files(name: str, options: dict, owner: str, advice: str) -> N
 
 
 def resolve_paths(data) -> None:
-    """Make the path options of ``data`` (a data config or its plain dict: ``source`` and
-    ``options``) absolute, in place (``io.absolute_path``): a relative path means the folder
-    the command was started in, and the run records where its data was, not how it was typed.
-    Anything else (another DataModule, no such option, a reference to the run dir that
-    ``config.portable_data`` keeps as ``${...}``) is left as it is."""
+    """Make the path options of ``data`` (a data config or its dict) absolute, in place: the
+    run records where its data was, not how it was typed. Anything else (another DataModule,
+    a ``${...}`` reference that ``config.portable_data`` keeps) is left as it is."""
     options = data.get("options") if hasattr(data, "get") else None
     if not hasattr(options, "get"):
         return

@@ -39,6 +39,5 @@ class TableSpec:
 
 
 def unstandardize(y, mean: float, std: float):
-    """A standardized regression target (or prediction) back in the target's units:
-    ``y · std + mean``, the inverse of the ``(y − mean) / std`` applied for training."""
+    """A standardized regression target or prediction in its own units: ``y · std + mean``."""
     return y * std + mean

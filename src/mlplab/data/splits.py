@@ -24,9 +24,8 @@ from mlplab.errors import check
 
 
 def _allocate(total: int, counts: np.ndarray, cap: np.ndarray | None = None) -> np.ndarray:
-    """Split ``total`` rows across groups in proportion to ``counts`` (largest remainder), so
-    per-group rounding never adds up to more or fewer rows than asked for; a group never gets
-    more than its ``cap`` (if given): the turn passes to the next remainder."""
+    """Split ``total`` rows across groups in proportion to ``counts`` (largest remainder, so
+    the shares add up to ``total``); a group never gets more than its ``cap``."""
     raw = counts * total / counts.sum()
     cap = np.full(len(counts), total) if cap is None else cap
     share = np.minimum(np.floor(raw).astype(int), cap)
@@ -122,13 +121,8 @@ def assign_folds(codes: np.ndarray, folds: int, seed: int) -> np.ndarray:
     Each class's rows are shuffled (seeded by ``(seed, K)``); the first of them are the class's
     share of the N mod K left-overs, the rest are dealt out in turn, class after class, to
     folds 0, 1, …, K−1, 0, 1, … So every fold gets exactly N // K rows, and ⌊m/K⌋ or ⌈m/K⌉ of
-    a class that has m rows in the folds.
-
-    Args:
-        codes: class code (0 … C−1) of each row; all 0 for regression (plain shuffled folds).
-            Every class needs at least K rows.
-        folds: K ≥ 2.
-        seed: ``data.seed``.
+    a class that has m rows in the folds. ``codes``: each row's class (0 … C−1, all 0 for
+    regression), every class with at least K rows.
     """
     rng = np.random.default_rng([seed, folds])
     counts = np.bincount(codes)
@@ -185,16 +179,9 @@ def cv_split(
     seed: int,
     key: str = "data.cv_folds",
 ) -> dict[str, np.ndarray]:
-    """Fold ``fold``'s train/val/test row indices: ``parts`` (``split_indices``' result) with
-    its train and val rows re-split into K folds, fold ``fold`` held out as val.
-
-    Args:
-        df, spec: the table and its columns.
-        parts: the seeded split; its test rows are kept as they are.
-        folds, fold: K and the held-out fold k.
-        seed: ``data.seed`` (the same partition for every k).
-        key: how the user spelt K, for the error messages (``data.cv_folds`` or ``cv``).
-    """
+    """Fold ``fold``'s train/val/test row indices: the train and val rows of ``parts``
+    (``split_indices``' result) re-split into ``folds`` folds, fold ``fold`` held out as val,
+    the test rows kept. ``key``: how the user spelt K (``data.cv_folds`` or ``cv``)."""
     pool = _fold_pool(df, spec, parts, folds, key)
     if spec.task == "regression":
         codes = np.zeros(len(pool), dtype=int)
