@@ -20,14 +20,9 @@ ACTIVATIONS = {
 class Dense(nn.Module):
     """A fully connected layer with its activation: ``a = g(xW + b)``.
 
-    Same parametrization as ``nn.Linear`` except that ``W`` is stored (in, out), the way the
-    lecture writes ``XᵀW``; ``nn.Linear`` stores its transpose. Initialization matches
-    ``nn.Linear``: every entry ~ U(−1/√in, 1/√in).
-
-    Args:
-        in_features: input width D.
-        out_features: output width H.
-        activation: one of ``ACTIVATIONS``.
+    Same parametrization as ``nn.Linear`` except that ``W`` is stored (in, out) = (D, H), the
+    way the lecture writes ``XᵀW``; ``nn.Linear`` stores its transpose. Initialization matches
+    ``nn.Linear``: every entry ~ U(−1/√D, 1/√D).
     """
 
     def __init__(self, in_features: int, out_features: int, activation: str = "identity"):

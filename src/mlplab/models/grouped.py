@@ -47,8 +47,8 @@ class GroupedSteps:
     # ---- what the DataModule asks ---------------------------------------------------------
     def batches_per_step(self, batch_size: int, world_size: int) -> int:
         """Mini-batches per training_step: ``group_batches``, or with "auto" about
-        ``AUTO_GROUP_ROWS`` rows — and 1 under DDP, where each backward must run inside its
-        own DDP forward for the gradients to be synchronized."""
+        ``AUTO_GROUP_ROWS`` rows — 1 under DDP, where each backward must run inside its own
+        DDP forward for the gradients to be synchronized."""
         group = self.hparams.get("group_batches", "auto")
         if group != "auto":
             return int(group)

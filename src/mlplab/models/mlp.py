@@ -18,15 +18,9 @@ class MLP(nn.Module):
 
     ``hidden_sizes=[]`` gives the single perceptron ``ŷ = g(w0 + XᵀW)``, where the output
     nonlinearity g (sigmoid / softmax) lives in the loss. Each hidden layer is
-    ``a = g(aW + b)`` followed by dropout when ``dropout > 0``.
-
-    Args:
-        in_features: number of input features.
-        hidden_sizes: width of each hidden layer, e.g. ``[32, 32]``.
-        out_features: 1 for binary/regression, number of classes for multiclass.
-        activation: ``sigmoid``, ``tanh``, ``relu`` or ``identity``.
-        dropout: drop probability after each hidden layer, in [0, 1).
-        layer: ``torch`` (``nn.Linear``) or ``scratch`` (the lecture's ``Dense``).
+    ``a = g(aW + b)`` followed by dropout when ``dropout > 0``. ``out_features``: 1 for
+    binary/regression, the number of classes for multiclass; ``layer``: ``torch``
+    (``nn.Linear``) or ``scratch`` (the lecture's ``Dense``).
     """
 
     def __init__(
