@@ -79,13 +79,8 @@ def check_data_args(batch_size, val_fraction, test_fraction, eval_batch_size) ->
     check(ok_batch, "data.batch_size", batch_size, "an integer >= 1 or 'full'")
     check(_is_fraction(val_fraction), "data.val_fraction", val_fraction, "must be in (0, 1)")
     check(_is_fraction(test_fraction), "data.test_fraction", test_fraction, "must be in (0, 1)")
-    total = val_fraction + test_fraction
-    check(
-        total < 1,
-        "data.val_fraction + data.test_fraction",
-        total,
-        "must be < 1 to leave rows for training",
-    )
+    total, key = val_fraction + test_fraction, "data.val_fraction + data.test_fraction"
+    check(total < 1, key, total, "must be < 1 to leave rows for training")
     ok_eval = _is_int(eval_batch_size) and eval_batch_size >= 1
     check(ok_eval, "data.eval_batch_size", eval_batch_size, "an integer >= 1")
 
@@ -93,26 +88,16 @@ def check_data_args(batch_size, val_fraction, test_fraction, eval_batch_size) ->
 def check_cv_args(cv_folds, cv_fold) -> None:
     """The DataModule's ``cv_folds``/``cv_fold`` pair: both null, or K ≥ 2 and k in 0..K−1."""
     if cv_folds is None:
-        check(
-            cv_fold is None,
-            "data.cv_fold",
-            cv_fold,
-            "needs data.cv_folds (the number of folds) too; or train every fold with cv=K",
-        )
+        why = "needs data.cv_folds (the number of folds) too; or train every fold with cv=K"
+        check(cv_fold is None, "data.cv_fold", cv_fold, why)
         return
-    check(
-        _is_int(cv_folds) and cv_folds >= 2,
-        "data.cv_folds",
-        cv_folds,
-        "an integer >= 2 (the number of folds), or null for no cross-validation",
-    )
-    check(
-        _is_int(cv_fold) and 0 <= cv_fold < cv_folds,
-        "data.cv_fold",
-        cv_fold,
+    allowed = "an integer >= 2 (the number of folds), or null for no cross-validation"
+    check(_is_int(cv_folds) and cv_folds >= 2, "data.cv_folds", cv_folds, allowed)
+    allowed = (
         f"the held-out fold, an integer in 0..{cv_folds - 1} when data.cv_folds={cv_folds} "
-        "(cv=K trains every fold)",
+        "(cv=K trains every fold)"
     )
+    check(_is_int(cv_fold) and 0 <= cv_fold < cv_folds, "data.cv_fold", cv_fold, allowed)
 
 
 def assign_folds(codes: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -139,34 +124,28 @@ def assign_folds(codes: np.ndarray, folds: int, seed: int) -> np.ndarray:
 def _fold_pool(df: pd.DataFrame, spec: TableSpec, parts: dict, folds: int, key: str):
     """The train+val rows that K folds part (sorted), or a ConfigError naming ``key`` for data
     with its own split column or too few rows (of the smallest class) for K folds."""
-    check(
-        not spec.split_by,
-        key,
-        folds,
+    why = (
         f"this data splits its rows by its own column {spec.split_by!r} (flights: by date, so "
         "val and test come after train); shuffled folds would undo that, so cross-validation "
-        "is not offered for it",
+        "is not offered for it"
     )
+    check(not spec.split_by, key, folds, why)
     pool = np.sort(np.concatenate([parts["train"], parts["val"]]))
     n, values, where = len(pool), df[spec.target].iloc[pool], "outside the test split"
     if spec.task == "regression":  # R² is undefined on one row
-        check(
-            n // folds >= 2,
-            key,
-            folds,
+        why = (
             f"{n} rows {where} make folds of {n // folds}; regression metrics (R²) need at "
-            f"least 2 rows per fold: at most {n // 2} folds",
+            f"least 2 rows per fold: at most {n // 2} folds"
         )
+        check(n // folds >= 2, key, folds, why)
         return pool
     counts = values.value_counts()
     smallest = counts.index.tolist()[int(np.argmin(counts.to_numpy()))]  # a Python value
-    check(
-        counts.min() >= folds,
-        key,
-        folds,
+    why = (
         f"class {smallest!r} of {spec.target!r} has {counts.min()} rows {where} and stratified "
-        f"folds hold out at least one row of every class: at most {counts.min()} folds",
+        f"folds hold out at least one row of every class: at most {counts.min()} folds"
     )
+    check(counts.min() >= folds, key, folds, why)
     return pool
 
 

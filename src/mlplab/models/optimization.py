@@ -4,12 +4,10 @@
 "lr": 1e-3, ...}``); a bad class name or argument is a ConfigError naming the config key,
 raised when the module is built (``check_optimization``) rather than at the first step.
 
-A torch optimizer that takes ``foreach`` is built with ``foreach=True`` (one multi-tensor
-kernel per operation) unless the config sets ``foreach`` or ``fused``: on CPU torch defaults to
-a loop over the parameters, slower for small MLPs (``scripts/bench_throughput.py`` prints
-both) and with bit-for-bit the same weights. ``+optimizer.fused=true`` (one kernel for the
-whole update) is faster still but rounds differently, so a population, whose members
-reproduce the loop's arithmetic, refuses it.
+A torch optimizer that takes ``foreach`` is built with ``foreach=True`` unless the config sets
+``foreach`` or ``fused``: bit for bit the weights of torch's CPU default (a loop over the
+parameters) and faster for small MLPs (``scripts/bench_throughput.py``). ``fused`` rounds
+differently, so a population, whose members reproduce the loop's arithmetic, refuses it.
 """
 
 from __future__ import annotations
@@ -45,8 +43,7 @@ def build_optimization(params, optimizer: dict | None, scheduler: dict | None):
 
 def check_optimization(optimizer: dict | None, scheduler: dict | None) -> None:
     """Build optimizer and scheduler on a stand-in parameter and step them a few times: a
-    bad argument (``scheduler.step_size=0``) fails here, with the config named, instead of
-    with a traceback at the first step or epoch end."""
+    bad argument (``scheduler.step_size=0``) fails here, naming the config key."""
     probe = torch.nn.Parameter(torch.ones(2))
     opt, sched = build_optimization([probe], optimizer, scheduler)
     for _ in range(3):
