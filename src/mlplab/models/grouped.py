@@ -29,20 +29,14 @@ AUTO_GROUP_ROWS = 32768
 
 class GroupedSteps:
     """Mix into a LightningModule (before ``L.LightningModule``) with
-    ``automatic_optimization = False``. The module provides ``step_loss`` and ``group_done``
-    and these hyperparameters: ``group_batches`` (int or "auto"), ``gradient_clip_val``,
-    ``gradient_clip_algorithm``, and ``optimizer`` (its ``lr`` is named in messages)."""
+    ``automatic_optimization = False``. The module provides ``step_loss(x, y) -> (loss,
+    output)`` of one mini-batch, ``group_done(outs, ys, losses)`` called after the group's steps
+    with detached outputs, targets and (G,) losses, and these hyperparameters:
+    ``group_batches`` (int or "auto"), ``gradient_clip_val``, ``gradient_clip_algorithm``, and
+    ``optimizer`` (its ``lr`` is named in messages)."""
 
     _plain_backward = False  # decided at fit start: see _backward_is_plain
     _last_loss: torch.Tensor | None = None  # of the previous group, for messages
-
-    # ---- what the module provides ---------------------------------------------------------
-    def step_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(loss, output)`` of one mini-batch: the loss is what gets backpropagated."""
-        raise NotImplementedError
-
-    def group_done(self, outs: list, ys: list, losses: torch.Tensor) -> None:
-        """After the group's steps: detached outputs, targets and (G,) losses."""
 
     # ---- what the DataModule asks ---------------------------------------------------------
     def batches_per_step(self, batch_size: int, world_size: int) -> int:
