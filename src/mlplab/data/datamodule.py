@@ -79,13 +79,12 @@ class TabularDataModule(L.LightningDataModule):
         for name, rows in parts.items():
             check(len(rows) > 0, "data.source", hp.source, why.format(name))
         for name in ("val", "test"):  # R² (regression) is undefined on one row
-            check(
-                spec.task != "regression" or len(parts[name]) >= 2,
-                f"data.{name}_fraction",
-                hp[f"{name}_fraction"],
+            why = (
                 f"leaves {len(parts[name])} row in the {name} split of {len(df)}: regression "
-                "metrics (R²) need at least 2 — use more rows or a larger fraction",
+                "metrics (R²) need at least 2 — use more rows or a larger fraction"
             )
+            ok = spec.task != "regression" or len(parts[name]) >= 2
+            check(ok, f"data.{name}_fraction", hp[f"{name}_fraction"], why)
         self.frames = {name: df.iloc[rows] for name, rows in parts.items()}
         table = parsed_table(df)  # a population's shared table: parsed once for all members
         columns = {n: Columns(self.frames[n], table, r) for n, r in parts.items()}
