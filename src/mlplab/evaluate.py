@@ -66,7 +66,7 @@ def evaluation(cfg: DictConfig) -> tuple[dict[str, float], str]:
         # The training run's eval batch size by default: the same float sums, the same numbers.
         size = cfg.get("batch_size") or datamodule.hparams.eval_batch_size
         batches = BatchIterator(pre.features(df), pre.targets(df), batch_size=size)
-        _note_unseen(pre, df)
+        note_unseen(pre, df)
         results = run(model, dataloaders=batches, verbose=False)
         about = f"metrics on {cfg.input} ({_rows(len(df))})"
     else:
@@ -89,12 +89,12 @@ def evaluation(cfg: DictConfig) -> tuple[dict[str, float], str]:
         frame = getattr(datamodule, "frames", {}).get(cfg.split)
         about = f"{cfg.split} metrics"
         if frame is not None:  # a DataModule of the template's kind
-            _note_unseen(datamodule.preprocessor, frame)
+            note_unseen(datamodule.preprocessor, frame)
             about += f" ({_rows(len(frame))})"
     return {k: float(v) for k, v in results[0].items()}, about
 
 
-def _note_unseen(pre, df) -> None:
+def note_unseen(pre, df) -> None:
     """A note on stderr when ``df`` holds categories the training split never had."""
     from mlplab.data.preprocess import unseen_note
 

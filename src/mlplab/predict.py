@@ -63,16 +63,14 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
     if cfg.get("output") is not None:
         suffix = str(cfg.output).lower().rsplit(".", 1)[-1]
         check(f".{suffix}" in FILE_TYPES, "output", cfg.output, f"file type one of {FILE_TYPES}")
-    from mlplab.data.preprocess import unseen_note
+    from mlplab.evaluate import note_unseen
     from mlplab.run.checkpoint import load_checkpoint
 
     model, datamodule = load_checkpoint(cfg.ckpt_path)
     pre = datamodule.preprocessor
     df = read_table(cfg.input, key="input")
     out = predict_frame(model, pre.features(df), cfg.batch_size, pre)
-    note = unseen_note(pre.unseen_categories(df))
-    if note:
-        print(note, file=sys.stderr, flush=True)
+    note_unseen(pre, df)
     result = with_predictions(df, out, pre.task, pre.classes)
     if cfg.get("output") is not None:
         write_table(result, cfg.output)

@@ -83,12 +83,10 @@ def find(root: Path) -> tuple[list[Path], dict, dict, list[tuple[Path, str]]]:
             continue
         names = {e.name for e in entries}
         subdirs = [Path(e.path) for e in entries if _walkable(e)]
+        # A population's summary.csv lists its members (a multirun's, its jobs).
+        header, rows, note = _read_table(folder / "summary.csv")
         population = any(d.name.startswith("member_") for d in subdirs)
-        header, rows, note = [], [], ""
-        if "summary.csv" in names:  # a population's lists its members (a multirun's, its jobs)
-            header, rows, note = _read_table(folder / "summary.csv")
-            population = population or {"member", "run_dir"} <= set(header)
-        if population:
+        if population or {"member", "run_dir"} <= set(header):
             if note:
                 notes.append((folder, note))
             for row in rows:
@@ -103,12 +101,11 @@ def find(root: Path) -> tuple[list[Path], dict, dict, list[tuple[Path, str]]]:
         elif names & RUN_FILES:
             runs.append(folder)
         elif subdirs:
-            if "trials.csv" in names:
-                _, rows, note = _read_table(folder / "trials.csv")
-                if note:
-                    notes.append((folder, note))
-                for row in rows:
-                    trial_of[folder / f"trial_{row.get('number')}"] = row
+            _, rows, note = _read_table(folder / "trials.csv")
+            if note:
+                notes.append((folder, note))
+            for row in rows:
+                trial_of[folder / f"trial_{row.get('number')}"] = row
             stack += subdirs
         else:
             notes.append((folder, "not a run: no config.yaml, metrics.json or run_info.json"))
@@ -209,7 +206,7 @@ def _read_metrics(path: Path, notes: list[str]) -> dict[str, float] | None:
     if not isinstance(metrics, dict):
         notes.append("metrics.json is damaged (not a mapping of metric → number)")
         return None
-    numbers = {k: float(v) for k, v in metrics.items() if _is_number(v)}
+    numbers = {k: float(v) for k, v in metrics.items() if type(v) in (int, float)}  # not bool
     if len(numbers) < len(metrics):
         notes.append(f"metrics.json: not numbers: {', '.join(sorted(set(metrics) - set(numbers)))}")
     return numbers
@@ -228,10 +225,6 @@ def _read_text(path: Path, notes: list[str] | None = None) -> str | None:
 
 def _reason(err: BaseException) -> str:
     return " ".join(str(getattr(err, "strerror", None) or err).split())
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def flatten(node: dict, prefix: str = "") -> dict[str, Any]:
@@ -585,7 +578,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def show(args: argparse.Namespace) -> None:
-    """Find, filter, compare, group, sort, print (and write a CSV, draw a plot)."""
     paths, by = args.paths or ["logs"], args.group_by
     runs, notes = load(paths)
     where = parse_where(args.where)
@@ -661,7 +653,6 @@ def _label(run: Run, keys: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``mlplab-runs``."""
     with clean_exit():
         show(build_parser().parse_args(sys.argv[1:] if argv is None else argv))
 

@@ -77,8 +77,7 @@ def read_jobs(sweep_dir: Path, expected: dict[int, dict] | None = None) -> list[
         status = "ok" if metrics_file.is_file() else "failed"
         error_file = job_dir / ERROR_FILE
         error = error_file.read_text().strip() if error_file.is_file() else ""
-        row = {"job": num, "status": status, "error": error}
-        jobs.append({**row, **overrides, "metrics": metrics})
+        jobs.append({"job": num, "status": status, "error": error, **overrides, "metrics": metrics})
     return jobs
 
 
@@ -116,13 +115,9 @@ def _print(jobs: list[dict], override_keys: list[str], metric_keys: list[str], p
     for column in columns:
         table.add_column(column, justify="right" if column in metric_keys else "left")
     for job in jobs:
-        metrics = [job["metrics"].get(m) for m in metric_keys]
-        table.add_row(
-            str(job["job"]),
-            job["status"],
-            *(str(job.get(k, "")) for k in override_keys),
-            *("" if v is None else f"{v:.4f}" for v in metrics),
-        )
+        values = [job["metrics"].get(m) for m in metric_keys]
+        cells = [str(job.get(k, "")) for k in ["job", "status", *override_keys]]
+        table.add_row(*cells, *("" if v is None else f"{v:.4f}" for v in values))
     # Wide enough for whole headers even when stdout is a pipe (rich then assumes 80 columns).
     width = sum(max(len(c), 7) + 3 for c in columns) + 1
     Console(width=max(width, Console().width)).print(table)
