@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from mlplab.models.arguments import is_real
 from mlplab.population.stats import DIVERGED, mean_and_std
 from mlplab.run import build
 from mlplab.run.trackers import CSVLogger, finish_trackers
@@ -197,7 +197,7 @@ class MemberRuns:
         for row in summary.to_dict("records"):
             member = int(row["member"])
             final = {k: v for k, v in row.items() if "/" in k and k not in history}
-            final = {k: v for k, v in final.items() if k != "run_dir" and _finite(v)}
+            final = {k: v for k, v in final.items() if k != "run_dir" and is_real(v)}
             epochs = history.epoch[history.member == member] if "epoch" in history else []
             step = int(epochs.max()) if len(epochs) else 0
             self.log(member, final, step=step, params={k: row.get(k) for k in columns})
@@ -229,8 +229,8 @@ class WandbRuns:
         self.node = OmegaConf.to_container(node, resolve=True)
         self.dirs, self.configs, self.population = dirs, configs, population
         self.group = self.node.get("group") or out_dir.resolve().name
-        self.job_type = next((key for key in ("cv", "seeds") if cfg.get(key) is not None), None)
-        self.job_type = self.job_type or "population"
+        kinds = [key for key in ("cv", "seeds") if cfg.get(key) is not None]
+        self.job_type = kinds[0] if kinds else "population"
         self.open: dict[int, WandbLogger] = {}
         build.quiet_wandb(bool(self.node.get("offline")))
         build.instantiate_checked(self.node)  # no run yet: a bad argument fails before training
@@ -262,7 +262,7 @@ class WandbRuns:
         epochs as its run's summary; exit code 1 for a diverged member, else 0."""
         for row in summary.to_dict("records"):
             member = int(row["member"])
-            final = {k: v for k, v in row.items() if "/" in k and k != "run_dir" and _finite(v)}
+            final = {k: v for k, v in row.items() if "/" in k and k != "run_dir" and is_real(v)}
             ends = {k: _cell(row.get(k)) for k in ("status", "best_epoch", "stopped_epoch")}
             experiment = self.run(member).experiment
             experiment.summary.update(final | {k: v for k, v in ends.items() if v is not None})
@@ -293,10 +293,6 @@ def _loggers(cfg: DictConfig, out_dir: Path) -> tuple[list, DictConfig | None]:
             node["run_name"] = out_dir.name
         loggers.append(build.instantiate_checked(node))
     return loggers, wandb
-
-
-def _finite(value) -> bool:
-    return isinstance(value, numbers.Real) and math.isfinite(value)
 
 
 def _cell(value):
