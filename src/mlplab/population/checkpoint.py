@@ -24,7 +24,7 @@ from mlplab.run.rundir import population_hint
 
 RUN_KEY = "population_run"  # the members' configs, written by PopulationCheckpoint
 FORMAT = 2
-CHECKPOINT_EVERY_S = 10.0  # PopulationCheckpoint's default interval between saves
+CHECKPOINT_EVERY_S = 10.0  # PopulationCheckpoint's interval between saves
 # What a member's weights depend on (keys of the flattened config). The rest — paths, run
 # name, loggers, threads, max_epochs (training longer is a resume) — may change on a resume.
 TRAINED = ("data.", "model.", "optimizer.", "scheduler.", "callbacks.early_stopping.")
@@ -40,16 +40,14 @@ def fingerprint(config: dict) -> dict[str, str]:
 class PopulationCheckpoint(Checkpoint):
     """Save the population into ``path`` at the end of an epoch (Lightning calls a
     ``Checkpoint``'s ``on_train_epoch_end`` after the module's, its scheduler step included):
-    after the first epoch, when ``every_s`` seconds have passed since the last save, and after
-    the last. A kill loses at most ``every_s`` of training, and small models don't spend their
-    time on checkpoints. ``members``: the members' ``fingerprint``s."""
+    after the first epoch, when ``CHECKPOINT_EVERY_S`` seconds have passed since the last save,
+    and after the last. A kill loses at most that much training, and small models don't spend
+    their time on checkpoints. ``members``: the members' ``fingerprint``s."""
 
-    def __init__(
-        self, path: Path, members: list[dict[str, str]], every_s: float | None = None
-    ) -> None:
+    def __init__(self, path: Path, members: list[dict[str, str]]) -> None:
         # One string: pickling K × ~50 small strings at every epoch costs more than the rest.
         self.path, self.members = Path(path), json.dumps(members)
-        self.every_s = CHECKPOINT_EVERY_S if every_s is None else every_s
+        self.every_s = CHECKPOINT_EVERY_S
         self.saved_at: float | None = None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -63,7 +63,6 @@ class StackedOptimizer(torch.optim.Optimizer):
 
     @property
     def members(self) -> int:
-        """K, the number of members."""
         return len(self.param_groups[0]["active"])
 
     @property
@@ -75,9 +74,8 @@ class StackedOptimizer(torch.optim.Optimizer):
         """Set the learning rate of every member (K numbers, each finite and >= 0) in all groups."""
         values = torch.as_tensor(lr, dtype=torch.float64).reshape(-1).tolist()
         check(len(values) == self.members, "lr", values, f"{self.members} values, one per member")
-        check(
-            all(math.isfinite(v) and v >= 0 for v in values), "lr", values, "a finite number >= 0"
-        )
+        ok = all(math.isfinite(v) and v >= 0 for v in values)
+        check(ok, "lr", values, "a finite number >= 0")
         for group in self.param_groups:
             group["lr"] = values
 

@@ -26,10 +26,9 @@ _ACTIVATION_NAMES = {cls: name for name, cls in TORCH_ACTIVATIONS.items()}
 
 
 def _seeded_mlp(seed: int, *args, **kwargs) -> tuple[MLP, torch.Tensor]:
-    """``MLP(*args, **kwargs)`` initialised as after ``torch.manual_seed(seed)`` (what
-    ``seed_everything`` does before ``mlplab.train`` builds the model), and the CPU generator's
-    state after it (what that run's dropout draws from next), without touching the caller's
-    random state. nn.Linear draws its init from the CPU generator only."""
+    """``MLP(*args, **kwargs)`` as ``mlplab.train`` builds it after seeding, and the CPU
+    generator's state after it (what that run's dropout draws from next), leaving the caller's
+    random state alone. nn.Linear draws its init from the CPU generator only."""
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         return MLP(*args, **kwargs), torch.get_rng_state()
@@ -91,9 +90,8 @@ class StackedMLP(nn.Module):
     def from_members(
         cls, members: Sequence[MLP], rng_states: Sequence[torch.Tensor] | None = None
     ) -> StackedMLP:
-        """Stack torch-layer MLPs of one architecture (their dropout rates may differ);
-        ``rng_states``: each member's CPU generator state to draw its dropout masks from
-        (default: seeded 0, 1, ...)."""
+        """Stack torch-layer MLPs of one architecture (their dropout rates may differ), member
+        k drawing its dropout masks from ``rng_states[k]`` (default: seeded k)."""
         check(len(members) >= 1, "members", members, "at least one MLP")
         if rng_states is None:
             rng_states = [torch.Generator().manual_seed(k).get_state() for k in range(len(members))]
@@ -126,7 +124,6 @@ class StackedMLP(nn.Module):
 
     @property
     def k(self) -> int:
-        """Number of members K."""
         return self.flat.shape[0]
 
     @property
@@ -136,7 +133,7 @@ class StackedMLP(nn.Module):
 
     def layers(self, flat: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``[(W_l (K, in, out), b_l (K, 1, out)), ...]``: views of ``flat`` (default: the
-        weights; the best weights or a gradient have the same layout)."""
+        weights; the best weights have the same layout)."""
         blocks = (self.flat if flat is None else flat).split(self.sizes, dim=1)
         return [
             (w.view(-1, d_in, d_out), b.view(-1, 1, d_out))
@@ -166,7 +163,7 @@ class StackedMLP(nn.Module):
         return masks
 
     def dropout_states(self) -> list[torch.Tensor]:
-        """Each member's dropout generator state now (``set_dropout_states`` restores it)."""
+        """Each member's dropout generator state now."""
         if self.generators is None:
             return [state.clone() for state in self.rng_states]
         return [g.get_state() for g in self.generators]
@@ -195,8 +192,8 @@ class StackedMLP(nn.Module):
 
     @torch.no_grad()
     def copy_member(self, k: int, mlp: MLP, flat: torch.Tensor | None = None) -> MLP:
-        """Copy member k's weights (row k of ``flat``, default the current weights: e.g. its
-        best weights, kept aside) into ``mlp``, a torch-layer MLP of this architecture."""
+        """Copy member k's weights (row k of ``flat``: default the current weights) into
+        ``mlp``, a torch-layer MLP of this architecture."""
         check(-self.k <= k < self.k, "member", k, f"an index in [0, {self.k})")
         flat = self.flat if flat is None else flat
         for lin, (w, b) in zip(_linears(mlp), self.layers(flat[k : k + 1]), strict=True):

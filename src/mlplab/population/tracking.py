@@ -4,14 +4,8 @@
   (``mlplab.figures.population``); a member that ended early ends in a marker.
 - ``DecisionBoundary`` (binary data on 2 numeric features) → ``decision_boundary.png``: the
   members' mean P(class 1) over the plane, each member through its own preprocessing.
-- wandb gets a run per member (``WandbRuns``), all in one group: ``logger.wandb.group`` (a
-  sweep sets its study) or else the population dir's name; the job type says what the
-  population is (``seeds``, ``cv``, or ``population`` for a sweep's). A member's run is named
-  after its dir, has one id per dir (a resumed population logs on in each member's run), gets
-  its own config, its epochs under the plain metric names and its final metrics as its
-  summary; a diverged member's run ends with exit code 1. wandb's group view aggregates the
-  members (mean and spread of a metric per epoch); the population's figures and ``summary.csv``
-  stay in its dir.
+- wandb gets a run per member, all in one group (``WandbRuns``), which wandb's group view
+  aggregates (mean and spread of a metric per epoch).
 - MLflow's population run is a parent run: each member logs its epochs to a nested run of its
   own (``MemberRuns``), and the parent gets the config and the mean and std at the end.
 - Any other logger (TensorBoard) gets one run for the population: each epoch logs
@@ -23,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import time
 from pathlib import Path
 
@@ -35,6 +28,7 @@ from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from mlplab.models.arguments import is_real
 from mlplab.population.stats import DIVERGED, mean_and_std
 from mlplab.run import build
 from mlplab.run.trackers import CSVLogger, finish_trackers
@@ -48,7 +42,8 @@ class PopulationTracker:
     ) -> None:
         """``dirs``: the members' run dirs (their names are the members' run names)."""
         self.out_dir, self.settings, self.columns = Path(out_dir), settings, columns
-        self.loggers = _loggers(cfg, self.out_dir)  # before training: a bad one fails first
+        # before training: a bad one fails first
+        self.loggers, wandb = _loggers(cfg, self.out_dir)
         names = [d.name for d in dirs]
         self.member_runs = [
             MemberRuns(logger, names) for logger in self.loggers if isinstance(logger, MLFlowLogger)
@@ -56,7 +51,9 @@ class PopulationTracker:
         population = {"size": len(configs), "varying": columns}
         for logger in self.loggers:
             logger.log_hyperparams({"config": configs.base, "population": population})
-        self.wandb = WandbRuns.from_config(cfg, self.out_dir, dirs, configs, population)
+        self.wandb = None
+        if wandb is not None:
+            self.wandb = WandbRuns(cfg, wandb, self.out_dir, dirs, configs, population)
         self.figures: dict[str, Path] = {}
 
     # ---- during training ------------------------------------------------------------------
@@ -167,15 +164,15 @@ class MemberRuns:
     epoch and gets that member's epochs under the plain metric names, then its final metrics and
     the values its members differ in."""
 
-    def __init__(self, logger: MLFlowLogger, names: list[str] | None = None) -> None:
+    def __init__(self, logger: MLFlowLogger, names: list[str]) -> None:
         self.logger, self.client, self.names = logger, logger.experiment, names
         self.runs: dict[int, str] = {}  # member → run id
         self.open: set[int] = set()
 
     def run_id(self, member: int) -> str:
         if member not in self.runs:
-            name = self.names[member] if self.names else f"member_{member:03d}"
             tags = {"mlflow.parentRunId": self.logger.run_id}
+            name = self.names[member]
             run = self.client.create_run(self.logger.experiment_id, tags=tags, run_name=name)
             self.runs[member] = run.info.run_id
             self.open.add(member)
@@ -200,7 +197,7 @@ class MemberRuns:
         for row in summary.to_dict("records"):
             member = int(row["member"])
             final = {k: v for k, v in row.items() if "/" in k and k not in history}
-            final = {k: v for k, v in final.items() if k != "run_dir" and _finite(v)}
+            final = {k: v for k, v in final.items() if k != "run_dir" and is_real(v)}
             epochs = history.epoch[history.member == member] if "epoch" in history else []
             step = int(epochs.max()) if len(epochs) else 0
             self.log(member, final, step=step, params={k: row.get(k) for k in columns})
@@ -216,38 +213,27 @@ class MemberRuns:
 
 
 class WandbRuns:
-    """wandb's runs of a population's members: a run per member, in one ``group`` with one
-    ``job_type``, so that wandb's group view aggregates the members as it does runs of one
-    experiment. Member k's run is a ``WandbLogger`` of the configured node, named after its dir,
-    with that dir's id (``build.wandb_id``: a resumed population logs on in each member's run)
-    and wandb files; it is made at its first epoch (nothing is written into a member's dir
-    before training) and stays open beside the others (``reinit="create_new"``) until the end,
-    when it gets its final metrics as its summary and finishes (exit code 1: it diverged)."""
+    """wandb's runs of a population's members: a run per member, in one group
+    (``logger.wandb.group``, which a sweep sets to its study, or else the population dir's name)
+    with one job type (``cv``, ``seeds``, or ``population`` for a sweep's), so that wandb's group
+    view aggregates the members as it does runs of one experiment. Member k's run is a
+    ``WandbLogger`` of the configured node, named after its dir, with that dir's id
+    (``build.wandb_id``: a resumed population logs on in each member's run) and wandb files, and
+    its own config; it is made at its first epoch (nothing is written into a member's dir before
+    training) and stays open beside the others (``reinit="create_new"``) until the end, when it
+    gets its final metrics as its summary and finishes (exit code 1: it diverged)."""
 
-    def __init__(self, node: dict, dirs: list[Path], group: str, job_type: str, hparams) -> None:
-        """``hparams(k)``: member k's hyperparameters, logged as its run's config."""
-        self.node, self.dirs, self.hparams = node, dirs, hparams
-        self.group, self.job_type = group, job_type
+    def __init__(
+        self, cfg: DictConfig, node, out_dir: Path, dirs: list[Path], configs, population: dict
+    ) -> None:
+        self.node = OmegaConf.to_container(node, resolve=True)
+        self.dirs, self.configs, self.population = dirs, configs, population
+        self.group = self.node.get("group") or out_dir.resolve().name
+        kinds = [key for key in ("cv", "seeds") if cfg.get(key) is not None]
+        self.job_type = kinds[0] if kinds else "population"
         self.open: dict[int, WandbLogger] = {}
-        build.instantiate_checked(node)  # no run yet: a bad argument fails before training
-
-    @classmethod
-    def from_config(
-        cls, cfg: DictConfig, out_dir: Path, dirs: list[Path], configs, population: dict
-    ) -> WandbRuns | None:
-        """The runs ``cfg``'s wandb logger asks for (None: no wandb logger)."""
-        nodes = [n for n in (cfg.get("logger") or {}).values() if n is not None]
-        nodes = [n for n in nodes if issubclass(get_class(str(n.get("_target_"))), WandbLogger)]
-        if not nodes:
-            return None
-        node = OmegaConf.to_container(nodes[0], resolve=True)
-        build.quiet_wandb(bool(node.get("offline")))
-        group = node.get("group") or out_dir.resolve().name
-
-        def hparams(k: int) -> dict:
-            return {"config": configs[k], "population": population | {"member": k}}
-
-        return cls(node, dirs, group, job_type(cfg), hparams)
+        build.quiet_wandb(bool(self.node.get("offline")))
+        build.instantiate_checked(self.node)  # no run yet: a bad argument fails before training
 
     def run(self, member: int) -> WandbLogger:
         if member not in self.open:
@@ -261,7 +247,9 @@ class WandbRuns:
                 "reinit": "create_new",  # beside the other members' runs, not instead of them
             }
             self.open[member] = build.instantiate_checked(node)
-            self.open[member].log_hyperparams(self.hparams(member))
+            population = self.population | {"member": member}
+            hparams = {"config": self.configs[member], "population": population}
+            self.open[member].log_hyperparams(hparams)
         return self.open[member]
 
     def log_epoch(self, epoch: int, rows: list[dict]) -> None:
@@ -274,7 +262,7 @@ class WandbRuns:
         epochs as its run's summary; exit code 1 for a diverged member, else 0."""
         for row in summary.to_dict("records"):
             member = int(row["member"])
-            final = {k: v for k, v in row.items() if "/" in k and k != "run_dir" and _finite(v)}
+            final = {k: v for k, v in row.items() if "/" in k and k != "run_dir" and is_real(v)}
             ends = {k: _cell(row.get(k)) for k in ("status", "best_epoch", "stopped_epoch")}
             experiment = self.run(member).experiment
             experiment.summary.update(final | {k: v for k, v in ends.items() if v is not None})
@@ -288,35 +276,23 @@ class WandbRuns:
         self.open.clear()
 
 
-def job_type(cfg: DictConfig) -> str:
-    """What a population is, as its members' wandb job type: ``cv`` folds, ``seeds``, or a
-    sweep's ``population`` of trials."""
-    if cfg.get("cv") is not None:
-        return "cv"
-    if cfg.get("seeds") is not None:
-        return "seeds"
-    return "population"
-
-
-def _loggers(cfg: DictConfig, out_dir: Path) -> list:
+def _loggers(cfg: DictConfig, out_dir: Path) -> tuple[list, DictConfig | None]:
     """The configured loggers but the CSV and wandb ones, each making one run for the
-    population (wandb's runs are ``WandbRuns``)."""
-    loggers = []
+    population; the first wandb logger's node (its runs are ``WandbRuns``)."""
+    loggers, wandb = [], None
     for node in (cfg.get("logger") or {}).values():
         if node is None:
             continue
         cls = get_class(str(node.get("_target_")))
+        if issubclass(cls, WandbLogger):
+            wandb = node if wandb is None else wandb
         if issubclass(cls, CSVLogger | LightningCSVLogger | WandbLogger):
             continue
         node = OmegaConf.to_container(node, resolve=True)
         if issubclass(cls, MLFlowLogger):
             node["run_name"] = out_dir.name
         loggers.append(build.instantiate_checked(node))
-    return loggers
-
-
-def _finite(value) -> bool:
-    return isinstance(value, numbers.Real) and math.isfinite(value)
+    return loggers, wandb
 
 
 def _cell(value):
