@@ -506,13 +506,14 @@ def plot(runs: list[Run], metric: str, file: Path, by: list[str], labels: dict) 
     tables: dict = {}
     drawn = []
     if by:
-        groups: dict[tuple, list] = {}
+        groups: dict[tuple, tuple[list, list]] = {}  # as group_rows: exact, hashable keys
         for run in runs:
             values = curve(run, metric, tables) if run.status == "ok" else None
             if values is not None:
-                groups.setdefault(tuple(run.config.get(k, MISSING) for k in by), []).append(values)
-        for group in sorted(groups, key=lambda g: [_order(v) for v in g]):
-            frame = pd.concat(groups[group], axis=1)  # (epochs, runs)
+                shown = [run.config.get(k, MISSING) for k in by]
+                groups.setdefault(tuple(map(_key, shown)), (shown, []))[1].append(values)
+        for group, curves in sorted(groups.values(), key=lambda g: [_order(v) for v in g[0]]):
+            frame = pd.concat(curves, axis=1)  # (epochs, runs)
             mean, std = frame.mean(axis=1), frame.std(axis=1, ddof=1)
             label = ", ".join(f"{k}={_text(v)}" for k, v in zip(by, group, strict=True))
             (line,) = ax.plot(mean.index, mean, label=f"{label} (n={frame.shape[1]})")

@@ -365,6 +365,16 @@ def test_plot_draws_a_png_of_runs_and_of_groups(logs, tmp_path, capsys, monkeypa
     assert code == 2 and "no run shown has a val/r2 history" in err
 
 
+def test_plot_groups_by_a_list_valued_key_as_the_table_does(logs, tmp_path, capsys):
+    """A list (unhashable) groups by its exact value, as the table's groups: one band, n=7."""
+    file = tmp_path / "by_sizes.png"
+    args = ["--group-by", "model.hidden_sizes", "--plot", "val/loss", "--plot-file", str(file)]
+    code, _, err = runs(capsys, str(logs), *args)
+    assert code == 0, err
+    assert file.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = records(capsys, str(logs), "--group-by", "model.hidden_sizes")
+    assert [row["runs"] for row in rows] == [7]
+
 def test_curves_come_from_the_epoch_logs(logs):
     from mlplab.runs import curve, load
 
