@@ -375,6 +375,7 @@ def test_plot_groups_by_a_list_valued_key_as_the_table_does(logs, tmp_path, caps
     rows = records(capsys, str(logs), "--group-by", "model.hidden_sizes")
     assert [row["runs"] for row in rows] == [7]
 
+
 def test_curves_come_from_the_epoch_logs(logs):
     from mlplab.runs import curve, load
 
