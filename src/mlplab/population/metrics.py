@@ -108,7 +108,7 @@ class MemberScores:
         losses = member_losses(out, y, self.task, self.class_weights).detach()
         weight = torch.full_like(losses, float(y.shape[1]))
         if self.task == "multiclass" and self.class_weights is not None:
-            weight = self.class_weights[y].sum(dim=1)  # Σ w_y: how weighted CE pools
+            weight = self.class_weights.to(y.device)[y].sum(dim=1)  # Σ w_y: how CE pools
         self.loss_sum = self.loss_sum + losses * weight
         self.weight = self.weight + weight
         self.preds.append(self.predictions(out.detach()))

@@ -170,10 +170,9 @@ class StackedMLP(nn.Module):
 
     def set_dropout_states(self, states: Sequence[torch.Tensor]) -> None:
         check(len(states) == self.k, "dropout states", len(states), f"{self.k}, one per member")
-        self.rng_states = [s.clone() for s in states]
-        self.generators = [torch.Generator(device=self.flat.device) for _ in states]
-        for generator, state in zip(self.generators, states, strict=True):
-            generator.set_state(state)
+        # The generators are made at the next draw, on its device: a checkpoint is loaded before
+        # Lightning moves the module, and a CUDA generator's state fits no CPU generator.
+        self.rng_states, self.generators = [s.clone() for s in states], None
 
     def l1_penalty(self) -> torch.Tensor:
         """(K,) ``Σ|w|`` over each member's weight matrices, not biases (``MLPModule``)."""
@@ -203,12 +202,14 @@ class StackedMLP(nn.Module):
 
 
 def _generator(state: torch.Tensor, device: torch.device) -> torch.Generator:
-    """A generator on ``device`` from a CPU generator's state (another kind of generator is
-    seeded from that state's own seed)."""
+    """A generator on ``device`` that goes on from ``state`` (a resumed population's masks go on
+    as never stopped); a CPU generator's state on another kind of device seeds it from that
+    state's own seed."""
     generator = torch.Generator(device=device)
-    if generator.device.type == "cpu":
+    try:
         return generator.set_state(state)
-    return generator.manual_seed(int(torch.Generator().set_state(state).initial_seed()))
+    except RuntimeError:  # a CPU generator's state (5056 bytes) on a CUDA generator
+        return generator.manual_seed(int(torch.Generator().set_state(state).initial_seed()))
 
 
 def member_losses(
