@@ -9,7 +9,7 @@ from pathlib import Path
 
 import optuna
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mlplab.config import compose_config
 from mlplab.errors import ConfigError
@@ -52,10 +52,6 @@ def merge_overrides(*groups) -> list[str]:
             merged.pop(override_key(override), None)
             merged[override_key(override)] = override
     return list(merged.values())
-
-
-def compose_train(overrides: list[str]) -> DictConfig:
-    return compose_config("train", overrides)
 
 
 def best_epoch_value(trial: optuna.Trial, direction: str, last: float) -> float:
@@ -126,13 +122,8 @@ class Objective:
         global _active_trial
         out = self.trial_dir(trial)
         cfg = self._compose(overrides, out)
-        with open_dict(cfg):
-            if cfg.get("callbacks") is None:
-                cfg.callbacks = {}
-            cfg.callbacks.optuna_pruning = {
-                "_target_": f"{__name__}.trial_pruning",
-                "monitor": self.metric,
-            }
+        pruning = {"_target_": f"{__name__}.trial_pruning", "monitor": self.metric}
+        OmegaConf.update(cfg, "callbacks.optuna_pruning", pruning, force_add=True)
         _active_trial = trial
         try:
             metrics = train(cfg)  # which finishes its tracking run: one per trial
