@@ -111,13 +111,6 @@ def parse_args(argv: list[str]) -> tuple[DictConfig, list[str]]:
     return cfg, overrides
 
 
-def load_search(name: str) -> DictConfig:
-    """The checked search of ``hparams_search=name`` (an option of conf/hparams_search/ or a
-    path to a yaml file), as ``mlplab-sweep hparams_search=name`` composes it."""
-    cfg, _ = parse_args([f"hparams_search={name}"])
-    return check_search(cfg.hparams_search, cfg.study_name)
-
-
 def _load_search_file(path: str) -> DictConfig:
     check(Path(path).is_file(), "hparams_search", path, "no such file")
     try:
