@@ -56,9 +56,8 @@ def merge_overrides(*groups) -> list[str]:
 
 def best_epoch_value(trial: optuna.Trial, direction: str, last: float) -> float:
     """The best value the metric reached over the epochs (what the pruning callback reported),
-    not the last epoch's: with early stopping the last epoch is `patience` epochs past the best
-    one, and the best checkpoint is what the run keeps. ``last`` when nothing was reported
-    (a ``test/`` metric)."""
+    not the last epoch's (with early stopping `patience` epochs past the best, whose checkpoint
+    the run keeps); ``last`` when nothing was reported (a ``test/`` metric)."""
     frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
     return best_of(frozen.intermediate_values.values(), direction, last)
 
