@@ -73,11 +73,8 @@ class SweepConfig:
 
 
 def run_id() -> str:
-    """``YYYY-mm-dd_HH-MM-SS_<6 hex>``: unique even for runs started in the same second.
-
-    Fixed for the life of the process (and its DDP children, through the environment), so
-    every interpolation of it in one run agrees.
-    """
+    """``YYYY-mm-dd_HH-MM-SS_<6 hex>``, unique even within a second; fixed for the process (and
+    its DDP children, through the environment), so every interpolation of it in one run agrees."""
     rid = os.environ.get("MLPLAB_RUN_ID")
     if not rid:
         rid = f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
@@ -102,15 +99,9 @@ def compose_config(
     config_dir: str | Path | None = None,
     return_hydra_config: bool = False,
 ) -> DictConfig:
-    """The config ``mlplab-train OVERRIDES`` would run, composed with Hydra's compose API.
-
-    Args:
-        config_name: primary config (``train``, ``eval``, ``predict``, or one in ``config_dir``).
-        overrides: command-line overrides, e.g. ``["data=moons", "optimizer.lr=0.01"]``.
-        config_dir: an extra config folder searched first (``--config-dir``), e.g. a run dir
-            holding a saved ``config.yaml``.
-        return_hydra_config: keep the ``hydra`` node (run dir, launcher, ...).
-    """
+    """The config ``mlplab-train OVERRIDES`` would run (or ``mlplab-eval``, ``mlplab-predict``:
+    ``config_name``), composed with Hydra's compose API. ``config_dir``: an extra config folder
+    searched first, as ``--config-dir`` (a run dir holding a saved ``config.yaml``)."""
     primary, extra = CONF_DIR, []
     if config_dir:  # as Hydra's --config-dir: searched first, mlplab's conf/ still found
         here = Path(config_dir).resolve()
@@ -142,15 +133,13 @@ def compose_run(output_dir: str | Path, *overrides: str, quiet: bool = True) -> 
 
 def portable_data(cfg: DictConfig, keep: Iterable[str] = ()) -> dict:
     """``cfg`` (without a ``hydra`` node) resolved as plain data, except what must stay a
-    reference to re-run it: ``RUN_IDENTITY`` (run dir and run name are interpolations again,
-    so a re-run gets a new dir) and every value derived from those, from ``seed`` (``data.seed:
-    ${seed}``: a re-run with ``seed=7`` also splits with 7) or from a key in ``keep`` (a
-    population's member keys: its members' values follow them). The data's file paths are
-    absolute (``data.sources.resolve_paths``): the config reads that data from any folder.
+    reference to re-run it: ``RUN_IDENTITY`` (so a re-run gets a new dir) and every value derived
+    from those, from ``seed`` (``data.seed: ${seed}``: a re-run with ``seed=7`` also splits with
+    7) or from a key in ``keep`` (a population's member keys). The data's file paths are made
+    absolute, so the config reads that data from any folder.
 
-    Public OmegaConf only: the identity keys hold a placeholder while the rest resolves (a
-    ``${hydra:...}`` run dir resolves only inside a Hydra run), then their references are
-    put back from the unresolved config."""
+    The identity keys hold a placeholder while the rest resolves (a ``${hydra:...}`` run dir
+    resolves only inside a Hydra run), then their references are put back."""
     raw = OmegaConf.to_container(cfg, resolve=False)
     present = [key for key in RUN_IDENTITY if get_key(raw, key) is not ABSENT]
     with read_write(cfg), open_dict(cfg):

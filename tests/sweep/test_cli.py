@@ -21,12 +21,13 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from mlplab.config import compose_config
 from mlplab.errors import ConfigError
 from mlplab.sweep import cli, launch, objective, report
-from mlplab.sweep.cli import load_search, parse_args, remaining_trials, sweep
-from mlplab.sweep.objective import best_epoch_value, compose_train, merge_overrides
+from mlplab.sweep.cli import parse_args, remaining_trials, sweep
+from mlplab.sweep.objective import best_epoch_value, merge_overrides
 from mlplab.sweep.report import best_config_yaml
-from mlplab.sweep.search import available_searches, derive_seed, make_sampler, suggest
+from mlplab.sweep.search import available_searches, check_search, derive_seed, make_sampler, suggest
 from tests.conftest import QUIET, run_cli
 
 TINY = [*QUIET, "trainer.max_epochs=2", "data.options.n_samples=200"]
@@ -114,12 +115,13 @@ def no_plots(monkeypatch):
 @pytest.mark.parametrize("name", available_searches())
 def test_shipped_search_spaces_compose(name, tmp_path):
     """Every value of every shipped search space makes a valid train config."""
-    search = load_search(name)
+    cfg, _ = parse_args([f"hparams_search={name}"])  # as mlplab-sweep composes it
+    search = check_search(cfg.hparams_search, cfg.study_name)
     base = [*search.get("overrides", []), f"paths.output_dir={tmp_path}"]
     for key, spec in search.params.items():
         values = spec.choices if spec.type == "categorical" else [spec.low, spec.high]
         for value in values:
-            cfg = compose_train([*base, f"{key}={value}"])
+            cfg = compose_config("train", [*base, f"{key}={value}"])
             assert OmegaConf.select(cfg, key) is not None
 
 

@@ -24,11 +24,11 @@ import yaml
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from mlplab.config import compose_config
 from mlplab.errors import ConfigError
 from mlplab.population import engine
 from mlplab.sweep import cli, launch, objective, report, retry
 from mlplab.sweep.cli import sweep
-from mlplab.sweep.objective import compose_train
 from mlplab.train import train
 from tests.conftest import QUIET, logged_keys
 
@@ -125,7 +125,9 @@ def test_population_trials_are_the_trials_alone(tmp_path, no_plots, count_train)
     # Trial 5 trained alone (train() with its overrides) reaches the same numbers.
     t = trials[5]
     alone_dir = tmp_path / "alone"
-    alone = train(compose_train([*t.user_attrs["overrides"], f"paths.output_dir={alone_dir}"]))
+    alone = train(
+        compose_config("train", [*t.user_attrs["overrides"], f"paths.output_dir={alone_dir}"])
+    )
     epochs = pd.read_csv(alone_dir / "csv" / "metrics.csv").dropna(subset=["val/loss"])
     assert min(epochs["val/loss"]) == pytest.approx(t.value, abs=1e-5)
     member = json.loads((tmp_path / "sw" / "trial_5" / "metrics.json").read_text())
@@ -215,7 +217,9 @@ def test_a_population_samples_what_members_share_once_and_the_rest_per_member(
     assert list(table.population) == ["population_0"] * 4 + ["population_4"] * 4
     # a trial trained alone reaches its member's numbers
     t = trials[6]
-    alone = train(compose_train([*t.user_attrs["overrides"], f"paths.output_dir={tmp_path / 'a'}"]))
+    alone = train(
+        compose_config("train", [*t.user_attrs["overrides"], f"paths.output_dir={tmp_path / 'a'}"])
+    )
     member = json.loads((tmp_path / "sw" / "trial_6" / "metrics.json").read_text())
     for key, value in alone.items():
         assert member[key] == pytest.approx(value, abs=1e-5), key

@@ -47,7 +47,6 @@ import logging
 import shutil
 import sys
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -56,11 +55,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from optuna.trial import TrialState
 
-from mlplab.config import SweepConfig
+from mlplab.config import SweepConfig, compose_config
 from mlplab.errors import ConfigError, check, clean_exit
 from mlplab.run.preflight import CommandLine, compose_checked
 from mlplab.sweep import launch
-from mlplab.sweep.objective import Objective, compose_train, override_key
+from mlplab.sweep.objective import Objective, override_key
 from mlplab.sweep.population import run_trials
 from mlplab.sweep.report import write_reports
 from mlplab.sweep.retry import RESUMES, RetryKilled, counted
@@ -112,13 +111,6 @@ def parse_args(argv: list[str]) -> tuple[DictConfig, list[str]]:
     return cfg, overrides
 
 
-def load_search(name: str) -> DictConfig:
-    """The checked search of ``hparams_search=name`` (an option of conf/hparams_search/ or a
-    path to a yaml file), as ``mlplab-sweep hparams_search=name`` composes it."""
-    cfg, _ = parse_args([f"hparams_search={name}"])
-    return check_search(cfg.hparams_search, cfg.study_name)
-
-
 def _load_search_file(path: str) -> DictConfig:
     check(Path(path).is_file(), "hparams_search", path, "no such file")
     try:
@@ -141,7 +133,7 @@ def _check_not_a_sweep_key_typo(key: str, value: str) -> None:
 
 @functools.cache
 def _train_keys() -> frozenset[str]:
-    return frozenset(compose_train(["paths.output_dir=unused"]).keys())
+    return frozenset(compose_config("train", ["paths.output_dir=unused"]).keys())
 
 
 def sweep(argv: list[str]) -> optuna.Study:
@@ -238,26 +230,18 @@ def _run_study(study, objective, cfg: DictConfig, argv, n_trials: int, sweep_dir
             torch.set_num_threads(1)  # N workers share the CPU
         # Workers stop once all of them together reach n_trials (others' running trials count).
         states = (*DONE, TrialState.RUNNING) if cfg.worker is not None else DONE
-        with _imports_frozen():
+        # The imports' objects (torch, Lightning, pandas) stay out of the garbage collector while
+        # trials run: the collection after each trial looks only at what trials made.
+        gc.freeze()
+        try:
             run_trials(study, objective, cfg.population or 1, n_trials, states)
+        finally:
+            gc.unfreeze()
         if objective.fatal is not None:
             raise objective.fatal
     else:
         slurm = dict(cfg.slurm)
         launch.run_workers(sweep, argv, cfg.launcher, cfg.workers, slurm, cfg.study_name, sweep_dir)
-
-
-@contextmanager
-def _imports_frozen():
-    """The objects the imports made (torch, Lightning, pandas: ~450k) are kept out of the
-    garbage collector while trials run, so the collection after each trial or population looks
-    only at what trials made. (No collection first: it would walk all of them once more, and
-    what garbage the imports left is freed when they are given back.)"""
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,22 +39,21 @@ SUBMITIT_GENERIC = {
     "name",
     "stderr_to_stdout",
 }
-HYDRA_ONLY = {"max_num_timeout", "array_parallelism_limit"}  # the Hydra launcher's own keys
+# Keys of the Hydra launcher node that are not SLURM settings (Hydra's own, or set here).
+NOT_SLURM = {"_target_", "submitit_folder", "name", "max_num_timeout", "array_parallelism_limit"}
 
 
 def slurm_defaults() -> dict:
     """The SLURM settings of ``conf/hydra/launcher/slurm.yaml`` (one source for both ways of
-    running on SLURM), without the Hydra-only keys."""
+    running on SLURM)."""
     cfg = compose_config("train", ["hydra/launcher=slurm"], return_hydra_config=True)
     node = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
-    for key in ("_target_", "submitit_folder", "name"):
-        node.pop(key, None)
     # setup lines may use ${hydra.launcher.*}: resolve them against that node
     node["setup"] = [
         line.replace("${hydra.launcher.cpus_per_task}", str(node.get("cpus_per_task")))
         for line in node.get("setup") or []
     ]
-    return {k: v for k, v in node.items() if v is not None and k not in HYDRA_ONLY}
+    return {k: v for k, v in node.items() if v is not None and k not in NOT_SLURM}
 
 
 def _submitit_parameter(key: str) -> str:
@@ -117,9 +116,9 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 @contextmanager
 def heartbeats(trials: list[optuna.Trial]) -> Iterator[None]:
     """While inside, every ``HEARTBEAT_S`` seconds (and at once) each trial's ``heartbeat``
-    attribute says it is alive: a trial whose worker was killed stays RUNNING in the study,
-    and a later run tells it from a live one by that (``fail_stale``). An attribute, not a
-    storage's own heartbeats: the same for every storage."""
+    attribute says it is alive: a killed worker's trials stay RUNNING, and a later run tells
+    them from live ones by that (``fail_stale``). An attribute, not a storage's own heartbeats:
+    the same for every storage."""
     stop = threading.Event()
 
     def beat() -> None:
@@ -162,12 +161,8 @@ def run_workers(
     """``workers`` workers sharing the study, each running ``worker(argv + [worker=i])``; waits
     for them. ``launcher=processes``: local processes (``python -m mlplab.sweep``); else the
     tasks of one SLURM job array (submitit; ``worker`` is a module-level function, so it
-    pickles), with ``slurm`` over the defaults of ``slurm_defaults``.
-
-    ``launcher=submitit_local`` runs the same jobs as local processes (to try it without a
-    cluster). The study's storage must be reachable from the compute nodes: the default
-    journal file in the sweep dir works on a shared file system.
-    """
+    pickles), with ``slurm`` over ``slurm_defaults()``. The study's storage must be reachable
+    from the compute nodes: the default journal file in the sweep dir is, on a shared disk."""
     own = {"workers", "launcher"}
     argv = [a for a in argv if override_key(a) not in own and not a.startswith("slurm.")]
     commands = [[*argv, f"{WORKER_KEY}={i}"] for i in range(workers)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import optuna
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mlplab.config import compose_config
 from mlplab.errors import ConfigError
@@ -54,15 +54,10 @@ def merge_overrides(*groups) -> list[str]:
     return list(merged.values())
 
 
-def compose_train(overrides: list[str]) -> DictConfig:
-    return compose_config("train", overrides)
-
-
 def best_epoch_value(trial: optuna.Trial, direction: str, last: float) -> float:
     """The best value the metric reached over the epochs (what the pruning callback reported),
-    not the last epoch's: with early stopping the last epoch is `patience` epochs past the best
-    one, and the best checkpoint is what the run keeps. ``last`` when nothing was reported
-    (a ``test/`` metric)."""
+    not the last epoch's (with early stopping `patience` epochs past the best, whose checkpoint
+    the run keeps); ``last`` when nothing was reported (a ``test/`` metric)."""
     frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
     return best_of(frozen.intermediate_values.values(), direction, last)
 
@@ -126,13 +121,8 @@ class Objective:
         global _active_trial
         out = self.trial_dir(trial)
         cfg = self._compose(overrides, out)
-        with open_dict(cfg):
-            if cfg.get("callbacks") is None:
-                cfg.callbacks = {}
-            cfg.callbacks.optuna_pruning = {
-                "_target_": f"{__name__}.trial_pruning",
-                "monitor": self.metric,
-            }
+        pruning = {"_target_": f"{__name__}.trial_pruning", "monitor": self.metric}
+        OmegaConf.update(cfg, "callbacks.optuna_pruning", pruning, force_add=True)
         _active_trial = trial
         try:
             metrics = train(cfg)  # which finishes its tracking run: one per trial

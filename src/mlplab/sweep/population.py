@@ -1,15 +1,13 @@
 """The trials of ``mlplab-sweep`` in this process: one at a time, or ``population=K`` at a time,
 trained as one population (docs/population.md says what a user sees).
 
-A batch: ask a leader trial, sample its parameters, enqueue K−1 trials with its shared ones
-(``population.members``: what members can't differ in) fixed, so the sampler chooses only their
-member parameters. The population's config is composed once (the shared overrides), its members
-are the trials' member values; each trial keeps its number, ``trial_<n>`` dir and value (the
-best epoch's metric, reported after each epoch so the pruner stops members one by one). Trials
-whose shared parameters differ anyway train as separate populations; a population refused
-before anything is written trains its trials one by one; ``cv=``/``seeds=`` trials bring their
-folds or seeds as members. Asked trials beat (``launch.heartbeats``) until told, so a later run
-fails a killed worker's trials and retries those with a checkpoint (``mlplab.sweep.retry``).
+A batch: a leader trial's shared parameters (``population.members``: what members can't differ
+in) are fixed for K−1 enqueued trials, so the sampler chooses only their member parameters.
+Each trial keeps its number, ``trial_<n>`` dir and value (the best epoch's metric, reported
+after each epoch so the pruner stops members one by one). Trials whose shared parameters differ
+anyway train as separate populations; a population refused before anything is written trains
+its trials one by one. Asked trials beat (``launch.heartbeats``) until told, so a later run can
+fail and retry a killed worker's trials (``mlplab.sweep.retry``).
 """
 
 from __future__ import annotations
@@ -77,10 +75,9 @@ class Reporter:
     """``on_epoch``: each member's metric goes to its trial, as the pruning callback reports
     after each validation; the members whose trials the pruner prunes stop.
 
-    The pruner decides as ``trial.should_prune()`` does (``pruner.prune(study, trial)``), but
-    against the study's finished trials read once for the population (an in-memory study),
-    not read again from the storage for every member and epoch: they don't change while the
-    population trains (another worker's, finished meanwhile, count from the next one on)."""
+    The pruner decides as ``trial.should_prune()`` does, but against the study's finished trials
+    read once for the population (an in-memory study), not from the storage for every member and
+    epoch (another worker's, finished meanwhile, count from the next population on)."""
 
     def __init__(self, metric: str, trials: list[optuna.Trial]) -> None:
         self.metric, self.trials = metric, trials

@@ -25,7 +25,7 @@ def print_trial(trial: FrozenTrial) -> None:
     """The line a finished trial prints."""
     value = "" if trial.value is None else f"{trial.value:.4g}"
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
-    params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+    params = _params(trial)
     same, killed = trial.user_attrs.get("duplicate_of"), trial.user_attrs.get(RESUMES)
     note = f"  (same params as trial {same}: not retrained)" if same is not None else ""
     note += f"  (retry of killed trial {killed})" if killed is not None else ""
@@ -35,8 +35,9 @@ def print_trial(trial: FrozenTrial) -> None:
     )
 
 
-def _short(value) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+def _params(trial: FrozenTrial) -> str:
+    short = {k: f"{v:.3g}" if isinstance(v, float) else v for k, v in trial.params.items()}
+    return " ".join(f"{k}={v}" for k, v in short.items())
 
 
 def trial_fail_reason(trial: FrozenTrial, retry: FrozenTrial | None = None) -> str:
@@ -145,7 +146,6 @@ def _print_summary(trials, search: DictConfig, sweep_dir: Path, top: int = 5) ->
     ranked = sorted(complete, key=lambda t: t.value, reverse=search.direction == "maximize")
     print(f"{'trial':>5}  {search.metric:>10}  params")
     for t in ranked[:top]:
-        params = " ".join(f"{k}={_short(v)}" for k, v in t.params.items())
-        print(f"{t.number:>5}  {t.value:>10.4g}  {params}")
+        print(f"{t.number:>5}  {t.value:>10.4g}  {_params(t)}")
     print(f"best: trial {ranked[0].number}; config: {sweep_dir / 'best.yaml'}")
     print(f"re-run: mlplab-train --config-dir {sweep_dir} --config-name best")

@@ -1,19 +1,15 @@
 """A killed ``mlplab-sweep population=K`` goes on from its populations' checkpoints.
 
 A worker killed mid-population (kill -9, SLURM preemption) leaves its K trials RUNNING. The next
-run fails them once their heartbeat is stale (``launch.fail_stale``, which every worker calls on
-start and before each batch), and ``RetryKilled`` — called for those trials only by the worker
-that failed each one, so once — enqueues a retry of each whose population dir holds a
-population checkpoint: a WAITING trial with its params and ``resumes`` = its number, which
-``study.ask`` hands out before any new point.
+run fails them once their heartbeat is stale (``launch.fail_stale``), and ``RetryKilled`` — run
+once per trial, by the worker that failed it — enqueues a retry of each whose population dir
+holds a checkpoint: a WAITING trial with its params and ``resumes`` = its number.
 
-The batch's retries of one population train together (``sweep.population._run_batch``: the old dir
-is part of the key, so they never mix with new trials), in the old dir from its checkpoint
-(``train_population(..., resume=True)``), each first given the killed trial's reports up to the
-checkpoint's epoch: the pruner and the trial's value see every epoch. Retries that don't match
-the checkpoint (another ``population=``, part of them asked, a changed config, a damaged file)
-train from the start in a new dir, with one ``note:`` line. A retried FAIL does not count
-towards ``n_trials`` (``counted``): its retry does.
+The retries of one population train together in the old dir from its checkpoint, each first
+given the killed trial's reports up to the checkpoint's epoch, so the pruner and the trial's
+value see every epoch. Retries that don't match the checkpoint (another ``population=``, part of
+them asked, a changed config, a damaged file) train from the start in a new dir, with one
+``note:`` line. A retried FAIL does not count towards ``n_trials`` (``counted``): its retry does.
 """
 
 from __future__ import annotations
@@ -46,8 +42,8 @@ class RetryKilled:
 
 
 def record_population(jobs: list, name: str | None) -> None:
-    """Each job's trial's ``population`` dir (None: not one). Its members are its trials in
-    the order of their numbers (what a retry is sorted by)."""
+    """Each job's trials' ``population`` dir (None: not one); its members are its trials in the
+    order of their numbers (what a retry is sorted by)."""
     for job in jobs:
         for trial in (job.trial, *job.copies):
             trial.set_user_attr("population", name)
@@ -69,8 +65,6 @@ def counted(study: optuna.Study, states: tuple) -> int:
 def predecessors(trials: list[optuna.Trial]) -> dict[int, FrozenTrial]:
     """``{retry's number: the killed trial it resumes}`` for the batch's retries."""
     wanted = {t.number: t.user_attrs[RESUMES] for t in trials if RESUMES in t.user_attrs}
-    if not wanted:
-        return {}
     by_number = {t.number: t for t in trials[0].study.get_trials(deepcopy=False)}
     return {n: by_number[old] for n, old in wanted.items()}
 
@@ -81,11 +75,9 @@ def old_population(killed: FrozenTrial | None) -> str | None:
 
 
 def go_on_from(home: Path, numbers: list[int], cfg, members: list[dict]) -> int | None:
-    """The epoch of the checkpoint in ``home`` (the population dir of the killed trials that
-    trials ``numbers`` retry) to go on from, when its members are these (``cfg`` and
-    ``members``: the population's config and member values); else None — train from the start
-    in a new dir, with one ``note:`` line. A population that trained in chunks: each chunk's
-    checkpoint is checked against its members."""
+    """The epoch of the checkpoint in ``home`` (the killed trials' population dir) to go on
+    from, when its members are these (``cfg``, ``members``; each chunk's checkpoint against its
+    own); else None: train from the start in a new dir, with one ``note:`` line."""
     from mlplab.population.checkpoint import find_chunk_checkpoints
     from mlplab.population.engine import MemberConfigs
 

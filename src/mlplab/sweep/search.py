@@ -111,17 +111,15 @@ def check_group_choices(params: DictConfig) -> None:
 
 def derive_seed(seed: int, worker: int, n_history: int) -> int:
     """The sampler seed of one worker of one run: distinct for each (search seed, worker index,
-    trials already in the study), so parallel workers and resumed runs draw distinct streams,
-    and the same commands draw the same ones again. (``seed + worker + n_history`` would give
-    worker 1 of the first run the stream of worker 0 of a run resumed after one trial.)"""
+    trials already in the study), and the same for the same commands. (``seed + worker +
+    n_history`` would give worker 1 of a fresh run the stream of worker 0 resumed after 1.)"""
     return int(np.random.SeedSequence([seed, worker, n_history]).generate_state(1)[0])
 
 
 def make_sampler(
     spec: DictConfig, worker: int | None = None, n_history: int = 0
 ) -> optuna.samplers.BaseSampler:
-    """``{name: tpe|random, seed: N|null}``; a seed is turned into this worker's and this
-    run's own stream by `derive_seed`."""
+    """``{name: tpe|random, seed: N|null}``; the seed becomes this worker's (``derive_seed``)."""
     name, seed = spec.get("name", "tpe"), spec.get("seed")
     check(name in ("tpe", "random"), "sampler.name", name, "tpe or random")
     ok = seed is None or (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0)
