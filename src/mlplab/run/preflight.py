@@ -34,7 +34,7 @@ from omegaconf.errors import (
 )
 
 from mlplab.config import CONF_DIR, compose_config
-from mlplab.errors import ConfigError
+from mlplab.errors import ConfigError, first_line
 from mlplab.run.rundir import check_run_dir, check_sweep_dir, saved_run_dir
 from mlplab.run.values import check_values
 
@@ -260,7 +260,7 @@ def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
         try:
             parsed.extend(parser.parse_overrides([text]))
         except OverrideParseException as err:
-            raise ConfigError(f"{text!r} is invalid: {_first_line(err)}") from None
+            raise ConfigError(f"{text!r} is invalid: {first_line(err)}") from None
     sweeps = [p for p in parsed if p.is_sweep_override()]
     if sweeps and not multirun:
         raise ConfigError(
@@ -298,7 +298,7 @@ def compose_checked(line: CommandLine, overrides: list[str]) -> DictConfig:
         raise ConfigError(_composition(err, line, overrides)) from None
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
-        raise ConfigError(f"{key or 'the config'}: {_first_line(err)}") from None
+        raise ConfigError(f"{key or 'the config'}: {first_line(err)}") from None
 
 
 def _missing_option(err: MissingConfigException, line: CommandLine) -> str:
@@ -320,8 +320,8 @@ def _composition(err: ConfigCompositionException, line: CommandLine, overrides) 
         return _unknown_key(key, line, overrides)
     if isinstance(cause, ValidationError) and key:
         given = next((o for o in overrides if _key_of(o) == key), key)
-        return f"{given} is invalid: {_first_line(cause)}"
-    return _first_line(err)
+        return f"{given} is invalid: {first_line(cause)}"
+    return first_line(err)
 
 
 def _unknown_key(key: str, line: CommandLine, overrides: list[str]) -> str:
@@ -353,11 +353,6 @@ def _keys(node) -> list[str]:
 
 def _key_of(override: str) -> str:
     return override.partition("=")[0].lstrip("+~")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 # ---- checks on the composed config --------------------------------------------------------
