@@ -72,14 +72,13 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def import_target(key: str, target: str) -> Any:
-    """The object a ``_target_`` names (``my_model.LitMLP``), or a ConfigError naming ``key``
-    with the import's own reason (``import_reason``)."""
+def import_target(target: str, failure: str) -> Any:
+    """The object a ``_target_`` names (``my_model.LitMLP``), or a ConfigError: ``failure``
+    (what could not be imported, for what), then the import's own reason (``import_reason``)."""
     try:
         return locate(target)
     except Exception as err:  # noqa: BLE001 — whatever the import raised, said in one line
-        reason = import_reason(err, target)
-        raise ConfigError(f"{key}={target!r} can't be imported: {reason}") from None
+        raise ConfigError(f"{failure}: {import_reason(err, target)}") from None
 
 
 def locate(target: str) -> Any:

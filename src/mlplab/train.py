@@ -151,10 +151,9 @@ def _run(cfg: DictConfig) -> None:
         fail(cause)
     finally:
         # CPU DDP (gloo) aborts at interpreter exit ~20% of the time unless the group is gone.
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.distributed.is_available():
-            if torch.distributed.is_initialized():
-                torch.distributed.destroy_process_group()
+        dist = getattr(sys.modules.get("torch"), "distributed", None)
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     if process_rank() == 0:
         # one small file per run: sweep summaries and scripts read it
         (Path(output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from mlplab.errors import ConfigError, first_line, import_reason, locate
+from mlplab.errors import ConfigError, first_line, import_target
 
 RECORD_KEY = "mlplab"
 RECORD_FORMAT = 1
@@ -159,13 +159,9 @@ def has_step(model: L.LightningModule, name: str) -> bool:
 
 
 def _load_class(name: str, path) -> type:
-    try:
-        return locate(name)
-    except Exception as err:  # noqa: BLE001 — moved or renamed class, module not on the path
-        raise ConfigError(
-            f"ckpt_path={str(path)!r} is invalid: it was written by class {name}, which can't be "
-            f"imported here: {import_reason(err, name)}"
-        ) from None
+    """A class a checkpoint names (since moved, renamed, or not on the path here: one line)."""
+    where = f"ckpt_path={str(path)!r} is invalid: it was written by class {name}"
+    return import_target(name, f"{where}, which can't be imported here")
 
 
 def check_resumable(raw: dict, path: str, model: L.LightningModule, datamodule) -> None:

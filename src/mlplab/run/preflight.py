@@ -117,13 +117,9 @@ def parse_command_line(argv: Sequence[str], config_name: str) -> CommandLine:
 
 
 def preflight(argv: Sequence[str], config_name: str, train: bool = False) -> list[DictConfig]:
-    """Compose what ``argv`` would run (one config per distinct job) or raise a ConfigError.
-
-    Args:
-        argv: the command line without the program name.
-        config_name: the entry point's primary config (``train``, ``eval``, ``predict``).
-        train: also check what only a training run needs (launcher, DDP, run dir).
-    """
+    """Compose what ``argv`` (without the program name) would run, one config per distinct job
+    of ``config_name`` (``train``, ``eval``, ``predict``), or raise a ConfigError; ``train``: also
+    check what only a training run needs (launcher, DDP, run dir)."""
     line = parse_command_line(argv, config_name)
     configs = [compose_checked(line, job) for job in job_overrides(line.overrides, line.multirun)]
     if line.prints_only:

@@ -91,7 +91,6 @@ def check_run_dir(run_dir: str | Path, resume: str | None) -> None:
 
 
 def damaged_hint(last: Path) -> str:
-    """What to do about a damaged ``last.ckpt`` of a run dir."""
     return (
         "the file is damaged or truncated (the earlier attempt was probably killed while "
         "writing it): delete it to start this run over, or continue from the best checkpoint "
@@ -100,7 +99,6 @@ def damaged_hint(last: Path) -> str:
 
 
 def population_hint(path: Path) -> str:
-    """What to do about a damaged population checkpoint."""
     return f"delete {path} to train the population again from the start"
 
 
