@@ -163,11 +163,9 @@ def expand_resume(argv: Sequence[str]) -> list[str]:
     run_dir = run_dir.resolve()
     groups = [o for o in others if _is_group(o)]
     values = [o for o in others if o not in groups and _key_of(o) not in IDENTITY]
-    where = _quoted(str(run_dir))
-    overrides = [*values, f"run_name={_quoted(run_dir.name)}", f"hydra.run.dir={where}"]
-    overrides.append("resume=auto")
-    resumed = CommandLine("config", str(run_dir), overrides)
-    has = compose_checked(resumed, overrides)
+    name, where = _quoted(run_dir.name), _quoted(str(run_dir))
+    overrides = [*values, f"run_name={name}", f"hydra.run.dir={where}", "resume=auto"]
+    has = compose_checked(CommandLine("config", str(run_dir), overrides), overrides)
     saved = OmegaConf.load(run_dir / "config.yaml")
     for key in POPULATION:  # what the run is: one run, or a population of seeds or folds
         if saved.get(key) != has.get(key):
