@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -54,29 +54,31 @@ def fail(err: MlplabError) -> None:
 
 
 @contextmanager
-def clean_exit(cleanup: Callable[[], None] | None = None) -> Iterator[None]:
+def clean_exit() -> Iterator[None]:
     """In an entry point: an MlplabError (also one wrapped by Hydra or Lightning) becomes one
-    ``error: ...`` line on stderr and its exit code (no traceback); ``cleanup`` runs first
-    (e.g. remove a half-made run dir)."""
+    ``error: ...`` line on stderr and its exit code (no traceback)."""
     try:
         yield
     except Exception as err:  # noqa: BLE001 — only our own errors are turned into a line
         cause = user_error(err)
         if cause is None:
             raise
-        if cleanup is not None:
-            cleanup()
         fail(cause)
 
 
-def import_target(key: str, target: str) -> Any:
-    """The object a ``_target_`` names (``my_model.LitMLP``), or a ConfigError naming ``key``
-    with the import's own reason (``import_reason``)."""
+def first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message (its class name if it has none)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def import_target(target: str, failure: str) -> Any:
+    """The object a ``_target_`` names (``my_model.LitMLP``), or a ConfigError: ``failure``
+    (what could not be imported, for what), then the import's own reason (``import_reason``)."""
     try:
         return locate(target)
     except Exception as err:  # noqa: BLE001 — whatever the import raised, said in one line
-        reason = import_reason(err, target)
-        raise ConfigError(f"{key}={target!r} can't be imported: {reason}") from None
+        raise ConfigError(f"{failure}: {import_reason(err, target)}") from None
 
 
 def locate(target: str) -> Any:

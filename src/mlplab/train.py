@@ -27,14 +27,7 @@ from mlplab.run import interrupt
 from mlplab.run.console import one_console_handler, print_metrics, print_where, silence_known_noise
 from mlplab.run.preflight import expand_resume, import_from_here, normalize_argv, preflight
 from mlplab.run.provenance import write_run_info
-from mlplab.run.rundir import (
-    RunLock,
-    check_run_dir,
-    expand_rerun,
-    process_rank,
-    remove,
-    remove_stub,
-)
+from mlplab.run.rundir import RunLock, check_run_dir, expand_rerun, holds_run, process_rank, remove
 from mlplab.sweep.multirun import ERROR_FILE
 
 
@@ -147,14 +140,14 @@ def _run(cfg: DictConfig) -> None:
         last = Path(output_dir, "checkpoints", "last.ckpt")
         if isinstance(cause, DivergedError) and last.is_file():
             cause = DivergedError(f"{cause}; the last good checkpoint is {last}")
-        remove_stub(output_dir)
+        if not holds_run(output_dir):  # a failed start leaves nothing
+            remove(output_dir)
         fail(cause)
     finally:
         # CPU DDP (gloo) aborts at interpreter exit ~20% of the time unless the group is gone.
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.distributed.is_available():
-            if torch.distributed.is_initialized():
-                torch.distributed.destroy_process_group()
+        dist = getattr(sys.modules.get("torch"), "distributed", None)
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     if process_rank() == 0:
         # one small file per run: sweep summaries and scripts read it
         (Path(output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -185,9 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     with clean_exit():
         argv = normalize_argv(expand_rerun(sys.argv[1:] if argv is None else argv))
         argv = expand_resume(argv)
-    # DDP ranks > 0 re-run this command line: rank 0 has checked it and holds the run dir.
-    if process_rank() == 0:
-        with clean_exit():
+        # DDP ranks > 0 re-run this command line: rank 0 has checked it and holds the run dir.
+        if process_rank() == 0:
             preflight(argv, "train", train=True)
     sys.argv = [sys.argv[0], *argv]
     _run()

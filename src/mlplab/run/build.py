@@ -27,8 +27,6 @@ from mlplab.run.rundir import damaged_hint
 from mlplab.run.trackers import CSVLogger
 from mlplab.run.values import check_trainer
 
-CLIP_KEYS = ("gradient_clip_val", "gradient_clip_algorithm")
-
 
 def container(node) -> dict | None:
     """A config node as plain data (resolved)."""
@@ -88,7 +86,7 @@ def accepted(cls: type, arguments: dict) -> tuple[dict, list[str]]:
 def model_class(cfg) -> type:
     target = cfg["model"].get("_target_")
     check(isinstance(target, str) and target, "model._target_", target, "a LightningModule class")
-    cls = import_target("model._target_", target)
+    cls = import_target(target, f"model._target_={target!r} can't be imported")
     ok = isinstance(cls, type) and issubclass(cls, L.LightningModule)
     check(ok, "model._target_", target, "a LightningModule subclass")
     return cls
@@ -200,7 +198,7 @@ def build_trainer(
     automatic optimization; a module with manual optimization was given the clipping settings."""
     trainer_cfg = container(cfg["trainer"]) | overrides
     if model is None or not model.automatic_optimization:
-        for key in CLIP_KEYS:
+        for key in ("gradient_clip_val", "gradient_clip_algorithm"):
             trainer_cfg.pop(key, None)
     check_trainer(trainer_cfg)
     # No ModelCheckpoint configured (callbacks=none) means no checkpoints, not Lightning's

@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from mlplab.errors import ConfigError, import_reason, locate
+from mlplab.errors import ConfigError, first_line, import_target
 
 RECORD_KEY = "mlplab"
 RECORD_FORMAT = 1
@@ -69,19 +69,16 @@ def run_record(model: L.LightningModule, datamodule, epoch: int) -> dict:
     }
 
 
-def write_model_checkpoint(
-    path: str | Path, model: L.LightningModule, datamodule, epoch: int, hparams: dict | None = None
-):
-    """A checkpoint of ``model`` as Lightning's ModelCheckpoint + ``RunRecord`` write it (the
-    parts ``load_checkpoint`` and ``mlplab-eval`` read), for weights trained outside a Trainer
-    of their own (a population member); ``hparams`` replace the model's own. Written
-    atomically."""
+def write_model_checkpoint(path, model: L.LightningModule, datamodule, epoch: int, hparams: dict):
+    """A checkpoint of ``model`` with ``hparams`` as Lightning's ModelCheckpoint + ``RunRecord``
+    write it (the parts ``load_checkpoint`` and ``mlplab-eval`` read), for weights trained
+    outside a Trainer of their own (a population member). Written atomically."""
     checkpoint = {
         "epoch": epoch,
         "global_step": 0,
         "pytorch-lightning_version": L.__version__,
         "state_dict": model.state_dict(),
-        "hyper_parameters": dict(model.hparams) if hparams is None else hparams,
+        "hyper_parameters": hparams,
         "datamodule_hyper_parameters": dict(datamodule.hparams),
         RECORD_KEY: run_record(model, datamodule, epoch),
     }
@@ -115,20 +112,17 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path", damaged_hint: str 
                 f"{where} is invalid: it holds Python objects that can't be loaded safely "
                 "(torch.load weights_only): not a checkpoint written by mlplab"
             ) from None
-        raise ConfigError(f"{where} is invalid: the file is damaged ({_first_line(err)})") from None
+        raise ConfigError(
+            f"{where} is invalid: the file is damaged ({first_line(err)[:200]})"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
         raise ConfigError(
             f"{where} is invalid: the file is damaged or truncated, not a complete checkpoint "
-            f"({_first_line(err)}){hint}"
+            f"({first_line(err)[:200]}){hint}"
         ) from None
     if not isinstance(raw, dict) or "state_dict" not in raw:
         raise ConfigError(f"{where} is invalid: not a Lightning checkpoint (no state_dict inside)")
     return raw
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 def data_state(raw: dict) -> dict | None:
@@ -165,13 +159,9 @@ def has_step(model: L.LightningModule, name: str) -> bool:
 
 
 def _load_class(name: str, path) -> type:
-    try:
-        return locate(name)
-    except Exception as err:  # noqa: BLE001 — moved or renamed class, module not on the path
-        raise ConfigError(
-            f"ckpt_path={str(path)!r} is invalid: it was written by class {name}, which can't be "
-            f"imported here: {import_reason(err, name)}"
-        ) from None
+    """A class a checkpoint names (since moved, renamed, or not on the path here: one line)."""
+    where = f"ckpt_path={str(path)!r} is invalid: it was written by class {name}"
+    return import_target(name, f"{where}, which can't be imported here")
 
 
 def check_resumable(raw: dict, path: str, model: L.LightningModule, datamodule) -> None:

@@ -90,15 +90,13 @@ def config_tree(cfg: DictConfig) -> Tree:
     return tree
 
 
-def print_config(cfg: DictConfig, run_dir: str | Path | None = None, show: bool = True) -> None:
-    """Print the config tree (``show``); with ``run_dir``, also save it as
-    ``config_tree.log`` there."""
+def print_config(cfg: DictConfig, run_dir: str | Path, show: bool) -> None:
+    """Save the config tree as ``config_tree.log`` in ``run_dir``; print it too if ``show``."""
     tree = config_tree(cfg)
     if show:
         Console().print(tree)
-    if run_dir is not None:
-        with open(Path(run_dir) / CONFIG_TREE_FILE, "w") as f:
-            Console(file=f, color_system=None, width=100).print(tree)
+    with open(Path(run_dir) / CONFIG_TREE_FILE, "w") as f:
+        Console(file=f, color_system=None, width=100).print(tree)
 
 
 def describe_run(datamodule, model, trainer, threads: int, experiment: str | None = None) -> str:

@@ -34,7 +34,7 @@ from omegaconf.errors import (
 )
 
 from mlplab.config import CONF_DIR, compose_config
-from mlplab.errors import ConfigError
+from mlplab.errors import ConfigError, first_line
 from mlplab.run.rundir import check_run_dir, check_sweep_dir, saved_run_dir
 from mlplab.run.values import check_values
 
@@ -117,13 +117,9 @@ def parse_command_line(argv: Sequence[str], config_name: str) -> CommandLine:
 
 
 def preflight(argv: Sequence[str], config_name: str, train: bool = False) -> list[DictConfig]:
-    """Compose what ``argv`` would run (one config per distinct job) or raise a ConfigError.
-
-    Args:
-        argv: the command line without the program name.
-        config_name: the entry point's primary config (``train``, ``eval``, ``predict``).
-        train: also check what only a training run needs (launcher, DDP, run dir).
-    """
+    """Compose what ``argv`` (without the program name) would run, one config per distinct job
+    of ``config_name`` (``train``, ``eval``, ``predict``), or raise a ConfigError; ``train``: also
+    check what only a training run needs (launcher, DDP, run dir)."""
     line = parse_command_line(argv, config_name)
     configs = [compose_checked(line, job) for job in job_overrides(line.overrides, line.multirun)]
     if line.prints_only:
@@ -167,11 +163,9 @@ def expand_resume(argv: Sequence[str]) -> list[str]:
     run_dir = run_dir.resolve()
     groups = [o for o in others if _is_group(o)]
     values = [o for o in others if o not in groups and _key_of(o) not in IDENTITY]
-    where = _quoted(str(run_dir))
-    overrides = [*values, f"run_name={_quoted(run_dir.name)}", f"hydra.run.dir={where}"]
-    overrides.append("resume=auto")
-    resumed = CommandLine("config", str(run_dir), overrides)
-    has = compose_checked(resumed, overrides)
+    name, where = _quoted(run_dir.name), _quoted(str(run_dir))
+    overrides = [*values, f"run_name={name}", f"hydra.run.dir={where}", "resume=auto"]
+    has = compose_checked(CommandLine("config", str(run_dir), overrides), overrides)
     saved = OmegaConf.load(run_dir / "config.yaml")
     for key in POPULATION:  # what the run is: one run, or a population of seeds or folds
         if saved.get(key) != has.get(key):
@@ -260,7 +254,7 @@ def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
         try:
             parsed.extend(parser.parse_overrides([text]))
         except OverrideParseException as err:
-            raise ConfigError(f"{text!r} is invalid: {_first_line(err)}") from None
+            raise ConfigError(f"{text!r} is invalid: {first_line(err)}") from None
     sweeps = [p for p in parsed if p.is_sweep_override()]
     if sweeps and not multirun:
         raise ConfigError(
@@ -298,7 +292,7 @@ def compose_checked(line: CommandLine, overrides: list[str]) -> DictConfig:
         raise ConfigError(_composition(err, line, overrides)) from None
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
-        raise ConfigError(f"{key or 'the config'}: {_first_line(err)}") from None
+        raise ConfigError(f"{key or 'the config'}: {first_line(err)}") from None
 
 
 def _missing_option(err: MissingConfigException, line: CommandLine) -> str:
@@ -320,8 +314,8 @@ def _composition(err: ConfigCompositionException, line: CommandLine, overrides) 
         return _unknown_key(key, line, overrides)
     if isinstance(cause, ValidationError) and key:
         given = next((o for o in overrides if _key_of(o) == key), key)
-        return f"{given} is invalid: {_first_line(cause)}"
-    return _first_line(err)
+        return f"{given} is invalid: {first_line(cause)}"
+    return first_line(err)
 
 
 def _unknown_key(key: str, line: CommandLine, overrides: list[str]) -> str:
@@ -353,11 +347,6 @@ def _keys(node) -> list[str]:
 
 def _key_of(override: str) -> str:
     return override.partition("=")[0].lstrip("+~")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 # ---- checks on the composed config --------------------------------------------------------

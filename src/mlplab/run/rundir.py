@@ -3,7 +3,7 @@
 - ``check_run_dir``: refuse to start in a dir that already holds another run (unless
   ``resume=auto`` asks to continue it) or that a live process is writing;
 - ``RunLock``: held by the process writing the run dir, for as long as it runs;
-- ``remove_stub``: a run that failed before writing anything leaves no dir behind;
+- ``holds_run`` and ``remove``: a run that failed before writing anything leaves no dir behind;
 - ``expand_rerun``: ``rerun=<run dir>`` runs that dir's saved config again, in a new dir.
 """
 
@@ -91,7 +91,6 @@ def check_run_dir(run_dir: str | Path, resume: str | None) -> None:
 
 
 def damaged_hint(last: Path) -> str:
-    """What to do about a damaged ``last.ckpt`` of a run dir."""
     return (
         "the file is damaged or truncated (the earlier attempt was probably killed while "
         "writing it): delete it to start this run over, or continue from the best checkpoint "
@@ -100,7 +99,6 @@ def damaged_hint(last: Path) -> str:
 
 
 def population_hint(path: Path) -> str:
-    """What to do about a damaged population checkpoint."""
     return f"delete {path} to train the population again from the start"
 
 
@@ -174,13 +172,6 @@ class RunLock:
         self._file = None
         if self._made_dir and not any(self.path.parent.iterdir()):
             self.path.parent.rmdir()  # a run that failed before writing anything
-
-
-def remove_stub(run_dir: str | Path) -> None:
-    """Drop a run dir that holds only Hydra's start-up files: a failed start leaves nothing."""
-    run_dir = Path(run_dir)
-    if run_dir.is_dir() and not holds_run(run_dir):
-        remove(run_dir)
 
 
 def remove(run_dir: str | Path) -> None:

@@ -18,13 +18,8 @@ SMALL_STEP = 20_000_000
 
 
 def choose_threads(setting, parameters: int, batch_rows: int) -> int | None:
-    """The thread count for ``threads=setting``: an int, or None for torch's default.
-
-    Args:
-        setting: ``"auto"``, an integer >= 1, or None (torch's default).
-        parameters: the model's parameter count.
-        batch_rows: rows per training mini-batch.
-    """
+    """The thread count for ``threads=setting`` (``"auto"``, an integer >= 1, or None): an int,
+    or None for torch's default. ``parameters``: the model's; ``batch_rows``: per mini-batch."""
     if setting is None:
         return None
     if setting == "auto":
