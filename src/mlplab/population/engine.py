@@ -228,7 +228,7 @@ class _Chunk:
             _seed(config["seed"], last=i == len(self.configs) - 1)
             key = json.dumps(config["data"], sort_keys=True)
             if key not in built:
-                built[key] = build.build_datamodule(config)
+                built[key] = _datamodule(config, key, next(iter(built.values()), None))
                 built[key].setup("fit")
             dm = built[key]
             self.datamodules.append(dm)
@@ -404,6 +404,15 @@ def _stack(datamodules, split: str, part: int) -> torch.Tensor:
     if len(shapes) > 1:
         raise ConfigError(f"population members' {split} splits differ in size {sorted(shapes)}")
     return torch.stack(tensors)
+
+
+def _datamodule(config: dict, key: str, like: L.LightningDataModule | None):
+    """A member's DataModule. Members share the data target and its keys, checked when the first
+    was built through Hydra, and differ in values (seed, fold): ``type(like)(**values)`` leaves
+    out Hydra's config round trip per member, the most of building a small member."""
+    if like is None or key.count('"_target_"') > 1:  # the first, or nested objects to build
+        return build.build_datamodule(config)
+    return type(like)(**{k: v for k, v in config["data"].items() if not k.startswith("_")})
 
 
 def _seed(seed, last: bool) -> None:
