@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from collections.abc import Iterator
@@ -27,6 +28,13 @@ class DivergedError(MlplabError, FloatingPointError):
     """The training loss (or the weights) became non-finite; the message says where."""
 
     exit_code = 3
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one ``ConfigError`` line, not its usage text."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{message} (see --help)")
 
 
 def check(ok: bool, key: str, value: Any, allowed: str) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from mlplab.errors import ConfigError, clean_exit
+from mlplab.errors import ArgumentParser, ConfigError, clean_exit
 from mlplab.run.rundir import LOCK_NAME, lock_owner
 
 # A dir holding any of these is a run (Hydra's ``.hydra``, the lock and a population member's
@@ -545,13 +545,8 @@ def plot(runs: list[Run], metric: str, file: Path, by: list[str], labels: dict) 
 
 
 # ---- the command --------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse would print its whole usage text and exit
-        raise ConfigError(f"{message} (see --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="mlplab-runs",
         description="List, compare, group and plot the runs under PATHS (default: logs/).",
     )

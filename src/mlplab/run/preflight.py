@@ -34,7 +34,7 @@ from omegaconf.errors import (
 )
 
 from mlplab.config import CONF_DIR, compose_config
-from mlplab.errors import ConfigError, first_line
+from mlplab.errors import ArgumentParser, ConfigError, first_line
 from mlplab.run.rundir import check_run_dir, check_sweep_dir, saved_run_dir
 from mlplab.run.values import check_values
 
@@ -50,14 +50,9 @@ class CommandLine:
     prints_only: bool = False  # --help, --cfg, --info …: Hydra prints something, nothing runs
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse would print its whole usage text and exit
-        raise ConfigError(f"{message} (see --help)")
-
-
 def _parser() -> argparse.ArgumentParser:
     """The flags ``@hydra.main`` takes (Hydra's own parser is not public), parsed alike."""
-    parser = _Parser(add_help=False)
+    parser = ArgumentParser(add_help=False)
     parser.add_argument("overrides", nargs="*")
     switches = (
         "--help -h|--hydra-help|--version|--resolve|--run -r|--multirun -m|--shell-completion -sc"
