@@ -89,6 +89,16 @@ def tree(folder: Path) -> dict[str, tuple]:
     return out
 
 
+def made_runs(root: Path, runs: dict[str, tuple[float, dict | None]]) -> Path:
+    """Hand-written run dirs under ``root``: name → (optimizer.lr, metrics.json or None)."""
+    for name, (lr, metrics) in runs.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "config.yaml").write_text(f"optimizer:\n  lr: {lr}\n")
+        if metrics is not None:
+            (root / name / "metrics.json").write_text(json.dumps(metrics))
+    return root
+
+
 # ---- the table ------------------------------------------------------------------------------
 def test_finds_multirun_jobs_and_population_members_and_shows_only_differing_keys(logs, capsys):
     rows = records(capsys, str(logs / "train"))
@@ -138,6 +148,24 @@ def test_where_status_sort_and_metrics(logs, capsys):
     assert set(by_loss[0]) >= {"val/loss", "test/acc"} and "val/acc" not in by_loss[0]
     desc = records(capsys, str(logs), "--sort", "val/loss", "--desc")
     assert [r["val/loss"] for r in desc] == sorted(losses, reverse=True)
+
+
+def test_runs_without_the_sorted_metric_come_last_either_way(tmp_path, capsys):
+    """--sort puts a missing or NaN value last, ascending and with --desc alike."""
+    root = made_runs(
+        tmp_path / "logs",
+        {
+            "a": (0.1, {"val/loss": 0.5, "test/acc": 0.7}),
+            "b": (0.1, {"val/loss": 0.2}),  # no test/acc
+            "c": (0.1, None),  # incomplete: no metrics at all
+            "d": (0.1, {"val/loss": 0.3, "test/acc": 0.9}),
+            "e": (0.1, {"val/loss": 0.4, "test/acc": math.nan}),
+        },
+    )
+    up = records(capsys, str(root), "--sort", "test/acc")
+    assert [r["run"] for r in up] == ["a", "d", "b", "c", "e"]
+    down = records(capsys, str(root), "--sort", "test/acc", "--desc")
+    assert [r["run"] for r in down] == ["d", "a", "b", "c", "e"]
 
 
 @pytest.mark.parametrize(
@@ -262,6 +290,28 @@ def test_groups_say_how_many_runs_were_left_out(logs, tmp_path, capsys):
     expected = grid_metrics(logs)
     assert rows[1]["val/loss"] == expected["val/loss"][0]  # lr 0.1: job 0 alone
     assert rows[1]["val/loss.std"] is None and rows[1]["val/loss.n"] == 1
+
+
+def test_a_metric_some_runs_of_a_group_lack_is_counted_per_metric(tmp_path, capsys):
+    """A group's ok runs that lack a metric: its mean is over the runs that have it, its count
+    says how many (the table adds "(n=…)" where it is fewer than the group's runs)."""
+    root = made_runs(
+        tmp_path / "logs",
+        {
+            "x": (0.1, {"val/loss": 0.4, "test/acc": 0.8}),
+            "y": (0.1, {"val/loss": 0.6}),  # no test/acc
+            "z": (0.01, {"val/loss": 0.3, "test/acc": 0.6}),
+        },
+    )
+    rows = records(capsys, str(root), "--group-by", "optimizer.lr")
+    by_lr = {r["optimizer.lr"]: r for r in rows}
+    assert by_lr[0.1]["runs"] == 2
+    assert (by_lr[0.1]["val/loss.n"], by_lr[0.1]["test/acc.n"]) == (2, 1)
+    assert by_lr[0.1]["test/acc"] == 0.8 and by_lr[0.1]["test/acc.std"] is None
+    code, out, err = runs(capsys, str(root), "--group-by", "optimizer.lr", "--sort", "runs")
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if line.startswith("0.1 "))
+    assert line.split() == ["0.1", "2", "0.8000", "(n=1)", "0.5000", "±", "0.1414"]
 
 
 # ---- damaged, half-written, running, not runs -----------------------------------------------

@@ -268,6 +268,38 @@ def test_a_diverging_member_fails_alone_and_repeats_are_not_trained(tmp_path, no
     assert table.fail_reason.notna().sum() == sum(t.state == TrialState.FAIL for t in trials)
 
 
+def test_a_member_whose_val_loss_is_not_finite_reports_nothing_to_the_pruner():
+    """A member that diverged in an epoch's validation (val/loss nan or inf: it fails as
+    DIVERGED, as a run alone raises before its pruning callback reports) reports nothing for
+    that epoch, whatever the metric: a median pruner would prune a reported nan at once, and
+    the trial would end PRUNED instead of FAIL with its reason."""
+    from mlplab.sweep.population import Reporter
+
+    median = optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=0)
+    study = optuna.create_study(pruner=median)
+    done = optuna.trial.create_trial(
+        value=0.5,
+        intermediate_values={0: 0.5},
+        params={},
+        distributions={},
+    )
+    study.add_trial(done)
+    trials = [study.ask(), study.ask()]
+    for metric in ("val/loss", "val/acc"):
+        reporter = Reporter(metric, trials)
+        rows = [
+            {"epoch": 0, "member": 0, "val/loss": math.nan, "val/acc": 0.5},
+            {"epoch": 0, "member": 1, "val/loss": math.inf, "val/acc": 0.5},
+        ]
+        assert reporter(0, rows) == []
+        assert reporter.values == [{}, {}] and not reporter.pruned
+    assert [t.number for t in study.get_trials() if t.intermediate_values] == [0]
+    reporter = Reporter("val/loss", trials)
+    assert reporter(0, [{"epoch": 0, "member": 1, "val/loss": 0.4}]) == []  # finite: reported
+    assert reporter.values == [{}, {0: 0.4}]
+    assert study.get_trials()[2].intermediate_values == {0: 0.4}
+
+
 def test_population_1_is_the_one_by_one_path(tmp_path, no_plots, count_train, monkeypatch):
     def no_population(*args, **kwargs):
         raise AssertionError("population=1 must not train a population")
