@@ -21,6 +21,7 @@ import torch
 
 from mlplab.config import compose_run
 from mlplab.errors import ConfigError
+from mlplab.population.checkpoint import FORMAT, RUN_KEY, find_chunk_checkpoints, fingerprint
 from mlplab.population.engine import train_population
 from mlplab.population.module import PopulationModule
 from mlplab.population.stacked import StackedMLP
@@ -232,6 +233,23 @@ def test_a_dir_holding_a_population_is_refused_without_resume(trained):
     check_run_dir(trained, "auto")
 
 
+def test_chunk_checkpoints_are_checked_in_chunk_order_past_ten_chunks(tmp_path):
+    """A population in 12 chunks: chunk_10 follows chunk_9 (not chunk_1), so each chunk's
+    checkpoint is checked against its own members and the first chunk's is the one to go on
+    from; a chunk of other members is still named."""
+    configs = [{"seed": k} for k in range(12)]
+    for k, config in enumerate(configs):  # chunk k: member k, saved after epoch k
+        path = tmp_path / f"chunk_{k}" / CKPT
+        path.parent.mkdir(parents=True)
+        run = {"format": FORMAT, "members": json.dumps([fingerprint(config)])}
+        torch.save({RUN_KEY: run, "population": {}, "state_dict": {}, "epoch": k}, path)
+    path, raw = find_chunk_checkpoints(tmp_path, configs)
+    assert path == tmp_path / "chunk_0" / CKPT and raw["epoch"] == 0
+    configs[11] = {"seed": 99}
+    with pytest.raises(ConfigError, match=r"chunk_11/.* member 0 was trained with seed=11"):
+        find_chunk_checkpoints(tmp_path, configs)
+
+
 # ---- the command line: seeds=N, cv=K ----------------------------------------------------------
 def _cli(tmp_path, monkeypatch, *args: str) -> int:
     """``mlplab-train BASE ARGS`` in this process, logs under tmp_path; the exit code."""
@@ -364,6 +382,7 @@ def test_loading_a_population_checkpoint_leaves_the_global_random_state_alone():
 DRIVER = """
 import sys, time
 import mlplab.population.checkpoint
+from mlplab.population.checkpoint import FORMAT, RUN_KEY, find_chunk_checkpoints, fingerprint
 from mlplab.population.module import PopulationModule
 mlplab.population.checkpoint.CHECKPOINT_EVERY_S = 0.0  # a save every epoch: the kill waits
 end = PopulationModule.on_train_epoch_end

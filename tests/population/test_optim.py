@@ -304,6 +304,16 @@ def test_nesterov_needs_momentum_and_members_match_params():
     assert set(OPTIMIZERS) >= {f"torch.optim.{n}" for n in ["SGD", "Adam", "AdamW", "RMSprop"]}
 
 
+def test_nesterov_with_dampening_is_refused_as_torch_refuses_it():
+    """A member's stand-alone run fails in torch.optim.SGD: its population must not train it."""
+    bad = {"momentum": 0.9, "dampening": 0.1, "nesterov": True}
+    with pytest.raises(ValueError, match="dampening"):
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, **bad)
+    members = [{"momentum": 0.9, "nesterov": True}, bad]
+    with pytest.raises(ConfigError, match=r"with dampening=0, for nesterov=true$"):
+        build_stacked_optimizer([torch.zeros(2, 3)], "torch.optim.SGD", members)
+
+
 def test_step_with_closure_returns_the_loss():
     """Lightning's automatic optimization calls ``step(closure)``: the closure runs with grad."""
     target, members = _members("adam")

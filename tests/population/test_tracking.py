@@ -60,6 +60,24 @@ def test_figures_follow_the_callbacks(tmp_path):
     assert not list((tmp_path / "none").glob("member_*/checkpoints"))
 
 
+def test_a_chunked_population_prunes_the_members_the_hook_names(tmp_path):
+    """In chunks of 2, the hook sees and names the population's members (2 and 3 in the second
+    chunk): pruning member 3 prunes member 3, not the chunk's member of that index."""
+    seen = []
+
+    def prune_3(epoch, rows):
+        seen.append((epoch, [r["member"] for r in rows]))
+        return [3] if epoch == 1 and 3 in seen[-1][1] else []
+
+    members = [{"seed": s} for s in range(1, 5)]
+    cfg = compose_run(tmp_path, *BASE, "trainer.max_epochs=3", "callbacks.learning_curves=null")
+    summary = train_population(cfg, members, tmp_path, on_epoch=prune_3, max_members=2)
+    assert (tmp_path / "chunk_1").is_dir()
+    assert seen[3:] == [(0, [2, 3]), (1, [2, 3]), (2, [2])]
+    assert list(summary.status) == ["ok", "ok", "ok", "pruned"]
+    assert summary.stopped_epoch[3] == 1
+
+
 def test_the_figure_shows_ended_members_and_scales_to_many(tmp_path):
     """Stopped, pruned and diverged members end with a marker; > 10 members: a colour bar."""
     rows = [
