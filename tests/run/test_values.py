@@ -41,6 +41,23 @@ def test_check_values_names_the_bad_value(overrides, named):
     assert named in str(err.value)
 
 
+# Values at the edge of what Lightning takes: a check one step too strict refuses a valid run.
+GOOD = [
+    ["++trainer.limit_val_batches=0.0"],  # a fraction of 0: no validation at all
+    ["++trainer.limit_val_batches=1.0", "++trainer.limit_train_batches=0.5"],
+    ["++trainer.limit_test_batches=0"],
+    ["++trainer.max_epochs=-1", "++trainer.max_steps=10"],  # no epoch limit
+    ["++trainer.max_epochs=0"],
+    ["++trainer.num_sanity_val_steps=-1"],  # all of them
+    ["++trainer.overfit_batches=0.0"],
+]
+
+
+@pytest.mark.parametrize("overrides", GOOD, ids=lambda o: " ".join(o))
+def test_check_values_accepts_the_edge_values_lightning_takes(overrides):
+    check_values(compose_config("train", overrides))
+
+
 def test_check_values_passes_every_shipped_experiment():
     from pathlib import Path
 
