@@ -138,7 +138,7 @@ def bench_mlplab(cfg) -> list[float]:
     datamodule.setup("fit")
     model = build.build_model(cfg, datamodule)
     timer = EpochTimer()
-    callbacks = [*build.build_callbacks(cfg), timer]
+    callbacks = [*build.build_callbacks(cfg, model), timer]
     trainer = build.build_trainer(cfg, callbacks, build.build_loggers(cfg), model)
     trainer.fit(model, datamodule=datamodule)
     return timer.times

@@ -227,6 +227,19 @@ def test_a_checkpoint_that_cant_be_continued_is_one_error_and_writes_nothing(
             check_run_dir(out, "auto")
 
 
+def test_a_members_gradient_clipping_is_part_of_what_it_was_trained_with():
+    """A resume with another clip value mixes two trainings (a run's clip is in its hparams,
+    so a stand-alone resume refuses it); training longer is a resume."""
+    member = {"seed": 1, "trainer": {"gradient_clip_val": 0.01, "max_epochs": 2}}
+    for key, value, same in (
+        ("gradient_clip_val", 0.0, False),
+        ("gradient_clip_algorithm", "value", False),
+        ("max_epochs", 5, True),
+    ):
+        other = {"seed": 1, "trainer": member["trainer"] | {key: value}}
+        assert (fingerprint(other) == fingerprint(member)) is same, key
+
+
 def test_a_dir_holding_a_population_is_refused_without_resume(trained):
     with pytest.raises(ConfigError, match="already holds a run: .* add resume=auto"):
         check_run_dir(trained, None)

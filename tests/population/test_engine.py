@@ -347,6 +347,13 @@ def test_members_clip_gradients_like_stand_alone_runs(tmp_path, algorithm):
         (["cv=2", "trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1"),
         (["seeds=2", "+trainer.max_steps=3"], "trainer.max_steps=3 can't be used"),
         (["seeds=2", "+optimizer.fused=true"], "fused=True is invalid: not an option"),
+        # a metric no member logs: no best weights would be kept, no member would stop
+        (["seeds=2", "callbacks.model_checkpoint.monitor=val/los"], "model_checkpoint.monitor="),
+        (
+            ["seeds=2", "regularization=early_stopping", "callbacks.early_stopping.monitor=x"],
+            "callbacks.early_stopping.monitor='x' is invalid",
+        ),
+        (["cv=2", "scheduler=plateau", "scheduler.monitor=val/r2"], "scheduler.monitor='val/r2'"),
     ],
 )
 def test_bad_seeds_is_one_error_line(args, named, tmp_path, monkeypatch, capfd):

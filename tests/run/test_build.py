@@ -5,11 +5,16 @@
 
 from __future__ import annotations
 
+import sys
 from types import SimpleNamespace
 
+import pytest
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mlplab.run.build import best_checkpoint
+from mlplab.train import main as train_main
+
+TINY = ["data=moons", "data.options.n_samples=200", "trainer.max_epochs=1", "logger=csv"]
 
 
 def _checkpoint(tmp_path, filename: str, monitor: str | None, saved: str) -> ModelCheckpoint:
@@ -33,3 +38,29 @@ def test_no_monitored_checkpoint_means_the_final_weights(tmp_path):
     assert best_checkpoint(SimpleNamespace(checkpoint_callbacks=[last])) is None
     not_saved = _checkpoint(tmp_path, "best", "val/loss", "")  # monitored, nothing saved yet
     assert best_checkpoint(SimpleNamespace(checkpoint_callbacks=[not_saved, last])) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["callbacks.model_checkpoint.monitor=val/los"], "callbacks.model_checkpoint.monitor="),
+        (
+            ["regularization=early_stopping", "callbacks.early_stopping.monitor=val/r2"],
+            "callbacks.early_stopping.monitor='val/r2' is invalid: a metric logged every epoch",
+        ),
+        (["scheduler=plateau", "scheduler.monitor=val/los"], "scheduler.monitor='val/los'"),
+    ],
+)
+def test_a_monitor_the_model_does_not_log_is_one_error_line_before_training(
+    args, named, tmp_path, monkeypatch, capfd
+):
+    """Lightning finds a misspelled ModelCheckpoint/EarlyStopping monitor after the first epoch
+    (a traceback, a run dir left); a ReduceLROnPlateau one would never step."""
+    monkeypatch.delenv("MLPLAB_RUN_ID", raising=False)
+    monkeypatch.setattr(sys, "argv", ["mlplab-train"])
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([*TINY, f"paths.log_dir={tmp_path}", *args])
+    errors = [line for line in capfd.readouterr().err.splitlines() if line.startswith("error:")]
+    assert exit_info.value.code == 2 and len(errors) == 1 and named in errors[0], errors
+    assert "val/loss" in errors[0]  # what is allowed
+    assert not (tmp_path / "train").exists() or not any((tmp_path / "train").iterdir())

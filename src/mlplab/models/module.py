@@ -36,6 +36,13 @@ from mlplab.models.optimization import build_optimization, check_optimization
 MAIN_METRIC = {"binary": "acc", "multiclass": "acc", "regression": "r2"}
 
 
+def check_monitor(key: str, monitor: str, task: str, num_classes: int) -> None:
+    """``monitor`` must be a metric the MLP logs every epoch (``val/los`` would never be seen)."""
+    train = "train/mse" if task == "regression" else "train/acc"
+    known = ["train/loss", train, "val/loss", *make_metrics(task, num_classes, "val")]
+    check(monitor in known, key, monitor, f"a metric logged every epoch: one of {known}")
+
+
 def make_metrics(task: str, num_classes: int, stage: str) -> MetricCollection:
     """Stateful metrics of one stage. Train keeps the cheap ones (they update every step) and
     skips torchmetrics' input checks: those inputs are ours and well-formed."""
@@ -104,6 +111,8 @@ class MLPModule(GroupedSteps, L.LightningModule):
         self.net = MLP(in_features, hidden, out_features, activation, dropout, layer)
         # Fail now, with the key named, not at the first step.
         check_optimization(self.hparams.optimizer, self.hparams.scheduler)
+        if "monitor" in (scheduler or {}):
+            check_monitor("scheduler.monitor", scheduler["monitor"], task, out_features)
         # One stateful collection per stage (a ModuleDict can't use "train": it's a method).
         self.train_metrics = make_metrics(task, out_features, "train")
         self.val_metrics = make_metrics(task, out_features, "val")

@@ -28,7 +28,13 @@ CHECKPOINT_EVERY_S = 10.0  # PopulationCheckpoint's interval between saves
 # What a member's weights depend on (keys of the flattened config). The rest — paths, run
 # name, loggers, threads, max_epochs (training longer is a resume) — may change on a resume.
 TRAINED = ("data.", "model.", "optimizer.", "scheduler.", "callbacks.early_stopping.")
-TRAINED_EXACT = ("seed", "callbacks.early_stopping", "trainer.check_val_every_n_epoch")
+TRAINED_EXACT = (
+    "seed",
+    "callbacks.early_stopping",
+    "trainer.check_val_every_n_epoch",
+    "trainer.gradient_clip_val",  # a member's own (members.py), as a run's is in its hparams
+    "trainer.gradient_clip_algorithm",
+)
 
 
 def fingerprint(config: dict) -> dict[str, str]:

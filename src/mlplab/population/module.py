@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 
+from mlplab.models.module import check_monitor
 from mlplab.population.metrics import MemberScores, TrainScores
 from mlplab.population.optim import build_stacked_optimizer
 from mlplab.population.schedule import MemberSchedules
@@ -76,6 +77,8 @@ class Watch:
 
     monitor: str = "val/loss"
     mode: str = "min"
+    key: str = "monitor"  # the config key that set it, for messages
+    strict: bool = True  # a monitor the module doesn't log is an error (Lightning's strict)
 
     def better(self, value: float, than: float, delta: float = 0.0) -> bool:
         """Lightning's rule: strictly better by more than ``delta``."""
@@ -151,6 +154,10 @@ class PopulationModule(L.LightningModule):
         self.on_epoch = on_epoch
         self.schedules, self.monitor = schedules, monitor
         self.best_watch, self.stopping = best, stopping
+        for watch in (best, stopping):  # a misspelled one would never improve or stop
+            if watch is not None and watch.strict:
+                check_monitor(watch.key, watch.monitor, task, net.out_features)
+        check_monitor("scheduler.monitor", monitor, task, net.out_features)
         self.status = [OK] * k
         self.best_score = [best.worst if best else math.nan] * k
         self.best_epoch: list[int | None] = [None] * k

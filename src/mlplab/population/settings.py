@@ -101,7 +101,9 @@ def population_settings(cfg: DictConfig) -> Settings:
         if issubclass(cls, ModelCheckpoint) and args.get("monitor"):
             if args.get("save_top_k", 1) != 1:
                 _refuse(f"callbacks.{name}.save_top_k", args["save_top_k"], "1 (one best)")
-            settings.best = Watch(args["monitor"], args.get("mode", "min"))
+            settings.best = Watch(
+                args["monitor"], args.get("mode", "min"), key=f"callbacks.{name}.monitor"
+            )
             settings.last = settings.last or bool(args.get("save_last"))
         elif issubclass(cls, ModelCheckpoint):
             settings.last = True
@@ -109,6 +111,8 @@ def population_settings(cfg: DictConfig) -> Settings:
             settings.stopping = Stopping(
                 args["monitor"],
                 args.get("mode", "min"),
+                key=f"callbacks.{name}.monitor",
+                strict=bool(args.get("strict", True)),
                 min_delta=float(args.get("min_delta", 0.0)),
                 min_epochs=int(trainer.get("min_epochs") or 0),
             )

@@ -15,7 +15,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
 from omegaconf import DictConfig, OmegaConf
 
@@ -142,9 +142,21 @@ def unused_groups(cfg: DictConfig) -> list[str]:
     return [g for g in rest if cfg.get(g)]
 
 
-def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    callbacks = [instantiate_checked(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    return [*callbacks, RunRecord()]
+def build_callbacks(cfg: DictConfig, model: L.LightningModule | None = None) -> list[L.Callback]:
+    """The configured callbacks. A ModelCheckpoint or (strict) EarlyStopping of an ``MLPModule``
+    must watch a metric it logs: Lightning would find out after the first epoch, in a
+    traceback."""
+    from mlplab.models.module import MLPModule, check_monitor
+
+    nodes = {name: node for name, node in (cfg.get("callbacks") or {}).items() if node}
+    callbacks = {name: instantiate_checked(node) for name, node in nodes.items()}
+    if isinstance(model, MLPModule):
+        task, classes = model.hparams.task, model.hparams.out_features
+        for name, cb in callbacks.items():
+            watching = isinstance(cb, ModelCheckpoint) or getattr(cb, "strict", False)
+            if isinstance(cb, ModelCheckpoint | EarlyStopping) and cb.monitor and watching:
+                check_monitor(f"callbacks.{name}.monitor", cb.monitor, task, classes)
+    return [*callbacks.values(), RunRecord()]
 
 
 def build_loggers(cfg: DictConfig, resumed_epoch: int | None = None) -> list:

@@ -36,7 +36,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         check_resumable(ckpt, str(ckpt_path), model, datamodule)
     resumed_epoch = ckpt.get("epoch") if ckpt is not None else None
     stop = StopAtEpochEnd()
-    callbacks = [*build.build_callbacks(cfg), stop]
+    callbacks = [*build.build_callbacks(cfg, model), stop]
     loggers = build.build_loggers(cfg, resumed_epoch)
     trainer = build.build_trainer(cfg, callbacks, loggers, model)
     failed = True
