@@ -136,8 +136,8 @@ def callbacks_of_train(monkeypatch):
     built: list = []
     original = train_module.build_callbacks
 
-    def spy(cfg):
-        built.extend(original(cfg))
+    def spy(cfg, model=None):
+        built.extend(original(cfg, model))
         return built
 
     monkeypatch.setattr(train_module, "build_callbacks", spy)
