@@ -111,7 +111,7 @@ class MLPModule(GroupedSteps, L.LightningModule):
         self.net = MLP(in_features, hidden, out_features, activation, dropout, layer)
         # Fail now, with the key named, not at the first step.
         check_optimization(self.hparams.optimizer, self.hparams.scheduler)
-        if "monitor" in (scheduler or {}):
+        if "monitor" in (scheduler or {}) and type(self) is MLPModule:  # a subclass may log more
             check_monitor("scheduler.monitor", scheduler["monitor"], task, out_features)
         # One stateful collection per stage (a ModuleDict can't use "train": it's a method).
         self.train_metrics = make_metrics(task, out_features, "train")

@@ -150,7 +150,7 @@ def build_callbacks(cfg: DictConfig, model: L.LightningModule | None = None) -> 
 
     nodes = {name: node for name, node in (cfg.get("callbacks") or {}).items() if node}
     callbacks = {name: instantiate_checked(node) for name, node in nodes.items()}
-    if isinstance(model, MLPModule):
+    if type(model) is MLPModule:  # a subclass may log metrics of its own
         task, classes = model.hparams.task, model.hparams.out_features
         for name, cb in callbacks.items():
             watching = isinstance(cb, ModelCheckpoint) or getattr(cb, "strict", False)
