@@ -157,7 +157,6 @@ class PopulationModule(L.LightningModule):
         for watch in (best, stopping):  # a misspelled one would never improve or stop
             if watch is not None and watch.strict:
                 check_monitor(watch.key, watch.monitor, task, net.out_features)
-        check_monitor("scheduler.monitor", monitor, task, net.out_features)
         self.status = [OK] * k
         self.best_score = [best.worst if best else math.nan] * k
         self.best_epoch: list[int | None] = [None] * k
