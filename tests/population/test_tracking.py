@@ -47,10 +47,20 @@ def _png_size(path) -> tuple[int, int]:
 
 def test_figures_follow_the_callbacks(tmp_path):
     boundary = "callbacks.decision_boundary.filename=boundary.png"
-    summary = _population(tmp_path / "on", boundary, base=[o for o in BASE if "boundary" not in o])
+    with_boundary = [o for o in BASE if "boundary" not in o]
+    summary = _population(tmp_path / "on", boundary, base=with_boundary)
     assert list(summary.status) == ["ok", "ok", "diverged"]
     assert _png_size(tmp_path / "on" / "learning_curves.png") == PIXELS
-    assert _png_size(tmp_path / "on" / "boundary.png") == PIXELS
+    # members with other learning rates: their mean boundary would be none of theirs
+    assert not (tmp_path / "on" / "boundary.png").exists()
+    seeds = [{"seed": s} for s in (1, 2, 3)]
+    cfg = compose_run(tmp_path / "seeds", *with_boundary, boundary, "optimizer.lr=0.1")
+    train_population(cfg, seeds, tmp_path / "seeds")  # replicas: the mean is their config's
+    assert _png_size(tmp_path / "seeds" / "boundary.png") == PIXELS
+    folds = [{"data.cv_folds": 3, "data.cv_fold": k} for k in range(3)]
+    cfg = compose_run(tmp_path / "cv", *with_boundary, "optimizer.lr=0.1")
+    train_population(cfg, folds, tmp_path / "cv")
+    assert _png_size(tmp_path / "cv" / "decision_boundary.png") == PIXELS
     _population(tmp_path / "off", "callbacks.learning_curves=null")
     assert (tmp_path / "off" / "summary.csv").is_file()
     assert not list((tmp_path / "off").glob("*.png"))

@@ -44,6 +44,9 @@ SHARED = (  # inside those prefixes, but one per population: they change the for
     "optimizer.maximize",
     "scheduler.monitor",
 )
+# Members that differ only in these are replicas of one config (seeds=, cv=): their mean is
+# that config's result, and their mean decision boundary its figure.
+REPLICA_KEYS = ("seed", "data.seed", "data.cv_fold", "data.cv_folds")
 POPULATION_KEYS = ("seeds", "cv")  # a population's own keys: null in its members' configs
 # Members of one population at most: it trains in chunks that fit in memory, but its table of
 # members, its per-epoch history and its run dirs grow with it.
@@ -58,6 +61,11 @@ def is_member_key(key: str) -> bool:
         key == prefix or key.startswith(prefix if prefix.endswith(".") else f"{prefix}.")
         for prefix in MEMBER_KEYS
     )
+
+
+def are_replicas(keys: Iterable[str]) -> bool:
+    """Whether members that differ in ``keys`` are replicas of one config."""
+    return all(key in REPLICA_KEYS for key in keys)
 
 
 def check_members(cfg: DictConfig, members: list[Mapping]) -> list[str]:

@@ -3,7 +3,9 @@
 - ``LearningCurves`` → ``learning_curves.png``: train and val loss per epoch, a line per member
   (``mlplab.figures.population``); a member that ended early ends in a marker.
 - ``DecisionBoundary`` (binary data on 2 numeric features) → ``decision_boundary.png``: the
-  members' mean P(class 1) over the plane, each member through its own preprocessing.
+  members' mean P(class 1) over the plane, each member through its own preprocessing; only for
+  replicas (``seeds=``, ``cv=``): the mean of members with other hyperparameters (a sweep's
+  trials) is the boundary of none of them.
 - wandb gets a run per member, all in one group (``WandbRuns``), which wandb's group view
   aggregates (mean and spread of a metric per epoch).
 - MLflow's population run is a parent run: each member logs its epochs to a nested run of its
@@ -29,6 +31,7 @@ from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from mlplab.models.arguments import is_real
+from mlplab.population.members import are_replicas
 from mlplab.population.stats import DIVERGED, mean_and_std
 from mlplab.run import build
 from mlplab.run.trackers import CSVLogger, finish_trackers
@@ -87,7 +90,7 @@ class PopulationTracker:
         """``decision_boundary.png``: the members' mean P(class 1) (the first chunk's), on a
         grid of half a single run's resolution per axis: K members cost K× a run's grid."""
         name = self.settings.boundary
-        if name is None:
+        if name is None or not are_replicas(self.columns):
             return
         from mlplab.figures.callbacks import DecisionBoundary
         from mlplab.figures.plots import plot_decision_boundary
