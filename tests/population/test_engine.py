@@ -153,6 +153,8 @@ def test_on_epoch_sees_every_active_member_and_prunes(tmp_path):
     assert pruned["train/loss"] == pytest.approx(
         history[history.member == 1]["train/loss"].iloc[-1]
     )
+    with pytest.raises(ValueError, match=r"stops members \[7\]: training now are \[0, 1\]"):
+        _population(tmp_path / "bad", {"seed": 1}, {"seed": 2}, on_epoch=lambda e, rows: [7])
 
 
 def test_early_stopping_is_per_member_and_a_stopped_member_stays_put(tmp_path):

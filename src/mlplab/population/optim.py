@@ -305,8 +305,9 @@ def build_stacked_optimizer(params, target: str, members: list[dict]) -> Stacked
         options[name] = values[0]
     if options.get("nesterov"):
         # torch.optim.SGD refuses nesterov without momentum, or with dampening
-        ok = min(options["momentum"]) > 0 and set(options["dampening"]) == {0.0}
-        check(ok, "momentum", options["momentum"], "> 0, with dampening=0, for nesterov=true")
+        momentum, dampening = options["momentum"], options["dampening"]
+        check(min(momentum) > 0, "momentum", momentum, "> 0 for nesterov=true")
+        check(set(dampening) == {0.0}, "dampening", dampening, "0 for nesterov=true")
     return cls(params, **options)
 
 

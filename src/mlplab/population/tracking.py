@@ -82,6 +82,8 @@ class PopulationTracker:
                 self.wandb.log_epoch(epoch, rows)
             stop = list(hook(epoch, rows)) if hook is not None else []
             local = {m: j for j, m in enumerate(members)}
+            if not set(stop) <= set(local):
+                raise ValueError(f"on_epoch stops members {stop}: training now are {members}")
             return [local[m] for m in stop]
 
         return logged
