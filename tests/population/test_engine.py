@@ -55,14 +55,14 @@ SGD = ["optimizer=sgd"]
 
 
 def test_members_equal_their_stand_alone_runs(tmp_path):
-    """Seeds (weights, split, shuffle), learning rates, optimizer numbers, L1 and dropout (its
-    masks too) differ per member; each member's numbers are its own run's."""
+    """Seeds (weights, split, shuffle), learning rates, optimizer numbers, L1, dropout (its
+    masks too) and the activation differ per member; each member's numbers are its own run's."""
     members = [
         {"seed": 1, "optimizer.lr": 0.3},
         {"seed": 2, "optimizer.lr": 0.05, "optimizer.momentum": 0.9},
         {"seed": 3, "optimizer.lr": 0.1, "optimizer.weight_decay": 0.01},
         {"seed": 4, "optimizer.lr": 0.2, "model.l1": 0.001, "model.dropout": 0.3},
-        {"seed": 5, "optimizer.lr": 0.2, "model.dropout": 0.5},
+        {"seed": 5, "optimizer.lr": 0.2, "model.dropout": 0.5, "model.activation": "tanh"},
     ]
     summary = _population(tmp_path, *members, shared=SGD)
     assert list(summary.status) == ["ok"] * 5
@@ -103,8 +103,10 @@ def test_members_equal_their_stand_alone_runs_for_every_task(tmp_path, data):
 def test_each_members_checkpoint_is_its_own_runs(tmp_path, data):
     """Member k's best.ckpt holds member k's hyperparameters (a regression member: its own
     target mean and std) and fitted data, as its stand-alone run's checkpoint does, and
-    ``mlplab-eval`` scores it as the population did."""
-    members = [{"seed": 5, "optimizer.lr": 0.05}, {"seed": 6, "optimizer.lr": 0.1}]
+    ``mlplab-eval`` scores it as the population did. Dropout and the activation change a net's
+    modules: member 1's checkpoint has its own."""
+    own = {"model.dropout": 0.3, "model.activation": "tanh"}
+    members = [{"seed": 5, "optimizer.lr": 0.05}, {"seed": 6, "optimizer.lr": 0.1, **own}]
     base = [*BASE[2:], *data, *SGD]
     summary = _population(tmp_path, *members, base=base)
     for k, values in enumerate(members):
@@ -117,6 +119,7 @@ def test_each_members_checkpoint_is_its_own_runs(tmp_path, data):
         assert ours["datamodule_hyper_parameters"] == theirs["datamodule_hyper_parameters"]
         assert ours["mlplab"]["data_state"] == theirs["mlplab"]["data_state"]
         assert ours["epoch"] == theirs["epoch"]
+        assert list(ours["state_dict"]) == list(theirs["state_dict"])
         for key, value in theirs["state_dict"].items():
             if key.startswith("net."):
                 torch.testing.assert_close(ours["state_dict"][key], value, atol=1e-5, rtol=0)

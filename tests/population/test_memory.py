@@ -27,11 +27,11 @@ BASE = [
 ]
 
 
-def _need(tmp_path, *overrides: str, shared: bool = False) -> memory.Footprint:
+def _need(tmp_path, *overrides: str, shared: bool = False, kinds: int = 1) -> memory.Footprint:
     config = MemberConfigs(compose_run(tmp_path, *BASE, *overrides), [{}])[0]
     datamodule = build.build_datamodule(config)
     datamodule.setup("fit")
-    return memory.footprint(config, datamodule, shared_split=shared)
+    return memory.footprint(config, datamodule, shared_split=shared, activations=kinds)
 
 
 def test_the_estimate_grows_with_width_data_and_optimizer_state(tmp_path):
@@ -50,6 +50,9 @@ def test_the_estimate_grows_with_width_data_and_optimizer_state(tmp_path):
     adam = _need(tmp_path, "optimizer=adam", "model.hidden_sizes=[256]")
     sgd = _need(tmp_path, "optimizer=sgd", "model.hidden_sizes=[256]")
     assert adam.per_member - sgd.per_member == memory.parameter_count(2, [256], 1) * 4
+    # members with 3 activations keep 2 more outputs and 2 masks per unit and row
+    mixed = _need(tmp_path, "model.hidden_sizes=[256]", kinds=3)
+    assert mixed.per_member - wide.per_member == 32 * (256 + 1) * 4 * 4
 
 
 def test_memory_bound_is_a_share_of_what_is_free(tmp_path):
@@ -106,6 +109,21 @@ def test_short_memory_trains_seeds_in_chunks_with_the_same_results(
     history = pd.read_csv(tmp_path / "split" / "metrics.csv")
     expected = pd.read_csv(tmp_path / "one" / "metrics.csv")  # rows in the same order
     pd.testing.assert_frame_equal(history, expected, atol=1e-6, rtol=0)
+
+
+def test_members_of_several_activations_are_counted_in_the_chunks(tmp_path, monkeypatch):
+    kinds = ["relu", "tanh", "sigmoid", "relu"]
+    wide = ["model.hidden_sizes=[64]", "data.options.n_samples=2000", "data.batch_size=full"]
+    one, mixed = _need(tmp_path, *wide, shared=True), _need(tmp_path, *wide, shared=True, kinds=3)
+    bound = mixed.bytes(2) + mixed.per_member // 2
+    assert one.bytes(3) <= bound  # one kind: 3 would fit
+    monkeypatch.setattr(engine, "memory_bound", lambda config: bound)
+    configs = MemberConfigs(
+        compose_run(tmp_path / "pop", *BASE, *wide), [{"model.activation": a} for a in kinds]
+    )
+    first = build.build_datamodule(configs[0])
+    first.setup("fit")
+    assert engine._chunks(configs, first, None) == [[0, 1], [2, 3]]
 
 
 def test_chunks_keep_their_own_checkpoints_and_resume_one_by_one(tmp_path, monkeypatch):

@@ -117,9 +117,31 @@ def test_from_members_and_member_round_trip_bit_exact(hidden):
     assert torch.equal(wide.flat[0], before)
 
 
+@pytest.mark.parametrize("hidden", [[], [5], [7, 3]])
+def test_members_with_their_own_activations_are_their_mlps(hidden):
+    """Members that differ in activation (identity too, which has no module of its own): each
+    member's outputs and gradients are those of a population of it alone and its MLP's (up to
+    float32 rounding: vectorized kernels round by position), and ``member(k)`` is its MLP."""
+    kinds = ["tanh", "relu", "identity", "sigmoid", "relu"]
+    members = [_seeded(s, 4, hidden, 3, a) for s, a in zip(range(5), kinds, strict=True)]
+    stacked = StackedMLP.from_members(members)
+    x = torch.randn(5, 16, 4)
+    out = stacked(x)
+    (out * x.sum(-1, keepdim=True)).sum().backward()
+    for k, member in enumerate(members):
+        alone = StackedMLP.from_members([member])
+        (alone(x[k : k + 1]) * x[k].sum(-1, keepdim=True)).sum().backward()
+        assert _max_diff(out[k], alone(x[k : k + 1])[0]) <= 1e-6
+        assert _max_diff(stacked.flat.grad[k], alone.flat.grad[0]) <= 1e-5
+        assert _max_diff(out[k], member(x[k])) <= 1e-6
+        back = stacked.member(k)
+        assert list(back.state_dict()) == list(member.state_dict())  # identity: no Sequential
+        assert all(torch.equal(v, member.state_dict()[key]) for key, v in back.state_dict().items())
+
+
 def test_from_members_refuses_mixed_architectures_and_bad_values():
     with pytest.raises(ConfigError, match="one architecture"):
-        StackedMLP.from_members([MLP(2, [4], 1, "relu"), MLP(2, [4], 1, "tanh")])
+        StackedMLP.from_members([MLP(2, [4], 1, "relu"), MLP(2, [5], 1, "relu")])
     with pytest.raises(ConfigError, match="model.layer"):
         StackedMLP.from_members([MLP(2, [4], 1, layer="scratch")])
     with pytest.raises(ConfigError, match="model.dropout"):

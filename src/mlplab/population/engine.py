@@ -204,7 +204,9 @@ def _chunks(configs: MemberConfigs, first, max_members: int | None) -> list[list
     check(ok, "max_members", max_members, "null or an integer >= 1 (members per population)")
     n = len(configs)
     shared = "data." not in " ".join(f"{k}." for k in configs.keys + configs.followers)
-    need = footprint(configs[0], first, shared_split=shared)
+    base = configs.base["model"].get("activation")
+    kinds = len({m.get("model.activation", base) for m in configs.members})
+    need = footprint(configs[0], first, shared_split=shared, activations=kinds)
     size = chunk_size(need, n, memory_bound(configs[0]), f"a population of {n}")
     size = min(size, max_members or size)
     return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
@@ -336,7 +338,8 @@ class _Chunk:
             row |= {key: flat.get(key) for key in columns}
             row |= {"best_epoch": module.best_epoch[k], "stopped_epoch": module.stopped_epoch[k]}
             if module.best_epoch[k] is not None:  # the best weights, also of one that diverged
-                self.net.copy_member(k, self.template.net, module.best_flat)
+                # member k's own modules: its dropout and activation change the state_dict keys
+                self.template.net = self.net.member(k, module.best_flat).cpu()
                 write_model_checkpoint(
                     run_dir / "checkpoints" / "best.ckpt",
                     self.template,

@@ -8,8 +8,8 @@ differ in
 - ``seed`` (weights, split and shuffle), ``data.seed``, the cross-validation fold;
 - every number of the optimizer (``optimizer.lr``, ``optimizer.betas``, ...), not its type or
   flags (``nesterov``, ``centered``); the scheduler, its type too (not what it monitors);
-- ``model.dropout``, ``model.l1``, ``callbacks.early_stopping.patience`` and
-  ``trainer.gradient_clip_val``.
+- ``model.activation``, ``model.dropout``, ``model.l1``, ``callbacks.early_stopping.patience``
+  and ``trainer.gradient_clip_val``.
 
 ``is_member_key`` answers for one key; the population engine, the sweep (which samples the
 other keys once per population) and the checks below all ask it.
@@ -31,6 +31,7 @@ MEMBER_KEYS = (  # prefixes of dotted keys
     "data.cv_fold",
     "optimizer.",
     "scheduler.",
+    "model.activation",
     "model.dropout",
     "model.l1",
     "callbacks.early_stopping.patience",

@@ -24,8 +24,10 @@ GPU_SHARE = 0.8  # of the free CUDA memory: the allocator's fragmentation, CUDA'
 PARAMETER_COPIES = 3
 STEP_TEMPORARIES = 2
 # Per hidden (and output) unit and training row: the pre-activation and the activation kept for
-# backward, the dropout mask, and the gradient flowing back through them.
+# backward, the dropout mask, and the gradient flowing back through them; members with
+# different activations keep each kind's output and the pick's mask.
 ACTIVATION_COPIES = 4
+MIXED_ACTIVATION_COPIES = 2  # per kind beyond the first
 OPTIMIZER_BUFFERS = {"SGD": 1, "Adam": 2, "AdamW": 2, "Adadelta": 2, "Adagrad": 1, "RMSprop": 3}
 TABLE_BYTES = 8  # a DataModule's own tables (pandas) of its split: about 8 bytes a cell
 MEMBER_OVERHEAD = 256 * 2**10  # the Python objects of a member (DataModule, configs, rows)
@@ -48,7 +50,7 @@ def parameter_count(in_features: int, hidden_sizes: list[int], out_features: int
     return sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False))
 
 
-def footprint(config: dict, datamodule, shared_split: bool) -> Footprint:
+def footprint(config: dict, datamodule, shared_split: bool, activations: int = 1) -> Footprint:
     """The bytes a population needs per member and in all, from its data's shape.
 
     Args:
@@ -56,6 +58,7 @@ def footprint(config: dict, datamodule, shared_split: bool) -> Footprint:
         datamodule: its DataModule after ``setup("fit")`` (rows per split, features, outputs).
         shared_split: every member trains on the same split (the same data config): one copy
             of the data for all; else each member holds its own split plus its stacked copy.
+        activations: how many activations the members have between them.
     """
     hp = datamodule.hparams
     rows = {name: int(t[0].shape[0]) for name, t in datamodule.tensors.items()}
@@ -68,7 +71,8 @@ def footprint(config: dict, datamodule, shared_split: bool) -> Footprint:
     name = str(config["optimizer"].get("_target_", "")).rsplit(".", 1)[-1]
     copies = PARAMETER_COPIES + STEP_TEMPORARIES + OPTIMIZER_BUFFERS.get(name, 3)
     weights = parameter_count(d_in, hidden, d_out) * copies
-    activations = batch * sum(widths) * ACTIVATION_COPIES + eval_rows * max(widths) * 2
+    per_unit = ACTIVATION_COPIES + MIXED_ACTIVATION_COPIES * (activations - 1)
+    activations = batch * sum(widths) * per_unit + eval_rows * max(widths) * 2
     gathered = batch * (d_in + 1)  # each member's batch, gathered
     scores = (rows.get("val", 0) + rows.get("test", 0)) * d_out  # an epoch's predictions
     n_rows = sum(rows.values())

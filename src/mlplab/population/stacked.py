@@ -58,7 +58,7 @@ def _architecture(mlp: MLP) -> dict:
 class StackedMLP(nn.Module):
     """K same-architecture MLPs as one module: one ``(K, N)`` parameter ``flat``.
 
-    Hidden layer l of member k: ``a = g(a W_l[k] + b_l[k])``, then inverted dropout
+    Hidden layer l of member k: ``a = g_k(a W_l[k] + b_l[k])``, then inverted dropout
     ``a ← a · m / (1 − p_k)`` with ``m ~ Bernoulli(1 − p_k)`` in training mode. Member k draws
     its masks from a generator of its own, which starts where its stand-alone run's global
     generator is after building the model: its masks are that run's. Saving and restoring them
@@ -66,7 +66,8 @@ class StackedMLP(nn.Module):
 
     Args:
         *args, **kwargs: ``MLP``'s architecture (in_features, hidden_sizes, out_features,
-            activation), shared by all members; ``MLP`` checks every value.
+            activation), shared by all members; ``MLP`` checks every value. Members stacked
+            ``from_members`` may differ in activation too.
         dropout: one rate for all members, or one per member, each in [0, 1).
         seeds: member k starts from the weights an ``MLP`` gets under ``seeds[k]``; K = len.
     """
@@ -90,7 +91,8 @@ class StackedMLP(nn.Module):
     def from_members(
         cls, members: Sequence[MLP], rng_states: Sequence[torch.Tensor] | None = None
     ) -> StackedMLP:
-        """Stack torch-layer MLPs of one architecture (their dropout rates may differ), member
+        """Stack torch-layer MLPs of one architecture (their dropout rates and activations may
+        differ), member
         k drawing its dropout masks from ``rng_states[k]`` (default: seeded k)."""
         check(len(members) >= 1, "members", members, "at least one MLP")
         if rng_states is None:
@@ -103,7 +105,8 @@ class StackedMLP(nn.Module):
 
     def _stack(self, members: Sequence[MLP], states: Sequence[torch.Tensor]) -> None:
         archs = [_architecture(m) for m in members]
-        shared = [{k: v for k, v in a.items() if k != "dropout"} for a in archs]
+        own = ("dropout", "activation")
+        shared = [{k: v for k, v in a.items() if k not in own} for a in archs]
         check(all(s == shared[0] for s in shared), "members", shared, "one architecture")
         self.arch = shared[0]
         widths = [self.arch["in_features"], *self.arch["hidden_sizes"], self.arch["out_features"]]
@@ -118,7 +121,10 @@ class StackedMLP(nn.Module):
         self.rates = [float(a["dropout"]) for a in archs]
         self.register_buffer("dropout", torch.tensor(self.rates, dtype=torch.float32))
         self.out_features = self.arch["out_features"]
-        self.g = ACTIVATIONS[self.arch["activation"]]
+        self.activations = [a["activation"] for a in archs]
+        self.kinds = sorted(set(self.activations))
+        kind = torch.tensor([self.kinds.index(a) for a in self.activations])
+        self.register_buffer("kind", kind.view(-1, 1, 1), persistent=False)  # (K, 1, 1)
         self.rng_states = [state.clone() for state in states]  # where each member's masks start
         self.generators: list[torch.Generator] | None = None  # made on the first draw
 
@@ -145,10 +151,18 @@ class StackedMLP(nn.Module):
         h = x.expand(self.k, *x.shape) if x.ndim == 2 else x
         *hidden, last = self.layers()
         for w, b in hidden:
-            h = self.g(torch.baddbmm(b, h, w))  # (K, B, in) @ (K, in, out) + (K, 1, out)
+            h = self._activate(torch.baddbmm(b, h, w))  # (K, B, in) @ (K, in, out) + (K, 1, out)
             if self.training and any(p > 0 for p in self.rates):
                 h = h * self._masks(h)
         return torch.baddbmm(last[1], h, last[0])
+
+    def _activate(self, z: torch.Tensor) -> torch.Tensor:
+        """Each member's activation of (K, B, width): with several, each is computed for all
+        and each member's picked, so its values and gradients are its own alone."""
+        a = ACTIVATIONS[self.kinds[0]](z)
+        for i, kind in enumerate(self.kinds[1:], start=1):
+            a = torch.where(self.kind == i, ACTIVATIONS[kind](z), a)
+        return a
 
     def _masks(self, h: torch.Tensor) -> torch.Tensor:
         """(K, B, width): member k's mask m / (1 − p_k), drawn from its own generator as
@@ -183,11 +197,13 @@ class StackedMLP(nn.Module):
         term whose gradient is the optimizer's coupled ``weight_decay`` λ (mlplab's L2)."""
         return self.flat.square().sum(dim=1) / 2
 
-    def member(self, k: int) -> MLP:
-        """Member k as a plain ``MLP`` (same device and dtype, weights copied, not shared)."""
+    def member(self, k: int, flat: torch.Tensor | None = None) -> MLP:
+        """Member k as a plain ``MLP`` on the weights' device and dtype, its own modules (dropout,
+        activation) and row k of ``flat`` (default: the current weights), copied, not shared."""
         check(-self.k <= k < self.k, "member", k, f"an index in [0, {self.k})")
-        mlp, _ = _seeded_mlp(0, **self.arch, dropout=self.rates[k])  # init overwritten below
-        return self.copy_member(k, mlp.to(device=self.flat.device, dtype=self.flat.dtype))
+        arch = self.arch | {"activation": self.activations[k], "dropout": self.rates[k]}
+        mlp, _ = _seeded_mlp(0, **arch)  # its init is overwritten
+        return self.copy_member(k, mlp.to(device=self.flat.device, dtype=self.flat.dtype), flat)
 
     @torch.no_grad()
     def copy_member(self, k: int, mlp: MLP, flat: torch.Tensor | None = None) -> MLP:
