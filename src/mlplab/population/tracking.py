@@ -45,6 +45,7 @@ class PopulationTracker:
     ) -> None:
         """``dirs``: the members' run dirs (their names are the members' run names)."""
         self.out_dir, self.settings, self.columns = Path(out_dir), settings, columns
+        self.replicas = are_replicas(configs.keys)  # what follows a seed follows it too
         # before training: a bad one fails first
         self.loggers, wandb = _loggers(cfg, self.out_dir)
         names = [d.name for d in dirs]
@@ -92,7 +93,7 @@ class PopulationTracker:
         """``decision_boundary.png``: the members' mean P(class 1) (the first chunk's), on a
         grid of half a single run's resolution per axis: K members cost K× a run's grid."""
         name = self.settings.boundary
-        if name is None or not are_replicas(self.columns):
+        if name is None or not self.replicas:
             return
         from mlplab.figures.callbacks import DecisionBoundary
         from mlplab.figures.plots import plot_decision_boundary
