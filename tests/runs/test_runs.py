@@ -19,6 +19,7 @@ from tests.conftest import ROOT
 
 from mlplab.run.rundir import RunLock
 from mlplab.runs import main as runs_main
+from mlplab.runs import matches, parse_where
 from mlplab.train import main as train_main
 
 TINY = [
@@ -148,6 +149,23 @@ def test_where_status_sort_and_metrics(logs, capsys):
     assert set(by_loss[0]) >= {"val/loss", "test/acc"} and "val/acc" not in by_loss[0]
     desc = records(capsys, str(logs), "--sort", "val/loss", "--desc")
     assert [r["val/loss"] for r in desc] == sorted(losses, reverse=True)
+
+
+@pytest.mark.parametrize(
+    "have, where, hit",
+    [
+        (0.01, "1e-2", True),  # the same number, spelled otherwise
+        (0.0023456, "0.002346", True),  # as the table shows it (4 digits)
+        (0.0023456, "0.0023", False),
+        ([16, 16], "[16,16]", True),
+        (None, "null", True),
+        (True, "1", False),  # a flag is no number
+    ],
+)
+def test_where_matches_a_value_or_what_the_table_shows(have, where, hit):
+    ((key, text, value),) = parse_where([f"optimizer.lr={where}"])
+    assert matches({"optimizer.lr": have}, key, text, value) is hit
+    assert not matches({}, key, text, value)
 
 
 def test_runs_without_the_sorted_metric_come_last_either_way(tmp_path, capsys):
