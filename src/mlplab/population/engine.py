@@ -331,6 +331,13 @@ class _Chunk:
     def write(self, module: PopulationModule, columns: list[str], environment: dict) -> list[dict]:
         """Each member's run dir; its summary row."""
         rows = []
+
+        # A net with member k's modules (its dropout and activation change the state_dict's
+        # keys): one per distinct pair, each holding the weights of the member written now.
+        def own(k: int) -> tuple:
+            return self.hparams[k]["activation"], self.hparams[k]["dropout"]
+
+        nets = {own(0): self.template.net}
         for k, (config, run_dir) in enumerate(zip(self.configs, self.dirs, strict=True)):
             write_run_info(config, run_dir, run_name=run_dir.name, environment=environment)
             flat = flatten(config)
@@ -338,8 +345,9 @@ class _Chunk:
             row |= {key: flat.get(key) for key in columns}
             row |= {"best_epoch": module.best_epoch[k], "stopped_epoch": module.stopped_epoch[k]}
             if module.best_epoch[k] is not None:  # the best weights, also of one that diverged
-                # member k's own modules: its dropout and activation change the state_dict keys
-                self.template.net = self.net.member(k, module.best_flat).cpu()
+                if own(k) not in nets:
+                    nets[own(k)] = self.net.member(k).cpu()
+                self.template.net = self.net.copy_member(k, nets[own(k)], module.best_flat)
                 write_model_checkpoint(
                     run_dir / "checkpoints" / "best.ckpt",
                     self.template,

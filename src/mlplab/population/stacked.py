@@ -197,13 +197,13 @@ class StackedMLP(nn.Module):
         term whose gradient is the optimizer's coupled ``weight_decay`` λ (mlplab's L2)."""
         return self.flat.square().sum(dim=1) / 2
 
-    def member(self, k: int, flat: torch.Tensor | None = None) -> MLP:
-        """Member k as a plain ``MLP`` on the weights' device and dtype, its own modules (dropout,
-        activation) and row k of ``flat`` (default: the current weights), copied, not shared."""
+    def member(self, k: int) -> MLP:
+        """Member k as a plain ``MLP`` with its own modules (dropout, activation), on the
+        weights' device and dtype; its weights copied, not shared."""
         check(-self.k <= k < self.k, "member", k, f"an index in [0, {self.k})")
         arch = self.arch | {"activation": self.activations[k], "dropout": self.rates[k]}
         mlp, _ = _seeded_mlp(0, **arch)  # its init is overwritten
-        return self.copy_member(k, mlp.to(device=self.flat.device, dtype=self.flat.dtype), flat)
+        return self.copy_member(k, mlp.to(device=self.flat.device, dtype=self.flat.dtype))
 
     @torch.no_grad()
     def copy_member(self, k: int, mlp: MLP, flat: torch.Tensor | None = None) -> MLP:
