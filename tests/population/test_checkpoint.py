@@ -34,11 +34,17 @@ CKPT = Path("checkpoints") / "population.ckpt"
 STOP = ["regularization=early_stopping", "callbacks.early_stopping.min_delta=0.5"]
 # Member 2 diverges in its first step; member 3 stops after epoch 4 (no epoch improves the
 # val loss by min_delta=0.5: its patience of 4 is half used at a kill after epoch 2); members
-# 0 and 1 train on, with their own dropout masks.
+# 0 and 1 train on, member 1 with its own dropout masks and activation.
 PATIENCE = "callbacks.early_stopping.patience"
 MEMBERS = [
-    {"seed": 1, "optimizer.lr": 0.1, "model.dropout": 0.1, PATIENCE: 99},
-    {"seed": 2, "optimizer.lr": 0.05, "model.dropout": 0.2, PATIENCE: 99},
+    {"seed": 1, "optimizer.lr": 0.1, "model.dropout": 0.0, PATIENCE: 99},
+    {
+        "seed": 2,
+        "optimizer.lr": 0.05,
+        "model.dropout": 0.2,
+        "model.activation": "tanh",
+        PATIENCE: 99,
+    },
     {"seed": 3, "optimizer.lr": 1e30, "model.dropout": 0.1, PATIENCE: 99},
     {"seed": 4, "optimizer.lr": 0.1, "model.dropout": 0.1, PATIENCE: 4},
 ]
