@@ -151,14 +151,16 @@ def read_run(path: Path, name: str, member=None, trial: dict | None = None) -> R
         owner = lock_owner(path) or (lock_owner(member[0]) if member is not None else None)
     except OSError:
         owner = None
+    row, trial = (member[2] if member else {}), trial or {}
+    # a trial pruned in a population has the metrics of its epochs so far: still not a result
+    pruned = trial.get("state") == "PRUNED" or row.get("status") == "pruned"
     if owner is not None:
         run.status = "running"
         run.notes.append(f"in use by {owner}")
     elif metrics is not None:
-        run.status, run.metrics = "ok", metrics
+        run.status, run.metrics = "pruned" if pruned else "ok", metrics
     else:
         error = _read_text(path / ERROR_FILE)
-        row, trial = (member[2] if member else {}), trial or {}
         if error is not None:
             run.status = "diverged" if "diverged" in error else "failed"
         elif row.get("status") == "diverged":

@@ -381,8 +381,9 @@ def test_a_member_killed_before_its_first_epoch_is_an_incomplete_run(logs, tmp_p
 
 
 def test_a_sweep_population_and_its_trials(logs, tmp_path, capsys):
-    """A sweep dir: trials.csv says which trials failed or were pruned; a population dir whose
-    members are the sweep's trial dirs lends them its epochs for --plot."""
+    """A sweep dir: trials.csv says which trials failed or were pruned (one pruned in its
+    population has the metrics of its epochs so far); a population dir whose members are the
+    sweep's trial dirs lends them its epochs for --plot."""
     sweep = tmp_path / "sweep" / "toy"
     for n in range(4):
         shutil.copytree(logs / "train" / "multirun" / "grid" / str(n), sweep / f"trial_{n}")
@@ -390,7 +391,7 @@ def test_a_sweep_population_and_its_trials(logs, tmp_path, capsys):
         (sweep / f"trial_{n}" / "metrics.json").unlink()
     (sweep / "trials.csv").write_text(
         "number,state,value_val/loss,population,fail_reason\n"
-        "0,COMPLETE,0.5,population_0,\n1,COMPLETE,0.5,population_0,\n"
+        "0,COMPLETE,0.5,population_0,\n1,PRUNED,,population_0,\n"
         "2,FAIL,,,val/loss was nan in every epoch\n3,PRUNED,,,\n"
     )
     pop = sweep / "population_0"
@@ -406,11 +407,14 @@ def test_a_sweep_population_and_its_trials(logs, tmp_path, capsys):
     rows = records(capsys, str(tmp_path / "sweep"))
     assert [(r["run"], r["status"]) for r in rows] == [
         ("toy/trial_0", "ok"),
-        ("toy/trial_1", "ok"),
+        ("toy/trial_1", "pruned"),
         ("toy/trial_2", "failed"),
         ("toy/trial_3", "pruned"),
     ]
     assert rows[2]["note"] == "val/loss was nan in every epoch"
+    assert rows[1]["val/loss"] is not None  # what it has, shown; left out of group means
+    grouped = runs(capsys, str(tmp_path / "sweep"), "--group-by", "seed")[1]
+    assert "pruned" in grouped
     from mlplab.runs import curve, load
 
     found, _ = load([str(tmp_path / "sweep")])
