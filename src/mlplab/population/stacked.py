@@ -92,8 +92,7 @@ class StackedMLP(nn.Module):
         cls, members: Sequence[MLP], rng_states: Sequence[torch.Tensor] | None = None
     ) -> StackedMLP:
         """Stack torch-layer MLPs of one architecture (their dropout rates and activations may
-        differ), member
-        k drawing its dropout masks from ``rng_states[k]`` (default: seeded k)."""
+        differ), member k drawing its dropout masks from ``rng_states[k]`` (default: seeded k)."""
         check(len(members) >= 1, "members", members, "at least one MLP")
         if rng_states is None:
             rng_states = [torch.Generator().manual_seed(k).get_state() for k in range(len(members))]
