@@ -10,9 +10,11 @@ import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.plugins.precision import Precision
 
 from mlplab.errors import ConfigError
 from mlplab.models import MLPModule
+from mlplab.models.grouped import QuietStep
 from mlplab.run.build import build_model, build_trainer
 from mlplab.train import train
 
@@ -235,6 +237,43 @@ def test_plain_backward_fast_path_is_exact_and_steps_aside_for_listeners(make_cf
     assert flags == [True, False]
     n_train = len(dm.tensors["train"][0])
     assert counter.calls == 2 * -(-n_train // cfg.data.batch_size)  # every mini-batch seen
+    assert torch.equal(weights[0], weights[1])
+
+
+class CountOptimizerSteps(L.Callback):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.calls += 1
+
+
+def test_quiet_optimizer_step_is_exact_counts_and_steps_aside_for_listeners(make_cfg, monkeypatch):
+    """An optimizer step skips Lightning's on_before_optimizer_step dispatch only when nobody
+    listens; either way every step is counted and the weights come out the same."""
+    cfg = make_cfg("trainer.max_epochs=2", "callbacks=none")
+    dm = instantiate(cfg.data)
+    dm.setup()
+    dispatched = []
+    lightning_step = Precision.optimizer_step
+    monkeypatch.setattr(
+        Precision,
+        "optimizer_step",
+        lambda self, *args, **kwargs: dispatched.append(1) or lightning_step(self, *args, **kwargs),
+    )
+    weights, steps, counter = [], [], CountOptimizerSteps()
+    for callbacks in ([], [counter]):
+        torch.manual_seed(0)
+        model = build_model(cfg, dm)
+        trainer = build_trainer(cfg, callbacks, [], model)
+        assert isinstance(trainer.strategy.precision_plugin, QuietStep)
+        trainer.fit(model, datamodule=dm)
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+        steps.append((trainer.global_step, len(dispatched)))
+        assert model._plain_backward  # the backward fast path still applies
+    n_steps = 2 * -(-len(dm.tensors["train"][0]) // cfg.data.batch_size)
+    assert steps == [(n_steps, 0), (n_steps, n_steps)]  # quiet; then dispatched for the hook
+    assert counter.calls == n_steps
     assert torch.equal(weights[0], weights[1])
 
 

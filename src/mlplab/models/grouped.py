@@ -103,11 +103,41 @@ class GroupedSteps:
             c for c in trainer.callbacks if any(is_overridden(h, c, L.Callback) for h in hooks)
         ]
         return (
-            type(trainer.strategy.precision_plugin) is Precision
+            type(trainer.strategy.precision_plugin) in (Precision, QuietStep)
             and type(trainer.strategy) is SingleDeviceStrategy
             and not listening
             and not any(is_overridden(h, self, L.LightningModule) for h in (*hooks, "backward"))
         )
+
+
+class QuietStep(Precision):
+    """Full precision whose optimizer step skips Lightning's ``on_before_optimizer_step``
+    dispatch when nothing listens: a module with manual optimization (for which Lightning
+    clips nothing there) and no callback or module overriding the hook. Otherwise, and for a
+    module with automatic optimization, Lightning's own step. The step still goes through the
+    ``LightningOptimizer``, which counts it (``trainer.global_step``)."""
+
+    _listening: tuple = ((), True)  # (the module, trainer and callbacks it was asked for, answer)
+
+    def optimizer_step(self, optimizer, model, closure, **kwargs):
+        if self._hooks_listen(model):
+            return super().optimizer_step(optimizer, model, closure, **kwargs)
+        return optimizer.step(closure=closure, **kwargs)
+
+    def _hooks_listen(self, model) -> bool:
+        trainer = getattr(model, "trainer", None)
+        if not isinstance(model, L.LightningModule) or trainer is None:
+            return True
+        key = (id(model), id(trainer), *map(id, trainer.callbacks))
+        if self._listening[0] != key:
+            hook = "on_before_optimizer_step"
+            listen = (
+                model.automatic_optimization
+                or is_overridden(hook, model, L.LightningModule)
+                or any(is_overridden(hook, c, L.Callback) for c in trainer.callbacks)
+            )
+            self._listening = (key, listen)
+        return self._listening[1]
 
 
 def counts_training_steps(trainer: L.Trainer) -> bool:

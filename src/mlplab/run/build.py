@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlplab.config import CONF_DIR
 from mlplab.errors import ConfigError, check, import_target, user_error
+from mlplab.models.grouped import QuietStep
 from mlplab.run.checkpoint import AtomicCheckpointIO, RunRecord, read_checkpoint
 from mlplab.run.progress import ProgressBar
 from mlplab.run.rundir import damaged_hint
@@ -217,13 +218,17 @@ def build_trainer(
     # default one in some folder of its own.
     has_checkpoints = any(isinstance(c, Checkpoint) for c in callbacks)
     trainer_cfg.setdefault("enable_checkpointing", has_checkpoints)
-    plugins = [AtomicCheckpointIO()] if has_checkpoints else None
+    plugins = [AtomicCheckpointIO()] if has_checkpoints else []
+    if model is not None and not model.automatic_optimization:
+        if str(trainer_cfg.get("precision", "32-true")) in ("32", "32-true"):
+            trainer_cfg.pop("precision", None)  # the plugin says it
+            plugins.append(QuietStep())
     has_bar = any(isinstance(c, ProgressBarBase) for c in callbacks)
     if trainer_cfg.get("enable_progress_bar", True) and not has_bar:
         callbacks = [*callbacks, ProgressBar()]  # train/val loss on the bar, no version id
     try:
         return instantiate_checked(
-            trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=plugins
+            trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=plugins or None
         )
     except InstantiationException as err:  # Lightning's own checks: name the trainer config
         cause = err.__cause__ or err
