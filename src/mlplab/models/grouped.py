@@ -117,7 +117,7 @@ class QuietStep(Precision):
     module with automatic optimization, Lightning's own step. The step still goes through the
     ``LightningOptimizer``, which counts it (``trainer.global_step``)."""
 
-    _listening: tuple = ((), True)  # (the module, trainer and callbacks it was asked for, answer)
+    _listening: tuple = ((), True)  # (the classes it was asked for, answer)
 
     def optimizer_step(self, optimizer, model, closure, **kwargs):
         if self._hooks_listen(model):
@@ -125,10 +125,11 @@ class QuietStep(Precision):
         return optimizer.step(closure=closure, **kwargs)
 
     def _hooks_listen(self, model) -> bool:
-        trainer = getattr(model, "trainer", None)
-        if not isinstance(model, L.LightningModule) or trainer is None:
+        if not isinstance(model, L.LightningModule):
             return True
-        key = (id(model), id(trainer), *map(id, trainer.callbacks))
+        trainer = model.trainer
+        # whether a hook is overridden is a matter of classes
+        key = (type(model), model.automatic_optimization, *map(type, trainer.callbacks))
         if self._listening[0] != key:
             hook = "on_before_optimizer_step"
             listen = (
