@@ -31,7 +31,7 @@ def _need(tmp_path, *overrides: str, shared: bool = False, kinds: int = 1) -> me
     config = MemberConfigs(compose_run(tmp_path, *BASE, *overrides), [{}])[0]
     datamodule = build.build_datamodule(config)
     datamodule.setup("fit")
-    return memory.footprint(config, datamodule, shared_split=shared, activations=kinds)
+    return memory.footprint(config, datamodule, shared_split=shared, kinds=kinds)
 
 
 def test_the_estimate_grows_with_width_data_and_optimizer_state(tmp_path):

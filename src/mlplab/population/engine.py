@@ -206,7 +206,7 @@ def _chunks(configs: MemberConfigs, first, max_members: int | None) -> list[list
     shared = "data." not in " ".join(f"{k}." for k in configs.keys + configs.followers)
     base = configs.base["model"].get("activation")
     kinds = len({m.get("model.activation", base) for m in configs.members})
-    need = footprint(configs[0], first, shared_split=shared, activations=kinds)
+    need = footprint(configs[0], first, shared_split=shared, kinds=kinds)
     size = chunk_size(need, n, memory_bound(configs[0]), f"a population of {n}")
     size = min(size, max_members or size)
     return [list(range(i, min(i + size, n))) for i in range(0, n, size)]

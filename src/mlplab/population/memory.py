@@ -50,7 +50,7 @@ def parameter_count(in_features: int, hidden_sizes: list[int], out_features: int
     return sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False))
 
 
-def footprint(config: dict, datamodule, shared_split: bool, activations: int = 1) -> Footprint:
+def footprint(config: dict, datamodule, shared_split: bool, kinds: int = 1) -> Footprint:
     """The bytes a population needs per member and in all, from its data's shape.
 
     Args:
@@ -58,7 +58,7 @@ def footprint(config: dict, datamodule, shared_split: bool, activations: int = 1
         datamodule: its DataModule after ``setup("fit")`` (rows per split, features, outputs).
         shared_split: every member trains on the same split (the same data config): one copy
             of the data for all; else each member holds its own split plus its stacked copy.
-        activations: how many activations the members have between them.
+        kinds: how many activations the members have between them.
     """
     hp = datamodule.hparams
     rows = {name: int(t[0].shape[0]) for name, t in datamodule.tensors.items()}
@@ -71,7 +71,7 @@ def footprint(config: dict, datamodule, shared_split: bool, activations: int = 1
     name = str(config["optimizer"].get("_target_", "")).rsplit(".", 1)[-1]
     copies = PARAMETER_COPIES + STEP_TEMPORARIES + OPTIMIZER_BUFFERS.get(name, 3)
     weights = parameter_count(d_in, hidden, d_out) * copies
-    per_unit = ACTIVATION_COPIES + MIXED_ACTIVATION_COPIES * (activations - 1)
+    per_unit = ACTIVATION_COPIES + MIXED_ACTIVATION_COPIES * (kinds - 1)
     activations = batch * sum(widths) * per_unit + eval_rows * max(widths) * 2
     gathered = batch * (d_in + 1)  # each member's batch, gathered
     scores = (rows.get("val", 0) + rows.get("test", 0)) * d_out  # an epoch's predictions
